@@ -1,0 +1,263 @@
+"""The ``tailmix`` command. argparse and YAML live here only; the library takes keywords."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tailmix import __version__
+from tailmix._validation import ParameterError
+
+# Flags of `tailmix train` that set a config key.
+FLAG_KEYS = {
+    "dataset": "dataset.name",
+    "data_root": "dataset.root",
+    "ratio": "dataset.ratio",
+    "profile": "dataset.profile",
+    "arch": "model.arch",
+    "strategy": "strategy",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "seed": "train.seed",
+    "device": "train.device",
+    "precision": "train.precision",
+    "eval_every": "eval.every",
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help="YAML config file (flags override it)")
+    p.add_argument("--dataset", help="digits, cifar10, cifar100, imagefolder, svhn, cinic10, "
+                   "tiny_imagenet")
+    p.add_argument("--data-root", help="folder or file holding the dataset")
+    p.add_argument("--ratio", type=float, help="imbalance ratio n_max / n_min")
+    p.add_argument("--profile", help="exp, step, counts or original")
+    p.add_argument("--arch", help="resnet32, resnet18, small_cnn or mlp")
+    p.add_argument("--strategy", help="a name from `tailmix strategies`")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", help="auto, bf16, fp32, fp16")
+    p.add_argument("--eval-every", type=int, help="evaluate every N epochs (and at the end)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any config key, e.g. --set mixer.q=-0.5 (value read as YAML)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config a command line asks for: file, then flags, then --set."""
+    from tailmix.config import load_config_file, set_path
+
+    cfg = load_config_file(args.config) if args.config else {}
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            if key == "dataset.ratio" and float(value).is_integer():
+                value = int(value)
+            set_path(cfg, key, value)
+    for item in args.set:
+        if "=" not in item:
+            raise ParameterError("--set", "KEY=VALUE", item)
+        key, value = item.split("=", 1)
+        set_path(cfg, key.strip(), yaml.safe_load(value))
+    if getattr(args, "no_progress", False):
+        set_path(cfg, "log.progress", False)
+    return cfg
+
+
+def _default_out(cfg: dict[str, Any]) -> Path:
+    d = cfg.get("dataset", {}) or {}
+    name = d.get("name", "digits")
+    ratio = d.get("ratio", 100)
+    strategy = cfg.get("strategy", "ERM")
+    seed = (cfg.get("train") or {}).get("seed", 0)
+    return Path("runs") / f"{name}-r{ratio}" / f"{strategy}-s{seed}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tailmix import distributed
+    from tailmix.engine import Trainer
+
+    if args.resume:
+        from tailmix.config import load_config_file
+
+        run = Path(args.resume)
+        cfg = load_config_file(run / "config.yaml")
+        for k in ("composition", "class_counts"):
+            cfg.pop(k, None)
+        out = run
+    else:
+        cfg = build_config(args)
+        out = Path(args.out) if args.out else _default_out(cfg)
+    distributed.init_from_env()
+    trainer = Trainer(cfg, out)
+    result = trainer.fit(resume=bool(args.resume))
+    if trainer.is_main:
+        _print_summary([(cfg.get("strategy", "ERM"), result)])
+        print(f"results written to {out}")
+    return 0
+
+
+def _print_summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="final epoch (test set)")
+    for col in ("run", "top-1", "balanced", "many", "medium", "few", "macro F1", "ECE",
+                "LA top-1"):
+        table.add_column(col, justify="right" if col != "run" else "left")
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for name, r in rows:
+        m = r["final"]
+        table.add_row(name, f(m["top1"]), f(m["balanced_accuracy"]), f(m["many_shot"]),
+                      f(m["medium_shot"]), f(m["few_shot"]), f(m["macro_f1"]), f(m["ece"]),
+                      f((m.get("posthoc_la") or {}).get("top1")))
+    Console().print(table)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train several strategies on one config and compare them."""
+    from tailmix.engine import train
+
+    base = build_config(args)
+    out_root = Path(args.out)
+    rows, run_dirs = [], []
+    for name in args.strategies:
+        cfg = {**base, "strategy": name}
+        out = out_root / name
+        done = out / "metrics.json"
+        if done.is_file() and not args.force:
+            import json
+
+            result = json.loads(done.read_text())
+            print(f"{name}: finished run found in {out}, reusing it (--force to retrain)")
+        else:
+            resume = (out / "checkpoints" / "last.pt").is_file() and not args.force
+            result = train(cfg, out, resume=resume)
+        rows.append((name, result))
+        run_dirs.append(out)
+    _print_summary(rows)
+    try:
+        from tailmix.report import build_report
+
+        html, md = build_report(run_dirs, out_root / "report")
+        print(f"comparison report: {html}")
+    except ImportError:
+        pass
+    print(f"results written to {out_root}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from tailmix.engine import evaluate_checkpoint
+
+    m = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, device=args.device)
+    keys = ("epoch", "top1", "balanced_accuracy", "many_shot", "medium_shot", "few_shot",
+            "macro_f1", "ece")
+    print(json.dumps({k: m.get(k) for k in keys}, indent=2))
+    if args.json:
+        from tailmix.io import write_json
+
+        write_json(args.json, m)
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from tailmix.strategies import STRATEGIES
+
+    width = max(len(n) for n in STRATEGIES)
+    for name, s in STRATEGIES.items():
+        print(f"{name:<{width}}  {s.summary}")
+    return 0
+
+
+def cmd_margins(args: argparse.Namespace) -> int:
+    from tailmix.analysis import margins_for_run
+
+    path = margins_for_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    print(f"margins written to {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tailmix.report import build_report
+
+    html, md = build_report([Path(r) for r in args.run_dirs],
+                            Path(args.out) if args.out else None)
+    print(f"report: {html}\nsummary: {md}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tailmix",
+        description="Deep imbalanced classification: train, evaluate, analyse and compare "
+                    "strategies on long-tailed data.",
+    )
+    parser.add_argument("--version", action="version", version=f"tailmix {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one configuration")
+    _add_config_flags(p)
+    p.add_argument("--out", "-o", help="run folder (default runs/<dataset>-r<ratio>/<strategy>-s<seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="train several strategies and compare them")
+    _add_config_flags(p)
+    p.add_argument("--strategies", nargs="+", required=True)
+    p.add_argument("--out", "-o", required=True, help="folder for the runs and the report")
+    p.add_argument("--force", action="store_true", help="retrain finished runs")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("eval", help="re-evaluate a checkpoint on its test set")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data-root", help="override the dataset root stored in the checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("strategies", help="list the named strategies")
+    p.set_defaults(func=cmd_strategies)
+
+    p = sub.add_parser("margins", help="per-class margin analysis of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--checkpoint", default="last", help="last or best")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_margins)
+
+    p = sub.add_parser("report", help="HTML + Markdown report of one or more runs")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", "-o", help="output folder (default: the run folder, for one run)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ParameterError as e:
+        print(f"tailmix: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tailmix: interrupted; `tailmix train --resume RUN_DIR` continues the run",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

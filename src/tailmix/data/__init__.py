@@ -1,0 +1,12 @@
+"""Datasets: sources, long-tailed profiles, device-resident tensors and augmentation."""
+
+from tailmix.data.augment import BatchAugment
+from tailmix.data.base import RawDataset
+from tailmix.data.dataset import LongTailData, prepare_dataset
+from tailmix.data.profiles import class_counts, subsample_indices
+from tailmix.data.sources import SOURCES, from_arrays, load_digits_dataset, load_source
+
+__all__ = [
+    "SOURCES", "BatchAugment", "LongTailData", "RawDataset", "class_counts", "from_arrays",
+    "load_digits_dataset", "load_source", "prepare_dataset", "subsample_indices",
+]
