@@ -1,0 +1,518 @@
+"""Image datasets stored as files: ``SPLIT/CLASS/IMAGE`` folders or zips, and CINIC-10.
+
+Images are decoded once with Pillow to RGB ``uint8`` and the result is cached as a
+compressed ``.npz`` keyed by a fingerprint of the source, so later reads take a fraction of a
+second. The cache folder is the ``cache_dir`` argument, else the ``TAILMIX_CACHE`` environment
+variable, else ``~/.cache/tailmix``.
+
+A zip is fingerprinted from its central directory (every member's name, size and CRC-32),
+which changes whenever a member's content does and costs no decompression; a folder from the
+relative paths, sizes and modification times of the images read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import warnings
+import zipfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tailmix._validation import ParameterError, check_choice
+from tailmix.data.base import RawDataset
+from tailmix.data.download import DatasetError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImagePlan",
+    "ImageSource",
+    "build_dataset",
+    "decode_images",
+    "default_cache_dir",
+    "is_image_name",
+    "read_cinic10",
+    "read_imagefolder",
+]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+"""File name endings (compared case-insensitively) that are read as images."""
+
+_CACHE_VERSION = 1
+_CHUNK = 256
+
+
+def default_cache_dir() -> Path:
+    """The folder for decoded-image caches: ``$TAILMIX_CACHE`` or ``~/.cache/tailmix``."""
+    return Path(os.environ.get("TAILMIX_CACHE") or "~/.cache/tailmix").expanduser()
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _ignored(parts: Sequence[str]) -> bool:
+    """Hidden files and folders, and the resource forks macOS adds to zips."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+class ImageSource:
+    """A folder or a zip file seen as a set of relative POSIX paths.
+
+    Parameters
+    ----------
+    source:
+        A folder or a ``.zip`` file.
+    expect:
+        Top-level names the dataset should have. When none of them is at the top level but
+        everything sits in a single folder, that folder is treated as the top level.
+    """
+
+    def __init__(self, source: str | os.PathLike, *, expect: Iterable[str] = ()):
+        if not isinstance(source, (str, os.PathLike)):
+            raise ParameterError("source", "a str or os.PathLike path to a folder or .zip", source)
+        self.path = Path(source).expanduser()
+        if not self.path.exists():
+            raise FileNotFoundError(f"Dataset source {str(self.path)!r} does not exist.")
+        self.is_zip = self.path.is_file()
+        self._local = threading.local()
+        self._handles: list[zipfile.ZipFile] = []
+        self._lock = threading.Lock()
+        if self.is_zip:
+            if not zipfile.is_zipfile(self.path):
+                raise DatasetError(f"{str(self.path)!r} is a file but not a zip archive.")
+            entries = self._list_zip()
+        else:
+            entries = self._list_folder()
+        files = {name: info for name, info in entries.items() if not name.endswith("/")}
+        dirs = {name.rstrip("/") for name in entries if name.endswith("/")}
+        for name in files:
+            parts = name.split("/")
+            dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        self.prefix = ""
+        top = {name.split("/")[0] for name in (*files, *dirs)}
+        expect = set(expect)
+        if expect and not expect & top and len(top) == 1 and next(iter(top)) in dirs:
+            self.prefix = next(iter(top)) + "/"
+            n = len(self.prefix)
+            files = {k[n:]: v for k, v in files.items() if k.startswith(self.prefix)}
+            dirs = {d[n:] for d in dirs if d.startswith(self.prefix)}
+        self.files: dict[str, tuple] = files
+        self.dirs: set[str] = dirs
+
+    def _list_zip(self) -> dict[str, tuple]:
+        with zipfile.ZipFile(self.path) as zf:
+            infos = zf.infolist()
+        entries = {}
+        for info in infos:
+            name = info.filename.replace("\\", "/").lstrip("/")
+            if name and not _ignored(name.rstrip("/").split("/")):
+                entries[name] = (info.filename, info.file_size, info.CRC)
+        return entries
+
+    def _list_folder(self) -> dict[str, tuple]:
+        entries = {}
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            dirnames[:] = [d for d in dirnames if not _ignored([d])]
+            rel = Path(dirpath).relative_to(self.path).as_posix()
+            rel = "" if rel == "." else rel + "/"
+            for d in dirnames:
+                entries[f"{rel}{d}/"] = ()
+            for f in filenames:
+                if not _ignored([f]):
+                    entries[rel + f] = ()
+        return entries
+
+    def where(self, name: str) -> str:
+        """A readable location for a member: the file path, or ``archive.zip:member``."""
+        if self.is_zip:
+            return f"{self.path}:{self.prefix}{name}"
+        return str(self.path / (self.prefix + name))
+
+    def top_level(self) -> list[str]:
+        """Sorted top-level names, folders with a trailing slash."""
+        names = {n for n in self.dirs if "/" not in n}
+        names = {n + "/" for n in names} | {n for n in self.files if "/" not in n}
+        return sorted(names)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of a member; safe to call from several threads."""
+        if not self.is_zip:
+            return (self.path / (self.prefix + name)).read_bytes()
+        handle = getattr(self._local, "zip", None)
+        if handle is None:
+            handle = zipfile.ZipFile(self.path)
+            self._local.zip = handle
+            with self._lock:
+                self._handles.append(handle)
+        return handle.read(self.files[name][0])
+
+    def fingerprint(self, names: Iterable[str]) -> str:
+        """A hex digest that changes when any of the named members changes."""
+        digest = hashlib.sha256()
+        if self.is_zip:
+            digest.update(f"zip {self.path.stat().st_size}\n".encode())
+            for name in names:
+                _, size, crc = self.files[name]
+                digest.update(f"{name}\0{size}\0{crc}\n".encode())
+        else:
+            digest.update(b"folder\n")
+            for name in names:
+                st = (self.path / (self.prefix + name)).stat()
+                digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._handles:
+                handle.close()
+            self._handles.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _decode_one(source: ImageSource, name: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(source.read(name))) as image:
+            return np.asarray(image.convert("RGB"))
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as error:
+        raise DatasetError(f"Cannot read image {source.where(name)}: {error}") from error
+
+
+def decode_images(source: ImageSource, names: Sequence[str]) -> np.ndarray:
+    """Decode images to one RGB ``uint8`` array of shape (N, 3, H, W).
+
+    All images must have the size of the first one. Decoding runs on a small thread pool.
+
+    Raises
+    ------
+    DatasetError
+        Naming the first (in ``names`` order) image that cannot be read or differs in size.
+    """
+    if not names:
+        raise DatasetError(f"No images to read in {source.path}.")
+    first = _decode_one(source, names[0])
+    height, width = first.shape[:2]
+    out = np.empty((len(names), 3, height, width), dtype=np.uint8)
+
+    def work(start: int) -> DatasetError | None:
+        for i in range(start, min(start + _CHUNK, len(names))):
+            try:
+                pixels = _decode_one(source, names[i])
+            except DatasetError as error:
+                return error
+            if pixels.shape[:2] != (height, width):
+                return DatasetError(
+                    f"Image {source.where(names[i])} is {pixels.shape[1]}x{pixels.shape[0]} "
+                    f"(width x height) but {source.where(names[0])} is {width}x{height}; all "
+                    "images of a dataset must share one size."
+                )
+            out[i] = pixels.transpose(2, 0, 1)
+        return None
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        errors = list(pool.map(work, range(0, len(names), _CHUNK)))
+    for error in errors:
+        if error is not None:
+            raise error
+    return out
+
+
+@dataclass(kw_only=True)
+class ImagePlan:
+    """Which members make up each split, with their labels.
+
+    Attributes
+    ----------
+    kind:
+        The reader's name; part of the cache file name and key.
+    classes:
+        Class names, index = label.
+    train, test:
+        Member names of each split, in output order.
+    train_y, test_y:
+        ``int64`` labels, one per member.
+    splits:
+        The names of the training and evaluation splits.
+    """
+
+    kind: str
+    classes: list[str]
+    train: list[str]
+    train_y: np.ndarray
+    test: list[str]
+    test_y: np.ndarray
+    splits: tuple[str, str]
+
+
+def _cache_key(source: ImageSource, plan: ImagePlan) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{_CACHE_VERSION}\0{plan.kind}\0{plan.splits}\0{plan.classes}\n".encode())
+    digest.update(source.fingerprint([*plan.train, *plan.test]).encode())
+    digest.update(plan.train_y.tobytes() + b"\0" + plan.test_y.tobytes())
+    return digest.hexdigest()
+
+
+def _load_cache(path: Path, plan: ImagePlan) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("train_x", "test_x")}
+    except Exception as error:  # a damaged cache is rebuilt, never trusted
+        warnings.warn(f"Ignoring unreadable cache {path}: {error}", stacklevel=3)
+        return None
+    train_x, test_x = arrays["train_x"], arrays["test_x"]
+    if (
+        train_x.dtype != np.uint8
+        or train_x.ndim != 4
+        or train_x.shape[1:] != test_x.shape[1:]
+        or test_x.dtype != np.uint8
+        or (len(train_x), len(test_x)) != (len(plan.train), len(plan.test))
+    ):
+        warnings.warn(f"Ignoring cache {path}: its arrays do not match the source.", stacklevel=3)
+        return None
+    return arrays
+
+
+def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        warnings.warn(f"Cannot write the image cache {path}: {error}", stacklevel=3)
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as error:
+        warnings.warn(f"Cannot write the image cache {path}: {error}", stacklevel=3)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _safe_stem(path: Path) -> str:
+    stem = path.resolve().name.removesuffix(".zip") or "dataset"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
+def build_dataset(
+    source: ImageSource,
+    plan: ImagePlan,
+    *,
+    cache_dir: str | os.PathLike | None,
+    name: str,
+    hflip: bool = True,
+) -> RawDataset:
+    """Decode the planned images (or load them from the cache) into a :class:`RawDataset`."""
+    folder = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    cache = folder / f"{plan.kind}-{_safe_stem(source.path)}-{_cache_key(source, plan)[:24]}.npz"
+    arrays = _load_cache(cache, plan) if cache.is_file() else None
+    if arrays is None:
+        images = decode_images(source, [*plan.train, *plan.test])
+        arrays = {"train_x": images[: len(plan.train)], "test_x": images[len(plan.train) :]}
+        _save_cache(cache, arrays)
+    return RawDataset(
+        train_x=arrays["train_x"],
+        train_y=plan.train_y,
+        test_x=arrays["test_x"],
+        test_y=plan.test_y,
+        classes=list(plan.classes),
+        name=name,
+        hflip=hflip,
+    )
+
+
+def _split_members(source: ImageSource, split: str) -> dict[str, list[str]]:
+    """``{class: sorted image members}`` of one ``SPLIT/CLASS/IMAGE`` split."""
+    if split not in source.dirs:
+        raise DatasetError(
+            f"{source.path} does not have the SPLIT/CLASS/IMAGE layout: no {split!r} folder at "
+            f"its top level. Found: {source.top_level()[:20]}."
+        )
+    head = split + "/"
+    classes: dict[str, list[str]] = {
+        d[len(head) :]: [] for d in source.dirs if d.startswith(head) and "/" not in d[len(head) :]
+    }
+    misplaced = []
+    for name in source.files:
+        if not name.startswith(head) or not is_image_name(name):
+            continue
+        parts = name[len(head) :].split("/")
+        if len(parts) == 2:
+            classes[parts[0]].append(name)
+        else:
+            misplaced.append(name)
+    if misplaced:
+        raise DatasetError(
+            f"{source.path} does not have the SPLIT/CLASS/IMAGE layout: {len(misplaced)} "
+            f"image(s) in {split!r} are not exactly one class folder deep, e.g. "
+            f"{sorted(misplaced)[0]!r}."
+        )
+    if not classes:
+        raise DatasetError(
+            f"{source.path} does not have the SPLIT/CLASS/IMAGE layout: the {split!r} folder "
+            "holds no class folders."
+        )
+    empty = sorted(c for c, members in classes.items() if not members)
+    if empty:
+        raise DatasetError(
+            f"Class folder {source.where(head + empty[0])} holds no images (extensions read: "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+    return {c: sorted(members) for c, members in sorted(classes.items())}
+
+
+def _labelled(members: dict[str, list[str]], classes: list[str]) -> tuple[list[str], np.ndarray]:
+    names = [m for c in classes for m in members[c]]
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), [len(members[c]) for c in classes])
+    return names, labels
+
+
+def _check_split_name(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value or "/" in value or "\\" in value:
+        raise ParameterError(name, "a non-empty folder name without slashes", value)
+    return value
+
+
+def read_imagefolder(
+    source: str | os.PathLike,
+    *,
+    train_split: str = "train",
+    test_split: str = "test",
+    cache_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> RawDataset:
+    """Read an image dataset laid out as ``SPLIT/CLASS/IMAGE`` in a folder or a zip.
+
+    Parameters
+    ----------
+    source:
+        A folder, or a ``.zip`` whose members are ``SPLIT/CLASS/IMAGE`` (possibly all inside
+        one top-level folder).
+    train_split, test_split:
+        The split folder names.
+    cache_dir:
+        Where to keep the decoded arrays; default ``$TAILMIX_CACHE`` or ``~/.cache/tailmix``.
+    name:
+        The dataset's name in reports; default the source's file or folder name.
+
+    Returns
+    -------
+    RawDataset
+        Classes are the sorted class-folder names of the training split; images within a
+        class are in file-name order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``source`` does not exist.
+    DatasetError
+        If the layout differs (the message says what was found), a class folder is empty, the
+        splits' classes differ, an image cannot be decoded or images differ in size.
+    """
+    train_split = _check_split_name("train_split", train_split)
+    test_split = _check_split_name("test_split", test_split)
+    if train_split == test_split:
+        raise ParameterError(
+            "test_split", f"a folder other than train_split={train_split!r}", test_split
+        )
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise ParameterError("cache_dir", "a str or os.PathLike path or None", cache_dir)
+    if name is not None and not isinstance(name, str):
+        raise ParameterError("name", "a str or None", name)
+    with ImageSource(source, expect=(train_split, test_split)) as src:
+        return _read_splits(src, train_split, test_split, cache_dir, name, kind="imagefolder")
+
+
+def _read_splits(
+    src: ImageSource,
+    train_split: str,
+    test_split: str,
+    cache_dir: str | os.PathLike | None,
+    name: str | None,
+    *,
+    kind: str,
+) -> RawDataset:
+    train = _split_members(src, train_split)
+    test = _split_members(src, test_split)
+    classes = list(train)
+    if set(test) != set(classes):
+        missing, extra = sorted(set(classes) - set(test)), sorted(set(test) - set(classes))
+        raise DatasetError(
+            f"The {test_split!r} split of {src.path} has other classes than the "
+            f"{train_split!r} split: missing from {test_split!r}: {missing}; only in "
+            f"{test_split!r}: {extra}."
+        )
+    train_names, train_y = _labelled(train, classes)
+    test_names, test_y = _labelled(test, classes)
+    plan = ImagePlan(
+        kind=kind,
+        classes=classes,
+        train=train_names,
+        train_y=train_y,
+        test=test_names,
+        test_y=test_y,
+        splits=(train_split, test_split),
+    )
+    return build_dataset(src, plan, cache_dir=cache_dir, name=name or _safe_stem(src.path))
+
+
+def read_cinic10(
+    root: str | os.PathLike,
+    *,
+    eval_split: str = "test",
+    cache_dir: str | os.PathLike | None = None,
+) -> RawDataset:
+    """Read CINIC-10 from its released layout ``{train,valid,test}/CLASS/IMAGE``.
+
+    Parameters
+    ----------
+    root:
+        The extracted release folder (or a zip of it).
+    eval_split:
+        ``"test"`` or ``"valid"``: which split serves as the test set.
+    cache_dir:
+        As in :func:`read_imagefolder`.
+
+    Returns
+    -------
+    RawDataset
+        90,000 training images of 32x32 in 10 classes, and 90,000 evaluation images.
+    """
+    eval_split = check_choice("eval_split", eval_split, ("test", "valid"))
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise ParameterError("cache_dir", "a str or os.PathLike path or None", cache_dir)
+    with ImageSource(root, expect=("train", "valid", "test")) as src:
+        missing = [s for s in ("train", "valid", "test") if s not in src.dirs]
+        if missing:
+            raise DatasetError(
+                f"{src.path} is not a CINIC-10 release: missing the split folder(s) "
+                f"{', '.join(s + '/' for s in missing)}. Found: {src.top_level()[:20]}."
+            )
+        return _read_splits(src, "train", eval_split, cache_dir, "cinic10", kind="cinic10")

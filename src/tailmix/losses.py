@@ -1,0 +1,307 @@
+"""Classification losses on soft targets, with optional per-class weights.
+
+Every loss is called as ``loss(logits, target, class_weights=None)`` where ``logits`` has
+shape ``(B, C)`` and ``target`` is a soft target of shape ``(B, C)`` whose rows sum to 1 (a
+``(B,)`` integer label tensor is accepted too and read as one-hot). Each loss defines a
+per-class term ``l_ik(z)``; the loss of example ``i`` is ``sum_k v_k y_ik l_ik`` and the batch
+reduction is the weighted mean
+
+    sum_i sum_k v_k y_ik l_ik / sum_i sum_k v_k y_ik,
+
+with ``v`` the class weights (all ones when ``class_weights`` is ``None``, which makes it the
+plain mean over the batch). On one-hot targets every loss therefore equals its hard-target
+form, e.g. ``F.cross_entropy(z, y, weight=v)``. So any mixer works with any loss and any
+class-weight schedule.
+
+>>> import torch
+>>> loss = build_loss("ce", class_counts=None)
+>>> round(loss(torch.zeros(1, 4), torch.tensor([2])).item(), 4)  # log(4)
+1.3863
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix.weights import ClassCounts, check_class_counts
+
+__all__ = [
+    "LOSSES",
+    "BalancedSoftmax",
+    "CrossEntropy",
+    "Focal",
+    "LDAM",
+    "LogitAdjusted",
+    "SoftTargetLoss",
+    "build_loss",
+    "posthoc_adjust",
+]
+
+
+def _log_prior(counts: Tensor) -> Tensor:
+    return (counts / counts.sum()).log()
+
+
+class SoftTargetLoss(nn.Module):
+    """Base class: checks the inputs, then reduces the per-class terms of ``_per_class_loss``.
+
+    Subclasses implement ``_per_class_loss(logits, target) -> (B, C)`` only.
+    """
+
+    #: Whether the loss expects a cosine (normalised) classifier head.
+    requires_cosine_head: bool = False
+
+    def forward(
+        self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None
+    ) -> Tensor:
+        """Weighted mean loss over the batch.
+
+        Parameters
+        ----------
+        logits : Tensor
+            Shape ``(B, C)``.
+        target : Tensor
+            Soft target of shape ``(B, C)`` with rows summing to 1, or integer labels ``(B,)``.
+        class_weights : Tensor, optional
+            Shape ``(C,)``; ``None`` means no weighting (plain mean).
+
+        Returns
+        -------
+        Tensor
+            A scalar, in the promoted floating dtype of ``logits`` (at least ``float32``).
+        """
+        if logits.ndim != 2:
+            raise ParameterError("logits", "a tensor of shape (B, C)", tuple(logits.shape))
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        num_classes = logits.shape[1]
+        if target.ndim == 1 and not target.is_floating_point():
+            target = F.one_hot(target, num_classes)
+        if target.shape != logits.shape:
+            raise ParameterError(
+                "target", f"a tensor of shape {tuple(logits.shape)}", tuple(target.shape)
+            )
+        z, y = logits.to(dtype), target.to(dtype)
+        per_class = self._per_class_loss(z, y)
+        if class_weights is None:
+            return (y * per_class).sum() / z.shape[0]
+        if class_weights.shape != (num_classes,):
+            raise ParameterError(
+                "class_weights", f"a tensor of shape ({num_classes},)", tuple(class_weights.shape)
+            )
+        weighted_target = y * class_weights.to(device=z.device, dtype=dtype)
+        return (weighted_target * per_class).sum() / weighted_target.sum()
+
+    def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class CrossEntropy(SoftTargetLoss):
+    """Soft-target cross-entropy: ``l_ik = -log softmax(z_i)_k``."""
+
+    def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return -F.log_softmax(logits, dim=1)
+
+
+class Focal(SoftTargetLoss):
+    """Focal loss: ``l_ik = (1 - p_ik) ** gamma * (-log p_ik)``, ``p_i = softmax(z_i)``.
+
+    Parameters
+    ----------
+    gamma : float
+        Focusing parameter, ``>= 0``; ``gamma = 0`` is cross-entropy.
+    """
+
+    def __init__(self, *, gamma: float = 1.0):
+        super().__init__()
+        self.gamma = check_number("gamma", gamma, low=0.0)
+
+    def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p = F.log_softmax(logits, dim=1)
+        if self.gamma == 0:
+            return -log_p
+        return (-torch.expm1(log_p)).pow(self.gamma) * -log_p
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}"
+
+
+class LDAM(SoftTargetLoss):
+    """Label-distribution-aware margin loss.
+
+    Class ``c`` gets the margin ``delta_c = C0 / n_c ** 0.25`` with ``C0`` chosen so that the
+    largest margin (that of the rarest class) is ``max_margin``. Each logit is lowered by the
+    target's share of its margin, ``z - y * delta`` (for a one-hot target: the margin is
+    subtracted from the true-class logit), scaled by ``s``, and fed to soft cross-entropy.
+
+    Parameters
+    ----------
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive.
+    max_margin : float
+        Largest margin, ``> 0``.
+    s : float
+        Logit scale, ``> 0``; meant for a cosine classifier whose logits lie in ``[-1, 1]``.
+
+    Attributes
+    ----------
+    margins : Tensor
+        Buffer of shape ``(C,)`` holding ``delta_c``.
+    """
+
+    requires_cosine_head = True
+
+    def __init__(self, *, class_counts: ClassCounts, max_margin: float = 0.5, s: float = 30.0):
+        super().__init__()
+        self.max_margin = check_number("max_margin", max_margin, low=0.0, low_open=True)
+        self.s = check_number("s", s, low=0.0, low_open=True)
+        counts = check_class_counts(class_counts)
+        margins = max_margin * (counts.min() / counts) ** 0.25
+        self.register_buffer("margins", margins.to(torch.float32))
+
+    def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        shifted = logits - target * self.margins.to(logits.dtype)
+        return -F.log_softmax(self.s * shifted, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"max_margin={self.max_margin}, s={self.s}"
+
+
+class LogitAdjusted(SoftTargetLoss):
+    """Logit-adjusted cross-entropy: ``tau * log(prior)`` is added to the logits in training.
+
+    At evaluation the raw logits are used as they are.
+
+    Parameters
+    ----------
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive; the prior is ``n_c / sum(n)``.
+    tau : float
+        Adjustment strength, ``>= 0``.
+
+    Attributes
+    ----------
+    log_prior : Tensor
+        Buffer of shape ``(C,)``.
+    """
+
+    def __init__(self, *, class_counts: ClassCounts, tau: float = 1.0):
+        super().__init__()
+        self.tau = check_number("tau", tau, low=0.0)
+        counts = check_class_counts(class_counts)
+        self.register_buffer("log_prior", _log_prior(counts).to(torch.float32))
+
+    def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return -F.log_softmax(logits + self.tau * self.log_prior.to(logits.dtype), dim=1)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}"
+
+
+class BalancedSoftmax(SoftTargetLoss):
+    """Balanced softmax: ``log n_c`` is added to the logits in training.
+
+    Parameters
+    ----------
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive.
+
+    Attributes
+    ----------
+    log_counts : Tensor
+        Buffer of shape ``(C,)``.
+    """
+
+    def __init__(self, *, class_counts: ClassCounts):
+        super().__init__()
+        counts = check_class_counts(class_counts)
+        self.register_buffer("log_counts", counts.log().to(torch.float32))
+
+    def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return -F.log_softmax(logits + self.log_counts.to(logits.dtype), dim=1)
+
+
+LOSSES: dict[str, type[SoftTargetLoss]] = {
+    "ce": CrossEntropy,
+    "focal": Focal,
+    "ldam": LDAM,
+    "la": LogitAdjusted,
+    "bs": BalancedSoftmax,
+}
+
+
+def build_loss(name: str, *, class_counts: ClassCounts | None, **params: Any) -> SoftTargetLoss:
+    """Build a loss by name.
+
+    Parameters
+    ----------
+    name : {"ce", "focal", "ldam", "la", "bs"}
+        Cross-entropy, focal, LDAM, logit-adjusted, balanced softmax.
+    class_counts : sequence of numbers, ndarray or Tensor, or None
+        Training examples per class. Required by ``"ldam"``, ``"la"`` and ``"bs"``; ignored
+        (may be ``None``) for the others.
+    **params
+        The loss's own keyword arguments (``gamma``; ``max_margin``, ``s``; ``tau``).
+
+    Returns
+    -------
+    SoftTargetLoss
+
+    Raises
+    ------
+    ParameterError
+        On an unknown name, an argument the loss does not take, or an invalid value.
+    """
+    check_choice("name", name, LOSSES)
+    loss_class = LOSSES[name]
+    keywords = [
+        parameter.name
+        for parameter in inspect.signature(loss_class).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    accepted = [keyword for keyword in keywords if keyword != "class_counts"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        expected = f"keyword arguments of the {name!r} loss ({', '.join(accepted) or 'none'})"
+        raise ParameterError("params", expected, unknown)
+    if "class_counts" in keywords:
+        return loss_class(class_counts=class_counts, **params)
+    return loss_class(**params)
+
+
+def posthoc_adjust(logits: Tensor, class_counts: ClassCounts, tau: float = 1.0) -> Tensor:
+    """Evaluation-time logit adjustment: ``logits - tau * log(prior)``.
+
+    Parameters
+    ----------
+    logits : Tensor
+        Shape ``(..., C)``.
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive.
+    tau : float
+        Adjustment strength, ``>= 0``.
+
+    Returns
+    -------
+    Tensor
+        Adjusted logits, same shape, device and (floating) dtype as ``logits``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> posthoc_adjust(torch.zeros(1, 2), [3, 1]).argmax(dim=1).tolist()  # favours the rare class
+    [1]
+    """
+    tau = check_number("tau", tau, low=0.0)
+    counts = check_class_counts(class_counts)
+    if logits.shape[-1] != counts.numel():
+        raise ParameterError(
+            "logits", f"a tensor whose last dimension is {counts.numel()}", tuple(logits.shape)
+        )
+    dtype = logits.dtype if logits.is_floating_point() else torch.get_default_dtype()
+    return logits - tau * _log_prior(counts).to(device=logits.device, dtype=dtype)

@@ -1,0 +1,1052 @@
+"""Reports on finished runs: one self-contained HTML page and a Markdown summary.
+
+A run folder holds ``config.yaml``, ``metrics.json``, ``history.jsonl`` and optionally
+``margins.json``. :func:`build_report` reads one or several such folders and writes
+
+* an HTML page with inline CSS and every figure embedded as a base64 PNG, so the file can be
+  mailed or archived on its own and opens without any network access;
+* a Markdown summary with the same tables, its figures written as PNG files in a folder
+  next to it.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas; pyplot
+and the global backend are never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from tailmix._validation import ParameterError
+from tailmix.io import atomic_write_bytes, atomic_write_text
+from tailmix.metrics import shot_groups
+
+__all__ = ["RunRecord", "build_report", "load_run"]
+
+_DPI = 120
+_CSS_DPI = 96  # CSS pixels per inch: images are shown at their drawn size, sharp on HiDPI
+_RC = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.framealpha": 0.85,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+_GROUP_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+_SPLIT_COLORS = {"train": "#1f77b4", "test": "#d62728"}
+_MISSING = "—"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class RunRecord:
+    """The files of one run folder, read and parsed.
+
+    Attributes
+    ----------
+    path
+        The run folder.
+    label
+        A short name for tables and legends (the strategy, else the folder name).
+    config, metrics, margins
+        Parsed ``config.yaml``, ``metrics.json`` and ``margins.json`` (``None`` if absent).
+    history
+        One dict per line of ``history.jsonl`` (empty if absent).
+    notes
+        Human-readable remarks about missing or unreadable files.
+    """
+
+    path: Path
+    label: str
+    config: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    margins: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_optional(path: Path, parse, notes: list[str]):
+    if not path.is_file():
+        notes.append(f"{path.name} not found")
+        return None
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError) as err:
+        notes.append(f"{path.name} could not be read ({type(err).__name__})")
+        return None
+
+
+def _parse_history(text: str) -> list[dict[str, Any]]:
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by an interrupted run
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    """Read the files of one run folder; missing optional files are noted, not fatal.
+
+    Parameters
+    ----------
+    run_dir
+        Folder written by a training run.
+
+    Returns
+    -------
+    RunRecord
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ParameterError("run_dir", "an existing run folder", str(run_dir))
+    notes: list[str] = []
+    config = _read_optional(path / "config.yaml", yaml.safe_load, notes)
+    metrics = _read_optional(path / "metrics.json", json.loads, notes)
+    history = _read_optional(path / "history.jsonl", _parse_history, notes) or []
+    margins = _read_optional(path / "margins.json", json.loads, notes)
+    config = config if isinstance(config, dict) else None
+    metrics = metrics if isinstance(metrics, dict) else None
+    margins = margins if isinstance(margins, dict) else None
+    label = (metrics or {}).get("strategy") or _config_value(config, "strategy") or path.name
+    return RunRecord(path, str(label), config, metrics, history, margins, notes)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+_CONFIG_FIELDS: list[tuple[str, tuple[str, ...]]] = [
+    ("dataset", ("dataset.name", "data.name", "dataset", "data.dataset")),
+    ("profile", ("profile", "imbalance_profile", "imbalance_type", "imbalance.type")),
+    ("ratio", ("ratio", "imbalance_ratio", "imb_ratio", "rho")),
+    ("model", ("model.name", "model.arch", "model", "arch", "architecture")),
+    ("strategy", ("strategy.name", "strategy")),
+    ("epochs", ("epochs", "num_epochs")),
+    ("batch size", ("batch_size", "batch")),
+    ("lr", ("lr", "learning_rate", "base_lr")),
+    ("seed", ("seed",)),
+    ("device", ("device",)),
+]
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            items.extend(_flatten(value, f"{prefix}{key}."))
+    else:
+        items.append((prefix[:-1], obj))
+    return items
+
+
+def _config_value(config: dict[str, Any] | None, name: str) -> Any:
+    """The first scalar setting matching one of the field's key patterns, shallow first."""
+    patterns = dict(_CONFIG_FIELDS).get(name, (name,))
+    flat = sorted(_flatten(config or {}), key=lambda kv: kv[0].count("."))
+    for pattern in patterns:
+        for key, value in flat:
+            if (key == pattern or key.endswith("." + pattern)) and value is not None:
+                if not isinstance(value, (list, dict)):
+                    return value
+    return None
+
+
+def _shot_thresholds(config: dict[str, Any] | None) -> tuple[int, int]:
+    """The run's many-/few-shot limits (the library's defaults when not in the config)."""
+    many = _config_value(config, "many_threshold")
+    few = _config_value(config, "few_threshold")
+    many = int(many) if _is_number(many) else 100
+    few = int(few) if _is_number(few) else 20
+    return (many, few) if few <= many else (100, 20)
+
+
+def _config_summary(run: RunRecord) -> list[tuple[str, str]]:
+    metrics = run.metrics or {}
+    rows = []
+    for name, _ in _CONFIG_FIELDS:
+        value = metrics.get("device") if name == "device" else None
+        if value is None:
+            value = _config_value(run.config, name)
+        if value is None and name in ("dataset", "strategy", "epochs", "seed"):
+            value = metrics.get(name)
+        rows.append((name, _fmt_value(value)))
+    counts = metrics.get("class_counts") or (run.margins or {}).get("class_counts")
+    if counts:
+        positive = [n for n in counts if n > 0]
+        ratio = f", n_max / n_min = {max(counts)} / {min(positive)}" if positive else ""
+        rows.append(("classes", f"{len(counts)}{ratio}"))
+    if metrics.get("train_time_s") is not None:
+        rows.append(("train time", _fmt_duration(metrics["train_time_s"])))
+    speeds = [r["images_per_s"] for r in run.history if _is_number(r.get("images_per_s"))]
+    if speeds:
+        rows.append(("throughput", f"{np.median(speeds):,.0f} images/s (median over epochs)"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return _MISSING
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _fmt_pct(value: Any) -> str:
+    return f"{value:.2f}" if _is_number(value) else _MISSING
+
+
+def _fmt_slope(value: Any) -> str:
+    return f"{value:+.3f}" if _is_number(value) else _MISSING
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not _is_number(seconds):
+        return _MISSING
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "run"
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for i, row in enumerate(history):
+        if _is_number(row.get(key)):
+            xs.append(row.get("epoch", i + 1))
+            ys.append(float(row[key]))
+    return xs, ys
+
+
+def _plot_series(ax, history, key, label, **style) -> bool:
+    xs, ys = _series(history, key)
+    if not xs:
+        return False
+    marker = "o" if len(xs) < len(history) or len(xs) <= 30 else None
+    ax.plot(xs, ys, label=label, marker=marker, markersize=3, **style)
+    return True
+
+
+def _finish_axes(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best")
+
+
+def _empty_note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _fig_learning_curves(history: list[dict[str, Any]]) -> Figure:
+    fig = _new_figure(12, 7.5)
+    (ax_loss, ax_lr), (ax_acc, ax_shot) = fig.subplots(2, 2)
+
+    _plot_series(ax_loss, history, "train_loss", "train loss", color=_SPLIT_COLORS["train"])
+    _plot_series(ax_loss, history, "test_loss", "test loss", color=_SPLIT_COLORS["test"])
+    _finish_axes(ax_loss, "Loss", "epoch", "loss")
+
+    if _plot_series(ax_lr, history, "lr", "learning rate", color="0.2"):
+        lrs = [v for v in _series(history, "lr")[1] if v > 0]
+        if lrs and max(lrs) / min(lrs) > 50:
+            ax_lr.set_yscale("log")
+    else:
+        _empty_note(ax_lr, "no learning rate recorded")
+    _finish_axes(ax_lr, "Learning rate", "epoch", "lr", legend=False)
+
+    _plot_series(ax_acc, history, "train_acc", "train accuracy (augmented)", color="0.5")
+    _plot_series(ax_acc, history, "top1", "test top-1", color=_SPLIT_COLORS["test"])
+    _plot_series(
+        ax_acc, history, "balanced_accuracy", "test balanced", color="#9467bd", linestyle="--"
+    )
+    _finish_axes(ax_acc, "Accuracy", "epoch", "accuracy (%)")
+
+    drawn = False
+    for group in ("many", "medium", "few"):
+        drawn |= _plot_series(
+            ax_shot, history, f"{group}_shot", f"{group}-shot", color=_GROUP_COLORS[group]
+        )
+    if not drawn:
+        _empty_note(ax_shot, "no evaluated epochs with shot groups")
+    _finish_axes(ax_shot, "Test accuracy by class size", "epoch", "accuracy (%)")
+    return fig
+
+
+def _class_ticks(ax, num_classes: int, classes: list[str] | None, axis: str = "x") -> None:
+    set_ticks = ax.set_xticks if axis == "x" else ax.set_yticks
+    if num_classes <= 20:
+        names = classes if classes and len(classes) == num_classes else None
+        labels = [str(c)[:14] for c in names] if names else [str(i) for i in range(num_classes)]
+        if names and axis == "x":
+            set_ticks(range(num_classes), labels, rotation=40, ha="right", rotation_mode="anchor")
+        else:
+            set_ticks(range(num_classes), labels)
+    else:
+        step = 10 if num_classes <= 200 else 50
+        set_ticks(range(0, num_classes, step))
+
+
+def _fig_per_class(metrics: dict[str, Any], thresholds: tuple[int, int]) -> Figure | None:
+    accuracy = metrics.get("final", {}).get("per_class_accuracy")
+    if not accuracy:
+        return None
+    num_classes = len(accuracy)
+    counts = metrics.get("class_counts")
+    counts = counts if counts and len(counts) == num_classes else None
+    classes = metrics.get("classes")
+    few_classes = num_classes <= 20
+    fig = _new_figure(12, 5.6 if few_classes else 5.0)
+    if counts:
+        ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.25])
+    else:
+        ax, ax_count = fig.subplots(), None
+
+    colors = ["0.55"] * num_classes
+    handles = []
+    if counts:
+        from matplotlib.patches import Patch
+
+        for group, members in shot_groups(counts, *thresholds).items():
+            for c in members:
+                colors[c] = _GROUP_COLORS[group]
+            if members:
+                handles.append(Patch(color=_GROUP_COLORS[group], label=f"{group}-shot"))
+    heights = [a if _is_number(a) else 0.0 for a in accuracy]
+    ax.bar(range(num_classes), heights, width=0.8, color=colors, alpha=0.9)
+    if few_classes:
+        for c, a in enumerate(accuracy):
+            label = f"{a:.0f}" if _is_number(a) else "n/a"
+            ax.text(c, (a if _is_number(a) else 0) + 1.5, label, ha="center", va="bottom")
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlim(-0.7, num_classes - 0.3)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Per-class test accuracy", loc="left")
+    if handles:
+        ax.legend(
+            handles=handles,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            ncols=len(handles),
+            frameon=False,
+            borderaxespad=0.2,
+        )
+
+    bottom = ax_count or ax
+    if ax_count is not None:
+        ax_count.bar(range(num_classes), counts, width=0.8, color="0.45")
+        positive = [n for n in counts if n > 0]
+        if positive and max(positive) / min(positive) > 5:
+            ax_count.set_yscale("log")
+            ax_count.set_ylim(min(positive) / 1.5, max(positive) * (4 if few_classes else 1.5))
+        elif positive:
+            ax_count.set_ylim(0, max(positive) * 1.3)
+        if few_classes:
+            for c, n in enumerate(counts):
+                ax_count.text(c, n * 1.12 if n > 0 else 0, str(n), ha="center", va="bottom")
+        ax_count.set_ylabel("train images n_c")
+    _class_ticks(bottom, num_classes, classes)
+    bottom.set_xlabel("" if few_classes and classes else "class")
+    return fig
+
+
+def _fig_confusion(metrics: dict[str, Any]) -> Figure | None:
+    matrix = metrics.get("final", {}).get("confusion_matrix")
+    if not matrix:
+        return None
+    cm = np.asarray(matrix, dtype=float)
+    num_classes = cm.shape[0]
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    size = 5.3 if num_classes <= 20 else 6.2
+    fig = _new_figure(size + 0.9, size)
+    ax = fig.subplots()
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    classes = metrics.get("classes")
+    _class_ticks(ax, num_classes, classes, "x")
+    _class_ticks(ax, num_classes, classes, "y")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Confusion matrix (rows normalised)")
+    if num_classes <= 20:
+        fontsize = 9 if num_classes <= 12 else 7.5
+        for i in range(num_classes):
+            for j in range(num_classes):
+                if norm[i, j] >= 0.005:
+                    ax.text(
+                        j,
+                        i,
+                        f"{100 * norm[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=fontsize,
+                        color="white" if norm[i, j] > 0.55 else "black",
+                    )
+    return fig
+
+
+def _fig_reliability(metrics: dict[str, Any]) -> Figure | None:
+    final = metrics.get("final", {})
+    rel = final.get("reliability")
+    if not rel or not rel.get("bin_count"):
+        return None
+    counts = np.asarray(rel["bin_count"], dtype=float)
+    num_bins = len(counts)
+    edges = np.asarray(rel.get("bin_edges") or np.linspace(0, 100, num_bins + 1), dtype=float)
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    acc = np.array([a if _is_number(a) else np.nan for a in rel["bin_accuracy"]], dtype=float)
+    conf = np.array([c if _is_number(c) else np.nan for c in rel["bin_confidence"]], float)
+    filled = counts > 0
+
+    fig = _new_figure(5.4, 5.3)
+    ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.bar(
+        centers[filled],
+        acc[filled],
+        width=width[filled],
+        color="#1f77b4",
+        alpha=0.85,
+        edgecolor="white",
+        label="accuracy in bin",
+    )
+    gap_low = np.minimum(acc, conf)[filled]
+    ax.bar(
+        centers[filled],
+        np.abs(acc - conf)[filled],
+        bottom=gap_low,
+        width=width[filled],
+        color="#d62728",
+        alpha=0.35,
+        hatch="//",
+        edgecolor="#d62728",
+        label="gap to confidence",
+    )
+    ax.plot([0, 100], [0, 100], linestyle="--", color="0.3", linewidth=1, label="perfect")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ece = final.get("ece")
+    ax.set_title(f"Reliability diagram (ECE {_fmt_pct(ece)} %)")
+    ax.legend(loc="upper left")
+    ax_count.bar(centers, counts, width=width, color="0.5", edgecolor="white")
+    ax_count.set_ylabel("examples")
+    ax_count.set_xlabel("confidence (%)")
+    return fig
+
+
+def _fit_curve(split: dict[str, Any], counts: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fitted power law, drawn over the class sizes the fit used."""
+    slope, intercept = split.get("slope"), split.get("intercept")
+    means = split.get("mean") or []
+    positive = [n for n, m in zip(counts, means, strict=False) if n > 0 and _is_number(m) and m > 0]
+    if not (_is_number(slope) and _is_number(intercept) and positive):
+        return None
+    xs = np.geomspace(min(positive), max(positive), 50)
+    return xs, math.exp(intercept) * xs**slope
+
+
+def _margin_points(split: dict[str, Any], counts: list[int], key: str = "mean"):
+    values = split.get(key) or []
+    pairs = [(n, v) for n, v in zip(counts, values, strict=False) if n > 0 and _is_number(v)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _fig_margins(margins: dict[str, Any]) -> Figure | None:
+    counts = margins.get("class_counts") or []
+    splits = [s for s in ("train", "test") if isinstance(margins.get(s), dict)]
+    if not counts or not splits:
+        return None
+    fig = _new_figure(12, 4.6)
+    axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
+    for ax, name in zip(axes, splits, strict=True):
+        split = margins[name]
+        color = _SPLIT_COLORS[name]
+        xs, ys = _margin_points(split, counts, "p10")
+        ax.scatter(xs, ys, s=14, marker="v", color="0.55", label="10th percentile", zorder=2)
+        xs, ys = _margin_points(split, counts, "median")
+        ax.scatter(xs, ys, s=18, marker="x", color="0.25", label="median", zorder=3)
+        xs, ys = _margin_points(split, counts, "mean")
+        ax.scatter(xs, ys, s=30, color=color, label="mean", zorder=4)
+        curve = _fit_curve(split, counts)
+        if curve is not None:
+            ax.plot(
+                *curve,
+                color=color,
+                linestyle="--",
+                linewidth=1.5,
+                label=f"fit on means: slope {_fmt_slope(split['slope'])}",
+                zorder=3,
+            )
+        ax.axhline(0.0, color="0.3", linewidth=0.8)
+        ax.set_xscale("log")
+        _finish_axes(
+            ax,
+            f"{name.capitalize()} set margins",
+            "training images n_c (log)",
+            "margin z_y - max other z_k" if name == splits[0] else "",
+        )
+    return fig
+
+
+def _run_colors(count: int) -> list:
+    cmap = matplotlib.colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def _fig_compare_curves(runs: list[RunRecord]) -> Figure | None:
+    if not any(r.history for r in runs):
+        return None
+    fig = _new_figure(13, 4.4)
+    axes = fig.subplots(1, 3)
+    panels = [
+        ("top1", "Test top-1", "accuracy (%)"),
+        ("few_shot", "Test few-shot accuracy", "accuracy (%)"),
+        ("train_loss", "Train loss", "loss"),
+    ]
+    for ax, (key, title, ylabel) in zip(axes, panels, strict=True):
+        drawn = False
+        for run, color in zip(runs, _run_colors(len(runs)), strict=True):
+            drawn |= _plot_series(ax, run.history, key, run.label, color=color)
+        if not drawn:
+            _empty_note(ax, f"no {key} recorded")
+        _finish_axes(ax, title, "epoch", ylabel, legend=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[2].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5))
+    return fig
+
+
+def _fig_compare_margins(runs: list[RunRecord]) -> Figure | None:
+    usable = [r for r in runs if r.margins and r.margins.get("class_counts")]
+    if not usable:
+        return None
+    fig = _new_figure(12, 4.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    colors = dict(zip([r.label for r in runs], _run_colors(len(runs)), strict=True))
+    for ax, name in zip(axes, ("train", "test"), strict=True):
+        for run in usable:
+            split = run.margins.get(name)
+            if not isinstance(split, dict):
+                continue
+            counts = run.margins["class_counts"]
+            color = colors[run.label]
+            xs, ys = _margin_points(split, counts)
+            label = f"{run.label} (slope {_fmt_slope(split.get('slope'))})"
+            ax.scatter(xs, ys, s=22, color=color, label=label, zorder=3)
+            curve = _fit_curve(split, counts)
+            if curve is not None:
+                ax.plot(*curve, color=color, linestyle="--", linewidth=1.3)
+        ax.axhline(0.0, color="0.3", linewidth=0.8)
+        ax.set_xscale("log")
+        _finish_axes(
+            ax,
+            f"Mean {name} margin per class",
+            "training images n_c (log)",
+            "mean margin" if name == "train" else "",
+        )
+    return fig
+
+
+@dataclass
+class _Image:
+    name: str
+    title: str
+    png: bytes
+    width_px: int
+
+
+def _render(fig: Figure | None, name: str, title: str) -> _Image | None:
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    width_px = round(fig.get_figwidth() * _CSS_DPI)
+    return _Image(name, title, buf.getvalue(), width_px)
+
+
+def _draw(builder, *args, name: str, title: str) -> _Image | None:
+    with matplotlib.rc_context(_RC):
+        return _render(builder(*args), name, title)
+
+
+# ----------------------------------------------------------------------------- document
+
+
+@dataclass
+class _Table:
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+
+
+@dataclass
+class _Section:
+    title: str
+    anchor: str
+    level: int = 2
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[_Table] = field(default_factory=list)
+    images: list[_Image] = field(default_factory=list)
+    code: str | None = None
+    footnote: str | None = None
+
+
+_METRIC_ROWS = [
+    ("top1", "top-1"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("many_shot", "many-shot"),
+    ("medium_shot", "medium-shot"),
+    ("few_shot", "few-shot"),
+    ("macro_f1", "macro F1"),
+    ("ece", "ECE"),
+]
+
+
+def _posthoc(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Post-hoc logit-adjusted results, stored at the top level or inside ``final``."""
+    found = metrics.get("posthoc_la") or (metrics.get("final") or {}).get("posthoc_la")
+    return found if isinstance(found, dict) else {}
+
+
+def _metrics_table(metrics: dict[str, Any]) -> tuple[_Table, str]:
+    final = metrics.get("final") or {}
+    best = metrics.get("best") or {}
+    best_epoch = best.get("epoch")
+    best_header = "best epoch (chosen on test set)"
+    if best_epoch is not None:
+        best_header += f", epoch {best_epoch}"
+    header = ["metric (%)", "final (last epoch)", best_header]
+    posthoc = _posthoc(metrics)
+    if posthoc:
+        tau = posthoc.get("tau")
+        header.append(
+            "final + post-hoc logit adjustment" + (f" (tau {tau:g})" if _is_number(tau) else "")
+        )
+    rows = []
+    for key, name in _METRIC_ROWS:
+        row = [name, _fmt_pct(final.get(key)), _fmt_pct(best.get(key))]
+        if posthoc:
+            row.append(_fmt_pct(posthoc.get(key)))
+        rows.append(row)
+    nll_row = ["NLL (nats)", _fmt_value(final.get("nll")), _fmt_value(best.get("nll"))]
+    rows.append(nll_row + ([_fmt_value(posthoc.get("nll"))] if posthoc else []))
+    note = (
+        "The final column is the result to quote. The best epoch is picked by looking at the "
+        "test set, which flatters a method; it is shown for comparison with papers that "
+        "report it."
+    )
+    return _Table(header, rows), note
+
+
+def _run_sections(run: RunRecord, prefix: str, level: int) -> list[_Section]:
+    """The sections describing one run in detail."""
+    slug = _slug(prefix + run.label)
+    sections = []
+
+    summary = _Section("Configuration", f"{slug}-config", level)
+    summary.tables.append(_Table(["setting", "value"], [list(r) for r in _config_summary(run)]))
+    summary.paragraphs.append(f"Run folder: {run.path.name}")
+    if run.notes:
+        summary.paragraphs.append("Files: " + "; ".join(run.notes) + ".")
+    if run.config:
+        summary.code = yaml.safe_dump(run.config, sort_keys=False)
+    sections.append(summary)
+
+    results = _Section("Results", f"{slug}-results", level)
+    if run.metrics and run.metrics.get("final"):
+        table, note = _metrics_table(run.metrics)
+        results.tables.append(table)
+        results.footnote = note
+    else:
+        results.paragraphs.append(
+            "No final metrics: metrics.json is missing or has no 'final' entry, so there is no "
+            "per-class accuracy, confusion matrix or reliability diagram either."
+        )
+    sections.append(results)
+
+    curves = _Section("Learning curves", f"{slug}-curves", level)
+    if run.history:
+        curves.images.append(
+            _draw(_fig_learning_curves, run.history, name=f"{prefix}curves", title="curves")
+        )
+    else:
+        curves.paragraphs.append("No learning curves: history.jsonl is missing or empty.")
+    sections.append(curves)
+
+    if run.metrics and run.metrics.get("final"):
+        per_class = _Section("Per-class accuracy", f"{slug}-per-class", level)
+        thresholds = _shot_thresholds(run.config)
+        image = _draw(
+            _fig_per_class, run.metrics, thresholds, name=f"{prefix}per_class", title="per class"
+        )
+        per_class.images.append(image)
+        if image is None:
+            per_class.paragraphs.append("metrics.json has no per-class accuracy.")
+        sections.append(per_class)
+
+        errors = _Section("Confusion and calibration", f"{slug}-confusion", level)
+        for builder, name, missing in (
+            (_fig_confusion, "confusion", "metrics.json has no confusion matrix."),
+            (_fig_reliability, "reliability", "metrics.json has no reliability bins."),
+        ):
+            image = _draw(builder, run.metrics, name=f"{prefix}{name}", title=name)
+            errors.images.append(image)
+            if image is None:
+                errors.paragraphs.append(missing)
+        sections.append(errors)
+
+    margins = _Section("Margins against class size", f"{slug}-margins", level)
+    image = (
+        _draw(_fig_margins, run.margins, name=f"{prefix}margins", title="margins")
+        if (run.margins)
+        else None
+    )
+    if image is not None:
+        margins.images.append(image)
+        margins.paragraphs.append(
+            "Margin of an example: its true-class logit minus the largest other logit. The "
+            "dashed line is the least-squares fit of log(mean margin) on log(n_c) over classes "
+            "with a positive mean margin; LDAM's analysis suggests a slope near -0.25."
+        )
+    else:
+        margins.paragraphs.append(
+            "No margins: margins.json is missing (compute it with `tailmix margins RUN_DIR`)."
+        )
+    sections.append(margins)
+    for section in sections:
+        section.images = [img for img in section.images if img is not None]
+    return sections
+
+
+def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
+    table = _Section("Comparison", "comparison")
+    has_posthoc = any(_posthoc(r.metrics or {}) for r in runs)
+    header = [
+        "run",
+        "top-1",
+        "balanced",
+        "many",
+        "medium",
+        "few",
+        "macro F1",
+        "ECE",
+        "slope (train)",
+        "slope (test)",
+        "best top-1 †",
+    ]
+    if has_posthoc:
+        header.append("top-1 + post-hoc LA")
+    rows, raw = [], []
+    for run in runs:
+        metrics = run.metrics or {}
+        final = metrics.get("final") or {}
+        margins = run.margins or {}
+        values = [final.get(k) for k, _ in _METRIC_ROWS]
+        slopes = [(margins.get(s) or {}).get("slope") for s in ("train", "test")]
+        best = metrics.get("best") or {}
+        row = [run.label] + [_fmt_pct(v) for v in values] + [_fmt_slope(s) for s in slopes]
+        best_text = _fmt_pct(best.get("top1"))
+        if best.get("epoch") is not None and best_text != _MISSING:
+            best_text += f" (ep. {best['epoch']})"
+        row.append(best_text)
+        if has_posthoc:
+            row.append(_fmt_pct(_posthoc(metrics).get("top1")))
+        rows.append(row)
+        raw.append(values)
+    bold = set()
+    for col, (key, _) in enumerate(_METRIC_ROWS):
+        column = [(v[col], i) for i, v in enumerate(raw) if _is_number(v[col])]
+        if len(column) > 1:
+            target = (min if key == "ece" else max)(v for v, _ in column)
+            bold |= {(i, col + 1) for v, i in column if v == target}
+    table.tables.append(_Table(header, rows, bold))
+    table.paragraphs.append(
+        "Final-epoch test metrics in percent (best per column in bold; ECE: lower is better). "
+        "Slope: fitted slope of log(mean margin) on log(n_c)."
+    )
+    table.footnote = "† best epoch chosen on the test set; it flatters a method."
+    missing = [f"{r.label}: {', '.join(r.notes)}" for r in runs if r.notes]
+    if missing:
+        table.paragraphs.append("Missing files. " + "; ".join(missing) + ".")
+
+    curves = _Section("Learning curves, all runs", "comparison-curves")
+    image = _draw(_fig_compare_curves, runs, name="compare_curves", title="curves")
+    if image is not None:
+        curves.images.append(image)
+    else:
+        curves.paragraphs.append("No run has a history.jsonl: no curves to compare.")
+
+    margins = _Section("Margins against class size, all runs", "comparison-margins")
+    image = _draw(_fig_compare_margins, runs, name="compare_margins", title="margins")
+    if image is not None:
+        margins.images.append(image)
+    else:
+        margins.paragraphs.append("No run has a margins.json: no margins to compare.")
+    return [table, curves, margins]
+
+
+# ----------------------------------------------------------------------------- writers
+
+_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       margin: 0; color: #1d2330; background: #f6f7f9; font-size: 15px; line-height: 1.45; }
+main { max-width: 1320px; margin: 0 auto; padding: 24px 32px 48px; }
+h1 { font-size: 26px; margin: 8px 0 4px; }
+h2 { font-size: 21px; margin: 32px 0 10px; border-bottom: 2px solid #d8dce3;
+     padding-bottom: 4px; }
+h3 { font-size: 17px; margin: 22px 0 8px; }
+.subtitle { color: #5a6272; margin: 0 0 16px; }
+nav { background: #fff; border: 1px solid #d8dce3; border-radius: 6px; padding: 8px 16px;
+      font-size: 14px; }
+nav a { color: #2458b3; text-decoration: none; margin-right: 14px; white-space: nowrap; }
+table { border-collapse: collapse; background: #fff; margin: 8px 0; font-size: 14px; }
+th, td { border: 1px solid #d8dce3; padding: 4px 10px; text-align: right; }
+th { background: #eef1f5; font-weight: 600; }
+td:first-child, th:first-child { text-align: left; }
+td b { color: #0b5d1e; }
+figure { margin: 10px 0; background: #fff; border: 1px solid #d8dce3; border-radius: 6px;
+         padding: 8px; display: inline-block; max-width: calc(100% - 18px); }
+figure img { display: block; max-width: 100%; height: auto; }
+.figures { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.note { color: #5a6272; font-size: 13px; }
+details { margin: 6px 0; }
+details > summary { cursor: pointer; color: #2458b3; }
+details.run { background: #fff; border: 1px solid #d8dce3; border-radius: 6px;
+              padding: 4px 16px 16px; margin: 16px 0; }
+details.run > summary { font-size: 19px; font-weight: 600; color: #1d2330; padding: 6px 0; }
+pre { background: #fff; border: 1px solid #d8dce3; padding: 10px; overflow-x: auto;
+      font-size: 13px; }
+"""
+
+
+def _html_table(table: _Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+    body = []
+    for i, row in enumerate(table.rows):
+        cells = []
+        for j, cell in enumerate(row):
+            text = html.escape(cell)
+            cells.append(f"<td><b>{text}</b></td>" if (i, j) in table.bold else f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _html_section(section: _Section) -> str:
+    tag = f"h{section.level}"
+    parts = [f'<{tag} id="{section.anchor}">{html.escape(section.title)}</{tag}>']
+    parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+    parts += [_html_table(t) for t in section.tables]
+    if section.footnote:
+        parts.append(f'<p class="note">{html.escape(section.footnote)}</p>')
+    if section.images:
+        figures = []
+        for img in section.images:
+            data = base64.b64encode(img.png).decode("ascii")
+            figures.append(
+                f'<figure><img alt="{html.escape(img.title)}" style="width: {img.width_px}px" '
+                f'src="data:image/png;base64,{data}"></figure>'
+            )
+        parts.append('<div class="figures">' + "".join(figures) + "</div>")
+    if section.code:
+        parts.append(
+            "<details><summary>full resolved config</summary>"
+            f"<pre>{html.escape(section.code)}</pre></details>"
+        )
+    return "\n".join(parts)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(table: _Table) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in table.header) + " |"]
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(table.header) - 1)) + "|")
+    for i, row in enumerate(table.rows):
+        cells = [
+            f"**{_md_cell(c)}**" if (i, j) in table.bold else _md_cell(c) for j, c in enumerate(row)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _md_section(section: _Section, image_dir: str) -> str:
+    parts = ["#" * section.level + " " + section.title]
+    parts += section.paragraphs
+    parts += [_md_table(t) for t in section.tables]
+    if section.footnote:
+        parts.append(f"*{section.footnote}*")
+    parts += [f"![{img.title}]({image_dir}/{img.name}.png)" for img in section.images]
+    if section.code:
+        parts.append(
+            "<details><summary>full resolved config</summary>\n\n```yaml\n"
+            + section.code.rstrip()
+            + "\n```\n\n</details>"
+        )
+    return "\n\n".join(parts)
+
+
+def _output_paths(run_dirs: list[Path], out: str | Path | None) -> tuple[Path, Path, Path]:
+    if out is None:
+        if len(run_dirs) != 1:
+            raise ParameterError("out", "a path when several run folders are given", out)
+        folder, stem = run_dirs[0], "report"
+    else:
+        out = Path(out)
+        if out.suffix.lower() in (".html", ".htm"):
+            folder, stem = out.parent, out.stem
+        elif out.suffix.lower() == ".md":
+            raise ParameterError("out", "a folder or an .html path", str(out))
+        else:
+            folder, stem = out, "report"
+    return folder / f"{stem}.html", folder / f"{stem}.md", folder / f"{stem}_files"
+
+
+def _unique_labels(runs: list[RunRecord]) -> None:
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.label] = seen.get(run.label, 0) + 1
+    for run in runs:
+        if seen[run.label] > 1:
+            run.label = f"{run.label} ({run.path.name})"
+    labels = [r.label for r in runs]
+    for i, run in enumerate(runs):
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} #{i + 1}"
+
+
+def build_report(
+    run_dirs: Sequence[str | Path], out: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Write an HTML report and a Markdown summary for one or several runs.
+
+    Parameters
+    ----------
+    run_dirs
+        Run folders (each with ``config.yaml``, ``metrics.json``, ``history.jsonl`` and
+        optionally ``margins.json``; missing files leave their sections with a note).
+    out
+        Where to write. A folder gets ``report.html``, ``report.md`` and the Markdown's
+        figures in ``report_files/``; a path ending in ``.html`` names the HTML file, and
+        the Markdown and figure folder take its stem. Defaults to the run folder when there
+        is only one; required for several.
+
+    Returns
+    -------
+    tuple of Path
+        The HTML and Markdown paths.
+    """
+    if isinstance(run_dirs, (str, Path)) or not isinstance(run_dirs, Sequence) or not run_dirs:
+        raise ParameterError("run_dirs", "a non-empty sequence of run folders", run_dirs)
+    paths = [Path(p) for p in run_dirs]
+    for path in paths:
+        if not path.is_dir():
+            raise ParameterError("run_dirs", "existing run folders", str(path))
+    html_path, md_path, image_dir = _output_paths(paths, out)
+
+    runs = [load_run(p) for p in paths]
+    _unique_labels(runs)
+    if len(runs) == 1:
+        title = f"tailmix run report: {runs[0].label}"
+        groups = [(None, _run_sections(runs[0], "", 2))]
+    else:
+        title = f"tailmix comparison of {len(runs)} runs"
+        groups = [(None, _comparison_sections(runs))]
+        for i, run in enumerate(runs, start=1):
+            groups.append((run, _run_sections(run, f"run{i}_", 3)))
+    datasets = sorted({str((r.metrics or {}).get("dataset")) for r in runs} - {"None"})
+    subtitle = ", ".join(datasets) + (" · " if datasets else "") + ", ".join(r.label for r in runs)
+
+    nav = []
+    body = []
+    for run, sections in groups:
+        if run is None:
+            nav += [f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections]
+            body += [_html_section(s) for s in sections]
+        else:
+            anchor = _slug(f"run-{run.label}")
+            nav.append(f'<a href="#{anchor}">{html.escape(run.label)}</a>')
+            inner = "\n".join(_html_section(s) for s in sections)
+            body.append(
+                f'<details class="run" open id="{anchor}"><summary>Run: '
+                f"{html.escape(run.label)}</summary>\n{inner}\n</details>"
+            )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
+        f"<body><main><h1>{html.escape(title)}</h1>"
+        f'<p class="subtitle">{html.escape(subtitle)}</p>'
+        f"<nav>{''.join(nav)}</nav>\n" + "\n".join(body) + "\n</main></body></html>\n"
+    )
+
+    md_parts = [f"# {title}", subtitle]
+    for run, sections in groups:
+        if run is not None:
+            md_parts.append(f"## Run: {run.label}")
+        md_parts += [_md_section(s, image_dir.name) for s in sections]
+    for _, sections in groups:
+        for section in sections:
+            for img in section.images:
+                atomic_write_bytes(image_dir / f"{img.name}.png", img.png)
+    atomic_write_text(html_path, page)
+    atomic_write_text(md_path, "\n\n".join(md_parts) + "\n")
+    return html_path, md_path

@@ -1,0 +1,258 @@
+"""Per-class weights and the schedules that switch them on during training.
+
+A weight vector ``v`` of shape ``(C,)`` scales the loss of every example by the weights of its
+target classes (see :mod:`tailmix.losses`). All weight vectors here are normalised to sum to
+``C``, so uniform weights are all ones and re-weighting leaves the loss scale comparable.
+
+A schedule maps a 0-based epoch to a weight vector, or to ``None`` for "no weighting":
+
+>>> schedule = build_weight_schedule("drw", class_counts=[100, 10], epochs=10)
+>>> schedule.start_epoch
+8
+>>> schedule(7) is None
+True
+>>> schedule(8).sum().item()
+2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tailmix._validation import ParameterError, check_choice, check_number
+
+ClassCounts = Sequence[float] | np.ndarray | Tensor
+
+#: Default DRW start as a fraction of the run (epoch 160 of 200 in the CIFAR-LT protocol).
+DRW_START_FRACTION = 0.8
+
+#: Default beta of the class-balanced (effective number) weights.
+DEFAULT_BETA = 0.9999
+
+
+def check_class_counts(class_counts: Any, name: str = "class_counts") -> Tensor:
+    """Turn per-class example counts into a 1-D ``float64`` CPU tensor of positive values.
+
+    Parameters
+    ----------
+    class_counts : sequence of numbers, ndarray or Tensor
+        ``n_c`` for every class ``c``; all finite and positive.
+    name : str
+        Parameter name used in error messages.
+
+    Returns
+    -------
+    Tensor
+        Shape ``(C,)``, dtype ``float64``, on the CPU.
+
+    Raises
+    ------
+    ParameterError
+        If the counts are not a non-empty 1-D collection of finite positive numbers.
+
+    Examples
+    --------
+    >>> check_class_counts([3, 1]).tolist()
+    [3.0, 1.0]
+    """
+    expected = "a non-empty 1-D sequence of positive class counts"
+    if class_counts is None or isinstance(class_counts, (str, bytes)):
+        raise ParameterError(name, expected, class_counts)
+    try:
+        if isinstance(class_counts, Tensor):
+            counts = class_counts.detach().to("cpu", torch.float64)
+        else:
+            counts = torch.as_tensor(np.asarray(class_counts, dtype=np.float64))
+    except (TypeError, ValueError) as error:
+        raise ParameterError(name, expected, class_counts) from error
+    if counts.ndim != 1 or counts.numel() == 0:
+        raise ParameterError(name, expected, class_counts)
+    if not bool(torch.isfinite(counts).all()) or not bool((counts > 0).all()):
+        raise ParameterError(name, expected, counts.tolist())
+    return counts
+
+
+def _normalise(weights: Tensor) -> Tensor:
+    """Scale ``weights`` to sum to their length and return them as ``float32``."""
+    return (weights * (weights.numel() / weights.sum())).to(torch.float32)
+
+
+def class_balanced_weights(class_counts: ClassCounts, beta: float = DEFAULT_BETA) -> Tensor:
+    """Class-balanced weights by effective number of examples.
+
+    ``v_c = (1 - beta) / (1 - beta ** n_c)``, then scaled so that ``sum_c v_c = C``.
+
+    Parameters
+    ----------
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive.
+    beta : float
+        In ``[0, 1)``. ``0`` gives uniform weights; values near 1 approach inverse frequency.
+
+    Returns
+    -------
+    Tensor
+        Shape ``(C,)``, ``float32``, on the CPU.
+
+    Examples
+    --------
+    >>> [round(v, 4) for v in class_balanced_weights([1, 2], beta=0.5).tolist()]
+    [1.2, 0.8]
+    """
+    beta = check_number("beta", beta, low=0.0, high=1.0, high_open=True)
+    counts = check_class_counts(class_counts)
+    effective_number = (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts)) / (
+        1.0 - beta
+    )
+    return _normalise(1.0 / effective_number)
+
+
+def inverse_frequency_weights(class_counts: ClassCounts, power: float = 1.0) -> Tensor:
+    """Weights proportional to ``n_c ** -power``, scaled so that ``sum_c v_c = C``.
+
+    Parameters
+    ----------
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive.
+    power : float
+        ``>= 0``. ``1`` is inverse frequency, ``0.5`` its square root, ``0`` uniform.
+
+    Returns
+    -------
+    Tensor
+        Shape ``(C,)``, ``float32``, on the CPU.
+
+    Examples
+    --------
+    >>> [round(v, 4) for v in inverse_frequency_weights([1, 4], power=0.5).tolist()]
+    [1.3333, 0.6667]
+    """
+    power = check_number("power", power, low=0.0)
+    counts = check_class_counts(class_counts)
+    return _normalise(counts.pow(-power))
+
+
+class WeightSchedule:
+    """Per-epoch class weights: ``None`` (no weighting) before ``start_epoch``, fixed after.
+
+    Build one with :func:`build_weight_schedule`.
+
+    Parameters
+    ----------
+    name : str
+        The schedule's name, for reports.
+    weights : Tensor or None
+        The weights used from ``start_epoch`` on; ``None`` means the schedule never weights.
+    start_epoch : int or None
+        First (0-based) epoch with weights; ``None`` when ``weights`` is ``None``.
+    """
+
+    def __init__(self, *, name: str, weights: Tensor | None, start_epoch: int | None):
+        if (weights is None) != (start_epoch is None):
+            raise ParameterError(
+                "start_epoch", "None exactly when weights is None", start_epoch
+            )
+        self.name = name
+        self.weights = weights
+        self.start_epoch = start_epoch
+
+    def __call__(self, epoch: int) -> Tensor | None:
+        """Return the class weights for the 0-based ``epoch``, or ``None`` for uniform.
+
+        The same tensor is returned at every weighted epoch; do not modify it in place.
+        """
+        epoch = check_number("epoch", epoch, low=0, integer=True)
+        if self.weights is None or epoch < self.start_epoch:
+            return None
+        return self.weights
+
+    def to(self, device: torch.device | str) -> WeightSchedule:
+        """Move the weights to ``device`` (once, rather than at every step) and return self."""
+        if self.weights is not None:
+            self.weights = self.weights.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        return f"WeightSchedule(name={self.name!r}, start_epoch={self.start_epoch})"
+
+
+WEIGHT_SCHEDULES = ("none", "cb", "inverse", "sqrt_inverse", "drw")
+
+
+def build_weight_schedule(
+    name: str,
+    *,
+    class_counts: ClassCounts,
+    epochs: int,
+    start_epoch: int | None = None,
+    beta: float = DEFAULT_BETA,
+    **params: Any,
+) -> WeightSchedule:
+    """Build a class-weight schedule by name.
+
+    Parameters
+    ----------
+    name : {"none", "cb", "inverse", "sqrt_inverse", "drw"}
+        ``"none"``: never weight. ``"cb"``: class-balanced weights (effective number, ``beta``).
+        ``"inverse"``: ``n_c ** -power`` (``power`` keyword, default 1). ``"sqrt_inverse"``:
+        ``n_c ** -0.5``. ``"drw"`` (deferred re-weighting): no weighting before
+        ``start_epoch``, class-balanced weights from it on.
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive.
+    epochs : int
+        Length of the run, ``>= 1``.
+    start_epoch : int, optional
+        First 0-based epoch with weights, in ``[0, epochs - 1]``. Defaults to 0 for ``"cb"``,
+        ``"inverse"`` and ``"sqrt_inverse"``, and to ``round(DRW_START_FRACTION * epochs)``
+        (at most ``epochs - 1``) for ``"drw"``. Ignored by ``"none"``.
+    beta : float
+        Effective-number beta of ``"cb"`` and ``"drw"``, in ``[0, 1)``.
+    **params
+        ``power`` for ``"inverse"``; anything else is an error.
+
+    Returns
+    -------
+    WeightSchedule
+        Callable ``epoch -> Tensor | None`` with attributes ``name`` and ``start_epoch``.
+
+    Raises
+    ------
+    ParameterError
+        On an unknown name or parameter, ``beta`` outside ``[0, 1)``, or ``start_epoch``
+        outside ``[0, epochs - 1]``.
+    """
+    check_choice("name", name, WEIGHT_SCHEDULES)
+    epochs = check_number("epochs", epochs, low=1, integer=True)
+    beta = check_number("beta", beta, low=0.0, high=1.0, high_open=True)
+    accepted = {"power"} if name == "inverse" else set()
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        expected = f"keyword arguments of the {name!r} schedule ({', '.join(accepted) or 'none'})"
+        raise ParameterError("params", expected, unknown)
+    if start_epoch is not None:
+        start_epoch = check_number("start_epoch", start_epoch, low=0, integer=True)
+        if start_epoch > epochs - 1:
+            expected = f"an epoch in [0, {epochs - 1}] (0-based; the run has epochs={epochs})"
+            raise ParameterError("start_epoch", expected, start_epoch)
+    counts = check_class_counts(class_counts)
+
+    if name == "none":
+        return WeightSchedule(name=name, weights=None, start_epoch=None)
+    if name == "drw":
+        if start_epoch is None:
+            start_epoch = min(round(DRW_START_FRACTION * epochs), epochs - 1)
+        weights = class_balanced_weights(counts, beta)
+    elif name == "cb":
+        weights = class_balanced_weights(counts, beta)
+    elif name == "inverse":
+        weights = inverse_frequency_weights(counts, params.get("power", 1.0))
+    else:  # sqrt_inverse
+        weights = inverse_frequency_weights(counts, 0.5)
+    return WeightSchedule(
+        name=name, weights=weights, start_epoch=0 if start_epoch is None else start_epoch
+    )

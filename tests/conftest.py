@@ -1,0 +1,45 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests read the device from the environment so the same suite can run on a GPU machine:
+#   TAILMIX_TEST_DEVICE=cuda pytest
+DEVICE = os.environ.get("TAILMIX_TEST_DEVICE", "cpu")
+
+SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-lt-jpeg.zip"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def device() -> str:
+    return DEVICE
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    # Decoded image caches go to a per-session temporary folder, never the user's cache.
+    monkeypatch.setenv("TAILMIX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def shared_zip_or_skip() -> Path:
+    if not SHARED_ZIP.is_file():
+        pytest.skip(f"shared CIFAR-10-LT zip not found at {SHARED_ZIP.name} beside the repo "
+                    "(only development machines have it)")
+    return SHARED_ZIP
+
+
+def digits_config(**train) -> dict:
+    """A fast digits config for end-to-end tests."""
+    cfg = {
+        "dataset": {"name": "digits", "profile": "exp", "ratio": 20, "n_max": 120},
+        "model": {"arch": "small_cnn"},
+        "strategy": "ERM",
+        "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1,
+                  "precision": "fp32", "device": DEVICE, **train},
+        "eval": {"every": 2, "many_threshold": 60},
+        "log": {"progress": False},
+    }
+    return cfg

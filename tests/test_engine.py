@@ -1,0 +1,142 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import digits_config, shared_zip_or_skip
+from tailmix._validation import ParameterError
+from tailmix.cli import main
+from tailmix.config import resolve_config
+from tailmix.engine import Trainer, train
+
+
+def test_digits_run_learns_and_writes_results(tmp_path):
+    cfg = digits_config(epochs=12)
+    result = train(cfg, tmp_path / "run")
+    final = result["final"]
+    assert final["balanced_accuracy"] > 75  # chance is 10
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("top1", "balanced_accuracy", "per_class_accuracy", "many_shot", "medium_shot",
+                "few_shot", "macro_f1"):
+        assert key in metrics["final"]
+    assert len(metrics["final"]["per_class_accuracy"]) == 10
+    assert metrics["best"]["epoch"] in (2, 4, 6, 8, 10, 12)
+    hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == list(range(1, 13))
+    assert "top1" in hist[1] and "top1" not in hist[0]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 12 and saved["class_counts"][0] == 120
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert (run / "margins.json").is_file()
+    assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = train(digits_config(epochs=2), tmp_path / "a")
+    b = train(digits_config(epochs=2), tmp_path / "b")
+    assert a["final"]["per_class_accuracy"] == b["final"]["per_class_accuracy"]
+    wa = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("strategy", ["ERM", "DRW"])
+def test_resume_gives_the_same_weights(tmp_path, monkeypatch, strategy):
+    cfg = digits_config(epochs=4)
+    cfg["strategy"] = strategy
+    if strategy == "DRW":
+        cfg["weights"] = {"start_epoch": 2}  # switches exactly at the resume point
+    train(cfg, tmp_path / "straight")
+
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch, progress=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch, progress)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    ckpt = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2
+    train(cfg, tmp_path / "resumed", resume=True)
+    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    assert b["epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    hist = (tmp_path / "resumed/history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in hist] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("patch, match", [
+    ({"train": {"epochs": 0}}, r"'train.epochs'.*\[1, inf\).*Got 0"),
+    ({"train": {"epochs": "ten"}}, r"'train.epochs' parameter must be an int.*'ten'"),
+    ({"train": {"epoch": 3}}, r"'train.epoch'.*known keys"),
+    ({"dataset": {"ratio": 0.5}}, r"'dataset.ratio'.*Got 0.5"),
+    ({"dataset": {"name": "mnist"}}, r"'dataset.name'.*'mnist'"),
+    ({"strategy": "Magic"}, r"'strategy'.*'Magic'"),
+    ({"dataset": {"name": "cifar10", "root": "/nonexistent/cifar"}}, r"'dataset.root'.*exist"),
+    ({"dataset": {"name": "cifar10"}}, r"'dataset.root'.*--data-root"),
+    ({"colour": "red"}, r"'colour'.*top-level"),
+    ({"train": {"device": "tpu"}}, r"'train.device'"),
+])
+def test_config_errors_name_the_key(patch, match):
+    with pytest.raises(ParameterError, match=match):
+        resolve_config(patch)
+
+
+def test_component_errors_before_training(tmp_path):
+    cfg = digits_config()
+    cfg["strategy"] = "DRW"
+    cfg["weights"] = {"start_epoch": 9}
+    with pytest.raises(ParameterError, match="start_epoch"):
+        Trainer(cfg, tmp_path / "x")
+    cfg = digits_config()
+    cfg["loss"] = {"name": "ldam"}
+    with pytest.raises(ParameterError, match="model.head.*cosine"):
+        Trainer(cfg, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_cli_train_eval_and_errors(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["train", "--dataset", "digits", "--arch", "small_cnn", "--epochs", "2",
+                 "--ratio", "10", "--set", "dataset.n_max=100", "--precision", "fp32",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "metrics.json").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoints" / "last.pt")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "metrics.json").read_text())["final"]
+    assert shown["top1"] == pytest.approx(saved["top1"]) and shown["epoch"] == 2
+    assert main(["train", "--dataset", "digits", "--epochs", "-1", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_strategies_command_lists_the_catalogue(capsys):
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ERM", "DRW", "LDAM-DRW", "MAMix-DRW", "soft-SMOTE"):
+        assert name in out
+
+
+@pytest.mark.slow
+def test_shared_cifar10_zip_loads_as_cifar10_lt(tmp_path):
+    root = shared_zip_or_skip()
+    from tailmix.engine import load_data
+
+    cfg = resolve_config({"dataset": {"name": "cifar10", "root": str(root), "ratio": 100}})
+    data = load_data(cfg)
+    assert data.class_counts == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert torch.bincount(data.train_labels).tolist() == data.class_counts
+    assert data.train_inputs.shape[1:] == (3, 32, 32) and data.train_inputs.dtype == torch.uint8
+    assert len(data.test_labels) == 10_000
+    assert torch.bincount(data.test_labels).tolist() == [1000] * 10

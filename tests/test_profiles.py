@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from tailmix._validation import ParameterError
+from tailmix.data import class_counts, from_arrays, prepare_dataset, subsample_indices
+
+
+def test_cifar10_exp_ratio_100():
+    assert class_counts("exp", num_classes=10, n_max=5000, ratio=100) == [
+        5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def test_cifar10_exp_ratio_10_and_cifar100_tail():
+    assert class_counts("exp", num_classes=10, n_max=5000, ratio=10) == [
+        5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]
+    c100 = class_counts("exp", num_classes=100, n_max=500, ratio=100)
+    assert c100[0] == 500 and c100[-1] == 5 and sum(c100) == 10847
+
+
+def test_cifar10_step_ratio_100():
+    assert class_counts("step", num_classes=10, n_max=5000, ratio=100) == [5000] * 5 + [50] * 5
+
+
+def test_explicit_counts_and_errors():
+    assert class_counts("counts", num_classes=3, n_max=1, counts=[5, 3, 1]) == [5, 3, 1]
+    with pytest.raises(ParameterError, match="'counts'"):
+        class_counts("counts", num_classes=3, n_max=1, counts=[5, 3])
+    with pytest.raises(ParameterError, match="'ratio'.*Got 0.5"):
+        class_counts("exp", num_classes=10, n_max=5000, ratio=0.5)
+    with pytest.raises(ParameterError, match="'profile'"):
+        class_counts("zipf", num_classes=10, n_max=5000, ratio=10)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_exp_profile_is_monotone_and_hits_ratio(seed):
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 120))
+    n_max = int(rng.integers(50, 6000))
+    ratio = float(rng.uniform(1, 50))
+    counts = class_counts("exp", num_classes=c, n_max=n_max, ratio=ratio)
+    assert counts[0] == n_max
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert counts[-1] == int(np.floor(n_max / ratio + 1e-9))
+
+
+def test_subsampling_is_deterministic_and_seeded():
+    labels = np.repeat(np.arange(4), 100)
+    a = subsample_indices(labels, [50, 20, 10, 5], seed=0)
+    b = subsample_indices(labels, [50, 20, 10, 5], seed=0)
+    c = subsample_indices(labels, [50, 20, 10, 5], seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert np.bincount(labels[a]).tolist() == [50, 20, 10, 5]
+    # A class's choice depends only on the data seed: the first k of one permutation.
+    small = subsample_indices(labels, [10, 20, 10, 5], seed=0)
+    assert set(small[labels[small] == 0]) <= set(a[labels[a] == 0])
+
+
+def test_prepare_dataset_counts_travel_and_test_stays_balanced():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (400, 3, 8, 8), dtype=np.uint8)
+    y = np.repeat(np.arange(4), 100)
+    raw = from_arrays(x, y, x[:40], np.repeat(np.arange(4), 10))
+    data = prepare_dataset(raw, profile="exp", ratio=10)
+    assert data.class_counts == [100, 46, 21, 10]
+    assert np.bincount(data.train_labels.numpy()).tolist() == data.class_counts
+    assert np.bincount(data.test_labels.numpy()).tolist() == [10] * 4
+    assert data.train_inputs.dtype.is_floating_point is False
+
+
+def test_prepare_dataset_errors():
+    x = np.zeros((10, 1, 4, 4), np.uint8)
+    y = np.array([0] * 9 + [1])
+    raw = from_arrays(x, y, x, y)
+    with pytest.raises(ParameterError, match="dataset.profile"):
+        prepare_dataset(raw, profile="counts", counts=[5, 2])
+    with pytest.raises(ParameterError, match="train_y.*labels in 0..1"):
+        from_arrays(x, y, x, y, classes=["a"])
+    no_class = from_arrays(x, np.zeros(10, np.int64), x, y, classes=["a", "b"])
+    with pytest.raises(ParameterError, match="no images for class 'b'"):
+        prepare_dataset(no_class, profile="original")
+
+
+def test_tabular_arrays_become_float_vectors():
+    rng = np.random.default_rng(1)
+    raw = from_arrays(rng.normal(size=(60, 5)), np.repeat(np.arange(3), 20),
+                      rng.normal(size=(9, 5)), np.repeat(np.arange(3), 3))
+    data = prepare_dataset(raw, profile="original")
+    assert data.input_shape == (5,) and not data.is_image
+    out = data.augment(data.train_inputs)
+    assert out.shape == (60, 5)
+    assert abs(float(out.mean())) < 1e-5 and abs(float(out.std(0).mean()) - 1) < 0.05
