@@ -105,6 +105,10 @@ def build_components(cfg: dict[str, Any], data: LongTailData, *, rank: int = 0,
 
         mixer_cfg = dict(comp["mixer"])
         preset = mixer_cfg.pop("preset", None)
+        # Label-rule parameters may be spelled flat in a config (mixer: {q: -0.5}).
+        flat = {k: mixer_cfg.pop(k) for k in ("K", "tau", "q") if k in mixer_cfg}
+        if flat:
+            mixer_cfg["rule_params"] = {**(mixer_cfg.get("rule_params") or {}), **flat}
         mixer = BatchMixer.preset(preset, **mixer_cfg) if preset else BatchMixer(**mixer_cfg)
     loss_cfg = dict(comp["loss"])
     loss = build_loss(loss_cfg.pop("name"), class_counts=counts, **loss_cfg)

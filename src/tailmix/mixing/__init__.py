@@ -1,0 +1,17 @@
+"""The mixing family: SMOTE, soft SMOTE, Mixup, Remix and MAMix as settings of one mixer."""
+
+from tailmix.mixing.label_rules import LABEL_RULES, RULE_DEFAULTS, label_weight, resolve_rule_params
+from tailmix.mixing.mixer import PRESETS, BatchMixer, MixContext, sample_beta
+from tailmix.mixing.neighbours import knn_indices
+
+__all__ = [
+    "LABEL_RULES",
+    "PRESETS",
+    "RULE_DEFAULTS",
+    "BatchMixer",
+    "MixContext",
+    "knn_indices",
+    "label_weight",
+    "resolve_rule_params",
+    "sample_beta",
+]

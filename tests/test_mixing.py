@@ -1,0 +1,560 @@
+"""The mixing family: label rules, neighbour search, the batch mixer and its presets."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from scipy import stats
+
+from tailmix._validation import ParameterError
+from tailmix.mixing import (
+    LABEL_RULES,
+    PRESETS,
+    BatchMixer,
+    MixContext,
+    knn_indices,
+    label_weight,
+    sample_beta,
+)
+
+DEVICE = torch.device(os.environ.get("TAILMIX_TEST_DEVICE", "cpu"))
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator(device=DEVICE).manual_seed(seed)
+
+
+def t(values, dtype=None) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=dtype, device=DEVICE)
+
+
+# --------------------------------------------------------------------------- label rules
+
+
+def test_mamix_matches_hand_computed_values():
+    n_a, n_p = t(5000.0), t(50.0)
+    m = 5000**-0.25 / (5000**-0.25 + 50**-0.25)
+    assert round(m, 4) == 0.2403
+    w = label_weight("mamix", t([0.25, 0.5, 0.75]), n_a, n_p, q=-0.25)
+    assert [round(v, 3) for v in w.tolist()] == [0.494, 0.329, 0.165]
+    # the same with the default q, integer counts and Python floats
+    for lam, expected in [(0.25, 0.494), (0.5, 0.329), (0.75, 0.165)]:
+        assert round(float(label_weight("mamix", lam, t(5000), t(50))), 3) == expected
+
+
+def test_mamix_gives_exactly_one_half_at_its_midpoint():
+    n_a, n_p = (
+        t([5000.0, 50.0, 7.0, 123.0], torch.float64),
+        t([50.0, 5000.0, 7.0, 4.0], torch.float64),
+    )
+    m = torch.sigmoid(-0.25 * (torch.log(n_a) - torch.log(n_p)))
+    assert torch.equal(label_weight("mamix", m, n_a, n_p), torch.full_like(m, 0.5))
+    # and near 0.5 for m written as k_i / (k_i + k_j)
+    m2 = n_a**-0.25 / (n_a**-0.25 + n_p**-0.25)
+    torch.testing.assert_close(label_weight("mamix", m2, n_a, n_p), torch.full_like(m, 0.5))
+
+
+def test_mamix_below_and_above_midpoint_by_hand():
+    # counts 16 and 1 with q = -0.25: k_a = 1/2, k_p = 1, m = 1/3
+    w = label_weight(
+        "mamix", t([0.0, 1 / 6, 1 / 3, 2 / 3, 1.0], torch.float64), t(16.0), t(1.0), q=-0.25
+    )
+    torch.testing.assert_close(w, t([1.0, 0.75, 0.5, 0.25, 0.0], torch.float64))
+
+
+def test_remix_three_cases():
+    lam = t([0.4, 0.6])
+    # anchor majority (r = 3 >= K): anchor share 0.4 < tau -> partner's label; 0.6 -> soft
+    torch.testing.assert_close(label_weight("remix", lam, t(300), t(100)), t([0.6, 0.0]))
+    # anchor minority (r = 1/3 <= 1/K): partner share 0.4 < tau -> anchor's label; else soft
+    torch.testing.assert_close(label_weight("remix", lam, t(100), t(300)), t([1.0, 0.4]))
+    # ratio in between: plain mixup
+    torch.testing.assert_close(label_weight("remix", lam, t(200), t(100)), t([0.6, 0.4]))
+    # parameters change the thresholds
+    torch.testing.assert_close(
+        label_weight("remix", lam, t(200), t(100), K=2.0, tau=0.7), t([0.0, 0.0])
+    )
+
+
+def test_hard_and_soft():
+    lam = t([0.0, 0.3, 1.0])
+    counts = t([10, 20, 30])
+    assert torch.equal(label_weight("hard", lam, counts, counts), torch.ones(3, device=DEVICE))
+    torch.testing.assert_close(label_weight("soft", lam, counts, counts), t([1.0, 0.7, 0.0]))
+
+
+def test_broadcasting_dtype_and_device():
+    w = label_weight("mamix", t([[0.1], [0.9]]), t([1, 2, 3]), t(4))
+    assert w.shape == (2, 3) and w.dtype == torch.get_default_dtype() and w.device == DEVICE
+    w64 = label_weight("remix", 0.5, t([1.0, 2.0], torch.float64), t([5, 6]))
+    assert w64.dtype == torch.float64
+
+
+@pytest.mark.parametrize("rule", LABEL_RULES)
+def test_weight_properties_over_random_inputs(rule):
+    g = torch.Generator().manual_seed(1)
+    lam = torch.rand(20_000, generator=g, dtype=torch.float64)
+    n_a = torch.randint(1, 5000, (20_000,), generator=g).double()
+    n_p = torch.randint(1, 5000, (20_000,), generator=g).double()
+    w = label_weight(rule, lam, n_a, n_p)
+    assert bool(((w >= 0) & (w <= 1)).all())
+    assert torch.equal(label_weight(rule, 0.0, n_a, n_p), torch.ones_like(w))
+    if rule != "hard":
+        assert torch.equal(label_weight(rule, 1.0, n_a, n_p), torch.zeros_like(w))
+    # at equal counts remix and mamix are mixup
+    if rule in ("remix", "mamix"):
+        assert torch.equal(label_weight(rule, lam, n_a, n_a), 1.0 - lam)
+
+
+def test_mamix_is_piecewise_linear_through_its_three_points():
+    g = torch.Generator().manual_seed(2)
+    n_a = torch.randint(1, 5000, (5000,), generator=g).double()
+    n_p = torch.randint(1, 5000, (5000,), generator=g).double()
+    q = -0.25
+    m = n_a**q / (n_a**q + n_p**q)
+    s = torch.rand(5000, generator=g, dtype=torch.float64)
+    # on [0, m]: the line from (0, 1) to (m, 0.5); on [m, 1]: from (m, 0.5) to (1, 0)
+    torch.testing.assert_close(label_weight("mamix", s * m, n_a, n_p), 1 - 0.5 * s)
+    torch.testing.assert_close(label_weight("mamix", m + s * (1 - m), n_a, n_p), 0.5 * (1 - s))
+    # minority partners (n_p < n_a) move the 50/50 point below lam = 0.5
+    assert bool((m[n_p < n_a] < 0.5).all())
+
+
+def test_label_weight_errors():
+    one = t(1.0)
+    with pytest.raises(ParameterError, match="'lam'"):
+        label_weight("soft", 1.5, one, one)
+    with pytest.raises(ParameterError, match="'lam'"):
+        label_weight("soft", -0.01, one, one)
+    with pytest.raises(ParameterError, match="'lam'"):
+        label_weight("soft", t([0.5, 1.01]), one, one)
+    with pytest.raises(ParameterError, match="'lam'"):
+        label_weight("soft", t([float("nan")]), one, one)
+    with pytest.raises(ParameterError, match="'n_anchor'"):
+        label_weight("mamix", 0.5, t([0, 3]), one)
+    with pytest.raises(ParameterError, match="'n_partner'"):
+        label_weight("mamix", 0.5, one, t(-2.0))
+    with pytest.raises(ParameterError, match="'rule'"):
+        label_weight("cutout", 0.5, one, one)
+    with pytest.raises(ParameterError, match="'K'"):
+        label_weight("remix", 0.5, one, one, K=0.5)
+    for tau in (0.0, 1.0, 1.5):
+        with pytest.raises(ParameterError, match="'tau'"):
+            label_weight("remix", 0.5, one, one, tau=tau)
+    with pytest.raises(ParameterError, match="parameters"):
+        label_weight("soft", 0.5, one, one, q=-0.25)
+    with pytest.raises(ParameterError, match="parameters"):
+        label_weight("mamix", 0.5, one, one, K=3.0)
+    # validate=False skips the tensor-value checks (no device sync) but not the rest
+    label_weight("soft", t([1.5]), one, one, validate=False)
+    with pytest.raises(ParameterError, match="'q'"):
+        label_weight("mamix", 0.5, one, one, q=float("inf"), validate=False)
+
+
+# --------------------------------------------------------------------------- neighbours
+
+
+def brute_force_distances(points, labels, within_class):
+    d = torch.cdist(points.double(), points.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    d.fill_diagonal_(float("inf"))
+    if within_class:
+        d[labels[:, None] != labels[None, :]] = float("inf")
+    return d
+
+
+@pytest.mark.parametrize("within_class", [True, False])
+@pytest.mark.parametrize("chunk_size", [None, 1, 7])
+def test_knn_matches_brute_force(within_class, chunk_size):
+    g = torch.Generator().manual_seed(3)
+    points = torch.randn(120, 6, generator=g).to(DEVICE)
+    labels = torch.randint(0, 4, (120,), generator=g).to(DEVICE)
+    nb = knn_indices(points, labels, k=5, within_class=within_class, chunk_size=chunk_size)
+    assert nb.shape == (120, 5) and nb.dtype == torch.long and nb.device == points.device
+    d = brute_force_distances(points.cpu(), labels.cpu(), within_class)
+    nb = nb.cpu()
+    assert not bool((nb == torch.arange(120)[:, None]).any())
+    if within_class:
+        assert bool((labels.cpu()[nb] == labels.cpu()[:, None]).all())
+    got = d.gather(1, nb)
+    expected = d.sort(dim=1).values[:, :5]
+    torch.testing.assert_close(got, expected)
+
+
+def test_knn_tiny_classes_shrink_pad_and_point_to_self():
+    points = t([[0.0], [1.0], [3.0], [10.0], [20.0], [21.0], [50.0]])
+    labels = t([0, 0, 0, 1, 2, 2, 0])
+    nb = knn_indices(points, labels, k=5, within_class=True).cpu()
+    # class 0 has 4 points: 3 neighbours each, repeated cyclically to fill 5 columns
+    assert nb[0].tolist() == [1, 2, 6, 1, 2]
+    assert nb[6].tolist() == [2, 1, 0, 2, 1]
+    # class 2 has 2 points: each is the other's only neighbour
+    assert nb[4].tolist() == [5] * 5 and nb[5].tolist() == [4] * 5
+    # class 1 has a single point: it points to itself
+    assert nb[3].tolist() == [3] * 5
+    # across classes a point has 6 candidates
+    nb_any = knn_indices(points, labels, k=2, within_class=False).cpu()
+    assert nb_any[3].tolist() == [2, 1]
+
+
+def test_knn_on_uint8_images():
+    g = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (40, 3, 4, 4), generator=g, dtype=torch.uint8).to(DEVICE)
+    labels = (torch.arange(40) % 2).to(DEVICE)
+    nb = knn_indices(images, labels, k=3, within_class=True).cpu()
+    d = brute_force_distances(images.cpu().reshape(40, -1), labels.cpu(), True)
+    torch.testing.assert_close(d.gather(1, nb), d.sort(dim=1).values[:, :3])
+
+
+def test_knn_errors():
+    points, labels = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ParameterError, match="'k'"):
+        knn_indices(points, labels, k=0, within_class=True)
+    with pytest.raises(ParameterError, match="'chunk_size'"):
+        knn_indices(points, labels, k=1, within_class=True, chunk_size=0)
+    with pytest.raises(ParameterError, match="'points'"):
+        knn_indices(torch.zeros(4), labels, k=1, within_class=True)
+    with pytest.raises(ParameterError, match="'labels'"):
+        knn_indices(points, labels[:3], k=1, within_class=True)
+    with pytest.raises(ParameterError, match="'labels'"):
+        knn_indices(points, t([0, 1, -1, 0]).cpu(), k=1, within_class=True)
+
+
+# --------------------------------------------------------------------------- the mixer
+
+
+def identity_batch(batch: int, dim: int, seed: int):
+    """Rows ``[onehot(i), data_i]``: a mixed row tells which rows it came from, and how much."""
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randn(batch, dim, generator=g)
+    return torch.cat([torch.eye(batch), data], dim=1).to(DEVICE), data.to(DEVICE)
+
+
+def decode(x_mix: torch.Tensor, batch: int):
+    """Partner index and lam from the identity part of mixed rows (lam = 0 if self-paired)."""
+    ident = x_mix[:, :batch].clone()
+    ident.fill_diagonal_(-1.0)
+    lam, partner = ident.max(dim=1)
+    lam = lam.clamp_min(0.0)
+    partner = torch.where(lam > 0, partner, torch.arange(batch, device=x_mix.device))
+    return partner, lam
+
+
+@pytest.mark.parametrize("preset", ["mixup", "remix", "mamix"])
+@pytest.mark.parametrize("lam_per", ["batch", "example"])
+def test_random_partner_mix_is_exact_convex_combination(preset, lam_per):
+    batch, num_classes = 64, 5
+    x, data = identity_batch(batch, 7, seed=5)
+    y = torch.arange(batch, device=DEVICE) % num_classes
+    counts = t([1000.0, 300.0, 100.0, 30.0, 10.0])
+    mixer = BatchMixer.preset(preset, lam_per=lam_per, alpha=0.4)
+    x_mix, target = mixer.mix(x, y, counts, gen(6))
+    partner, lam = decode(x_mix, batch)
+    assert sorted(partner.tolist()) == list(range(batch))  # a permutation of the batch
+    if lam_per == "batch":
+        moved = partner != torch.arange(batch, device=DEVICE)
+        assert torch.allclose(lam[moved], lam[moved][0].expand(int(moved.sum())), atol=1e-6)
+    expected_x = (1 - lam)[:, None] * data + lam[:, None] * data[partner]
+    torch.testing.assert_close(x_mix[:, batch:], expected_x, atol=1e-5, rtol=1e-5)
+    lo, hi = torch.minimum(data, data[partner]), torch.maximum(data, data[partner])
+    assert bool(((x_mix[:, batch:] >= lo - 1e-6) & (x_mix[:, batch:] <= hi + 1e-6)).all())
+    w = label_weight(mixer.rule, lam.clamp(0, 1), counts[y], counts[y[partner]])
+    one_hot = torch.nn.functional.one_hot
+    expected = w[:, None] * one_hot(y, num_classes) + (1 - w)[:, None] * one_hot(
+        y[partner], num_classes
+    )
+    torch.testing.assert_close(target, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(target.sum(1), torch.ones(batch, device=DEVICE))
+
+
+def test_mix_is_reproducible_and_leaves_global_rng_alone():
+    x, y = torch.rand(16, 3, 8, 8, device=DEVICE), torch.arange(16, device=DEVICE) % 4
+    counts = t([50.0, 20.0, 10.0, 5.0])
+    state = torch.get_rng_state()
+    a = BatchMixer.preset("mamix", alpha=0.3).mix(x, y, counts, gen(7))
+    b = BatchMixer.preset("mamix", alpha=0.3).mix(x, y, counts, gen(7))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 1.0, 2.0])
+def test_beta_sampler_matches_the_beta_distribution(alpha):
+    # float64: in float32 the draws within 6e-8 of 1 all round to 1.0, which a KS test sees
+    samples = sample_beta(alpha, (20_000,), generator=gen(8), dtype=torch.float64).cpu().numpy()
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    assert stats.kstest(samples, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("lam_per", ["batch", "example"])
+def test_cutmix_lam_is_the_pasted_area_share(lam_per):
+    batch, side = 32, 12
+    # image i is filled with the value i, so a pixel tells which image it came from
+    x = torch.arange(batch, dtype=torch.float32, device=DEVICE).view(batch, 1, 1, 1)
+    x = x.expand(batch, 3, side, side).contiguous()
+    y = torch.arange(batch, device=DEVICE)  # one class per image
+    counts = torch.full((batch,), 10.0, device=DEVICE)  # equal counts: mamix is soft
+    mixer = BatchMixer.preset("mamix", input_mode="cutmix", lam_per=lam_per)
+    x_mix, target = mixer.mix(x, y, counts, gen(9))
+    own = (x_mix == x).all(dim=1)  # (B, H, W): pixels that stayed the anchor's
+    pasted = (~own).flatten(1).float().mean(1)
+    source = torch.where(own, -1.0, x_mix[:, 0]).flatten(1).amax(1).long()
+    partner = torch.where(source >= 0, source, y)
+    rows = torch.arange(batch, device=DEVICE)
+    moved = partner != rows
+    torch.testing.assert_close(target[rows[moved], partner[moved]], pasted[moved])
+    torch.testing.assert_close(target[rows[moved], y[moved]], 1 - pasted[moved])
+    torch.testing.assert_close(target.sum(1), torch.ones(batch, device=DEVICE))
+    # the pasted region is one axis-aligned box per image (shared when lam is per batch)
+    rows_hit, cols_hit = (~own).any(2), (~own).any(1)
+    box = rows_hit[:, :, None] & cols_hit[:, None, :]
+    assert torch.equal(box, ~own)
+    if lam_per == "batch":
+        assert bool((box[moved] == box[moved][0]).all())
+
+
+def test_cutmix_rejects_flat_inputs():
+    mixer = BatchMixer(input_mode="cutmix")
+    with pytest.raises(ParameterError, match="'input_mode'"):
+        mixer.mix(torch.rand(4, 5), torch.zeros(4, dtype=torch.long), t([4.0]), gen())
+
+
+def make_context(inputs, labels, num_classes, *, features=None, epoch=0, seed=0, fetched=None):
+    def fetch(idx):
+        if fetched is not None:
+            fetched.append(idx)
+        return inputs[idx].float()
+
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return MixContext(
+        inputs=inputs,
+        labels=labels,
+        class_counts=counts,
+        fetch=fetch,
+        features=features,
+        epoch=epoch,
+        generator=gen(seed),
+    )
+
+
+def long_tailed_labels(sizes):
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(DEVICE)
+
+
+def test_oversample_tops_every_class_up_to_n_max():
+    sizes = [40, 17, 6, 1]
+    labels = long_tailed_labels(sizes)
+    ctx = make_context(torch.zeros(len(labels), 2, device=DEVICE), labels, 4)
+    mixer = BatchMixer.preset("smote")
+    for epoch in range(3):
+        ctx.epoch = epoch
+        idx = torch.randperm(len(labels), generator=ctx.generator, device=DEVICE)
+        out, synthetic = mixer.epoch_indices(idx, ctx)
+        assert out.shape == synthetic.shape == (4 * 40,)
+        assert torch.bincount(labels[out], minlength=4).tolist() == [40] * 4
+        # every real example exactly once, unmixed; the rest synthetic, of the right class
+        assert sorted(out[~synthetic].tolist()) == list(range(len(labels)))
+        assert torch.bincount(labels[out[synthetic]], minlength=4).tolist() == [0, 23, 34, 39]
+
+
+def test_class_balanced_anchors():
+    labels = long_tailed_labels([300, 60, 12, 3])
+    ctx = make_context(torch.zeros(len(labels), 2, device=DEVICE), labels, 4)
+    idx = torch.arange(len(labels), device=DEVICE)[labels != 2]  # a class absent from idx
+    out, mask = BatchMixer(anchors="class_balanced").epoch_indices(idx, ctx)
+    assert mask is None and out.shape == idx.shape
+    assert bool(torch.isin(out, idx).all())
+    share = torch.bincount(labels[out], minlength=4).float() / len(out)
+    assert share[2] == 0
+    torch.testing.assert_close(share[[0, 1, 3]].cpu(), torch.full((3,), 1 / 3), atol=0.06, rtol=0)
+
+
+@pytest.mark.parametrize("partner", ["knn_class", "knn_any"])
+def test_knn_partners_come_from_the_neighbour_table(partner):
+    sizes = [30, 12, 5, 1]
+    n = sum(sizes)
+    labels = long_tailed_labels(sizes)
+    inputs, _ = identity_batch(n, 3, seed=10)
+    fetched = []
+    ctx = make_context(inputs, labels, 4, fetched=fetched)
+    mixer = BatchMixer(
+        anchors="oversample",
+        partner=partner,
+        k=3,
+        lam="uniform",
+        lam_per="example",
+        rule="soft",
+        space="input",
+    )
+    mixer.start_epoch(ctx)
+    table = knn_indices(inputs, labels, k=3, within_class=partner == "knn_class")
+    assert torch.equal(mixer.neighbours, table)
+    order, synthetic = mixer.epoch_indices(torch.arange(n, device=DEVICE), ctx)
+    for start in range(0, len(order), 16):
+        idx_b, mask_b = order[start : start + 16], synthetic[start : start + 16]
+        x_b = ctx.fetch(idx_b)
+        x_mix, target = mixer(x_b, labels[idx_b], idx_b, mask_b, ctx)
+        # recover the partner from the identity part of the rows (dataset-sized one-hots)
+        ident = x_mix[:, :n]
+        lam, other = ident.scatter(1, idx_b[:, None], -1.0).max(1)
+        lam = lam.clamp_min(0.0)
+        partner_idx = torch.where(lam > 0, other, idx_b)
+        # unmixed (real) slots are untouched with one-hot targets
+        real = ~mask_b
+        assert torch.equal(x_mix[real], x_b[real])
+        assert torch.equal(
+            target[real], torch.nn.functional.one_hot(labels[idx_b[real]], 4).float()
+        )
+        # mixed slots take a partner among the anchor's k neighbours
+        moved = lam > 0
+        assert bool((table[idx_b[moved]] == partner_idx[moved, None]).any(1).all())
+        if partner == "knn_class":
+            assert bool((labels[partner_idx] == labels[idx_b]).all())
+        # within classes, the single-example class 3 is copy only
+        lonely = (labels[idx_b] == 3) & (partner == "knn_class")
+        assert torch.equal(x_mix[lonely], x_b[lonely])
+        assert bool((target[lonely, 3] == 1).all())
+        torch.testing.assert_close(target.sum(1), torch.ones(len(idx_b), device=DEVICE))
+        expected = (1 - lam)[:, None] * x_b[:, n:] + lam[:, None] * inputs[partner_idx, n:]
+        torch.testing.assert_close(x_mix[:, n:], expected, atol=1e-5, rtol=1e-5)
+    assert fetched  # partners went through ctx.fetch
+
+
+def test_feature_space_neighbours_refresh_on_schedule():
+    labels = long_tailed_labels([20, 10, 4])
+    inputs = torch.randn(len(labels), 5, device=DEVICE)
+    calls = []
+
+    def features():
+        calls.append(1)
+        return inputs * (1 + len(calls))
+
+    mixer = BatchMixer(partner="knn_class", space="feature", refresh_every=2, k=2)
+    for epoch in range(5):
+        mixer.start_epoch(make_context(inputs, labels, 3, features=features, epoch=epoch))
+    assert len(calls) == 3  # epochs 0, 2 and 4
+    with pytest.raises(ParameterError, match="'space'"):
+        BatchMixer(partner="knn_class", space="feature").start_epoch(
+            make_context(inputs, labels, 3)
+        )
+
+
+def test_input_space_neighbours_are_found_once_and_downscaled():
+    labels = long_tailed_labels([12, 6])
+    g = torch.Generator().manual_seed(11)
+    images = torch.randint(0, 256, (18, 3, 8, 8), generator=g, dtype=torch.uint8).to(DEVICE)
+    mixer = BatchMixer.preset("smote", downscale=2, k=2)
+    mixer.start_epoch(make_context(images, labels, 2))
+    table = mixer.neighbours.clone()
+    pooled = torch.nn.functional.avg_pool2d(images.float(), 4)
+    assert torch.equal(table, knn_indices(pooled, labels, k=2, within_class=True))
+    mixer.neighbours[:] = 0  # a second epoch must not search again
+    mixer.start_epoch(make_context(images, labels, 2, epoch=1))
+    assert not bool(mixer.neighbours.any())
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_runs_the_training_protocol(name):
+    sizes = [24, 9, 3]
+    labels = long_tailed_labels(sizes)
+    g = torch.Generator().manual_seed(12)
+    images = torch.randint(0, 256, (len(labels), 3, 8, 8), generator=g, dtype=torch.uint8)
+    ctx = make_context(images.to(DEVICE), labels, 3)
+    mixer = BatchMixer.preset(name).to(DEVICE)
+    for epoch in range(2):
+        ctx.epoch = epoch
+        mixer.start_epoch(ctx)
+        idx = torch.randperm(len(labels), generator=ctx.generator, device=DEVICE)
+        idx, mask = mixer.epoch_indices(idx, ctx)
+        for start in range(0, len(idx), 10):
+            idx_b = idx[start : start + 10]
+            mask_b = None if mask is None else mask[start : start + 10]
+            x_b = ctx.fetch(idx_b)
+            x_mix, target = mixer(x_b, labels[idx_b], idx_b, mask_b, ctx)
+            assert x_mix.shape == x_b.shape and target.shape == (len(idx_b), 3)
+            assert bool(((target >= 0) & (target <= 1)).all())
+            torch.testing.assert_close(target.sum(1), torch.ones(len(idx_b), device=DEVICE))
+            if name == "smote":  # hard labels, same-class partners: targets stay one-hot
+                assert bool((target.max(1).values == 1).all())
+
+
+def test_presets_follow_the_design_table():
+    smote = BatchMixer.preset("smote")
+    assert (smote.anchors, smote.partner, smote.k, smote.lam, smote.rule) == (
+        "oversample",
+        "knn_class",
+        5,
+        "uniform",
+        "hard",
+    )
+    soft = BatchMixer.preset("soft_smote")
+    assert (soft.anchors, soft.partner, soft.lam, soft.rule) == (
+        "oversample",
+        "knn_any",
+        "uniform",
+        "soft",
+    )
+    for name in ("mixup", "remix", "mamix"):
+        mixer = BatchMixer.preset(name)
+        assert (mixer.anchors, mixer.partner, mixer.lam, mixer.rule) == (
+            "instance",
+            "random",
+            "beta",
+            {"mixup": "soft"}.get(name, name),
+        )
+    assert BatchMixer.preset("mamix").rule_params == {"q": -0.25}
+    assert BatchMixer.preset("remix", rule_params={"K": 2}).rule_params == {"K": 2.0, "tau": 0.5}
+    assert "rule='mamix'" in repr(BatchMixer.preset("mamix"))
+
+
+@pytest.mark.parametrize(
+    "knobs, name",
+    [
+        (dict(anchors="all"), "anchors"),
+        (dict(partner="nearest"), "partner"),
+        (dict(lam="gauss"), "lam"),
+        (dict(alpha=0.0), "alpha"),
+        (dict(alpha=-1.0), "alpha"),
+        (dict(lam_per="class"), "lam_per"),
+        (dict(rule="focal"), "rule"),
+        (dict(rule="remix", rule_params={"K": 0.5}), "K"),
+        (dict(rule="remix", rule_params={"tau": 1.0}), "tau"),
+        (dict(rule="soft", rule_params={"q": 1.0}), "parameters"),
+        (dict(rule_params=[("q", 1.0)]), "rule_params"),
+        (dict(input_mode="blend"), "input_mode"),
+        (dict(k=0), "k"),
+        (dict(k=2.5), "k"),
+        (dict(space="latent"), "space"),
+        (dict(downscale=0), "downscale"),
+        (dict(refresh_every=0), "refresh_every"),
+    ],
+)
+def test_every_knob_is_validated(knobs, name):
+    with pytest.raises(ParameterError, match=name):
+        BatchMixer(**knobs)
+
+
+def test_preset_and_call_errors():
+    with pytest.raises(ParameterError, match="'name'"):
+        BatchMixer.preset("cutmix")
+    with pytest.raises(ParameterError, match="'overrides'"):
+        BatchMixer.preset("mixup", beta=0.5)
+    x, y = torch.rand(4, 3), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ParameterError, match="'partner'"):
+        BatchMixer.preset("smote").mix(x, y, t([4.0]).cpu(), torch.Generator())
+    mixer = BatchMixer()
+    with pytest.raises(ParameterError, match="'y'"):
+        mixer.mix(x, y[:3], t([4.0]).cpu(), torch.Generator())
+    with pytest.raises(ParameterError, match="'x'"):
+        mixer.mix(x.long(), y, t([4.0]).cpu(), torch.Generator())
+    ctx = make_context(x, y, 1)
+    with pytest.raises(ParameterError, match="'mask_batch'"):
+        mixer(x, y, torch.arange(4), torch.ones(4), ctx)
+
+
+def test_mixer_moves_with_to():
+    mixer = BatchMixer.preset("smote")
+    assert "neighbours" not in mixer.state_dict()
+    assert mixer.to(torch.float64).neighbours.dtype == torch.long
+    assert math.isclose(BatchMixer.preset("mixup").alpha, 1.0)
