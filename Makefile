@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tailmix compare --config configs/digits.yaml --strategies ERM DRW --out runs/digits
+	$(BIN)/tailmix compare --config configs/digits.yaml --strategies ERM DRW MAMix-DRW --out runs/digits
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -16,78 +16,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from _machine import cpu_model
 
 from tailmix.mixing import BatchMixer
+from tailmix.models import build_model
 
 # CIFAR-10 at imbalance ratio 100 (DESIGN section 1).
 CIFAR10_LT_COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def build_resnet32(num_classes: int) -> nn.Module:
-    try:
-        from tailmix.models import build_model
-    except ImportError:
-        return _FallbackResNet32(num_classes)
-    return build_model("resnet32", num_classes=num_classes)
-
-
-class _Block(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.pad = out_ch - in_ch
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
-        if self.pad:
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return F.relu(out + shortcut)
-
-
-class _FallbackResNet32(nn.Module):
-    """ResNet-32 for CIFAR (3 stages x 5 basic blocks, 16/32/64 channels)."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
-        )
-        blocks, in_ch = [], 16
-        for out_ch, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(5):
-                blocks.append(_Block(in_ch, out_ch, stride if i == 0 else 1))
-                in_ch = out_ch
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(64, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device):
@@ -132,7 +73,8 @@ def main() -> None:
     y = torch.randint(0, num_classes, (args.batch,), generator=g, device=device)
 
     mixer = BatchMixer.preset("mamix").to(device)
-    model = build_resnet32(num_classes).to(device, memory_format=torch.channels_last)
+    model = build_model("resnet32", num_classes=num_classes)
+    model = model.to(device, memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     x_mix, target = mixer.mix(x, y, counts, g)

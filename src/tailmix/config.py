@@ -116,7 +116,8 @@ def resolve_epoch(name: str, value: Any, epochs: int) -> int:
         if not 0 < value < 1:
             raise ParameterError(name, "an epoch number (int) or a share of the run in (0, 1)",
                                  value)
-        return int(round(value * epochs))
+        # A share of the run always lands inside it (at most the last epoch).
+        return min(int(round(value * epochs)), max(epochs - 1, 0))
     return int(value)
 
 

@@ -1,0 +1,255 @@
+"""Training and evaluation speed of tailmix against a plain PyTorch loop.
+
+ResNet-32 on CIFAR-10-LT (exp, ratio 100: 12,406 training images), batch 128, for ERM and
+MAMix-DRW. The plain loop is written the way the reference package trains: fp32, a
+DataLoader whose dataset crops, flips and normalises one image at a time, a Python loop over
+the examples for the MAMix label weights, and a second forward pass on the clean batch to
+log accuracy. tailmix runs its own training epoch (device-resident uint8 data, batched
+augmentation, bf16 autocast and channels_last where they help, no host sync in the step).
+
+Both sides run the same number of steps on the same images; seconds per epoch are
+extrapolated from the measured steps to the 97 steps of a full epoch.
+
+Run: python benchmarks/train_speed.py [--data-root ZIP_OR_FOLDER] [--steps 40] [--device cpu]
+Without --data-root (or when it is missing) random uint8 images with the same class counts
+are used; speed does not depend on pixel values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _machine import describe
+
+from tailmix.data import from_arrays, prepare_dataset
+from tailmix.engine import Trainer, predict
+from tailmix.models import build_model
+
+COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def synthetic_raw():
+    rng = np.random.default_rng(0)
+    n = sum(COUNTS)
+    y = np.repeat(np.arange(10), COUNTS)
+    x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    ty = np.repeat(np.arange(10), 1000)
+    tx = rng.integers(0, 256, (10000, 3, 32, 32), dtype=np.uint8)
+    return from_arrays(x, y, tx, ty, name="cifar10-synthetic")
+
+
+def tailmix_config(strategy: str, device: str, data_root: str | None) -> dict:
+    ds = ({"name": "cifar10", "root": data_root, "ratio": 100} if data_root else
+          {"name": "digits"})  # replaced below when synthetic
+    return {"dataset": ds, "model": {"arch": "resnet32"}, "strategy": strategy,
+            "train": {"epochs": 200, "batch_size": 128, "device": device},
+            "log": {"progress": False}, "eval": {"margins": False}}
+
+
+def time_tailmix(strategy: str, args, raw) -> tuple[float, Trainer]:
+    cfg = tailmix_config(strategy, args.device, args.data_root)
+    if raw is not None:  # synthetic data: build the trainer on digits, then swap the data in
+        cfg["dataset"] = {"name": "digits", "profile": "original"}
+    trainer = Trainer(cfg, None)
+    if raw is not None:
+        from tailmix.engine import build_components
+
+        trainer.data = prepare_dataset(raw, profile="original").to(trainer.device)
+        trainer.parts = build_components(trainer.cfg, trainer.data)
+        trainer.parts.loss.to(trainer.device)
+        trainer.model = build_model("resnet32", num_classes=10).to(
+            trainer.device, memory_format=torch.channels_last)
+        trainer.train_model = trainer.step_model = trainer.model
+        trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1, momentum=0.9)
+        trainer.counts = torch.tensor(COUNTS, dtype=torch.float32, device=trainer.device)
+        if trainer.parts.mixer is not None:
+            trainer.parts.mixer.to(trainer.device)
+    sampler = trainer.parts.sampler
+    full = sampler.epoch_indices
+    steps = args.steps
+    sampler.epoch_indices = lambda e, s: full(e, s)[:3 * 128]
+    trainer.train_epoch(0)  # warm-up
+    sampler.epoch_indices = lambda e, s: full(e, s)[:steps * 128]
+    rates = [trainer.train_epoch(170 + r)["images_per_s"] for r in range(args.repeats)]
+    sampler.epoch_indices = full
+    return statistics.median(rates), trainer
+
+
+class PerImageDataset(torch.utils.data.Dataset):
+    """Crop, flip and normalise one image at a time, as a per-image transform does."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean, std):
+        self.x, self.y = x, y
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        img = torch.from_numpy(self.x[i]).float() / 255.0
+        img = F.pad(img, (4, 4, 4, 4))
+        dy, dx = random.randint(0, 8), random.randint(0, 8)
+        img = img[:, dy:dy + 32, dx:dx + 32]
+        if random.random() < 0.5:
+            img = img.flip(2)
+        return (img - self.mean) / self.std, int(self.y[i])
+
+
+def plain_mamix_weights(y, index, counts, lam, q=-0.25):
+    """The label weight of each example, one example at a time."""
+    w = []
+    for i in range(len(y)):
+        n_i, n_j = counts[y[i].item()], counts[y[index[i]].item()]
+        k_i, k_j = n_i ** q, n_j ** q
+        m = k_i / (k_i + k_j)
+        share = 1 - lam  # the anchor's input share in the reference's convention
+        lam_p = 1 - share
+        w.append(1 - 0.5 * lam_p / m if lam_p <= m else 0.5 * (1 - lam_p) / (1 - m))
+    return torch.tensor(w)
+
+
+def time_plain(strategy: str, args, x: np.ndarray, y: np.ndarray, mean, std) -> float:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    random.seed(0)
+    model = build_model("resnet32", num_classes=10).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    beta = 0.9999
+    eff = (1 - beta) / (1 - np.power(beta, COUNTS))
+    cls_w = torch.tensor(eff / eff.sum() * 10, dtype=torch.float32, device=device)
+    loader = torch.utils.data.DataLoader(PerImageDataset(x, y, mean, std), batch_size=128,
+                                         shuffle=True, num_workers=args.workers)
+    mixing = strategy != "ERM"
+    done, seen, t0 = 0, 0, None
+    while done < args.steps + 3:
+        for xb, yb in loader:
+            if done == 3:
+                t0, seen = time.perf_counter(), 0
+            xb, yb = xb.to(device), yb.to(device)
+            if mixing:
+                lam = float(np.random.beta(1.0, 1.0))
+                index = torch.randperm(len(yb), device=device)
+                mixed = (1 - lam) * xb + lam * xb[index]
+                w = plain_mamix_weights(yb, index, COUNTS, lam).to(device)
+                out = model(mixed)
+                la = F.cross_entropy(out, yb, weight=cls_w, reduction="none")
+                lb = F.cross_entropy(out, yb[index], weight=cls_w, reduction="none")
+                loss = (w * la + (1 - w) * lb).mean()
+                clean = model(xb)  # the second, clean forward pass for logging accuracy
+                _ = (clean.argmax(1) == yb).float().sum().item()
+            else:
+                out = model(xb)
+                loss = F.cross_entropy(out, yb)
+                _ = (out.argmax(1) == yb).float().sum().item()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            _ = loss.item()
+            seen += len(yb)
+            done += 1
+            if done >= args.steps + 3:
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def time_eval(trainer: Trainer) -> float:
+    data = trainer.data
+    kw = dict(batch_size=1024, device=trainer.device, amp=trainer.amp,
+              channels_last=trainer.channels_last)
+    predict(trainer.model, data.test_inputs[:2048], data.augment, **kw)
+    t = time.perf_counter()
+    predict(trainer.model, data.test_inputs, data.augment, **kw)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+    return len(data.test_inputs) / (time.perf_counter() - t)
+
+
+def time_mixer_share(trainer: Trainer) -> tuple[float, float]:
+    """Median seconds of the mixer alone and of one full training step, same batch."""
+    from tailmix.mixing import BatchMixer
+
+    dev = trainer.device
+    data = trainer.data
+    mixer = BatchMixer.preset("mamix").to(dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = data.augment(data.train_inputs[:128], gen)
+    y = data.train_labels[:128]
+    counts = torch.tensor(data.class_counts, dtype=torch.float32, device=dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def med(fn, n=20):
+        out = []
+        for _ in range(n + 3):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - t)
+        return statistics.median(out[3:])
+
+    mix_s = med(lambda: mixer.mix(x, y, counts, gen))
+    model, opt = trainer.model, trainer.optimizer
+    xm = x.contiguous(memory_format=torch.channels_last) if trainer.channels_last else x
+
+    def step():
+        with torch.autocast(dev.type, dtype=trainer.amp, enabled=trainer.amp is not None):
+            out = model(xm)
+        loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return mix_s, med(step, 10)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", help="CIFAR-10 root or image-folder zip (default: synthetic)")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain loop")
+    args = p.parse_args()
+    print(describe())
+    print(f"settings: ResNet-32, CIFAR-10-LT ratio 100 ({sum(COUNTS)} images), batch 128, "
+          f"{args.steps} timed steps x {args.repeats}, device {args.device}, plain-loop "
+          f"DataLoader workers {args.workers}")
+    raw = None if args.data_root else synthetic_raw()
+    print(f"data: {args.data_root or 'synthetic uint8 images'}")
+    steps_per_epoch = -(-sum(COUNTS) // 128)
+    rows = []
+    trainer = None
+    for strategy in ("ERM", "MAMix-DRW"):
+        rate, trainer = time_tailmix(strategy, args, raw)
+        d = trainer.data
+        x = d.train_inputs.cpu().numpy()
+        y = d.train_labels.cpu().numpy()
+        mean = d.augment.mean.cpu().tolist()
+        std = d.augment.std.cpu().tolist()
+        plain = time_plain(strategy, args, x, y, mean, std)
+        rows.append((strategy, rate, plain))
+        print(f"{strategy:<10} tailmix {rate:8.0f} img/s ({steps_per_epoch * 128 / rate:6.1f} "
+              f"s/epoch, precision {trainer.amp or 'fp32'}, channels_last "
+              f"{trainer.channels_last})   plain loop {plain:7.0f} img/s "
+              f"({steps_per_epoch * 128 / plain:6.1f} s/epoch)   speed-up x{rate / plain:.2f}",
+              flush=True)
+    print(f"evaluation: {time_eval(trainer):.0f} img/s (batch 1024, no augmentation)")
+    mix_s, step_s = time_mixer_share(trainer)
+    print(f"mixer (mamix, batch 128): {mix_s * 1e3:.2f} ms; training step {step_s * 1e3:.1f} ms;"
+          f" mixer share {100 * mix_s / (mix_s + step_s):.2f}% of the step")
+
+
+if __name__ == "__main__":
+    main()
