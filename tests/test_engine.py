@@ -140,3 +140,18 @@ def test_shared_cifar10_zip_loads_as_cifar10_lt(tmp_path):
     assert data.train_inputs.shape[1:] == (3, 32, 32) and data.train_inputs.dtype == torch.uint8
     assert len(data.test_labels) == 10_000
     assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+
+
+def test_every_shipped_config_resolves(tmp_path):
+    from pathlib import Path
+
+    from tailmix.config import load_config_file
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        cfg = load_config_file(path)
+        if cfg["dataset"]["name"] != "digits":
+            cfg["dataset"]["root"] = str(tmp_path)
+        resolved = resolve_config(cfg)
+        assert resolved["train"]["epochs"] >= 1, path.name

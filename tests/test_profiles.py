@@ -90,3 +90,34 @@ def test_tabular_arrays_become_float_vectors():
     out = data.augment(data.train_inputs)
     assert out.shape == (60, 5)
     assert abs(float(out.mean())) < 1e-5 and abs(float(out.std(0).mean()) - 1) < 0.05
+
+
+def test_named_svhn_reference_profile():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 1200)
+    x = rng.integers(0, 256, (len(y), 3, 4, 4), dtype=np.uint8)
+    raw = from_arrays(x, y, x[:10], np.arange(10), classes=[str(d) for d in range(10)])
+    data = prepare_dataset(raw, profile="svhn_reference", ratio=100)
+    assert data.class_counts == [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
+    assert data.classes == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+    # Digit 0 is the last, smallest class; labels follow the new order.
+    assert (data.train_labels == 9).sum() == 10
+    assert data.test_labels.tolist() == [9, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("config, counts", [
+    ("cifar10_lt.yaml", [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]),
+    ("cinic10_lt.yaml", [9000, 5395, 3234, 1938, 1162, 696, 417, 250, 150, 90]),
+])
+def test_shipped_configs_give_the_documented_counts(config, counts):
+    from pathlib import Path
+
+    import yaml
+
+    d = yaml.safe_load((Path(__file__).parents[1] / "configs" / config).read_text())["dataset"]
+    assert class_counts(d["profile"], num_classes=10, n_max=d["n_max"], ratio=d["ratio"]) == counts
+
+
+def test_tiny_imagenet_profile_counts():
+    c = class_counts("exp", num_classes=200, n_max=500, ratio=100)
+    assert c[0] == 500 and c[-1] == 5 and len(c) == 200

@@ -11,10 +11,11 @@ import torch
 from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.augment import BatchAugment
 from tailmix.data.base import RawDataset
+from tailmix.data.profiles import NAMED_PROFILES
 from tailmix.data.profiles import class_counts as profile_counts
 from tailmix.data.profiles import subsample_indices
 
-PREPARE_PROFILES = ("exp", "step", "counts", "original")
+PREPARE_PROFILES = ("exp", "step", "counts", "original", *NAMED_PROFILES)
 
 
 @dataclass
@@ -99,8 +100,10 @@ def prepare_dataset(
     Parameters
     ----------
     profile:
-        ``exp``, ``step``, ``counts`` (explicit ``counts``) or ``original`` (keep the
-        source's training set as it is).
+        ``exp``, ``step``, ``counts`` (explicit ``counts``), ``original`` (keep the
+        source's training set as it is), or a named profile from
+        :data:`~tailmix.data.profiles.NAMED_PROFILES`, which fixes ``n_max`` and
+        ``class_order``.
     ratio:
         Imbalance ratio n_max / n_min for ``exp`` and ``step``.
     n_max:
@@ -113,6 +116,9 @@ def prepare_dataset(
         source allows it.
     """
     check_choice("profile", profile, PREPARE_PROFILES)
+    if profile in NAMED_PROFILES:
+        named = NAMED_PROFILES[profile]
+        profile, n_max, class_order = named["profile"], named["n_max"], named["class_order"]
     data_seed = check_number("data_seed", data_seed, low=0, integer=True)
     c = raw.num_classes
     train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y

@@ -12,6 +12,14 @@ from tailmix._validation import ParameterError, check_choice, check_number
 
 PROFILES = ("exp", "step", "counts", "none")
 
+# Named profiles: a base profile with fixed settings, for benchmarks whose conventions differ
+# from the defaults. ``svhn_reference`` is the reference package's SVHN-LT: n_max capped at
+# 1000 and the classes ordered 1, 2, ..., 9, 0 so that digit 0 is the smallest class.
+NAMED_PROFILES: dict[str, dict] = {
+    "svhn_reference": {"profile": "exp", "n_max": 1000,
+                       "class_order": [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]},
+}
+
 
 def class_counts(
     profile: str,

@@ -98,7 +98,8 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
     if name in ("cifar10", "cifar100"):
         from tailmix.data.cifar import read_cifar
 
-        if root.is_file() and root.suffix == ".zip":  # an image-folder copy of CIFAR
+        folder_copy = root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir()
+        if folder_copy or (root.is_file() and root.suffix == ".zip"):  # image-folder copy
             from tailmix.data.imagefolder import read_imagefolder
 
             raw = read_imagefolder(root, **options)
