@@ -249,6 +249,12 @@ def main() -> None:
     mix_s, step_s = time_mixer_share(trainer)
     print(f"mixer (mamix, batch 128): {mix_s * 1e3:.2f} ms; training step {step_s * 1e3:.1f} ms;"
           f" mixer share {100 * mix_s / (mix_s + step_s):.2f}% of the step")
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak host memory of this process (both loops, data, models): {peak:.0f} MiB")
+    if torch.cuda.is_available():
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

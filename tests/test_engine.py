@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 import yaml
-
 from conftest import digits_config, shared_zip_or_skip
+
 from tailmix._validation import ParameterError
 from tailmix.cli import main
 from tailmix.config import resolve_config
@@ -29,7 +29,8 @@ def test_digits_run_learns_and_writes_results(tmp_path):
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 12 and saved["class_counts"][0] == 120
-    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "best.pt").is_file()
     assert (run / "margins.json").is_file()
     assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
 

@@ -39,7 +39,7 @@ def test_exp_profile_is_monotone_and_hits_ratio(seed):
     ratio = float(rng.uniform(1, 50))
     counts = class_counts("exp", num_classes=c, n_max=n_max, ratio=ratio)
     assert counts[0] == n_max
-    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False))
     assert counts[-1] == int(np.floor(n_max / ratio + 1e-9))
 
 

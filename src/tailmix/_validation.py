@@ -34,10 +34,10 @@ def check_number(
 
     >>> check_number("k", 3, low=1, integer=True)
     3
-    >>> check_number("k", 0, low=1, integer=True)
+    >>> check_number("k", 0, low=1, integer=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tailmix._validation.ParameterError: The 'k' parameter must be an int in the range [1, inf). Got 0 instead.
+    tailmix._validation.ParameterError: The 'k' parameter must be an int in the range [1, ...
     """
     lo = "(" if low_open else "["
     hi = ")" if high_open or high is None else "]"

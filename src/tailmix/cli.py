@@ -83,7 +83,6 @@ def _default_out(cfg: dict[str, Any]) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tailmix import distributed
-    from tailmix.engine import Trainer
 
     if args.resume:
         from tailmix.config import load_config_file
@@ -96,23 +95,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = build_config(args)
         out = Path(args.out) if args.out else _default_out(cfg)
+    # Under torchrun every process runs this command; rank 0 alone writes and prints.
     distributed.init_from_env()
-    trainer = Trainer(cfg, out)
-    result = trainer.fit(resume=bool(args.resume))
-    if trainer.is_main:
+    try:
+        result = _fit(cfg, out, resume=bool(args.resume))
+    finally:
+        distributed.destroy()
+    if result is not None:
         _print_summary([(cfg.get("strategy", "ERM"), result)])
         print(f"results written to {out}")
     return 0
+
+
+def _fit(cfg: dict[str, Any], out: Path, *, resume: bool) -> dict[str, Any] | None:
+    """Train; the result on rank 0, None on the other processes. The trainer (and its
+    process-group handles) is released on return, before the group is destroyed."""
+    from tailmix.engine import Trainer
+
+    trainer = Trainer(cfg, out)
+    result = trainer.fit(resume=resume)
+    return result if trainer.is_main else None
 
 
 def _print_summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="final epoch (test set)")
-    for col in ("run", "top-1", "balanced", "many", "medium", "few", "macro F1", "ECE",
-                "LA top-1"):
-        table.add_column(col, justify="right" if col != "run" else "left")
+    table = Table(title="final epoch, test set (%)", caption="bal.: balanced accuracy; "
+                  "LA: top-1 after post-hoc logit adjustment")
+    width = max(len(name) for name, _ in rows)
+    table.add_column("run", no_wrap=True, min_width=width)
+    for col in ("top-1", "bal.", "many", "med.", "few", "F1", "ECE", "LA"):
+        table.add_column(col, justify="right", no_wrap=True)
 
     def f(v: Any) -> str:
         return "-" if v is None else f"{v:.2f}"
@@ -127,6 +141,16 @@ def _print_summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train several strategies on one config and compare them."""
+    from tailmix import distributed
+
+    distributed.init_from_env()
+    try:
+        return _compare(args, is_main=distributed.rank() == 0)
+    finally:
+        distributed.destroy()
+
+
+def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
     from tailmix.engine import train
 
     base = build_config(args)
@@ -140,20 +164,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
             import json
 
             result = json.loads(done.read_text())
-            print(f"{name}: finished run found in {out}, reusing it (--force to retrain)")
+            if is_main:
+                print(f"{name}: finished run found in {out}, reusing it (--force to retrain)")
         else:
             resume = (out / "checkpoints" / "last.pt").is_file() and not args.force
             result = train(cfg, out, resume=resume)
         rows.append((name, result))
         run_dirs.append(out)
+    if not is_main:
+        return 0
     _print_summary(rows)
-    try:
-        from tailmix.report import build_report
+    from tailmix.report import build_report
 
-        html, md = build_report(run_dirs, out_root / "report")
-        print(f"comparison report: {html}")
-    except ImportError:
-        pass
+    html, _ = build_report(run_dirs, out_root / "report")
+    print(f"comparison report: {html}")
     print(f"results written to {out_root}")
     return 0
 
@@ -200,6 +224,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tailmix.bench import load_suite, run_suite
+
+    suite = load_suite(args.suite, data_root=args.data_root)
+    out = run_suite(suite, args.out, train_missing=not args.table_only)
+    print((out / "table.md").read_text())
+    print(f"tables and reports written to {out}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tailmix",
@@ -211,7 +245,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one configuration")
     _add_config_flags(p)
-    p.add_argument("--out", "-o", help="run folder (default runs/<dataset>-r<ratio>/<strategy>-s<seed>)")
+    p.add_argument("--out", "-o",
+                   help="run folder (default runs/<dataset>-r<ratio>/<strategy>-s<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
@@ -228,6 +263,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="run a benchmark suite (resumable) and tabulate it")
+    p.add_argument("suite", type=Path, help="suite YAML, e.g. benchmarks/suites/*.yaml")
+    p.add_argument("--data-root", help="override the suite's data root")
+    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument("--table-only", action="store_true",
+                   help="only rebuild tables and reports from finished runs")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("strategies", help="list the named strategies")
     p.set_defaults(func=cmd_strategies)

@@ -51,6 +51,8 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("train.device", "a device that exists here ('cpu' or 'auto')", name)
+    if dev.type == "cuda" and dev.index is None and dist_utils.world_size() > 1:
+        dev = torch.device("cuda", dist_utils.local_rank())
     return dev
 
 
@@ -74,6 +76,27 @@ def autocast_dtype(precision: str, device: torch.device, arch: str) -> torch.dty
 def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
     """A seed for one epoch's randomness, so a resumed run draws exactly what it would have."""
     return (seed * 1_000_003 + epoch * 7_919 + salt * 104_729) % (2**63 - 1)
+
+
+# Salt of the generator a process other than rank 0 crops, flips and mixes its batches with.
+_RANK_SALT = 1_000
+
+
+def check_distributed(train_cfg: dict[str, Any], device: torch.device, world_size: int) -> None:
+    """Reject settings a run of ``world_size`` processes cannot honour.
+
+    ``train.batch_size`` is the global batch: each process takes ``batch_size / world_size``
+    examples per step, so it must divide evenly; SyncBatchNorm needs an accelerator.
+    """
+    if world_size <= 1:
+        return
+    bs = train_cfg["batch_size"]
+    if bs % world_size:
+        raise ParameterError("train.batch_size", f"a multiple of the number of processes "
+                             f"({world_size}): it is the global batch", bs)
+    if train_cfg["sync_batchnorm"] and device.type == "cpu":
+        raise ParameterError("train.sync_batchnorm", "false on a CPU device (SyncBatchNorm "
+                             "synchronises accelerator tensors only)", True)
 
 
 @dataclass
@@ -141,7 +164,7 @@ class LRSchedule:
     def __init__(self, *, base_lr: float, warmup_epochs: float, milestones: list[int],
                  factors: list[float]):
         self.base_lr, self.warmup = base_lr, warmup_epochs
-        self.steps = sorted(zip(milestones, factors))
+        self.steps = sorted(zip(milestones, factors, strict=True))
 
     def __call__(self, epoch: int, progress: float) -> float:
         """lr at ``epoch`` (0-based) after the share ``progress`` in [0, 1] of its steps."""
@@ -194,6 +217,7 @@ class Trainer:
         self.rank, self.world_size = dist_utils.rank(), dist_utils.world_size()
         self.is_main = self.rank == 0
         self.device = resolve_device(t["device"])
+        check_distributed(t, self.device, self.world_size)
         self.data = load_data(self.cfg)
         self.parts = build_components(self.cfg, self.data, rank=self.rank,
                                       world_size=self.world_size)
@@ -303,23 +327,44 @@ class Trainer:
                           class_counts=self.counts, fetch=fetch, features=features,
                           epoch=epoch, generator=gen)
 
+    def epoch_anchors(
+        self, epoch: int, ctx: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This process's anchors for ``epoch`` and, for an oversampling mixer, which of
+        them are synthetic slots (else None).
+
+        Every process builds the same whole-epoch sequence (the sampler's, then the mixer's
+        re-draw from it with the same generator state in ``ctx``) and keeps its share
+        (:func:`tailmix.distributed.shard`): shares are disjoint and equally long, so every
+        process runs the same number of steps. A single process keeps the whole sequence.
+        """
+        idx = self.parts.sampler.global_indices(epoch, self.cfg["train"]["seed"])
+        idx, mask = idx.to(self.device), None
+        if self.parts.mixer is not None:
+            idx, mask = self.parts.mixer.epoch_indices(idx, ctx)
+        where = dict(rank=self.rank, world_size=self.world_size)
+        idx = dist_utils.shard(idx, **where)
+        return idx, None if mask is None else dist_utils.shard(mask, **where)
+
     def train_epoch(self, epoch: int, progress=None) -> dict[str, Any]:
         t = self.cfg["train"]
         seed = t["seed"]
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(seed, epoch, 1))
         data, model = self.data, self.step_model
-        idx = self.parts.sampler.epoch_indices(epoch, seed).to(self.device)
-        mask = None
         mixer = self.parts.mixer
         ctx = None
         if mixer is not None:
             ctx = self._mix_context(epoch, gen)
             mixer.start_epoch(ctx)
-            idx, mask = mixer.epoch_indices(idx, ctx)
+        idx, mask = self.epoch_anchors(epoch, ctx)
+        if self.rank > 0:
+            # Anchors are drawn alike everywhere; crops, flips, partners and lam differ
+            # between processes (rank 0 keeps the single-process stream).
+            gen.manual_seed(epoch_seed(seed, epoch, _RANK_SALT + self.rank))
         class_w = self.parts.weights(epoch)
         if class_w is not None:
             class_w = class_w.to(self.device, torch.float32)
-        bs = t["batch_size"]
+        bs = t["batch_size"] // self.world_size  # the config's batch is the global one
         n = len(idx)
         n_steps = n // bs + (1 if n % bs >= 2 else 0)  # a batch of one breaks BatchNorm
         self.train_model.train()
@@ -357,6 +402,9 @@ class Trainer:
             seen += len(b)
             if progress is not None:
                 progress(s + 1, n_steps, loss_sum, seen, lr)
+        # Replicas leave the epoch identical: evaluation, checkpoints and feature-space
+        # neighbour searches then agree on every process.
+        dist_utils.broadcast_buffers(self.model)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
@@ -402,9 +450,12 @@ class Trainer:
 
         kw = dict(batch_size=self.cfg["eval"]["batch_size"], device=self.device, amp=self.amp,
                   channels_last=self.channels_last)
-        tr = predict(self.model, self.data.train_inputs, self.data.augment, **kw)
+        # The real training set only: a generative strategy (DeepSMOTE) may have appended
+        # synthetic examples after the real ones.
+        n_real = getattr(self.generative, "num_real", None)
+        tr = predict(self.model, self.data.train_inputs[:n_real], self.data.augment, **kw)
         te = predict(self.model, self.data.test_inputs, self.data.augment, **kw)
-        return margin_report(tr, self.data.train_labels, te, self.data.test_labels,
+        return margin_report(tr, self.data.train_labels[:n_real], te, self.data.test_labels,
                              self.data.class_counts)
 
     # -- the run -------------------------------------------------------------------------
@@ -459,6 +510,7 @@ class Trainer:
             "class_counts": self.data.class_counts,
             "classes": self.data.classes,
             "device": str(self.device),
+            "world_size": self.world_size,
             "train_time_s": train_time,
             "wall_time_s": time.perf_counter() - run_start,
         }
@@ -468,6 +520,9 @@ class Trainer:
                 write_json(self.out / "margins.json", self.margins())
         if self.tb is not None:
             self.tb.close()
+        # Only rank 0 writes; the others return once the run folder is complete, so a
+        # following resume or reuse decision reads the same files on every process.
+        dist_utils.barrier()
         return result
 
     def _open_tensorboard(self) -> None:

@@ -53,6 +53,13 @@ STRATEGIES: dict[str, Strategy] = {
                  mixer={"preset": "remix"}, weights=dict(_DRW)),
         Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
                  mixer={"preset": "mamix"}, weights=dict(_DRW)),
+        Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
+                 "minority slots take majority examples translated toward the slot's class",
+                 generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
+                             "step_size": 0.1, "lam": 0.5, "gamma": 0.9, "beta": 0.999}),
+        Strategy("DeepSMOTE", "SMOTE in an autoencoder's latent space tops every class up to "
+                 "n_max with decoded images", generative={"name": "deepsmote", "ae_epochs": 50,
+                                                          "latent_dim": 300, "k": 5}),
     ]
 }
 

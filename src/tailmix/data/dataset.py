@@ -11,9 +11,8 @@ import torch
 from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.augment import BatchAugment
 from tailmix.data.base import RawDataset
-from tailmix.data.profiles import NAMED_PROFILES
+from tailmix.data.profiles import NAMED_PROFILES, subsample_indices
 from tailmix.data.profiles import class_counts as profile_counts
-from tailmix.data.profiles import subsample_indices
 
 PREPARE_PROFILES = ("exp", "step", "counts", "original", *NAMED_PROFILES)
 

@@ -70,7 +70,7 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         layers = []
         in_ch = widths[0]
-        for stage, (width, n) in enumerate(zip(widths, blocks)):
+        for stage, (width, n) in enumerate(zip(widths, blocks, strict=True)):
             for b in range(n):
                 stride = 2 if stage > 0 and b == 0 else 1
                 layers.append(BasicBlock(in_ch, width, stride, shortcut))

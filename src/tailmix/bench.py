@@ -1,0 +1,256 @@
+"""Benchmark suites: a grid of strategies x datasets x ratios x seeds, resumable, tabulated.
+
+A suite is a YAML file::
+
+    name: cifar10-lt-cpu
+    base_config: configs/cifar10_lt.yaml     # relative to the working directory
+    overrides: {train: {epochs: 60}}         # applied to every run
+    data_root: ../shared/data/cifar10-lt-jpeg.zip
+    grid:
+      - {strategies: [ERM, MAMix-DRW], ratios: [100], seeds: [0]}
+      - {strategies: [ERM, MAMix-DRW], ratios: [200], seeds: [0]}
+
+``run_suite`` trains every cell into ``results/<name>/runs/<dataset>-r<ratio>/<strategy>-s<seed>``
+(finished runs are skipped, interrupted ones resume from their last checkpoint), then writes
+``table.md``, ``table.csv`` and one comparison report per dataset and ratio.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tailmix._validation import ParameterError
+from tailmix.config import load_config_file, resolve_config
+from tailmix.io import atomic_write_text
+
+# Published top-1 (%) for the paper's protocol (ResNet-32, 200 epochs, ratio 100), from the
+# reference package's README (DESIGN section 4).
+PUBLISHED: dict[tuple[str, int], dict[str, float]] = {
+    ("cifar10", 100): {"ERM": 71.23, "DRW": 75.08, "M2m": 76.15, "DeepSMOTE": 76.66,
+                       "LDAM-DRW": 77.75, "Mixup-DRW": 82.11, "Remix-DRW": 81.82,
+                       "MAMix-DRW": 82.29},
+    ("cifar100", 100): {"ERM": 38.46, "LDAM-DRW": 41.28, "Mixup-DRW": 46.91,
+                        "MAMix-DRW": 46.93},
+}
+
+SUITE_KEYS = ("name", "description", "base_config", "overrides", "data_root", "grid")
+GRID_KEYS = ("strategies", "ratios", "seeds", "datasets")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    ratio: float
+    strategy: str
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        r = int(self.ratio) if float(self.ratio).is_integer() else self.ratio
+        return f"{self.dataset}-r{r}/{self.strategy}-s{self.seed}"
+
+
+@dataclass
+class Suite:
+    name: str
+    base: dict[str, Any]
+    cells: list[Cell]
+    description: str = ""
+
+    def config(self, cell: Cell) -> dict[str, Any]:
+        cfg = copy.deepcopy(self.base)
+        cfg.setdefault("dataset", {})
+        cfg["dataset"]["name"] = cell.dataset
+        cfg["dataset"]["ratio"] = cell.ratio
+        cfg["strategy"] = cell.strategy
+        cfg.setdefault("train", {})["seed"] = cell.seed
+        return cfg
+
+
+def _deep_update(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
+    """Read and check a suite file; every cell's config is validated before any training."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError("suite", "an existing suite YAML file", str(path))
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(spec, dict):
+        raise ParameterError("suite", "a YAML mapping", type(spec).__name__)
+    for key in spec:
+        if key not in SUITE_KEYS:
+            raise ParameterError(f"suite.{key}", "one of " + ", ".join(SUITE_KEYS), key)
+    if not spec.get("name"):
+        raise ParameterError("suite.name", "a non-empty name", spec.get("name"))
+    base = load_config_file(spec["base_config"]) if spec.get("base_config") else {}
+    _deep_update(base, spec.get("overrides") or {})
+    root = data_root or spec.get("data_root")
+    if root is not None:
+        base.setdefault("dataset", {})["root"] = str(root)
+    grid = spec.get("grid")
+    if not isinstance(grid, list) or not grid:
+        raise ParameterError("suite.grid", "a non-empty list of blocks", grid)
+    default_ds = (base.get("dataset") or {}).get("name", "digits")
+    cells: list[Cell] = []
+    for i, block in enumerate(grid):
+        if not isinstance(block, dict):
+            raise ParameterError(f"suite.grid[{i}]", "a mapping", block)
+        for key in block:
+            if key not in GRID_KEYS:
+                raise ParameterError(f"suite.grid[{i}].{key}", "one of " + ", ".join(GRID_KEYS),
+                                     key)
+        for ds in block.get("datasets", [default_ds]):
+            for ratio in block.get("ratios", [(base.get("dataset") or {}).get("ratio", 100)]):
+                for strategy in block.get("strategies", ["ERM"]):
+                    for seed in block.get("seeds", [0]):
+                        cell = Cell(ds, ratio, strategy, int(seed))
+                        if cell not in cells:
+                            cells.append(cell)
+    suite = Suite(spec["name"], base, cells, spec.get("description", ""))
+    for cell in cells:  # fail fast: a typo in the last cell must not wait hours
+        try:
+            resolve_config(suite.config(cell))
+        except ParameterError as e:
+            raise ParameterError(f"suite cell {cell.folder}: {e.name}", e.expected, e.got) from e
+    return suite
+
+
+def run_suite(suite: Suite, out_root: str | Path = "results", *,
+              log: Callable[[str], None] = print, train_missing: bool = True) -> Path:
+    """Train every unfinished cell, then write the tables and reports; return the folder."""
+    from tailmix.engine import train
+
+    out = Path(out_root) / suite.name
+    runs = out / "runs"
+    for i, cell in enumerate(suite.cells, 1):
+        run_dir = runs / cell.folder
+        if (run_dir / "metrics.json").is_file():
+            log(f"[{i}/{len(suite.cells)}] {cell.folder}: finished, skipped")
+            continue
+        if not train_missing:
+            continue
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        log(f"[{i}/{len(suite.cells)}] {cell.folder}: {'resuming' if resume else 'training'}")
+        train(suite.config(cell), run_dir, resume=resume)
+    write_tables(suite, out)
+    return out
+
+
+def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, float, str], list[tuple[dict, dict | None]]] = {}
+    for cell in suite.cells:
+        run_dir = out / "runs" / cell.folder
+        mpath = run_dir / "metrics.json"
+        if not mpath.is_file():
+            continue
+        metrics = json.loads(mpath.read_text())
+        margins = None
+        if (run_dir / "margins.json").is_file():
+            margins = json.loads((run_dir / "margins.json").read_text())
+        groups.setdefault((cell.dataset, cell.ratio, cell.strategy), []).append((metrics, margins))
+    rows = []
+    for (ds, ratio, strategy), results in groups.items():
+        slopes = [mg["train"].get("slope") for _, mg in results if mg]
+        slopes = [s for s in slopes if s is not None]
+        row = {
+            "dataset": ds, "ratio": ratio, "strategy": strategy, "seeds": len(results),
+            "epochs": results[0][0]["epochs"],
+            "train_time_min": statistics.mean(m["train_time_s"] for m, _ in results) / 60,
+        }
+        for key in ("top1", "balanced_accuracy", "many_shot", "medium_shot", "few_shot",
+                    "macro_f1", "ece"):
+            row[key], row[key + "_std"] = _mean_std([m["final"].get(key) for m, _ in results])
+        row["margin_slope"] = statistics.mean(slopes) if slopes else None
+        row["published_top1"] = PUBLISHED.get((ds, int(ratio)), {}).get(strategy)
+        rows.append(row)
+    order = {c.strategy: i for i, c in enumerate(suite.cells)}
+    rows.sort(key=lambda r: (r["dataset"], r["ratio"], order.get(r["strategy"], 0)))
+    return rows
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _fmt(v: Any, std: Any = None, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if std is not None and std > 0:
+        return f"{v:.{digits}f} ± {std:.{digits}f}"
+    return f"{v:.{digits}f}"
+
+
+def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
+    """Write ``table.md``, ``table.csv`` and comparison reports from the finished runs."""
+    rows = _collect(suite, out)
+    missing = [c.folder for c in suite.cells
+               if not (out / "runs" / c.folder / "metrics.json").is_file()]
+    buf = io.StringIO()
+    fields = ["dataset", "ratio", "strategy", "epochs", "seeds", "top1", "top1_std",
+              "balanced_accuracy", "many_shot", "medium_shot", "few_shot", "macro_f1", "ece",
+              "margin_slope", "published_top1", "train_time_min"]
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(out / "table.csv", buf.getvalue())
+    lines = [f"# {suite.name}", ""]
+    if suite.description:
+        lines += [suite.description.strip(), ""]
+    lines += [
+        "Final-epoch test metrics in percent (mean ± std over seeds where there are several).",
+        "Slope: fitted slope of log(mean train margin) on log(n_c). Published: the reference "
+        "package's top-1 for the 200-epoch protocol on the official CIFAR release (a rough "
+        "guide, not a like-for-like comparison when the schedule or data differ).", "",
+        "| dataset | ratio | strategy | epochs | seeds | top-1 | balanced | many | medium | "
+        "few | macro F1 | ECE | margin slope | published top-1 | train min |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {_fmt(r['ratio'], digits=0)} | {r['strategy']} | {r['epochs']} "
+            f"| {r['seeds']} | {_fmt(r['top1'], r['top1_std'])} "
+            f"| {_fmt(r['balanced_accuracy'])} | {_fmt(r['many_shot'])} "
+            f"| {_fmt(r['medium_shot'])} | {_fmt(r['few_shot'])} | {_fmt(r['macro_f1'])} "
+            f"| {_fmt(r['ece'])} | {_fmt(r['margin_slope'], digits=3)} "
+            f"| {_fmt(r['published_top1'])} | {_fmt(r['train_time_min'], digits=1)} |")
+    if missing:
+        lines += ["", f"Not yet run ({len(missing)}): " + ", ".join(missing) + ". "
+                  "`tailmix bench` on this suite trains them (finished runs are kept)."]
+    atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
+    _write_reports(suite, out)
+    return rows
+
+
+def _write_reports(suite: Suite, out: Path) -> None:
+    from tailmix.report import build_report
+
+    groups: dict[str, list[Path]] = {}
+    for cell in suite.cells:
+        run_dir = out / "runs" / cell.folder
+        if (run_dir / "metrics.json").is_file() and cell.seed == min(
+                c.seed for c in suite.cells if c.dataset == cell.dataset
+                and c.ratio == cell.ratio and c.strategy == cell.strategy):
+            groups.setdefault(cell.folder.split("/")[0], []).append(run_dir)
+    for name, dirs in groups.items():
+        build_report(dirs, out / "reports" / name)

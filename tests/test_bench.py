@@ -1,0 +1,81 @@
+import csv
+
+import pytest
+import yaml
+
+from tailmix._validation import ParameterError
+from tailmix.bench import load_suite, run_suite
+
+
+def _suite(tmp_path, grid, **extra):
+    spec = {
+        "name": "tiny",
+        "overrides": {
+            "dataset": {"name": "digits", "profile": "exp", "ratio": 20, "n_max": 120},
+            "model": {"arch": "small_cnn"},
+            "train": {"epochs": 2, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1,
+                      "precision": "fp32"},
+            "eval": {"every": 1, "many_threshold": 60},
+            "log": {"progress": False},
+        },
+        "grid": grid, **extra,
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_suite_runs_resumes_and_tabulates(tmp_path, monkeypatch):
+    path = _suite(tmp_path, [{"strategies": ["ERM", "DRW"], "ratios": [20], "seeds": [0, 1]}])
+    suite = load_suite(path)
+    assert [c.folder for c in suite.cells] == ["digits-r20/ERM-s0", "digits-r20/ERM-s1",
+                                                "digits-r20/DRW-s0", "digits-r20/DRW-s1"]
+    out = run_suite(suite, tmp_path / "results", log=lambda s: None)
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["strategy"] for r in rows] == ["ERM", "DRW"]
+    assert all(r["seeds"] == "2" for r in rows)
+    table = (out / "table.md").read_text()
+    assert "± " in table and "| digits | 20 | ERM | 2 | 2 |" in table
+    assert (out / "reports" / "digits-r20" / "report.html").is_file()
+
+    # A second call trains nothing: finished runs are skipped.
+    import tailmix.engine
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr(tailmix.engine, "train", boom)
+    logs = []
+    run_suite(suite, tmp_path / "results", log=logs.append)
+    assert all("skipped" in line for line in logs)
+
+
+def test_missing_runs_are_listed(tmp_path):
+    path = _suite(tmp_path, [{"strategies": ["ERM", "DRW"], "seeds": [0]}])
+    out = run_suite(load_suite(path), tmp_path / "r", log=lambda s: None, train_missing=False)
+    assert "Not yet run (2)" in (out / "table.md").read_text()
+
+
+def test_suite_errors_before_any_training(tmp_path):
+    path = _suite(tmp_path, [{"strategies": ["ERM", "Magic"]}])
+    with pytest.raises(ParameterError, match="Magic"):
+        load_suite(path)
+    path = _suite(tmp_path, [{"strategy": ["ERM"]}])
+    with pytest.raises(ParameterError, match=r"grid\[0\].strategy"):
+        load_suite(path)
+    path = _suite(tmp_path, [{"strategies": ["ERM"]}], colour="red")
+    with pytest.raises(ParameterError, match="suite.colour"):
+        load_suite(path)
+
+
+def test_shipped_suites_load(tmp_path):
+    from pathlib import Path
+
+    repo = Path(__file__).parents[1]
+    for suite_file in sorted((repo / "benchmarks" / "suites").glob("*.yaml")):
+        spec = yaml.safe_load(suite_file.read_text())
+        spec["base_config"] = str(repo / spec["base_config"])
+        p = tmp_path / suite_file.name
+        p.write_text(yaml.safe_dump(spec))
+        suite = load_suite(p, data_root=str(tmp_path))
+        assert len(suite.cells) >= 10

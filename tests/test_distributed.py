@@ -1,0 +1,316 @@
+"""Multi-process training: sharding rules in-process, and real 2-process runs under torchrun.
+
+The end-to-end runs launch ``python -m torch.distributed.run --nproc-per-node 2`` on a small
+worker script that wraps two ``Trainer`` methods to record, per process, the anchors it
+trained on, the class weights it used and a digest of its final weights, then calls the
+ordinary ``tailmix train`` command. They run on the CPU (gloo), whatever the test device.
+"""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import digits_config
+
+from tailmix._validation import ParameterError
+from tailmix.distributed import shard
+from tailmix.engine import Trainer, check_distributed, epoch_seed
+from tailmix.samplers import build_sampler
+
+# --------------------------------------------------------------------------- shard
+
+
+@pytest.mark.parametrize("name", ["instance", "class_balanced"])
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_shard_follows_the_samplers_rule(name, world_size):
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 1)
+    single = build_sampler(name, labels=labels).global_indices(3, seed=5)
+    for rank in range(world_size):
+        sampler = build_sampler(name, labels=labels, rank=rank, world_size=world_size)
+        assert torch.equal(shard(single, rank=rank, world_size=world_size),
+                           sampler.epoch_indices(3, seed=5))
+
+
+def test_shard_pads_with_the_start_and_keeps_rows():
+    seq = torch.arange(7)
+    assert [shard(seq, rank=r, world_size=3).tolist() for r in range(3)] == [
+        [0, 3, 6], [1, 4, 0], [2, 5, 1]]
+    rows = torch.arange(10).reshape(5, 2)
+    assert shard(rows, rank=1, world_size=2).tolist() == [[2, 3], [6, 7], [0, 1]]
+    assert shard(seq, rank=0, world_size=1) is seq
+
+
+def test_shard_properties_over_random_lengths():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(1, 60, (1,), generator=gen))
+        world = int(torch.randint(1, 9, (1,), generator=gen))
+        seq = torch.randperm(n, generator=gen)
+        shares = [shard(seq, rank=r, world_size=world) for r in range(world)]
+        length = math.ceil(n / world)
+        assert all(len(s) == length for s in shares)
+        rebuilt = torch.stack(shares, 1).reshape(-1)  # interleave back: position order
+        # the sequence, then its start again (cycled when shorter than the padding)
+        assert torch.equal(rebuilt, seq.repeat(world)[: length * world])
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"rank": 2, "world_size": 2}, "rank"),
+    ({"rank": 0, "world_size": 0}, "world_size"),
+])
+def test_shard_rejects_bad_ranks(kwargs, name):
+    with pytest.raises(ParameterError, match=repr(name)):
+        shard(torch.arange(3), **kwargs)
+    with pytest.raises(ParameterError, match="'sequence'"):
+        shard(torch.zeros(0), rank=0, world_size=1)
+
+
+def test_check_distributed_names_the_setting():
+    train = {"batch_size": 30, "sync_batchnorm": False}
+    check_distributed(train, torch.device("cpu"), 1)
+    check_distributed(train, torch.device("cpu"), 2)
+    with pytest.raises(ParameterError, match="'train.batch_size'.*multiple.*4.*Got 30"):
+        check_distributed(train, torch.device("cpu"), 4)
+    with pytest.raises(ParameterError, match="'train.sync_batchnorm'"):
+        check_distributed({**train, "sync_batchnorm": True}, torch.device("cpu"), 2)
+
+
+def test_oversampling_anchors_are_drawn_globally_then_shared(tmp_path):
+    """SMOTE's oversampling counts classes over the whole epoch: every process gets an
+    equally long share (per-process counts would differ, and so would the step counts)."""
+    cfg = digits_config(epochs=1)
+    cfg["strategy"] = "SMOTE"
+    trainer = Trainer(cfg, None)
+    seed = trainer.cfg["train"]["seed"]
+
+    def anchors(rank, world_size):
+        trainer.rank, trainer.world_size = rank, world_size
+        gen = torch.Generator().manual_seed(epoch_seed(seed, 1, 1))
+        return trainer.epoch_anchors(1, trainer._mix_context(1, gen))
+
+    whole, whole_mask = anchors(0, 1)
+    counts = torch.bincount(trainer.data.train_labels[whole], minlength=10)
+    assert torch.all(counts == max(trainer.data.class_counts))  # balanced by oversampling
+    assert int((~whole_mask).sum()) == sum(trainer.data.class_counts)
+    shares = [anchors(r, 3) for r in range(3)]
+    assert len({len(idx) for idx, _ in shares}) == 1
+    for r, (idx, mask) in enumerate(shares):
+        assert torch.equal(idx, shard(whole, rank=r, world_size=3))
+        assert torch.equal(mask, shard(whole_mask, rank=r, world_size=3))
+
+
+# --------------------------------------------------------------------------- torchrun runs
+
+WORKER = textwrap.dedent('''
+    """Runs `tailmix train ARGS` and records, per process, what it trained on."""
+    import hashlib
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from tailmix import engine
+    from tailmix.cli import main
+
+    record_dir = Path(os.environ["RECORD_DIR"])
+    stop_at = int(os.environ.get("STOP_AT_EPOCH", "-1"))
+    log = {"anchors": {}, "weights": {}}
+    epoch_anchors, fit = engine.Trainer.epoch_anchors, engine.Trainer.fit
+
+
+    def recorded_anchors(self, epoch, ctx=None):
+        if epoch == stop_at:
+            raise KeyboardInterrupt
+        idx, mask = epoch_anchors(self, epoch, ctx)
+        log["anchors"][str(epoch)] = idx.tolist()
+        return idx, mask
+
+
+    def recorded_fit(self, **kwargs):
+        schedule = self.parts.weights
+
+        def weights(epoch):
+            w = schedule(epoch)
+            log["weights"][str(epoch)] = None if w is None else w.tolist()
+            return w
+
+        self.parts.weights = weights
+        log.update(rank=self.rank, world_size=self.world_size,
+                   class_counts=self.data.class_counts)
+        try:
+            return fit(self, **kwargs)
+        finally:
+            digest = hashlib.sha256()
+            for value in self.model.state_dict().values():
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            log["model_digest"] = digest.hexdigest()
+            name = f"rank{self.rank}-of-{self.world_size}.json"
+            (record_dir / name).write_text(json.dumps(log))
+
+
+    engine.Trainer.epoch_anchors = recorded_anchors
+    engine.Trainer.fit = recorded_fit
+    sys.exit(main(sys.argv[1:]))
+''')
+
+# Digits, small CNN, fp32, global batch 32 (16 per process), DRW weighting from epoch 0.
+TRAIN_ARGS = [
+    "--dataset", "digits", "--set", "dataset.n_max=120", "--ratio", "10",
+    "--arch", "small_cnn", "--precision", "fp32", "--device", "cpu",
+    "--strategy", "DRW", "--set", "weights.start_epoch=0", "--set", "train.warmup_epochs=1",
+    "--epochs", "4", "--batch-size", "32", "--lr", "0.05", "--eval-every", "2",
+    "--no-progress",
+]
+EPOCHS = 4
+TIMEOUT_S = 180  # a deadlock fails the test instead of blocking the suite
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(work: Path, record: Path, args: list[str], *, nproc: int | None = 2,
+            stop_at: int | None = None) -> subprocess.CompletedProcess:
+    """Run the worker under torchrun with ``nproc`` processes, or directly when None."""
+    record.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RECORD_DIR": str(record), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": "", "TAILMIX_CACHE": str(work / "cache")}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    if stop_at is not None:
+        env["STOP_AT_EPOCH"] = str(stop_at)
+    worker = work / "worker.py"
+    worker.write_text(WORKER)
+    cmd = [sys.executable]
+    if nproc is not None:
+        cmd += ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    cmd += [str(worker), "train", *args]
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers
+        out, _ = proc.communicate()
+        pytest.fail(f"run did not finish in {TIMEOUT_S} s (deadlock?):\n{out[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+def _records(record: Path, world_size: int) -> list[dict]:
+    return [json.loads((record / f"rank{r}-of-{world_size}.json").read_text())
+            for r in range(world_size)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One 2-process run, the same command single-process, and a 2-process run that is
+    interrupted at epoch 2 and resumed under torchrun."""
+    work = tmp_path_factory.mktemp("ddp")
+    out = {"work": work}
+    res = _launch(work, work / "rec-ddp", [*TRAIN_ARGS, "--out", "ddp"])
+    assert res.returncode == 0, res.stdout[-4000:]
+    out["ddp"] = (work / "ddp", _records(work / "rec-ddp", 2), res.stdout)
+    res = _launch(work, work / "rec-single", [*TRAIN_ARGS, "--out", "single"], nproc=None)
+    assert res.returncode == 0, res.stdout[-4000:]
+    out["single"] = (work / "single", _records(work / "rec-single", 1), res.stdout)
+    res = _launch(work, work / "rec-cut", [*TRAIN_ARGS, "--out", "resumed"], stop_at=2)
+    assert res.returncode != 0  # interrupted
+    assert not (work / "resumed" / "metrics.json").exists()
+    res = _launch(work, work / "rec-resume", ["--resume", "resumed"])
+    assert res.returncode == 0, res.stdout[-4000:]
+    out["resumed"] = (work / "resumed", _records(work / "rec-resume", 2), res.stdout)
+    return out
+
+
+def test_two_processes_train_and_rank0_alone_writes(runs):
+    run, records, stdout = runs["ddp"]
+    assert [r["rank"] for r in records] == [0, 1]
+    assert all(r["world_size"] == 2 for r in records)
+    files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert files == ["checkpoints/best.pt", "checkpoints/last.pt", "config.yaml",
+                     "history.jsonl", "margins.json", "metrics.json"]
+    assert stdout.count("results written to") == 1  # rank 0 alone prints
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs"] == EPOCHS
+    hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == list(range(1, EPOCHS + 1))
+    losses = [h["train_loss"] for h in hist]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    assert metrics["final"]["balanced_accuracy"] > 30  # learns something; chance is 10
+    # The replicas end identical, BatchNorm statistics included.
+    assert records[0]["model_digest"] == records[1]["model_digest"]
+
+
+def test_processes_share_the_epoch_disjointly(runs):
+    _, (single,), _ = runs["single"]
+    _, records, _ = runs["ddp"]
+    assert single["world_size"] == 1
+    n = sum(single["class_counts"])
+    for epoch in map(str, range(EPOCHS)):
+        whole = single["anchors"][epoch]
+        assert sorted(whole) == list(range(n))  # the single process sees every example once
+        shares = [r["anchors"][epoch] for r in records]
+        assert len(shares[0]) == len(shares[1]) == math.ceil(n / 2)  # equal step counts
+        assert shares == [shard(torch.tensor(whole), rank=r, world_size=2).tolist()
+                          for r in range(2)]
+        # Disjoint up to the padding (the sequence's start repeated to even the shares).
+        overlap = set(shares[0]) & set(shares[1])
+        assert len(overlap) == 2 * math.ceil(n / 2) - n
+        assert set(shares[0]) | set(shares[1]) == set(range(n))
+
+
+def test_processes_use_the_same_global_class_weights(runs):
+    _, (single,), _ = runs["single"]
+    _, records, _ = runs["ddp"]
+    counts = torch.tensor(single["class_counts"], dtype=torch.float64)
+    assert all(r["class_counts"] == single["class_counts"] for r in records)
+    beta = 0.9999
+    expected = (1 - beta) / (1 - beta ** counts)
+    expected = expected * len(counts) / expected.sum()
+    for epoch in map(str, range(EPOCHS)):
+        for r in (*records, single):
+            assert torch.allclose(torch.tensor(r["weights"][epoch], dtype=torch.float64),
+                                  expected, rtol=1e-6)
+
+
+def test_single_process_without_torchrun(runs):
+    run, (single,), stdout = runs["single"]
+    assert single["rank"] == 0 and single["world_size"] == 1
+    assert json.loads((run / "metrics.json").read_text())["world_size"] == 1
+    assert stdout.count("results written to") == 1
+
+
+def test_resume_under_torchrun_matches_the_uninterrupted_run(runs):
+    run, records, _ = runs["resumed"]
+    straight, straight_records, _ = runs["ddp"]
+    # The resumed processes trained only the epochs after the checkpoint.
+    assert all(sorted(r["anchors"]) == ["2", "3"] for r in records)
+    assert records[0]["model_digest"] == straight_records[0]["model_digest"]
+    a = json.loads((run / "metrics.json").read_text())
+    b = json.loads((straight / "metrics.json").read_text())
+    assert a["final"]["per_class_accuracy"] == b["final"]["per_class_accuracy"]
+    hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == list(range(1, EPOCHS + 1))
+
+
+
+def test_smote_under_torchrun_finishes(tmp_path):
+    """Oversampling changes the epoch's length; unequal shares would hang DDP."""
+    args = [*TRAIN_ARGS, "--strategy", "SMOTE", "--epochs", "1", "--out", "smote"]
+    res = _launch(tmp_path, tmp_path / "rec", args)
+    assert res.returncode == 0, res.stdout[-4000:]
+    records = _records(tmp_path / "rec", 2)
+    assert len(records[0]["anchors"]["0"]) == len(records[1]["anchors"]["0"])
+    assert records[0]["anchors"]["0"] != records[1]["anchors"]["0"]
+    assert (tmp_path / "smote" / "metrics.json").is_file()
