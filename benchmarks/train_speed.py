@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _machine import describe
+from PIL import Image, ImageOps
 
 from tailmix.data import from_arrays, prepare_dataset
 from tailmix.engine import Trainer, predict
@@ -82,10 +83,13 @@ def time_tailmix(strategy: str, args, raw) -> tuple[float, Trainer]:
 
 
 class PerImageDataset(torch.utils.data.Dataset):
-    """Crop, flip and normalise one image at a time, as a per-image transform does."""
+    """One image at a time, as torchvision's RandomCrop(32, padding=4), RandomHorizontalFlip,
+    ToTensor and Normalize do it: a PIL image per example (torchvision itself is not
+    needed; the operations are the same PIL calls)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, mean, std):
-        self.x, self.y = x, y
+        self.x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # HWC, as the reference stores
+        self.y = y
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
 
@@ -93,13 +97,14 @@ class PerImageDataset(torch.utils.data.Dataset):
         return len(self.y)
 
     def __getitem__(self, i):
-        img = torch.from_numpy(self.x[i]).float() / 255.0
-        img = F.pad(img, (4, 4, 4, 4))
+        img = Image.fromarray(self.x[i])
+        img = ImageOps.expand(img, border=4, fill=0)
         dy, dx = random.randint(0, 8), random.randint(0, 8)
-        img = img[:, dy:dy + 32, dx:dx + 32]
+        img = img.crop((dx, dy, dx + 32, dy + 32))
         if random.random() < 0.5:
-            img = img.flip(2)
-        return (img - self.mean) / self.std, int(self.y[i])
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        t = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return (t.float().div(255) - self.mean) / self.std, int(self.y[i])
 
 
 def plain_mamix_weights(y, index, counts, lam, q=-0.25):
