@@ -156,3 +156,17 @@ def test_every_shipped_config_resolves(tmp_path):
             cfg["dataset"]["root"] = str(tmp_path)
         resolved = resolve_config(cfg)
         assert resolved["train"]["epochs"] >= 1, path.name
+
+
+def test_margins_command_reproduces_the_end_of_run_analysis(tmp_path):
+    run = tmp_path / "m"
+    train(digits_config(epochs=2), run)
+    at_end = json.loads((run / "margins.json").read_text())
+    (run / "margins.json").unlink()
+    assert main(["margins", str(run)]) == 0
+    again = json.loads((run / "margins.json").read_text())
+    assert again["epoch"] == 2 and again["checkpoint"] == "last"
+    for split in ("train", "test"):
+        assert again[split]["mean"] == pytest.approx(at_end[split]["mean"], abs=1e-4)
+        assert again[split]["slope"] == pytest.approx(at_end[split]["slope"], abs=1e-4)
+    assert main(["margins", str(tmp_path / "nothing")]) == 2

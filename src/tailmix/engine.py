@@ -553,9 +553,26 @@ def train(config: dict[str, Any], out_dir: str | Path | None = None, *,
     return Trainer(config, out_dir, log=log).fit(resume=resume)
 
 
-def evaluate_checkpoint(path: str | Path, *, data_root: str | None = None,
-                        device: str = "auto") -> dict[str, Any]:
-    """Re-evaluate a checkpoint on its dataset's test set (the root may be overridden)."""
+@dataclass
+class Restored:
+    """A checkpoint brought back to life: its config, data, model and device."""
+
+    cfg: dict[str, Any]
+    data: LongTailData
+    model: nn.Module
+    device: torch.device
+    amp: torch.dtype | None
+    epoch: int
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return predict(self.model, inputs, self.data.augment, device=self.device, amp=self.amp,
+                       batch_size=self.cfg["eval"]["batch_size"])
+
+
+def restore(path: str | Path, *, data_root: str | None = None,
+            device: str = "auto") -> Restored:
+    """Load a checkpoint safely (``weights_only=True``) with the data it was trained on
+    (``data_root`` overrides the stored dataset root)."""
     path = Path(path)
     if not path.is_file():
         raise ParameterError("checkpoint", "an existing checkpoint file", str(path))
@@ -571,13 +588,18 @@ def evaluate_checkpoint(path: str | Path, *, data_root: str | None = None,
                         input_shape=data.input_shape,
                         head=ckpt["config"]["composition"]["head"]).to(dev)
     model.load_state_dict(ckpt["model"])
+    amp = autocast_dtype(cfg["train"]["precision"], dev, cfg["model"]["arch"])
+    return Restored(cfg, data, model, dev, amp, int(ckpt["epoch"]))
+
+
+def evaluate_checkpoint(path: str | Path, *, data_root: str | None = None,
+                        device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a checkpoint on its dataset's test set (the root may be overridden)."""
     from tailmix.metrics import compute_metrics
 
-    amp = autocast_dtype(cfg["train"]["precision"], dev, cfg["model"]["arch"])
-    logits = predict(model, data.test_inputs, data.augment, batch_size=cfg["eval"]["batch_size"],
-                     device=dev, amp=amp)
-    m = compute_metrics(logits, data.test_labels, data.class_counts,
-                        many_threshold=cfg["eval"]["many_threshold"],
-                        few_threshold=cfg["eval"]["few_threshold"])
-    m["epoch"] = int(ckpt["epoch"])
+    r = restore(path, data_root=data_root, device=device)
+    m = compute_metrics(r.logits(r.data.test_inputs), r.data.test_labels, r.data.class_counts,
+                        many_threshold=r.cfg["eval"]["many_threshold"],
+                        few_threshold=r.cfg["eval"]["few_threshold"])
+    m["epoch"] = r.epoch
     return m
