@@ -5,7 +5,7 @@ A suite is a YAML file::
     name: cifar10-lt-cpu
     base_config: configs/cifar10_lt.yaml     # relative to the working directory
     overrides: {train: {epochs: 60}}         # applied to every run
-    data_root: ../shared/data/cifar10-lt-jpeg.zip
+    data_root: data/cifar10-lt-jpeg.zip
     grid:
       - {strategies: [ERM, MAMix-DRW], ratios: [100], seeds: [0]}
       - {strategies: [ERM, MAMix-DRW], ratios: [200], seeds: [0]}
