@@ -204,3 +204,13 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ParameterError) as err:
         build_report(str(a))
     assert err.value.name == "run_dirs"
+
+
+def test_comparison_only_report_is_smaller(tmp_path):
+    runs = [write_run(tmp_path / "a", strategy="ERM", seed=0),
+            write_run(tmp_path / "b", strategy="Mixup-DRW", seed=1)]
+    full, _ = build_report(runs, tmp_path / "full")
+    short, _ = build_report(runs, tmp_path / "short", per_run=False)
+    assert short.stat().st_size < full.stat().st_size / 2
+    assert "Run: " not in short.read_text() and "Run: " in full.read_text()
+    assert "Comparison" in short.read_text()

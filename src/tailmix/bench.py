@@ -253,4 +253,4 @@ def _write_reports(suite: Suite, out: Path) -> None:
                 and c.ratio == cell.ratio and c.strategy == cell.strategy):
             groups.setdefault(cell.folder.split("/")[0], []).append(run_dir)
     for name, dirs in groups.items():
-        build_report(dirs, out / "reports" / name)
+        build_report(dirs, out / "reports" / name, per_run=False)

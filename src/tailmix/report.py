@@ -974,7 +974,7 @@ def _unique_labels(runs: list[RunRecord]) -> None:
 
 
 def build_report(
-    run_dirs: Sequence[str | Path], out: str | Path | None = None
+    run_dirs: Sequence[str | Path], out: str | Path | None = None, *, per_run: bool = True
 ) -> tuple[Path, Path]:
     """Write an HTML report and a Markdown summary for one or several runs.
 
@@ -988,6 +988,9 @@ def build_report(
         figures in ``report_files/``; a path ending in ``.html`` names the HTML file, and
         the Markdown and figure folder take its stem. Defaults to the run folder when there
         is only one; required for several.
+    per_run
+        With several runs, also add each run's own sections after the comparison (the
+        default); False keeps the page to the comparison, for large grids.
 
     Returns
     -------
@@ -1010,7 +1013,7 @@ def build_report(
     else:
         title = f"tailmix comparison of {len(runs)} runs"
         groups = [(None, _comparison_sections(runs))]
-        for i, run in enumerate(runs, start=1):
+        for i, run in enumerate(runs if per_run else [], start=1):
             groups.append((run, _run_sections(run, f"run{i}_", 3)))
     datasets = sorted({str((r.metrics or {}).get("dataset")) for r in runs} - {"None"})
     subtitle = ", ".join(datasets) + (" · " if datasets else "") + ", ".join(r.label for r in runs)
