@@ -32,7 +32,7 @@ from torch import nn
 from tailmix import distributed as dist_utils
 from tailmix._validation import ParameterError
 from tailmix.config import resolve_config, resolve_epoch
-from tailmix.data import LongTailData, load_source, prepare_dataset
+from tailmix.data import LongTailData, RawDataset, load_source, prepare_dataset
 from tailmix.io import save_torch, write_json, write_yaml
 from tailmix.models import build_model
 from tailmix.strategies import compose
@@ -148,9 +148,14 @@ def build_components(cfg: dict[str, Any], data: LongTailData, *, rank: int = 0,
     return Components(sampler, mixer, loss, weights, comp["head"], comp)
 
 
-def load_data(cfg: dict[str, Any]) -> LongTailData:
+def load_data(cfg: dict[str, Any], raw: RawDataset | None = None) -> LongTailData:
+    """The config's dataset, cut to its profile; ``raw`` supplies in-memory data for the
+    ``arrays`` source (see :func:`tailmix.data.from_arrays`)."""
     d = cfg["dataset"]
-    raw = load_source(d["name"], root=d["root"], download=d["download"], **d["options"])
+    if raw is None:
+        raw = load_source(d["name"], root=d["root"], download=d["download"], **d["options"])
+    elif d["name"] != "arrays":
+        raise ParameterError("dataset.name", "'arrays' when data is passed in", d["name"])
     return prepare_dataset(
         raw, profile=d["profile"], ratio=d["ratio"], n_max=d["n_max"], counts=d["counts"],
         data_seed=d["data_seed"], class_order=d["class_order"],
@@ -209,7 +214,7 @@ class Trainer:
     """Trains one configuration into one run folder."""
 
     def __init__(self, config: dict[str, Any], out_dir: str | Path | None, *,
-                 log: Callable[[str], None] = print):
+                 data: RawDataset | None = None, log: Callable[[str], None] = print):
         self.cfg = resolve_config(config)
         self.out = Path(out_dir) if out_dir is not None else None
         self.log = log
@@ -218,7 +223,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = resolve_device(t["device"])
         check_distributed(t, self.device, self.world_size)
-        self.data = load_data(self.cfg)
+        self.data = load_data(self.cfg, data)
         self.parts = build_components(self.cfg, self.data, rank=self.rank,
                                       world_size=self.world_size)
         self.epochs = t["epochs"]
@@ -548,9 +553,14 @@ class Trainer:
 
 
 def train(config: dict[str, Any], out_dir: str | Path | None = None, *,
-          resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``config`` into ``out_dir`` and return the final metrics (``metrics.json``)."""
-    return Trainer(config, out_dir, log=log).fit(resume=resume)
+          data: RawDataset | None = None, resume: bool = False,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``config`` into ``out_dir`` and return the final metrics (``metrics.json``).
+
+    ``data``: in-memory arrays wrapped by :func:`tailmix.data.from_arrays`, for a config
+    whose ``dataset.name`` is ``arrays`` (pass the same data again to resume).
+    """
+    return Trainer(config, out_dir, data=data, log=log).fit(resume=resume)
 
 
 @dataclass

@@ -10,7 +10,8 @@ import numpy as np
 from tailmix._validation import ParameterError, check_choice
 from tailmix.data.base import RawDataset
 
-SOURCES = ("digits", "cifar10", "cifar100", "imagefolder", "svhn", "cinic10", "tiny_imagenet")
+SOURCES = ("digits", "cifar10", "cifar100", "imagefolder", "svhn", "cinic10", "tiny_imagenet",
+           "arrays")
 # Sources that read from a root folder or file the user gives.
 NEEDS_ROOT = ("cifar10", "cifar100", "imagefolder", "svhn", "cinic10", "tiny_imagenet")
 
@@ -90,6 +91,9 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
     check_choice("dataset", name, SOURCES)
     if name == "digits":
         return load_digits_dataset()
+    if name == "arrays":
+        raise ParameterError("dataset", "data passed in from Python for the 'arrays' source "
+                             "(train(config, out, data=from_arrays(...)))", "no data")
     if root is None:
         raise ParameterError("data_root", f"a folder or file holding {name!r}", None)
     root = Path(root).expanduser()
