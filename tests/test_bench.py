@@ -32,7 +32,7 @@ def test_suite_runs_resumes_and_tabulates(tmp_path, monkeypatch):
                                                 "digits-r20/DRW-s0", "digits-r20/DRW-s1"]
     out = run_suite(suite, tmp_path / "results", log=lambda s: None)
     rows = list(csv.DictReader((out / "table.csv").open()))
-    assert [r["strategy"] for r in rows] == ["ERM", "DRW"]
+    assert [r["strategy"] for r in rows] == ["ERM", "DRW"]  # catalogue order
     assert all(r["seeds"] == "2" for r in rows)
     table = (out / "table.md").read_text()
     assert "± " in table and "| digits | 20 | ERM | 2 | 2 |" in table

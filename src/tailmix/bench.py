@@ -180,8 +180,10 @@ def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
         row["margin_slope"] = statistics.mean(slopes) if slopes else None
         row["published_top1"] = PUBLISHED.get((ds, int(ratio)), {}).get(strategy)
         rows.append(row)
-    order = {c.strategy: i for i, c in enumerate(suite.cells)}
-    rows.sort(key=lambda r: (r["dataset"], r["ratio"], order.get(r["strategy"], 0)))
+    from tailmix.strategies import STRATEGIES
+
+    order = {name: i for i, name in enumerate(STRATEGIES)}  # the catalogue's (paper's) order
+    rows.sort(key=lambda r: (r["dataset"], r["ratio"], order.get(r["strategy"], len(order))))
     return rows
 
 
