@@ -43,3 +43,21 @@ def digits_config(**train) -> dict:
         "log": {"progress": False},
     }
     return cfg
+
+
+def train_interrupted(cfg: dict, out, *, at_epoch: int, monkeypatch) -> None:
+    """Train ``cfg`` into ``out`` as if the process were stopped when epoch ``at_epoch``
+    (0-based) begins, leaving the checkpoint of the epochs before it."""
+    from tailmix.engine import Trainer, train
+
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch, progress=None):
+        if epoch == at_epoch:
+            raise KeyboardInterrupt
+        return original(self, epoch, progress)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out)
+    monkeypatch.setattr(Trainer, "train_epoch", original)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import digits_config, shared_zip_or_skip
+from conftest import digits_config, shared_zip_or_skip, train_interrupted
 
 from tailmix._validation import ParameterError
 from tailmix.cli import main
@@ -52,17 +52,7 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch, strategy):
         cfg["weights"] = {"start_epoch": 2}  # switches exactly at the resume point
     train(cfg, tmp_path / "straight")
 
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch, progress=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, progress)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    train_interrupted(cfg, tmp_path / "resumed", at_epoch=2, monkeypatch=monkeypatch)
     ckpt = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
     assert ckpt["epoch"] == 2
     train(cfg, tmp_path / "resumed", resume=True)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICE, digits_config
+from conftest import DEVICE, digits_config, train_interrupted
 from torch import nn
 
 from tailmix._validation import ParameterError
@@ -186,17 +186,7 @@ def test_m2m_trains_end_to_end_and_resumes_identically(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert saved["class_counts"][0] == 120
 
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch, progress=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, progress)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    train_interrupted(cfg, tmp_path / "resumed", at_epoch=2, monkeypatch=monkeypatch)
     # Resumed after the warm-up: g comes back from the run folder, the draws from the seed.
     train(cfg, tmp_path / "resumed", resume=True)
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)["model"]
