@@ -45,7 +45,7 @@ def digits_config(**train) -> dict:
     return cfg
 
 
-def train_interrupted(cfg: dict, out, *, at_epoch: int, monkeypatch) -> None:
+def train_interrupted(cfg: dict, out, *, at_epoch: int, monkeypatch, **train_kw) -> None:
     """Train ``cfg`` into ``out`` as if the process were stopped when epoch ``at_epoch``
     (0-based) begins, leaving the checkpoint of the epochs before it."""
     from tailmix.engine import Trainer, train
@@ -59,5 +59,5 @@ def train_interrupted(cfg: dict, out, *, at_epoch: int, monkeypatch) -> None:
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out)
+        train(cfg, out, **train_kw)
     monkeypatch.setattr(Trainer, "train_epoch", original)

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -76,6 +77,7 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch, strategy):
     ({"dataset": {"name": "cifar10"}}, r"'dataset.root'.*--data-root"),
     ({"colour": "red"}, r"'colour'.*top-level"),
     ({"train": {"device": "tpu"}}, r"'train.device'"),
+    ({"train": {"compile": "fast"}}, r"'train.compile'.*'reduce-overhead'.*'fast'"),
 ])
 def test_config_errors_name_the_key(patch, match):
     with pytest.raises(ParameterError, match=match):
@@ -162,8 +164,8 @@ def test_margins_command_reproduces_the_end_of_run_analysis(tmp_path):
     assert main(["margins", str(tmp_path / "nothing")]) == 2
 
 
-def test_training_on_in_memory_feature_vectors(tmp_path):
-    """Tabular arrays from Python: an MLP learns a long-tailed 4-class problem."""
+def _blobs():
+    """Four Gaussian blobs in 10 dimensions as in-memory arrays, and an MLP config."""
     import numpy as np
 
     from tailmix.data import from_arrays
@@ -183,8 +185,42 @@ def test_training_on_in_memory_feature_vectors(tmp_path):
            "train": {"epochs": 10, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1,
                      "device": "cpu"},
            "eval": {"every": 5}, "log": {"progress": False}}
+    return raw, cfg
+
+
+def test_training_on_in_memory_feature_vectors(tmp_path):
+    """Tabular arrays from Python: an MLP learns a long-tailed 4-class problem."""
+    raw, cfg = _blobs()
     result = train(cfg, tmp_path / "blobs", data=raw)
     assert result["class_counts"] == [300, 110, 40, 15]
     assert result["final"]["balanced_accuracy"] > 90
     with pytest.raises(ParameterError, match="'arrays' source"):
         train(cfg, tmp_path / "none")
+
+
+def test_fp16_scales_the_loss_learns_and_resumes(tmp_path, monkeypatch):
+    # An MLP on feature vectors: fp16 convolutions are slow on CPUs.
+    raw, cfg = _blobs()
+    cfg["train"]["precision"] = "fp16"
+    result = train(cfg, tmp_path / "straight", data=raw)
+    assert result["final"]["balanced_accuracy"] > 90
+    train_interrupted(cfg, tmp_path / "resumed", at_epoch=5, monkeypatch=monkeypatch, data=raw)
+    ckpt = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    assert ckpt["scaler"]["scale"] > 0  # the loss scale travels with the checkpoint
+    train(cfg, tmp_path / "resumed", data=raw, resume=True)
+    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    assert a["scaler"] == b["scaler"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    # Without fp16 there is nothing to scale: the checkpoint's scaler state is empty.
+    cfg["train"]["precision"] = "fp32"
+    train(cfg, tmp_path / "fp32", data=raw)
+    assert torch.load(tmp_path / "fp32/checkpoints/last.pt", weights_only=True)["scaler"] == {}
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler (none on PATH)")
+def test_compiled_run_learns(tmp_path):
+    result = train(digits_config(epochs=12, compile=True), tmp_path / "run")
+    assert result["final"]["balanced_accuracy"] > 75  # chance is 10

@@ -52,7 +52,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "device": ((str,), "auto"),
         "precision": ((str,), "auto"),
         "channels_last": ((bool, str), "auto"),
-        "compile": ((bool,), False),
+        "compile": ((bool, str), False),
         "sync_batchnorm": ((bool,), False),
     },
     "eval": {
@@ -81,6 +81,8 @@ TOP_LEVEL: dict[str, tuple[tuple, Any]] = {
 }
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
+# train.compile: false, true (= "default"), or a torch.compile mode.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _type_name(types: tuple) -> str:
@@ -194,6 +196,8 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     check_choice("train.precision", t["precision"], PRECISIONS)
     if isinstance(t["channels_last"], str):
         check_choice("train.channels_last", t["channels_last"], ("auto",))
+    if isinstance(t["compile"], str):
+        check_choice("train.compile", t["compile"], COMPILE_MODES)
     dev = t["device"]
     if dev not in ("auto", "cpu", "cuda", "mps") and not dev.startswith("cuda:"):
         raise ParameterError("train.device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", dev)

@@ -264,8 +264,14 @@ class Trainer:
         if self.world_size > 1:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.step_model = (torch.compile(self.train_model) if t["compile"]
-                           else self.train_model)
+        self.step_model = self.train_model
+        if t["compile"] is not False:
+            mode = None if t["compile"] in (True, "default") else t["compile"]
+            self.step_model = torch.compile(self.train_model, mode=mode)
+        # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 and
+        # fp32 do not (the scaler is then a no-op and adds no host synchronisation).
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp == torch.float16)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -285,6 +291,7 @@ class Trainer:
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "best": self.best,
             "config": self.resolved_config(),
             "classes": self.data.classes,
@@ -299,6 +306,8 @@ class Trainer:
         ckpt = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"])
         self.best = ckpt.get("best")
         hist_path = self.out / "history.jsonl"
@@ -397,8 +406,9 @@ class Trainer:
                 logits = model(x)
             loss = self.parts.loss(logits.float(), target, class_w)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             with torch.no_grad():
                 loss_sum += loss.detach() * len(b)
                 # Accuracy against the (possibly soft) target: the target mass on the
