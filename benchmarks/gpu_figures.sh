@@ -4,7 +4,8 @@
 #   1. the test suite on the GPU (TAILMIX_TEST_DEVICE=cuda), which exercises the CUDA paths;
 #   2. train_speed.py and mixer_cost.py on the GPU;
 #   3. the timed unit of research: a full 200-epoch ResNet-32 CIFAR-10-LT ratio-100 run
-#      (configs/cifar10_lt.yaml, evaluation every 10 epochs), wall time from the shell.
+#      (configs/cifar10_lt.yaml, evaluation every 10 epochs), wall time from the shell,
+#      eagerly and with train.compile=reduce-overhead (CUDA graphs).
 #
 # Usage: benchmarks/gpu_figures.sh DATA_ROOT [OUT_DIR]
 #   DATA_ROOT  CIFAR-10 root or the JPEG image-folder zip of CIFAR-10-LT
@@ -30,13 +31,16 @@ $py benchmarks/train_speed.py --data-root "$data" --device cuda --steps 200 --re
     | tee -a "$out/speed.txt"
 $py benchmarks/mixer_cost.py --device cuda 2>&1 | tee -a "$out/speed.txt"
 
-echo "== 200-epoch run" | tee "$out/run200.txt"
-rm -rf "$out/run200"
-start=$(date +%s.%N)
-$py -m tailmix train -c configs/cifar10_lt.yaml --data-root "$data" --out "$out/run200" \
-    --no-progress 2>&1 | tail -n 20 | tee -a "$out/run200.txt"
-end=$(date +%s.%N)
-$py - "$start" "$end" "$out/run200/metrics.json" <<'EOF' | tee -a "$out/run200.txt"
+# The 200-epoch run eagerly, then with CUDA graphs through torch.compile.
+for compile in false reduce-overhead; do
+  run="$out/run200-compile-$compile"
+  echo "== 200-epoch run, train.compile=$compile" | tee "$run.txt"
+  rm -rf "$run"
+  start=$(date +%s.%N)
+  $py -m tailmix train -c configs/cifar10_lt.yaml --data-root "$data" --out "$run" \
+      --set train.compile=$compile --no-progress 2>&1 | tail -n 20 | tee -a "$run.txt"
+  end=$(date +%s.%N)
+  $py - "$start" "$end" "$run/metrics.json" <<'EOF' | tee -a "$run.txt"
 import json, sys
 start, end, path = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 m = json.load(open(path))
@@ -45,3 +49,4 @@ print(f"200-epoch run: shell wall {end - start:.1f} s (process start to exit); r
       f"{m['wall_time_s']:.1f} s; training {m['train_time_s']:.1f} s = "
       f"{images / m['train_time_s']:.0f} training img/s; final top-1 {m['final']['top1']:.2f}")
 EOF
+done
