@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,6 +163,39 @@ def test_margins_command_reproduces_the_end_of_run_analysis(tmp_path):
         assert again[split]["mean"] == pytest.approx(at_end[split]["mean"], abs=1e-4)
         assert again[split]["slope"] == pytest.approx(at_end[split]["slope"], abs=1e-4)
     assert main(["margins", str(tmp_path / "nothing")]) == 2
+
+
+def test_neighbours_command_shows_how_soft_labels_undo_the_balance(tmp_path, capsys):
+    config = str(Path(__file__).parents[1] / "configs" / "digits.yaml")
+    found = {}
+    for strategy in ("SMOTE", "soft-SMOTE"):
+        path = tmp_path / f"{strategy}.json"
+        assert main(["neighbours", "-c", config, "--strategy", strategy,
+                     "--json", str(path)]) == 0
+        found[strategy] = json.loads(path.read_text())
+    assert "label mass" in capsys.readouterr().out
+    smote, soft = found["SMOTE"], found["soft-SMOTE"]
+    n_max = smote["n_max"]
+    assert [r["label_mass"] for r in smote["classes"]] == [n_max] * 10
+    assert all(r["own_share"] == 1.0 for r in smote["classes"])
+    # soft labels move mass between classes but keep the total
+    masses = [r["label_mass"] for r in soft["classes"]]
+    assert sum(masses) == pytest.approx(10 * n_max)
+    assert min(masses) < n_max < max(masses)
+    assert main(["neighbours", "-c", config, "--strategy", "ERM"]) == 2
+    assert "'strategy'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_soft_smote_partners_of_the_cifar10_tail_are_other_classes(tmp_path):
+    from tailmix.analysis import neighbour_balance
+
+    root = shared_zip_or_skip()
+    result = neighbour_balance({"dataset": {"name": "cifar10", "root": str(root), "ratio": 100},
+                                "strategy": "soft-SMOTE"})
+    tail = result["classes"][-1]
+    assert tail["count"] == 50 and tail["own_share"] < 0.05
+    assert tail["label_mass"] < 0.6 * result["n_max"]
 
 
 def _blobs():

@@ -17,6 +17,8 @@ from tailmix.mixing import (
     MixContext,
     knn_indices,
     label_weight,
+    neighbour_class_share,
+    oversample_label_mass,
     sample_beta,
 )
 
@@ -558,3 +560,79 @@ def test_mixer_moves_with_to():
     assert "neighbours" not in mixer.state_dict()
     assert mixer.to(torch.float64).neighbours.dtype == torch.long
     assert math.isclose(BatchMixer.preset("mixup").alpha, 1.0)
+
+
+# --------------------------------------------------------------------------- label balance
+
+
+def test_neighbour_class_share_by_hand():
+    labels = t([0, 0, 0, 1, 2])
+    table = t([[1, 3], [0, 4], [1, 0], [3, 0], [3, 3]])  # row 3 points at itself once
+    share = neighbour_class_share(table, labels, 4).cpu()
+    expected = torch.tensor(
+        [[4 / 6, 1 / 6, 1 / 6, 0.0], [0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(share[:3], expected)
+    assert bool(share[3].isnan().all())  # class 3 has no examples
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_neighbour_class_share_rows_and_within_class_tables(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, c = 200, 6
+    labels = torch.randint(0, c, (n,), generator=g).to(DEVICE)
+    points = torch.randn(n, 3, generator=g).to(DEVICE)
+    present = torch.bincount(labels, minlength=c) > 0
+    any_share = neighbour_class_share(knn_indices(points, labels, k=4, within_class=False),
+                                      labels, c).cpu()
+    torch.testing.assert_close(any_share[present.cpu()].sum(1),
+                               torch.ones(int(present.sum()), dtype=torch.float64))
+    own_share = neighbour_class_share(knn_indices(points, labels, k=4, within_class=True),
+                                      labels, c).cpu()
+    torch.testing.assert_close(own_share[present.cpu()],
+                               torch.eye(c, dtype=torch.float64)[present.cpu()])
+
+
+def test_oversample_label_mass_by_hand_and_conserved():
+    counts = t([100, 30, 10, 0])
+    share = t([[0.8, 0.1, 0.1, 0.0], [0.5, 0.5, 0.0, 0.0], [0.7, 0.2, 0.1, 0.0],
+               [float("nan")] * 4], dtype=torch.float64)
+    hard = oversample_label_mass(counts, share, rule="hard").cpu()
+    assert hard.tolist() == [100.0, 100.0, 100.0, 0.0]
+    soft = oversample_label_mass(counts, share, rule="soft").cpu()
+    # extra = [0, 70, 90]; d = 0: 100 + 0.5 * (70 * 0.5 + 90 * 0.7) = 149
+    # d = 1: 30 + 35 + 0.5 * (70 * 0.5 + 90 * 0.2) = 91.5; d = 2: 10 + 45 + 0.5 * 9 = 59.5
+    torch.testing.assert_close(soft, torch.tensor([149.0, 91.5, 59.5, 0.0], dtype=torch.float64))
+    assert abs(float(soft.sum()) - 300.0) < 1e-9
+    quarter = oversample_label_mass(counts, share, rule="soft", lam_mean=0.25).cpu()
+    expected = torch.tensor([124.5, 95.75, 79.75, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(quarter, expected)
+
+
+@pytest.mark.parametrize("preset", ["smote", "soft_smote"])
+def test_label_mass_formula_matches_the_mixer(preset):
+    """Label mass summed over many epochs of the real mixer agrees with the closed form."""
+    sizes = [40, 15, 6]
+    labels = long_tailed_labels(sizes)
+    g = torch.Generator().manual_seed(7)
+    inputs = torch.randn(len(labels), 2, generator=g).to(DEVICE)
+    inputs[labels == 2] += 0.5  # the tail sits among the head, as in images
+    ctx = make_context(inputs, labels, 3)
+    mixer = BatchMixer.preset(preset, k=3)
+    mixer.start_epoch(ctx)
+    epochs, total = 300, torch.zeros(3, dtype=torch.float64, device=DEVICE)
+    for epoch in range(epochs):
+        ctx.epoch = epoch
+        idx = torch.randperm(len(labels), generator=ctx.generator, device=DEVICE)
+        order, synthetic = mixer.epoch_indices(idx, ctx)
+        _, target = mixer(ctx.fetch(order), labels[order], order, synthetic, ctx)
+        total += target.sum(0).double()
+    share = neighbour_class_share(mixer.neighbours, labels, 3)
+    rule = PRESETS[preset]["rule"]
+    expected = oversample_label_mass(ctx.class_counts, share, rule=rule).cpu()
+    if rule == "hard":
+        assert (total / epochs).cpu().tolist() == [40.0, 40.0, 40.0]
+    else:
+        assert float(expected[2]) < 35.0  # the formula does see the loss of tail mass
+        torch.testing.assert_close((total / epochs).cpu(), expected, atol=0.6, rtol=0)

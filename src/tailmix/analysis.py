@@ -27,3 +27,57 @@ def margins_for_run(run_dir: str | Path, *, checkpoint: str = "last",
     report["checkpoint"] = checkpoint
     report["epoch"] = r.epoch
     return write_json(run_dir / "margins.json", report)
+
+
+def neighbour_balance(config: dict) -> dict:
+    """How a kNN mixer's partners redistribute the labels, before any training.
+
+    Builds the config's dataset and mixer, searches the neighbours exactly as training
+    would (input space), and returns per class: training count, the share of neighbour
+    slots in the class itself, the other class most of them fall in, and the expected
+    label mass one epoch of the mixer gives the class (:func:`~tailmix.mixing.
+    oversample_label_mass`). For SMOTE every class ends at ``n_max``; for soft SMOTE a
+    tail class whose neighbours are head examples ends well short of it.
+
+    Raises
+    ------
+    ParameterError
+        When the strategy has no kNN mixer with anchors ``"oversample"`` and rule ``"hard"``
+        or ``"soft"``, or its neighbours live in feature space (they need a trained network).
+    """
+    import torch
+
+    from tailmix.config import resolve_config
+    from tailmix.engine import build_components, load_data
+    from tailmix.mixing import knn_indices, neighbour_class_share, oversample_label_mass
+
+    cfg = resolve_config(config)
+    data = load_data(cfg)
+    mixer = build_components(cfg, data).mixer
+    wanted = "a strategy whose mixer oversamples with kNN partners (SMOTE, soft-SMOTE)"
+    if (mixer is None or not mixer.uses_neighbours or mixer.anchors != "oversample"
+            or mixer.rule not in ("hard", "soft")):
+        raise ParameterError("strategy", wanted, cfg["strategy"])
+    if mixer.space != "input":
+        raise ParameterError("mixer.space", "'input' (feature-space neighbours need a "
+                             "trained network)", mixer.space)
+
+    labels = data.train_labels
+    c = data.num_classes
+    table = knn_indices(mixer.input_points(data.train_inputs), labels, k=mixer.k,
+                        within_class=mixer.partner == "knn_class")
+    share = neighbour_class_share(table, labels, c)
+    counts = torch.tensor(data.class_counts)
+    mass = oversample_label_mass(counts, share, rule=mixer.rule)
+    others = share.clone().fill_diagonal_(-1.0)
+    rows = []
+    for k in range(c):
+        top = int(others[k].argmax())
+        rows.append({
+            "class": data.classes[k], "count": int(counts[k]),
+            "own_share": float(share[k, k]),
+            "top_other": data.classes[top], "top_other_share": float(share[k, top]),
+            "label_mass": float(mass[k]),
+        })
+    return {"strategy": cfg["strategy"], "partner": mixer.partner, "k": mixer.k,
+            "rule": mixer.rule, "n_max": int(counts.max()), "classes": rows}

@@ -215,6 +215,31 @@ def cmd_margins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_neighbours(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tailmix.analysis import neighbour_balance
+    from tailmix.io import write_json
+
+    result = neighbour_balance(build_config(args))
+    table = Table(title=f"{result['strategy']}: {result['k']} neighbours from "
+                  f"{'the same class' if result['partner'] == 'knn_class' else 'any class'}, "
+                  f"{result['rule']} labels",
+                  caption="label mass: expected labels of the class per epoch, once every "
+                  f"class is oversampled to {result['n_max']} examples")
+    for col in ("class", "n", "own class", "most other", "share", "label mass"):
+        table.add_column(col, justify="left" if col in ("class", "most other") else "right")
+    for r in result["classes"]:
+        table.add_row(r["class"], str(r["count"]), f"{100 * r['own_share']:.1f}%",
+                      r["top_other"], f"{100 * r['top_other_share']:.1f}%",
+                      f"{r['label_mass']:.0f}")
+    Console().print(table)
+    if args.json:
+        print(f"written to {write_json(args.json, result)}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from tailmix.report import build_report
 
@@ -280,6 +305,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="last", help="last or best")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_margins)
+
+    p = sub.add_parser("neighbours", help="where a SMOTE-style mixer's partners come from and "
+                       "the label balance that results")
+    _add_config_flags(p)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_neighbours)
 
     p = sub.add_parser("report", help="HTML + Markdown report of one or more runs")
     p.add_argument("run_dirs", nargs="+")

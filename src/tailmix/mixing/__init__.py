@@ -2,7 +2,7 @@
 
 from tailmix.mixing.label_rules import LABEL_RULES, RULE_DEFAULTS, label_weight, resolve_rule_params
 from tailmix.mixing.mixer import PRESETS, BatchMixer, MixContext, sample_beta
-from tailmix.mixing.neighbours import knn_indices
+from tailmix.mixing.neighbours import knn_indices, neighbour_class_share, oversample_label_mass
 
 __all__ = [
     "LABEL_RULES",
@@ -12,6 +12,8 @@ __all__ = [
     "MixContext",
     "knn_indices",
     "label_weight",
+    "neighbour_class_share",
+    "oversample_label_mass",
     "resolve_rule_params",
     "sample_beta",
 ]

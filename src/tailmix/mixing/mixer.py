@@ -313,12 +313,14 @@ class BatchMixer(nn.Module):
             with torch.no_grad():
                 points = ctx.features()
         else:
-            points = self._input_points(ctx.inputs)
+            points = self.input_points(ctx.inputs)
         table = knn_indices(points, ctx.labels, k=self.k, within_class=self.partner == "knn_class")
         self.neighbours = table.to(ctx.labels.device)
         self._searched_at = ctx.epoch
 
-    def _input_points(self, inputs: Tensor) -> Tensor:
+    def input_points(self, inputs: Tensor) -> Tensor:
+        """The points an input-space neighbour search uses: the inputs, average-pooled to
+        ``downscale x downscale`` when set."""
         if inputs.ndim != 4 or self.downscale is None:
             return inputs
         side = self.downscale

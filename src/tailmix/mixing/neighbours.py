@@ -1,13 +1,14 @@
-"""Exact k nearest neighbours in bounded memory, for SMOTE-style partners."""
+"""Exact k nearest neighbours in bounded memory, for SMOTE-style partners, and what
+those partners do to the class balance of the labels."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_number
+from tailmix._validation import ParameterError, check_choice, check_number
 
-__all__ = ["knn_indices"]
+__all__ = ["knn_indices", "neighbour_class_share", "oversample_label_mass"]
 
 # Distances held at once when ``chunk_size`` is left to the function: 2**24 floats (64 MiB).
 _DISTANCE_BUDGET = 1 << 24
@@ -123,3 +124,119 @@ def _knn_block(points: Tensor, k: int, chunk_size: int | None) -> Tensor:
     if k_eff == k:
         return found
     return found[:, torch.arange(k, device=device) % k_eff]
+
+
+def neighbour_class_share(neighbours: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Which classes a class's neighbours belong to.
+
+    Parameters
+    ----------
+    neighbours : LongTensor
+        ``(N, k)`` neighbour table of dataset indices, as :func:`knn_indices` returns it.
+    labels : Tensor
+        ``(N,)`` integer class labels, in ``[0, num_classes)``.
+    num_classes : int
+        Number of classes ``C``.
+
+    Returns
+    -------
+    Tensor
+        ``(C, C)`` float64: row ``c`` holds, for the neighbour slots of class-``c``
+        examples, the share that point to each class (rows sum to 1). A class with no
+        examples has a row of NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> labels = torch.tensor([0, 0, 1])
+    >>> table = torch.tensor([[1, 2], [0, 0], [0, 1]])
+    >>> neighbour_class_share(table, labels, 2)
+    tensor([[0.7500, 0.2500],
+            [1.0000, 0.0000]], dtype=torch.float64)
+    """
+    num_classes = check_number("num_classes", num_classes, low=1, integer=True)
+    if (
+        not isinstance(labels, Tensor)
+        or labels.ndim != 1
+        or labels.is_floating_point()
+        or labels.is_complex()
+    ):
+        raise ParameterError("labels", "a 1-D integer tensor", getattr(labels, "shape", labels))
+    n = labels.shape[0]
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        got = (int(labels.min()), int(labels.max()))
+        raise ParameterError("labels", f"class labels in [0, {num_classes})", got)
+    if (
+        not isinstance(neighbours, Tensor)
+        or neighbours.ndim != 2
+        or neighbours.shape[0] != n
+        or neighbours.is_floating_point()
+    ):
+        got = getattr(neighbours, "shape", neighbours)
+        raise ParameterError("neighbours", f"an integer tensor of shape ({n}, k)", got)
+    if neighbours.numel() and (int(neighbours.min()) < 0 or int(neighbours.max()) >= n):
+        got = (int(neighbours.min()), int(neighbours.max()))
+        raise ParameterError("neighbours", f"dataset indices in [0, {n})", got)
+    labels = labels.to(neighbours.device)
+    pair = labels[:, None] * num_classes + labels[neighbours]
+    counts = torch.bincount(pair.flatten(), minlength=num_classes * num_classes)
+    counts = counts.view(num_classes, num_classes).double()
+    return counts / counts.sum(dim=1, keepdim=True)
+
+
+def oversample_label_mass(
+    class_counts: Tensor, share: Tensor, *, rule: str, lam_mean: float = 0.5
+) -> Tensor:
+    """Expected label mass per class in one epoch of kNN oversampling (SMOTE, soft SMOTE).
+
+    An ``"oversample"`` mixer shows every example once unmixed and adds ``n_max - n_c``
+    synthetic examples to each class ``c``, each made from a class-``c`` anchor and one of
+    its neighbours with partner share ``lam``. Under the ``"hard"`` rule the synthetic
+    example's label is the anchor's; under ``"soft"`` the partner's class receives ``lam``
+    of it. With anchors drawn uniformly within the class and partners uniformly among the
+    anchor's neighbours, the expected mass of class ``d`` is::
+
+        hard: n_max                    (for every class with examples)
+        soft: n_d + (1 - E[lam]) e_d + E[lam] * sum_c e_c share[c, d],   e_c = n_max - n_c
+
+    Parameters
+    ----------
+    class_counts : Tensor
+        ``(C,)`` training examples per class.
+    share : Tensor
+        ``(C, C)`` neighbour class shares from :func:`neighbour_class_share`.
+    rule : {"hard", "soft"}
+        The mixer's label rule.
+    lam_mean : float, default 0.5
+        ``E[lam]``; 0.5 for ``Uniform(0, 1)`` and every symmetric ``Beta(alpha, alpha)``.
+
+    Returns
+    -------
+    Tensor
+        ``(C,)`` float64 expected label mass per epoch; it sums to ``C' * n_max`` for the
+        ``C'`` classes with examples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> counts = torch.tensor([100, 10])
+    >>> share = torch.tensor([[1.0, 0.0], [0.6, 0.4]], dtype=torch.float64)
+    >>> oversample_label_mass(counts, share, rule="soft")
+    tensor([127.,  73.], dtype=torch.float64)
+    """
+    rule = check_choice("rule", rule, ("hard", "soft"))
+    lam_mean = check_number("lam_mean", lam_mean, low=0.0, high=1.0)
+    if not isinstance(class_counts, Tensor) or class_counts.ndim != 1:
+        got = getattr(class_counts, "shape", class_counts)
+        raise ParameterError("class_counts", "a 1-D tensor of counts per class", got)
+    c = class_counts.shape[0]
+    if not isinstance(share, Tensor) or share.shape != (c, c):
+        got = getattr(share, "shape", share)
+        raise ParameterError("share", f"a ({c}, {c}) tensor of neighbour class shares", got)
+    n = class_counts.to(torch.float64)
+    present = n > 0
+    extra = torch.where(present, n.max() - n, 0.0)
+    if rule == "hard":
+        return torch.where(present, n.max(), 0.0)
+    share = torch.nan_to_num(share.to(device=n.device, dtype=torch.float64), nan=0.0)
+    return n + (1.0 - lam_mean) * extra + lam_mean * (extra @ share)
