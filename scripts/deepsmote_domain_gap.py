@@ -15,11 +15,12 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 from tailmix.engine import restore
-from tailmix.generative.deepsmote import ConvAutoencoder, DeepSMOTE
+from tailmix.generative import build_generative
+from tailmix.generative.deepsmote import ConvAutoencoder
 from tailmix.io import write_json
+from tailmix.strategies import compose
 
 
 def _summary(logits: torch.Tensor, labels: torch.Tensor, c: int) -> dict:
@@ -38,9 +39,7 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     r = restore(args.run_dir / "checkpoints" / "last.pt", device="cpu")
-    run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
-    spec = {k: v for k, v in run_cfg["composition"]["generative"].items() if k != "name"}
-    ds = DeepSMOTE(**spec)
+    ds = build_generative(compose(r.cfg)["generative"], cfg=r.cfg, data=r.data)
     stored = torch.load(ds.cache_path(r.data), map_location="cpu", weights_only=True)
     ae = ConvAutoencoder(input_shape=r.data.input_shape, latent_dim=ds.latent_dim,
                          width=ds.width)

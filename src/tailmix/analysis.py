@@ -49,7 +49,7 @@ def neighbour_balance(config: dict) -> dict:
 
     from tailmix.config import resolve_config
     from tailmix.engine import build_components, load_data
-    from tailmix.mixing import knn_indices, neighbour_class_share, oversample_label_mass
+    from tailmix.mixing import neighbour_class_share, oversample_label_mass
 
     cfg = resolve_config(config)
     data = load_data(cfg)
@@ -64,9 +64,7 @@ def neighbour_balance(config: dict) -> dict:
 
     labels = data.train_labels
     c = data.num_classes
-    table = knn_indices(mixer.input_points(data.train_inputs), labels, k=mixer.k,
-                        within_class=mixer.partner == "knn_class")
-    share = neighbour_class_share(table, labels, c)
+    share = neighbour_class_share(mixer.input_neighbours(data.train_inputs, labels), labels, c)
     counts = torch.tensor(data.class_counts)
     mass = oversample_label_mass(counts, share, rule=mixer.rule)
     others = share.clone().fill_diagonal_(-1.0)

@@ -313,14 +313,19 @@ class BatchMixer(nn.Module):
             with torch.no_grad():
                 points = ctx.features()
         else:
-            points = self.input_points(ctx.inputs)
-        table = knn_indices(points, ctx.labels, k=self.k, within_class=self.partner == "knn_class")
-        self.neighbours = table.to(ctx.labels.device)
+            points = self._input_points(ctx.inputs)
+        self.neighbours = self._table(points, ctx.labels).to(ctx.labels.device)
         self._searched_at = ctx.epoch
 
-    def input_points(self, inputs: Tensor) -> Tensor:
-        """The points an input-space neighbour search uses: the inputs, average-pooled to
-        ``downscale x downscale`` when set."""
+    def input_neighbours(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        """The ``(N, k)`` neighbour table an input-space search of this mixer finds in a
+        training set (dataset indices), without a training loop."""
+        return self._table(self._input_points(inputs), labels)
+
+    def _table(self, points: Tensor, labels: Tensor) -> Tensor:
+        return knn_indices(points, labels, k=self.k, within_class=self.partner == "knn_class")
+
+    def _input_points(self, inputs: Tensor) -> Tensor:
         if inputs.ndim != 4 or self.downscale is None:
             return inputs
         side = self.downscale

@@ -75,16 +75,7 @@ def knn_indices(
         got = getattr(points, "shape", points)
         raise ParameterError("points", "a tensor of shape (N, ...) with at least 2 dims", got)
     n = points.shape[0]
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != (n,)
-        or labels.is_floating_point()
-        or labels.is_complex()
-    ):
-        got = getattr(labels, "shape", labels)
-        raise ParameterError("labels", f"an integer tensor of shape ({n},)", got)
-    if n and int(labels.min()) < 0:
-        raise ParameterError("labels", "non-negative class labels", int(labels.min()))
+    _check_labels(labels, n)
     points = points.reshape(n, -1)
     labels = labels.to(points.device)
     if not within_class:
@@ -99,6 +90,24 @@ def knn_indices(
             out[members] = members[_knn_block(points[members], k, chunk_size)]
             start += size
     return out
+
+
+def _check_labels(labels: Tensor, n: int, num_classes: int | None = None) -> None:
+    """``labels`` must be ``(n,)`` integers in ``[0, num_classes)`` (or just ``>= 0``)."""
+    if (
+        not isinstance(labels, Tensor)
+        or labels.shape != (n,)
+        or labels.is_floating_point()
+        or labels.is_complex()
+    ):
+        got = getattr(labels, "shape", labels)
+        raise ParameterError("labels", f"an integer tensor of shape ({n},)", got)
+    if not n:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        upper = "" if num_classes is None else f" below {num_classes}"
+        raise ParameterError("labels", f"class labels >= 0{upper}", (low, high))
 
 
 def _knn_block(points: Tensor, k: int, chunk_size: int | None) -> Tensor:
@@ -156,24 +165,15 @@ def neighbour_class_share(neighbours: Tensor, labels: Tensor, num_classes: int) 
     """
     num_classes = check_number("num_classes", num_classes, low=1, integer=True)
     if (
-        not isinstance(labels, Tensor)
-        or labels.ndim != 1
-        or labels.is_floating_point()
-        or labels.is_complex()
-    ):
-        raise ParameterError("labels", "a 1-D integer tensor", getattr(labels, "shape", labels))
-    n = labels.shape[0]
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        got = (int(labels.min()), int(labels.max()))
-        raise ParameterError("labels", f"class labels in [0, {num_classes})", got)
-    if (
         not isinstance(neighbours, Tensor)
         or neighbours.ndim != 2
-        or neighbours.shape[0] != n
         or neighbours.is_floating_point()
+        or neighbours.is_complex()
     ):
         got = getattr(neighbours, "shape", neighbours)
-        raise ParameterError("neighbours", f"an integer tensor of shape ({n}, k)", got)
+        raise ParameterError("neighbours", "an integer tensor of shape (N, k)", got)
+    n = neighbours.shape[0]
+    _check_labels(labels, n, num_classes)
     if neighbours.numel() and (int(neighbours.min()) < 0 or int(neighbours.max()) >= n):
         got = (int(neighbours.min()), int(neighbours.max()))
         raise ParameterError("neighbours", f"dataset indices in [0, {n})", got)
@@ -235,8 +235,8 @@ def oversample_label_mass(
         raise ParameterError("share", f"a ({c}, {c}) tensor of neighbour class shares", got)
     n = class_counts.to(torch.float64)
     present = n > 0
-    extra = torch.where(present, n.max() - n, 0.0)
     if rule == "hard":
         return torch.where(present, n.max(), 0.0)
+    extra = torch.where(present, n.max() - n, 0.0)
     share = torch.nan_to_num(share.to(device=n.device, dtype=torch.float64), nan=0.0)
     return n + (1.0 - lam_mean) * extra + lam_mean * (extra @ share)
