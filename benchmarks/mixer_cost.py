@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from _machine import cpu_model
 
-from tailmix.mixing import BatchMixer
+from tailmix.mixing import Mixer
 from tailmix.models import build_model
 
 # CIFAR-10 at imbalance ratio 100 (DESIGN section 1).
@@ -67,20 +67,19 @@ def main() -> None:
 
     g = torch.Generator(device=device).manual_seed(0)
     num_classes = len(CIFAR10_LT_COUNTS)
-    counts = torch.tensor(CIFAR10_LT_COUNTS, dtype=torch.float32, device=device)
     x = torch.randn(args.batch, 3, 32, 32, generator=g, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (args.batch,), generator=g, device=device)
 
-    mixer = BatchMixer.preset("mamix").to(device)
+    mixer = Mixer.preset("mamix", class_counts=CIFAR10_LT_COUNTS).to(device)
     model = build_model("resnet32", num_classes=num_classes)
     model = model.to(device, memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    x_mix, target = mixer.mix(x, y, counts, g)
+    x_mix, target = mixer(x, y, generator=g)
 
     def mix_step():
-        return mixer.mix(x, y, counts, g)
+        return mixer(x, y, generator=g)
 
     def train_step():
         with torch.autocast(device.type, dtype=torch.bfloat16):

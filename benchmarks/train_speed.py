@@ -28,9 +28,11 @@ import torch.nn.functional as F
 from _machine import describe
 from PIL import Image, ImageOps
 
-from tailmix.data import from_arrays, prepare_dataset
-from tailmix.engine import Trainer, predict
+from tailmix.build import Run, build_run
+from tailmix.data import from_arrays
+from tailmix.mixing import Mixer
 from tailmix.models import build_model
+from tailmix.steps import predict
 
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
@@ -47,39 +49,34 @@ def synthetic_raw():
 
 def tailmix_config(strategy: str, device: str, data_root: str | None) -> dict:
     ds = ({"name": "cifar10", "root": data_root, "ratio": 100} if data_root else
-          {"name": "digits"})  # replaced below when synthetic
+          {"name": "arrays", "profile": "original"})  # the synthetic images, passed in
     return {"dataset": ds, "model": {"arch": "resnet32"}, "strategy": strategy,
             "train": {"epochs": 200, "batch_size": 128, "device": device},
             "log": {"progress": False}, "eval": {"margins": False}}
 
 
-def time_tailmix(strategy: str, args, raw) -> tuple[float, Trainer]:
-    cfg = tailmix_config(strategy, args.device, args.data_root)
-    if raw is not None:  # synthetic data: build the trainer on digits, then swap the data in
-        cfg["dataset"] = {"name": "digits", "profile": "original"}
-    trainer = Trainer(cfg, None)
-    if raw is not None:
-        from tailmix.engine import build_components
+class Truncated:
+    """A sampler's epoch plan cut to its first ``n`` slots: a few timed steps of an epoch."""
 
-        trainer.data = prepare_dataset(raw, profile="original").to(trainer.device)
-        trainer.parts = build_components(trainer.cfg, trainer.data)
-        trainer.parts.loss.to(trainer.device)
-        trainer.model = build_model("resnet32", num_classes=10).to(
-            trainer.device, memory_format=torch.channels_last)
-        trainer.train_model = trainer.step_model = trainer.model
-        trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1, momentum=0.9)
-        trainer.counts = torch.tensor(COUNTS, dtype=torch.float32, device=trainer.device)
-        if trainer.parts.mixer is not None:
-            trainer.parts.mixer.to(trainer.device)
-    sampler = trainer.parts.sampler
-    full = sampler.epoch_indices
-    steps = args.steps
-    sampler.epoch_indices = lambda e, s: full(e, s)[:3 * 128]
+    def __init__(self, base, n: int):
+        self.base, self.n = base, n
+
+    def epoch_plan(self, epoch: int, seed: int, generator=None):
+        idx, mask = self.base.epoch_plan(epoch, seed, generator)
+        return idx[: self.n], None if mask is None else mask[: self.n]
+
+
+def time_tailmix(strategy: str, args, raw) -> tuple[float, Run]:
+    cfg = tailmix_config(strategy, args.device, args.data_root)
+    run = build_run(cfg, None, data=raw)
+    trainer = run.trainer
+    sampler = trainer.sampler
+    trainer.sampler = Truncated(sampler, 3 * 128)
     trainer.train_epoch(0)  # warm-up
-    sampler.epoch_indices = lambda e, s: full(e, s)[:steps * 128]
+    trainer.sampler = Truncated(sampler, args.steps * 128)
     rates = [trainer.train_epoch(170 + r)["images_per_s"] for r in range(args.repeats)]
-    sampler.epoch_indices = full
-    return statistics.median(rates), trainer
+    trainer.sampler = sampler
+    return statistics.median(rates), run
 
 
 class PerImageDataset(torch.utils.data.Dataset):
@@ -166,29 +163,26 @@ def time_plain(strategy: str, args, x: np.ndarray, y: np.ndarray, mean, std) -> 
     return seen / (time.perf_counter() - t0)
 
 
-def time_eval(trainer: Trainer) -> float:
-    data = trainer.data
-    kw = dict(batch_size=1024, device=trainer.device, amp=trainer.amp,
-              channels_last=trainer.channels_last)
-    predict(trainer.model, data.test_inputs[:2048], data.augment, **kw)
+def time_eval(run: Run) -> float:
+    data = run.data
+    kw = dict(batch_size=1024, device=run.device, amp=run.amp,
+              channels_last=run.trainer.step.channels_last)
+    predict(run.trainer.model, data.test_inputs[:2048], data.augment, **kw)
     t = time.perf_counter()
-    predict(trainer.model, data.test_inputs, data.augment, **kw)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
+    predict(run.trainer.model, data.test_inputs, data.augment, **kw)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
     return len(data.test_inputs) / (time.perf_counter() - t)
 
 
-def time_mixer_share(trainer: Trainer) -> tuple[float, float]:
+def time_mixer_share(run: Run) -> tuple[float, float]:
     """Median seconds of the mixer alone and of one full training step, same batch."""
-    from tailmix.mixing import BatchMixer
-
-    dev = trainer.device
-    data = trainer.data
-    mixer = BatchMixer.preset("mamix").to(dev)
+    dev = run.device
+    data = run.data
+    mixer = Mixer.preset("mamix", class_counts=data.class_counts).to(dev)
     gen = torch.Generator(device=dev).manual_seed(0)
     x = data.augment(data.train_inputs[:128], gen)
     y = data.train_labels[:128]
-    counts = torch.tensor(data.class_counts, dtype=torch.float32, device=dev)
 
     def sync():
         if dev.type == "cuda":
@@ -204,12 +198,12 @@ def time_mixer_share(trainer: Trainer) -> tuple[float, float]:
             out.append(time.perf_counter() - t)
         return statistics.median(out[3:])
 
-    mix_s = med(lambda: mixer.mix(x, y, counts, gen))
-    model, opt = trainer.model, trainer.optimizer
-    xm = x.contiguous(memory_format=torch.channels_last) if trainer.channels_last else x
+    mix_s = med(lambda: mixer(x, y, generator=gen))
+    model, opt = run.trainer.model, run.trainer.optimizer
+    xm = x.contiguous(memory_format=torch.channels_last) if run.trainer.step.channels_last else x
 
     def step():
-        with torch.autocast(dev.type, dtype=trainer.amp, enabled=trainer.amp is not None):
+        with torch.autocast(dev.type, dtype=run.amp, enabled=run.amp is not None):
             out = model(xm)
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -235,10 +229,10 @@ def main() -> None:
     print(f"data: {args.data_root or 'synthetic uint8 images'}")
     steps_per_epoch = -(-sum(COUNTS) // 128)
     rows = []
-    trainer = None
+    run = None
     for strategy in ("ERM", "MAMix-DRW"):
-        rate, trainer = time_tailmix(strategy, args, raw)
-        d = trainer.data
+        rate, run = time_tailmix(strategy, args, raw)
+        d = run.data
         x = d.train_inputs.cpu().numpy()
         y = d.train_labels.cpu().numpy()
         mean = d.augment.mean.cpu().tolist()
@@ -246,12 +240,12 @@ def main() -> None:
         plain = time_plain(strategy, args, x, y, mean, std)
         rows.append((strategy, rate, plain))
         print(f"{strategy:<10} tailmix {rate:8.0f} img/s ({steps_per_epoch * 128 / rate:6.1f} "
-              f"s/epoch, precision {trainer.amp or 'fp32'}, channels_last "
-              f"{trainer.channels_last})   plain loop {plain:7.0f} img/s "
+              f"s/epoch, precision {run.amp or 'fp32'}, channels_last "
+              f"{run.trainer.step.channels_last})   plain loop {plain:7.0f} img/s "
               f"({steps_per_epoch * 128 / plain:6.1f} s/epoch)   speed-up x{rate / plain:.2f}",
               flush=True)
-    print(f"evaluation: {time_eval(trainer):.0f} img/s (batch 1024, no augmentation)")
-    mix_s, step_s = time_mixer_share(trainer)
+    print(f"evaluation: {time_eval(run):.0f} img/s (batch 1024, no augmentation)")
+    mix_s, step_s = time_mixer_share(run)
     print(f"mixer (mamix, batch 128): {mix_s * 1e3:.2f} ms; training step {step_s * 1e3:.1f} ms;"
           f" mixer share {100 * mix_s / (mix_s + step_s):.2f}% of the step")
     import resource

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import torch
 
-from tailmix.engine import restore
-from tailmix.generative import build_generative
+from tailmix.build import make_generative, restore
 from tailmix.generative.deepsmote import ConvAutoencoder
 from tailmix.io import write_json
-from tailmix.strategies import compose
 
 
 def _summary(logits: torch.Tensor, labels: torch.Tensor, c: int) -> dict:
@@ -39,7 +37,7 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     r = restore(args.run_dir / "checkpoints" / "last.pt", device="cpu")
-    ds = build_generative(compose(r.cfg)["generative"], cfg=r.cfg, data=r.data)
+    ds = make_generative(r.spec.composition.generative, counts=r.data.class_counts)
     stored = torch.load(ds.cache_path(r.data), map_location="cpu", weights_only=True)
     ae = ConvAutoencoder(input_shape=r.data.input_shape, latent_dim=ds.latent_dim,
                          width=ds.width)

@@ -100,7 +100,7 @@ def _history_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_case(name: str, out: Path) -> dict[str, Any]:
-    from tailmix.engine import train
+    from tailmix import train
 
     cfg = case_config(name)
     data = digit_vectors() if cfg["dataset"]["name"] == "arrays" else None
@@ -134,7 +134,7 @@ def compare(expected: Any, got: Any, path: str = "") -> list[str]:
     if isinstance(expected, list) and isinstance(got, list):
         if len(expected) != len(got):
             return [f"{path}: length {len(expected)} != {len(got)}"]
-        return [d for i, (a, b) in enumerate(zip(expected, got)) for d in
+        return [d for i, (a, b) in enumerate(zip(expected, got, strict=True)) for d in
                 compare(a, b, f"{path}[{i}]")]
     return [] if expected == got else [f"{path}: {expected!r} != {got!r}"]
 
@@ -142,15 +142,8 @@ def compare(expected: Any, got: Any, path: str = "") -> list[str]:
 def first_epochs(config: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
     """History rows of the first ``epochs`` epochs of ``config`` (whose schedule stays that
     of the whole run), trained without a run folder."""
-    try:
-        from tailmix.build import build_run
-    except ImportError:  # the engine before the redesign
-        from tailmix.engine import Trainer
+    from tailmix.build import build_run
 
-        t = Trainer(config, None, log=lambda _: None)
-        if t.generative is not None:
-            t.generative.prepare(t)
-        return [t.train_epoch(e) for e in range(epochs)]
     run = build_run(config, None, log=lambda _: None)
     return [run.trainer.train_epoch(e) for e in range(epochs)]
 

@@ -48,16 +48,20 @@ def digits_config(**train) -> dict:
 def train_interrupted(cfg: dict, out, *, at_epoch: int, monkeypatch, **train_kw) -> None:
     """Train ``cfg`` into ``out`` as if the process were stopped when epoch ``at_epoch``
     (0-based) begins, leaving the checkpoint of the epochs before it."""
-    from tailmix.engine import Trainer, train
+    from tailmix.build import train
+    from tailmix.engine import Trainer
 
     original = Trainer.train_epoch
+    reached = []
 
-    def interrupted(self, epoch, progress=None):
+    def interrupted(self, epoch):
         if epoch == at_epoch:
+            reached.append(epoch)
             raise KeyboardInterrupt
-        return original(self, epoch, progress)
+        return original(self, epoch)
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out, **train_kw)
     monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert reached == [at_epoch]  # stopped by the patch, not by something else

@@ -39,15 +39,19 @@ def test_suite_runs_resumes_and_tabulates(tmp_path, monkeypatch):
     assert (out / "reports" / "digits-r20" / "report.html").is_file()
 
     # A second call trains nothing: finished runs are skipped.
-    import tailmix.engine
+    import tailmix.build
 
     def boom(*a, **k):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(tailmix.engine, "train", boom)
+    monkeypatch.setattr(tailmix.build, "train", boom)
     logs = []
     run_suite(suite, tmp_path / "results", log=logs.append)
-    assert all("skipped" in line for line in logs)
+    assert len(logs) == 4 and all("skipped" in line for line in logs)
+    # ...and the patch does reach the suite: a missing run would have trained through it.
+    (out / "runs" / "digits-r20" / "DRW-s1" / "metrics.json").unlink()
+    with pytest.raises(AssertionError, match="retrained"):
+        run_suite(suite, tmp_path / "results", log=lambda s: None)
 
 
 def test_missing_runs_are_listed(tmp_path):
@@ -79,3 +83,30 @@ def test_shipped_suites_load(tmp_path):
         p.write_text(yaml.safe_dump(spec))
         suite = load_suite(p, data_root=str(tmp_path))
         assert len(suite.cells) >= 10
+
+
+def test_check_refuses_a_typo_in_the_last_cell_before_any_run(tmp_path, capsys):
+    """`tailmix check` (and bench) validate every cell, components included, without
+    loading data: a typo in the last block's loss section fails at once, naming the cell."""
+    import time
+
+    from tailmix.cli import main
+
+    path = _suite(tmp_path, [
+        {"strategies": ["ERM", "DRW"], "ratios": [20]},
+        {"strategies": ["LA"], "tag": "typo", "overrides": {"loss": {"name": "la", "tua": 2}}},
+    ])
+    start = time.perf_counter()
+    assert main(["check", str(path)]) == 2
+    assert time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert err.startswith("tailmix: error:")
+    assert "LA-typo-s0" in err and "loss" in err and "tua" in err
+    assert not (tmp_path / "results").exists() and not any(tmp_path.glob("**/history.jsonl"))
+    assert main(["bench", str(path), "--out", str(tmp_path / "results")]) == 2
+    assert not (tmp_path / "results").exists()
+    # Fixed, the suite checks clean.
+    fixed = _suite(tmp_path, [{"strategies": ["LA"], "tag": "t2",
+                               "overrides": {"loss": {"name": "la", "tau": 2}}}])
+    assert main(["check", str(fixed)]) == 0
+    assert "all valid" in capsys.readouterr().out

@@ -1,9 +1,10 @@
 """Multi-process training: sharding rules in-process, and real 2-process runs under torchrun.
 
 The end-to-end runs launch ``python -m torch.distributed.run --nproc-per-node 2`` on a small
-worker script that wraps two ``Trainer`` methods to record, per process, the anchors it
-trained on, the class weights it used and a digest of its final weights, then calls the
-ordinary ``tailmix train`` command. They run on the CPU (gloo), whatever the test device.
+worker script that wraps ``Trainer.plan`` and ``Trainer.fit`` (and ``build_run``, to see the
+data) to record, per process, the anchors it trained on, the class weights it used and a
+digest of its final weights, then calls the ordinary ``tailmix train`` command. They run on
+the CPU (gloo), whatever the test device.
 """
 
 import json
@@ -20,10 +21,11 @@ import pytest
 import torch
 from conftest import digits_config
 
+from tailmix import seeding
 from tailmix._validation import ParameterError
+from tailmix.build import build_run, check_distributed
 from tailmix.distributed import shard
-from tailmix.engine import Trainer, check_distributed, epoch_seed
-from tailmix.samplers import build_sampler
+from tailmix.samplers import Resampled, build_sampler
 
 # --------------------------------------------------------------------------- shard
 
@@ -83,23 +85,41 @@ def test_check_distributed_names_the_setting():
         check_distributed({**train, "sync_batchnorm": True}, torch.device("cpu"), 2)
 
 
+def test_random_streams_keep_their_seeds():
+    """Each process's streams, pinned: a run resumed by a later version draws the same."""
+    derive = seeding.derive_seed
+    assert derive(3, "batch", epoch=7) == 3_160_171  # rank 0: the single-process stream
+    assert derive(3, "batch", epoch=7, rank=2) == 107_993_900  # another rank's crops, mixing
+    assert derive(0, "generation", epoch=2) == 5_976_343_398_409_446_421
+    assert derive(5, "generation", epoch=4, rank=1) == 490_080_550_712_210_726
+    # the sampler's order is the same on every process
+    assert derive(11, "order", epoch=3) == derive(11, "order", epoch=3, rank=1) == \
+        16_489_466_604_871_712_345
+    assert derive(4, "init") == derive(4, "data") == 4
+    draw = torch.rand(3, generator=seeding.generator(3, "batch", epoch=7))
+    assert torch.equal(draw, torch.rand(3, generator=torch.Generator().manual_seed(3_160_171)))
+    with pytest.raises(ParameterError, match="'stream'"):
+        derive(0, "mixing")
+
+
 def test_oversampling_anchors_are_drawn_globally_then_shared(tmp_path):
     """SMOTE's oversampling counts classes over the whole epoch: every process gets an
     equally long share (per-process counts would differ, and so would the step counts)."""
     cfg = digits_config(epochs=1)
     cfg["strategy"] = "SMOTE"
-    trainer = Trainer(cfg, None)
-    seed = trainer.cfg["train"]["seed"]
+    run = build_run(cfg, None)
+    trainer, seed = run.trainer, run.spec.seed
+    assert isinstance(trainer.sampler, Resampled) and trainer.sampler.mode == "oversample"
 
     def anchors(rank, world_size):
         trainer.rank, trainer.world_size = rank, world_size
-        gen = torch.Generator().manual_seed(epoch_seed(seed, 1, 1))
-        return trainer.epoch_anchors(1, trainer._mix_context(1, gen))
+        gen = seeding.generator(seed, "batch", epoch=1, device=run.device)
+        return trainer.plan(1, gen)
 
     whole, whole_mask = anchors(0, 1)
-    counts = torch.bincount(trainer.data.train_labels[whole], minlength=10)
-    assert torch.all(counts == max(trainer.data.class_counts))  # balanced by oversampling
-    assert int((~whole_mask).sum()) == sum(trainer.data.class_counts)
+    counts = torch.bincount(run.data.train_labels[whole], minlength=10)
+    assert torch.all(counts == max(run.data.class_counts))  # balanced by oversampling
+    assert int((~whole_mask).sum()) == sum(run.data.class_counts)
     shares = [anchors(r, 3) for r in range(3)]
     assert len({len(idx) for idx, _ in shares}) == 1
     for r, (idx, mask) in enumerate(shares):
@@ -117,36 +137,44 @@ WORKER = textwrap.dedent('''
     import sys
     from pathlib import Path
 
-    from tailmix import engine
+    from tailmix import build, engine
     from tailmix.cli import main
 
     record_dir = Path(os.environ["RECORD_DIR"])
     stop_at = int(os.environ.get("STOP_AT_EPOCH", "-1"))
     log = {"anchors": {}, "weights": {}}
-    epoch_anchors, fit = engine.Trainer.epoch_anchors, engine.Trainer.fit
+    built = []
+    build_run, plan, fit = build.build_run, engine.Trainer.plan, engine.Trainer.fit
 
 
-    def recorded_anchors(self, epoch, ctx=None):
+    def recorded_build_run(*args, **kwargs):
+        run = build_run(*args, **kwargs)
+        built.append(run)
+        return run
+
+
+    def recorded_plan(self, epoch, generator):
         if epoch == stop_at:
             raise KeyboardInterrupt
-        idx, mask = epoch_anchors(self, epoch, ctx)
+        idx, mask = plan(self, epoch, generator)
         log["anchors"][str(epoch)] = idx.tolist()
         return idx, mask
 
 
-    def recorded_fit(self, **kwargs):
-        schedule = self.parts.weights
+    def recorded_fit(self):
+        schedule = self.step.weights
 
         def weights(epoch):
             w = schedule(epoch)
             log["weights"][str(epoch)] = None if w is None else w.tolist()
             return w
 
-        self.parts.weights = weights
+        self.step.weights = weights
+        (run,) = built
         log.update(rank=self.rank, world_size=self.world_size,
-                   class_counts=self.data.class_counts)
+                   class_counts=run.data.class_counts)
         try:
-            return fit(self, **kwargs)
+            return fit(self)
         finally:
             digest = hashlib.sha256()
             for value in self.model.state_dict().values():
@@ -156,7 +184,8 @@ WORKER = textwrap.dedent('''
             (record_dir / name).write_text(json.dumps(log))
 
 
-    engine.Trainer.epoch_anchors = recorded_anchors
+    build.build_run = recorded_build_run
+    engine.Trainer.plan = recorded_plan
     engine.Trainer.fit = recorded_fit
     sys.exit(main(sys.argv[1:]))
 ''')

@@ -8,9 +8,9 @@ import yaml
 from conftest import digits_config, shared_zip_or_skip, train_interrupted
 
 from tailmix._validation import ParameterError
+from tailmix.build import build_run, train
 from tailmix.cli import main
 from tailmix.config import resolve_config
-from tailmix.engine import Trainer, train
 
 
 def test_digits_run_learns_and_writes_results(tmp_path):
@@ -90,11 +90,11 @@ def test_component_errors_before_training(tmp_path):
     cfg["strategy"] = "DRW"
     cfg["weights"] = {"start_epoch": 9}
     with pytest.raises(ParameterError, match="start_epoch"):
-        Trainer(cfg, tmp_path / "x")
+        build_run(cfg, tmp_path / "x")
     cfg = digits_config()
     cfg["loss"] = {"name": "ldam"}
     with pytest.raises(ParameterError, match="model.head.*cosine"):
-        Trainer(cfg, tmp_path / "y")
+        build_run(cfg, tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -125,7 +125,7 @@ def test_strategies_command_lists_the_catalogue(capsys):
 @pytest.mark.slow
 def test_shared_cifar10_zip_loads_as_cifar10_lt(tmp_path):
     root = shared_zip_or_skip()
-    from tailmix.engine import load_data
+    from tailmix.build import load_data
 
     cfg = resolve_config({"dataset": {"name": "cifar10", "root": str(root), "ratio": 100}})
     data = load_data(cfg)

@@ -12,22 +12,25 @@ from conftest import DEVICE, digits_config, train_interrupted
 from torch import nn
 
 from tailmix._validation import ParameterError
-from tailmix.config import resolve_config
+from tailmix.build import build_run, load_data, make_generative, train
+from tailmix.config import resolve
 from tailmix.data import from_arrays, prepare_dataset
-from tailmix.engine import Trainer, load_data, train
 from tailmix.generative import (
     ConvAutoencoder,
     DeepSMOTE,
     M2m,
+    M2mStep,
     accept_translations,
-    build_generative,
     latent_smote,
     reconstruction_error,
+    resolve_warmup,
     seed_acceptance,
     translate,
 )
 from tailmix.generative import deepsmote as deepsmote_module
+from tailmix.generative import m2m as m2m_module
 from tailmix.mixing import knn_indices
+from tailmix.samplers import ClassBalancedSampler, InstanceSampler, Phased
 
 
 def _cfg(strategy: str, epochs: int, **generative) -> dict:
@@ -42,20 +45,21 @@ def _cfg(strategy: str, epochs: int, **generative) -> dict:
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_data(resolve_config(digits_config()))
+    return load_data(digits_config())
 
 
 @pytest.fixture(scope="module")
 def trained_erm():
-    """A small CNN trained as ERM on long-tailed digits for 5 epochs, with its weights after
-    the first 2 (shared by the M2m tests)."""
-    trainer = Trainer(_cfg("ERM", 5), None)
+    """A small CNN trained as ERM on long-tailed digits for 5 epochs (a built run), with its
+    weights after the first 2 (shared by the M2m tests)."""
+    run = build_run(_cfg("ERM", 5), None)
     for epoch in range(5):
-        trainer.train_epoch(epoch)
+        run.trainer.train_epoch(epoch)
         if epoch == 1:
-            after_two = {key: value.clone() for key, value in trainer.model.state_dict().items()}
-    trainer.model.eval()
-    return trainer, after_two
+            after_two = {key: value.clone()
+                         for key, value in run.trainer.model.state_dict().items()}
+    run.trainer.model.eval()
+    return run, after_two
 
 
 # --------------------------------------------------------------------------- M2m
@@ -95,13 +99,31 @@ class _Fixed(nn.Module):
         return x @ self.w
 
 
+class _Recording(_Fixed):
+    """The fixed classifier, recording how many examples each call saw: ``g`` sees every
+    attempted translation (at each step and for the final confidence)."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__(w)
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return super().forward(x)
+
+
 def _apply(m2m: M2m, x, y, target=None, seed=0):
+    """One M2m batch with ``g = f`` a fixed classifier; returns the new inputs and targets
+    and how many translations were attempted."""
     target = torch.nn.functional.one_hot(y, 3).float() if target is None else target
-    f = _Fixed(torch.eye(3) * 5.0)
+    f = _Recording(torch.eye(3) * 5.0)
     m2m.g = f
-    return m2m.translate_batch(x, target, y, f=f, to_pixels=lambda t: t,
-                               normalise=lambda t: t, bounds=None,
-                               generator=torch.Generator().manual_seed(seed))
+    out_x, out_t = m2m.translate_batch(x, target, y, f=f, to_pixels=lambda t: t,
+                                       normalise=lambda t: t, bounds=None,
+                                       generator=torch.Generator().manual_seed(seed))
+    if f.sizes:  # every call of one batch sees the same translated examples
+        assert len(f.sizes) == m2m.steps + 1 and len(set(f.sizes)) == 1
+    return out_x, out_t, f.sizes[0] if f.sizes else 0
 
 
 def test_m2m_batch_replaces_only_accepted_minority_slots():
@@ -111,36 +133,56 @@ def test_m2m_batch_replaces_only_accepted_minority_slots():
     x = torch.nn.functional.one_hot(y, 3).float() * 3.0
     m2m = M2m(class_counts=[100, 10, 1], warmup_epochs=1, steps=5, step_size=1.0, lam=0.5,
               gamma=0.0, beta=0.0, init_noise=0.0)
-    out_x, out_t = _apply(m2m, x, y)
+    out_x, out_t, attempted = _apply(m2m, x, y)
     changed = (out_x != x).any(1)
     assert not changed[:3].any()  # majority slots untouched
-    attempted = m2m.attempted.tolist()
-    assert attempted[0] == 0 and sum(attempted) >= 4
+    assert attempted >= 4
     # gamma 0 and beta 0: every attempt is accepted and replaces its slot.
-    assert m2m.accepted.tolist() == attempted
-    assert int(changed.sum()) == sum(attempted)
+    assert int(changed.sum()) == attempted
     # A translated example moved toward its slot's class: that logit now leads.
     assert torch.equal(out_x[changed].argmax(1), y[changed])
     assert torch.equal(out_t, torch.nn.functional.one_hot(y, 3).float())
+    # The draws come from the generator alone: the same seed, the same batch.
+    again_x, again_t, _ = _apply(M2m(class_counts=[100, 10, 1], warmup_epochs=1, steps=5,
+                                     step_size=1.0, lam=0.5, gamma=0.0, beta=0.0,
+                                     init_noise=0.0), x, y)
+    assert torch.equal(again_x, out_x) and torch.equal(again_t, out_t)
 
     # gamma 1: g is never that confident, so everything is rejected and nothing changes.
     strict = M2m(class_counts=[100, 10, 1], warmup_epochs=1, steps=5, step_size=1.0,
                  gamma=1.0, beta=0.0, init_noise=0.0)
     soft = torch.full((8, 3), 1 / 3)
-    out_x, out_t = _apply(strict, x, y, target=soft)
+    out_x, out_t, attempted = _apply(strict, x, y, target=soft)
     assert torch.equal(out_x, x) and torch.equal(out_t, soft)
-    assert sum(strict.attempted.tolist()) >= 4 and sum(strict.accepted.tolist()) == 0
+    assert attempted >= 4  # attempted, and all rejected
 
     # A batch with no larger class than the slot's has no seed: nothing is attempted.
     only_small = torch.tensor([2, 2, 2])
     alone = M2m(class_counts=[100, 10, 1], warmup_epochs=1, gamma=0.0, beta=0.0)
     xs = torch.zeros(3, 3)
-    out_x, _ = _apply(alone, xs, only_small)
-    assert torch.equal(out_x, xs) and sum(alone.attempted.tolist()) == 0
+    out_x, _, attempted = _apply(alone, xs, only_small)
+    assert torch.equal(out_x, xs) and attempted == 0
+
+    # Without g (before the warm-up ends) there is nothing to translate with.
+    with pytest.raises(ParameterError, match="'g'"):
+        M2m(class_counts=[100, 10, 1], warmup_epochs=1).translate_batch(
+            x, out_t, y, f=_Fixed(torch.eye(3)), to_pixels=lambda t: t,
+            normalise=lambda t: t, bounds=None)
+
+
+def test_frozen_copy_is_a_detached_evaluation_copy():
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).train()
+    g = M2m.frozen_copy(net)
+    assert not g.training and net.training
+    assert not any(p.requires_grad for p in g.parameters())
+    assert all(p.requires_grad for p in net.parameters())
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    assert not torch.equal(g[0].weight, net[0].weight)  # a copy, not a view
 
 
 def test_translation_raises_the_target_logit(trained_erm):
-    model = trained_erm[0].model
+    model = trained_erm[0].trainer.model
     data = trained_erm[0].data
     aug = data.augment
     mean, std = aug.mean.view(1, -1, 1, 1), aug.std.view(1, -1, 1, 1)
@@ -161,20 +203,34 @@ def test_translation_raises_the_target_logit(trained_erm):
     assert (moved <= 10 * 0.1 + 1e-4).all() and (moved > 0).all()
 
 
-def test_m2m_warmup_is_plain_erm_then_translates(trained_erm):
-    m2m = Trainer(_cfg("M2m", 3, warmup_epochs=2, steps=3), None)
-    assert isinstance(m2m.generative, M2m) and m2m.generative.warmup_epochs == 2
-    m2m.generative.prepare(m2m)
+def test_m2m_warmup_is_plain_erm_then_translates(trained_erm, monkeypatch):
+    run = build_run(_cfg("M2m", 3, warmup_epochs=2, steps=3), None)
+    m2m, trainer = run.extra["generative"], run.trainer
+    assert isinstance(m2m, M2m) and m2m.warmup_epochs == 2
+    assert isinstance(trainer.step, M2mStep) and trainer.step.m2m is m2m
+    # instance-balanced batches during the warm-up, class-balanced after it
+    sampler = trainer.sampler
+    assert isinstance(sampler, Phased) and sampler.switch_epoch == 2
+    assert isinstance(sampler.current(1), InstanceSampler)
+    assert isinstance(sampler.current(2), ClassBalancedSampler)
+    attempted = []
+    original = m2m_module.translate
+
+    def recording(pixels, **kwargs):
+        attempted.append(len(pixels))
+        return original(pixels, **kwargs)
+
+    monkeypatch.setattr(m2m_module, "translate", recording)
     for epoch in range(2):
-        m2m.train_epoch(epoch)
+        trainer.train_epoch(epoch)
     erm = trained_erm[1]  # the ERM run's weights after the same 2 epochs
-    b = {key: value.clone() for key, value in m2m.model.state_dict().items()}
+    b = {key: value.clone() for key, value in trainer.model.state_dict().items()}
     assert all(torch.equal(erm[key], b[key]) for key in erm)
-    assert sum(m2m.generative.attempted.tolist()) == 0
-    m2m.train_epoch(2)
-    assert sum(m2m.generative.attempted.tolist()) > 0
-    assert m2m.generative.g is not None
-    g = m2m.generative.g.state_dict()
+    assert attempted == [] and m2m.g is None
+    trainer.train_epoch(2)
+    assert sum(attempted) > 0
+    assert m2m.g is not None and not m2m.g.training
+    g = m2m.g.state_dict()
     assert all(torch.equal(g[key], b[key]) for key in g)  # g is the end-of-warm-up network
 
 
@@ -198,24 +254,33 @@ def test_m2m_trains_end_to_end_and_resumes_identically(tmp_path, monkeypatch):
     ({"warmup_epochs": 5}, "generative.warmup_epochs"),   # longer than the run
     ({"warmup_epochs": 4}, "generative.warmup_epochs"),   # leaves no M2m epoch
     ({"warmup_epochs": 0}, "generative.warmup_epochs"),
-    ({"steps": 0}, "steps"),
-    ({"step_size": 0.0}, "step_size"),
-    ({"step_size": -0.1}, "step_size"),
-    ({"gamma": 1.5}, "gamma"),
-    ({"beta": 1.0}, "beta"),
-    ({"lam": -1}, "lam"),
+    ({"steps": 0}, "generative.steps"),
+    ({"step_size": 0.0}, "generative.step_size"),
+    ({"step_size": -0.1}, "generative.step_size"),
+    ({"gamma": 1.5}, "generative.gamma"),
+    ({"beta": 1.0}, "generative.beta"),
+    ({"lam": -1}, "generative.lam"),
     ({"stpes": 3}, "generative.stpes"),
 ])
 def test_m2m_rejects_bad_parameters_before_training(generative, key):
     with pytest.raises(ParameterError) as err:
-        Trainer(_cfg("M2m", 4, **generative), None)
+        build_run(_cfg("M2m", 4, **generative), None)
     assert err.value.name == key
+
+
+def test_m2m_warmup_may_be_a_share_of_the_run():
+    spec = resolve(_cfg("M2m", 10, warmup_epochs=0.3))
+    assert spec.composition.generative["warmup_epochs"] == 3
+    assert resolve(_cfg("M2m", 10)).composition.generative["warmup_epochs"] == 8  # default
+    assert resolve_warmup(4, 10) == 4 and resolve_warmup(0.5, 4) == 2
+    with pytest.raises(ParameterError, match="generative.warmup_epochs"):
+        resolve_warmup(10, 10)
 
 
 def test_unknown_generative_name_is_rejected():
     cfg = _cfg("ERM", 2, name="gan")
     with pytest.raises(ParameterError) as err:
-        Trainer(cfg, None)
+        build_run(cfg, None)
     assert err.value.name == "generative.name"
 
 
@@ -295,49 +360,80 @@ def test_balanced_synthetic_set_and_cache_reuse(digits, tmp_path, monkeypatch):
                      cache_dir=tmp_path).cache_path(digits) != first.cache_path
     cfg = digits_config()
     cfg["dataset"]["ratio"] = 10
-    other = load_data(resolve_config(cfg))
+    other = load_data(cfg)
     assert maker.cache_key(other) != maker.cache_key(digits)
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_deepsmote_trains_end_to_end_on_balanced_digits(tmp_path):
     cfg = _cfg("DeepSMOTE", 2, ae_epochs=2, width=8)
-    trainer = Trainer(cfg, tmp_path / "run")
-    result = trainer.fit()
-    counts = trainer.data.class_counts
-    labels = torch.bincount(trainer.data.train_labels.cpu(), minlength=10).tolist()
+    run = build_run(cfg, tmp_path / "run")
+    counts = run.data.class_counts
+    labels = torch.bincount(run.data.train_labels.cpu(), minlength=10).tolist()
     assert labels == [max(counts)] * 10  # the classifier saw a balanced training set
     assert counts[0] == 120 and counts[-1] < 120  # losses and metrics keep the real counts
-    assert trainer.generative.num_real == sum(counts)
-    assert len(trainer.parts.sampler.global_indices(0, 0)) == 10 * max(counts)
+    deepsmote = run.extra["generative"]
+    assert isinstance(deepsmote, DeepSMOTE) and deepsmote.num_real == sum(counts)
+    assert len(run.trainer.sampler.global_indices(0, 0)) == 10 * max(counts)
+    # the step draws from the enlarged set, with the real counts in its class weights
+    assert len(run.trainer.step.labels) == 10 * max(counts)
+    result = run.fit()
     assert 0 <= result["final"]["top1"] <= 100
     margins = json.loads((tmp_path / "run" / "margins.json").read_text())
     assert margins["class_counts"] == counts
 
 
-def test_deepsmote_rejects_feature_vectors_before_training():
+def test_deepsmote_rejects_feature_vectors_before_training(monkeypatch):
     rng = np.random.default_rng(0)
     raw = from_arrays(rng.normal(size=(40, 6)).astype(np.float32), np.repeat(np.arange(2), 20),
                       rng.normal(size=(10, 6)).astype(np.float32), np.repeat(np.arange(2), 5))
     data = prepare_dataset(raw, profile="original")
     with pytest.raises(ParameterError) as err:
-        build_generative({"name": "deepsmote"}, cfg=resolve_config({}), data=data)
+        DeepSMOTE.check_data(data)
     assert err.value.name == "generative.name"
     with pytest.raises(ParameterError):
         DeepSMOTE(ae_epochs=1).synthesize(data)
+    with pytest.raises(ParameterError) as err:
+        DeepSMOTE(ae_epochs=1).transform(data)
+    assert err.value.name == "generative.name"
+    # A run on such data stops while it is built, before any autoencoder trains.
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the autoencoder was trained")
+
+    monkeypatch.setattr(deepsmote_module, "train_autoencoder", no_training)
+    cfg = {"dataset": {"name": "arrays", "profile": "original"}, "model": {"arch": "mlp"},
+           "strategy": "DeepSMOTE", "train": {"epochs": 2, "device": "cpu"},
+           "log": {"progress": False}}
+    with pytest.raises(ParameterError) as err:
+        build_run(cfg, None, data=raw)
+    assert err.value.name == "generative.name"
 
 
 @pytest.mark.parametrize(("params", "key"), [
-    ({"ae_epochs": 0}, "ae_epochs"),
-    ({"latent_dim": 0}, "latent_dim"),
-    ({"k": 0}, "k"),
-    ({"lr": 0}, "lr"),
+    ({"ae_epochs": 0}, "generative.ae_epochs"),
+    ({"latent_dim": 0}, "generative.latent_dim"),
+    ({"k": 0}, "generative.k"),
+    ({"lr": 0}, "generative.lr"),
     ({"latent": 3}, "generative.latent"),
 ])
 def test_deepsmote_rejects_bad_parameters(digits, params, key):
     with pytest.raises(ParameterError) as err:
-        build_generative({"name": "deepsmote", **params}, cfg=resolve_config({}), data=digits)
+        make_generative({"name": "deepsmote", **params}, counts=digits.class_counts)
     assert err.value.name == key
+    with pytest.raises(ParameterError) as err:  # and so does a config, before any data
+        resolve(_cfg("DeepSMOTE", 2, **params))
+    assert err.value.name == key
+
+
+def test_generative_mapping_needs_a_known_name():
+    for part in ({"ae_epochs": 2}, "deepsmote", None):
+        with pytest.raises(ParameterError) as err:
+            make_generative(part, counts=[10, 5])
+        assert err.value.name == "generative"
+    assert isinstance(make_generative({"name": "deepsmote"}, counts=[10, 5]), DeepSMOTE)
+    m2m = make_generative({"name": "m2m", "warmup_epochs": 3}, counts=[10, 5])
+    assert isinstance(m2m, M2m) and m2m.class_counts.tolist() == [10.0, 5.0]
 
 
 def test_generative_runs_on_the_test_device():

@@ -1,4 +1,5 @@
-"""The mixing family: label rules, neighbour search, the batch mixer and its presets."""
+"""The mixing family: label rules, neighbour search, the mixer and its presets, resampled
+anchors and the training step that puts them together."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from tailmix._validation import ParameterError
 from tailmix.mixing import (
     LABEL_RULES,
     PRESETS,
-    BatchMixer,
-    MixContext,
+    Mixer,
+    NeighbourTable,
     knn_indices,
     label_weight,
     neighbour_class_share,
     oversample_label_mass,
     sample_beta,
 )
+from tailmix.samplers import Resampled, build_sampler, resample_anchors
+from tailmix.seeding import derive_seed
+from tailmix.steps import Batch, MixStep
 
 DEVICE = torch.device(os.environ.get("TAILMIX_TEST_DEVICE", "cpu"))
 
@@ -251,8 +255,8 @@ def test_random_partner_mix_is_exact_convex_combination(preset, lam_per):
     x, data = identity_batch(batch, 7, seed=5)
     y = torch.arange(batch, device=DEVICE) % num_classes
     counts = t([1000.0, 300.0, 100.0, 30.0, 10.0])
-    mixer = BatchMixer.preset(preset, lam_per=lam_per, alpha=0.4)
-    x_mix, target = mixer.mix(x, y, counts, gen(6))
+    mixer = Mixer.preset(preset, class_counts=counts, lam_per=lam_per, alpha=0.4).to(DEVICE)
+    x_mix, target = mixer(x, y, generator=gen(6))
     partner, lam = decode(x_mix, batch)
     assert sorted(partner.tolist()) == list(range(batch))  # a permutation of the batch
     if lam_per == "batch":
@@ -275,10 +279,17 @@ def test_mix_is_reproducible_and_leaves_global_rng_alone():
     x, y = torch.rand(16, 3, 8, 8, device=DEVICE), torch.arange(16, device=DEVICE) % 4
     counts = t([50.0, 20.0, 10.0, 5.0])
     state = torch.get_rng_state()
-    a = BatchMixer.preset("mamix", alpha=0.3).mix(x, y, counts, gen(7))
-    b = BatchMixer.preset("mamix", alpha=0.3).mix(x, y, counts, gen(7))
+    a = Mixer.preset("mamix", class_counts=counts, alpha=0.3)(x, y, generator=gen(7))
+    b = Mixer.preset("mamix", class_counts=counts, alpha=0.3)(x, y, generator=gen(7))
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # the mixer's own generator serves a call that names none; a call's generator wins
+    own = Mixer.preset("mamix", class_counts=counts, alpha=0.3, generator=gen(7))
+    c = own(x, y)
+    assert torch.equal(c[0], a[0]) and torch.equal(c[1], a[1])
+    d = own(x, y, generator=gen(7))
+    assert torch.equal(d[0], a[0]) and torch.equal(d[1], a[1])
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 @pytest.mark.parametrize("alpha", [0.2, 0.5, 1.0, 2.0])
@@ -297,14 +308,15 @@ def test_cutmix_lam_is_the_pasted_area_share(lam_per):
     x = x.expand(batch, 3, side, side).contiguous()
     y = torch.arange(batch, device=DEVICE)  # one class per image
     counts = torch.full((batch,), 10.0, device=DEVICE)  # equal counts: mamix is soft
-    mixer = BatchMixer.preset("mamix", input_mode="cutmix", lam_per=lam_per)
-    x_mix, target = mixer.mix(x, y, counts, gen(9))
+    mixer = Mixer.preset("mamix", class_counts=counts, input_mode="cutmix", lam_per=lam_per)
+    x_mix, target = mixer(x, y, generator=gen(9))
     own = (x_mix == x).all(dim=1)  # (B, H, W): pixels that stayed the anchor's
     pasted = (~own).flatten(1).float().mean(1)
     source = torch.where(own, -1.0, x_mix[:, 0]).flatten(1).amax(1).long()
     partner = torch.where(source >= 0, source, y)
     rows = torch.arange(batch, device=DEVICE)
     moved = partner != rows
+    assert bool(moved.any())
     torch.testing.assert_close(target[rows[moved], partner[moved]], pasted[moved])
     torch.testing.assert_close(target[rows[moved], y[moved]], 1 - pasted[moved])
     torch.testing.assert_close(target.sum(1), torch.ones(batch, device=DEVICE))
@@ -317,42 +329,40 @@ def test_cutmix_lam_is_the_pasted_area_share(lam_per):
 
 
 def test_cutmix_rejects_flat_inputs():
-    mixer = BatchMixer(input_mode="cutmix")
+    mixer = Mixer(class_counts=[4.0], input_mode="cutmix")
     with pytest.raises(ParameterError, match="'input_mode'"):
-        mixer.mix(torch.rand(4, 5), torch.zeros(4, dtype=torch.long), t([4.0]), gen())
+        mixer(torch.rand(4, 5), torch.zeros(4, dtype=torch.long), generator=torch.Generator())
 
 
-def make_context(inputs, labels, num_classes, *, features=None, epoch=0, seed=0, fetched=None):
-    def fetch(idx):
-        if fetched is not None:
-            fetched.append(idx)
-        return inputs[idx].float()
-
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    return MixContext(
-        inputs=inputs,
-        labels=labels,
-        class_counts=counts,
-        fetch=fetch,
-        features=features,
-        epoch=epoch,
-        generator=gen(seed),
-    )
+def test_mixer_without_class_counts():
+    """Counts only matter to the rules that read them; the targets' width comes from
+    ``num_classes`` or the labels."""
+    x, y = torch.rand(6, 4, device=DEVICE), t([0, 1, 2, 0, 1, 2])
+    _, target = Mixer(rule="soft")(x, y, generator=gen(1))
+    assert target.shape == (6, 3)
+    torch.testing.assert_close(target.sum(1), torch.ones(6, device=DEVICE))
+    _, wide = Mixer(rule="soft", num_classes=5)(x, y, generator=gen(1))
+    assert wide.shape == (6, 5) and torch.equal(wide[:, :3], target)
+    for rule in ("remix", "mamix"):
+        with pytest.raises(ParameterError, match="'class_counts'"):
+            Mixer(rule=rule)(x, y, generator=gen(1))
 
 
 def long_tailed_labels(sizes):
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(DEVICE)
 
 
+def counts_of(labels, num_classes):
+    return torch.bincount(labels, minlength=num_classes).float()
+
+
 def test_oversample_tops_every_class_up_to_n_max():
     sizes = [40, 17, 6, 1]
     labels = long_tailed_labels(sizes)
-    ctx = make_context(torch.zeros(len(labels), 2, device=DEVICE), labels, 4)
-    mixer = BatchMixer.preset("smote")
-    for epoch in range(3):
-        ctx.epoch = epoch
-        idx = torch.randperm(len(labels), generator=ctx.generator, device=DEVICE)
-        out, synthetic = mixer.epoch_indices(idx, ctx)
+    g = gen(0)
+    for _ in range(3):
+        idx = torch.randperm(len(labels), generator=g, device=DEVICE)
+        out, synthetic = resample_anchors(idx, labels, 4, "oversample", g)
         assert out.shape == synthetic.shape == (4 * 40,)
         assert torch.bincount(labels[out], minlength=4).tolist() == [40] * 4
         # every real example exactly once, unmixed; the rest synthetic, of the right class
@@ -362,14 +372,49 @@ def test_oversample_tops_every_class_up_to_n_max():
 
 def test_class_balanced_anchors():
     labels = long_tailed_labels([300, 60, 12, 3])
-    ctx = make_context(torch.zeros(len(labels), 2, device=DEVICE), labels, 4)
     idx = torch.arange(len(labels), device=DEVICE)[labels != 2]  # a class absent from idx
-    out, mask = BatchMixer(anchors="class_balanced").epoch_indices(idx, ctx)
+    out, mask = resample_anchors(idx, labels, 4, "class_balanced", gen(0))
     assert mask is None and out.shape == idx.shape
     assert bool(torch.isin(out, idx).all())
     share = torch.bincount(labels[out], minlength=4).float() / len(out)
     assert share[2] == 0
     torch.testing.assert_close(share[[0, 1, 3]].cpu(), torch.full((3,), 1 / 3), atol=0.06, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["oversample", "class_balanced"])
+def test_resampled_sampler_redraws_the_base_sequence(mode):
+    """``Resampled`` re-draws its base sampler's epoch with the generator it is given (the
+    trainer's ``batch`` stream; by default that stream on the labels' device)."""
+    labels = long_tailed_labels([30, 8, 2])
+    base = build_sampler("instance", labels=labels.cpu(), seed=4)
+    planner = Resampled(base, mode=mode, labels=labels, num_classes=3)
+    idx, mask = planner.epoch_plan(2, 4, gen(11))
+    expected = resample_anchors(base.global_indices(2, 4).to(DEVICE), labels, 3, mode, gen(11))
+    assert torch.equal(idx, expected[0])
+    assert (mask is None) == (mode == "class_balanced")
+    if mask is not None:
+        assert torch.equal(mask, expected[1])
+        assert len(planner) == len(idx) == 3 * 30
+    else:
+        assert len(planner) == len(idx) == 40
+    default, _ = planner.epoch_plan(2, 4)
+    stream = torch.Generator(device=DEVICE).manual_seed(derive_seed(4, "batch", epoch=2))
+    assert torch.equal(default, planner.epoch_plan(2, 4, stream)[0])
+    assert not torch.equal(default, planner.epoch_plan(3, 4)[0])
+
+
+class Floats(torch.nn.Module):
+    """An augmentation that only converts to float (what a step's ``augment`` is called
+    with: a raw batch and a generator, or ``train=False``)."""
+
+    def forward(self, x, generator=None, train=True):
+        return x.float()
+
+
+def mix_step(inputs, labels, mixer, num_classes):
+    return MixStep(inputs=inputs, labels=labels, augment=Floats(), loss=None,
+                   weights=lambda epoch: None, mixer=mixer, num_classes=num_classes,
+                   device=torch.device(DEVICE), eval_batch_size=10_000)
 
 
 @pytest.mark.parametrize("partner", ["knn_class", "knn_any"])
@@ -379,8 +424,13 @@ def test_knn_partners_come_from_the_neighbour_table(partner):
     labels = long_tailed_labels(sizes)
     inputs, _ = identity_batch(n, 3, seed=10)
     fetched = []
-    ctx = make_context(inputs, labels, 4, fetched=fetched)
-    mixer = BatchMixer(
+
+    def fetch(idx):  # what the mixer reads partners through
+        fetched.append(idx)
+        return inputs[idx].float()
+
+    mixer = Mixer(
+        class_counts=counts_of(labels, 4),
         anchors="oversample",
         partner=partner,
         k=3,
@@ -389,14 +439,19 @@ def test_knn_partners_come_from_the_neighbour_table(partner):
         rule="soft",
         space="input",
     )
-    mixer.start_epoch(ctx)
+    assert mixer.neighbours.within_class == (partner == "knn_class")
+    mixer.neighbours.fit(inputs, labels)
     table = knn_indices(inputs, labels, k=3, within_class=partner == "knn_class")
-    assert torch.equal(mixer.neighbours, table)
-    order, synthetic = mixer.epoch_indices(torch.arange(n, device=DEVICE), ctx)
+    assert torch.equal(mixer.neighbours.indices, table)
+    g = gen(0)
+    order, synthetic = resample_anchors(torch.arange(n, device=DEVICE), labels, 4, "oversample", g)
+    mixed_slots = 0
     for start in range(0, len(order), 16):
         idx_b, mask_b = order[start : start + 16], synthetic[start : start + 16]
-        x_b = ctx.fetch(idx_b)
-        x_mix, target = mixer(x_b, labels[idx_b], idx_b, mask_b, ctx)
+        x_b = inputs[idx_b].float()
+        calls = len(fetched)
+        x_mix, target = mixer(x_b, labels[idx_b], idx_b, mask_b, generator=g, fetch=fetch)
+        assert len(fetched) == calls + 1  # one fetch per batch
         # recover the partner from the identity part of the rows (dataset-sized one-hots)
         ident = x_mix[:, :n]
         lam, other = ident.scatter(1, idx_b[:, None], -1.0).max(1)
@@ -410,6 +465,8 @@ def test_knn_partners_come_from_the_neighbour_table(partner):
         )
         # mixed slots take a partner among the anchor's k neighbours
         moved = lam > 0
+        mixed_slots += int(moved.sum())
+        assert torch.equal(fetched[-1][moved], partner_idx[moved])  # fetched, then mixed
         assert bool((table[idx_b[moved]] == partner_idx[moved, None]).any(1).all())
         if partner == "knn_class":
             assert bool((labels[partner_idx] == labels[idx_b]).all())
@@ -420,40 +477,95 @@ def test_knn_partners_come_from_the_neighbour_table(partner):
         torch.testing.assert_close(target.sum(1), torch.ones(len(idx_b), device=DEVICE))
         expected = (1 - lam)[:, None] * x_b[:, n:] + lam[:, None] * inputs[partner_idx, n:]
         torch.testing.assert_close(x_mix[:, n:], expected, atol=1e-5, rtol=1e-5)
-    assert fetched  # partners went through ctx.fetch
+    # every synthetic slot is mixed, but those of a class with no neighbour of its own
+    copy_only = (labels[order] == 3) & (partner == "knn_class")
+    assert mixed_slots == int((synthetic & ~copy_only).sum()) > 0
+
+
+def test_neighbour_table_partners_and_default_inputs():
+    labels = long_tailed_labels([6, 3, 1])
+    points = torch.randn(len(labels), 4, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    table = NeighbourTable(k=2, within_class=True)
+    assert not table.fitted and table.inputs is None
+    with pytest.raises(ParameterError, match="'neighbours'"):
+        table.partners(t([0, 1]))
+    raw = points * 2.0
+    table.fit(points, labels, inputs=raw)
+    assert table.fitted and table.inputs is raw and table.labels is labels
+    assert torch.equal(table.indices, knn_indices(points, labels, k=2, within_class=True))
+    index = torch.arange(len(labels), device=DEVICE).repeat(50)
+    picked = table.partners(index, gen(3))
+    assert bool((table.indices[index] == picked[:, None]).any(1).all())
+    assert torch.equal(picked, table.partners(index, gen(3)))
+    # both of a row's neighbours get drawn; the class of one has only itself
+    assert set(picked[index == 0].tolist()) == set(table.indices[0].tolist())
+    assert set(picked[index == 9].tolist()) == {9}
+    # a mixer reads partners from the table's inputs when no fetch is given
+    mixer = Mixer.preset("smote", class_counts=counts_of(labels, 3), k=2, neighbours=table)
+    assert mixer.neighbours is table
+    x_mix, _ = mixer(raw, labels, torch.arange(len(labels), device=DEVICE), generator=gen(4))
+    partner = table.partners(torch.arange(len(labels), device=DEVICE), gen(4))
+    moved = partner != torch.arange(len(labels), device=DEVICE)
+    assert bool(moved.any())
+    lam_free = (x_mix - raw)[moved] / (raw[partner] - raw)[moved]  # every coordinate alike
+    torch.testing.assert_close(lam_free, lam_free[:, :1].expand_as(lam_free))
+
+
+class FeatureProbe(torch.nn.Module):
+    """A network whose features are a fresh random projection at every call, counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.last = None
+
+    def features(self, x):
+        self.calls += 1
+        w = torch.randn(x.shape[1], 3, generator=torch.Generator().manual_seed(self.calls))
+        self.last = x @ w.to(x.device)
+        return self.last
+
+    def forward(self, x):
+        return self.features(x)
 
 
 def test_feature_space_neighbours_refresh_on_schedule():
     labels = long_tailed_labels([20, 10, 4])
     inputs = torch.randn(len(labels), 5, device=DEVICE)
-    calls = []
-
-    def features():
-        calls.append(1)
-        return inputs * (1 + len(calls))
-
-    mixer = BatchMixer(partner="knn_class", space="feature", refresh_every=2, k=2)
+    mixer = Mixer(class_counts=counts_of(labels, 3), partner="knn_class", space="feature",
+                  refresh_every=2, k=2)
+    step, model = mix_step(inputs, labels, mixer, 3), FeatureProbe()
     for epoch in range(5):
-        mixer.start_epoch(make_context(inputs, labels, 3, features=features, epoch=epoch))
-    assert len(calls) == 3  # epochs 0, 2 and 4
-    with pytest.raises(ParameterError, match="'space'"):
-        BatchMixer(partner="knn_class", space="feature").start_epoch(
-            make_context(inputs, labels, 3)
-        )
+        step.start_epoch(epoch, model)
+        # the table always matches the latest features, never the raw inputs
+        expected = knn_indices(model.last, labels, k=2, within_class=True)
+        assert torch.equal(mixer.neighbours.indices, expected)
+    assert model.calls == 3  # epochs 0, 2 and 4
+    assert not torch.equal(mixer.neighbours.indices,
+                           knn_indices(inputs, labels, k=2, within_class=True))
+    step.start_epoch(4, model)  # an epoch is searched once, however often it starts
+    assert model.calls == 3
 
 
 def test_input_space_neighbours_are_found_once_and_downscaled():
     labels = long_tailed_labels([12, 6])
     g = torch.Generator().manual_seed(11)
     images = torch.randint(0, 256, (18, 3, 8, 8), generator=g, dtype=torch.uint8).to(DEVICE)
-    mixer = BatchMixer.preset("smote", downscale=2, k=2)
-    mixer.start_epoch(make_context(images, labels, 2))
-    table = mixer.neighbours.clone()
     pooled = torch.nn.functional.avg_pool2d(images.float(), 4)
-    assert torch.equal(table, knn_indices(pooled, labels, k=2, within_class=True))
-    mixer.neighbours[:] = 0  # a second epoch must not search again
-    mixer.start_epoch(make_context(images, labels, 2, epoch=1))
-    assert not bool(mixer.neighbours.any())
+    expected = knn_indices(pooled, labels, k=2, within_class=True)
+    assert not torch.equal(expected, knn_indices(images, labels, k=2, within_class=True))
+    # on its own, a table downscales before searching
+    table = NeighbourTable(k=2, within_class=True, downscale=2).fit(images, labels)
+    assert torch.equal(table.indices, expected) and table.inputs is images
+    # in a training step, the mixer's table is searched once, at the first epoch
+    mixer = Mixer.preset("smote", class_counts=counts_of(labels, 2), downscale=2, k=2)
+    step = mix_step(images, labels, mixer, 2)
+    step.start_epoch(0, None)
+    assert torch.equal(mixer.neighbours.indices, expected)
+    assert mixer.neighbours.inputs is images
+    mixer.neighbours.indices[:] = 0  # a second epoch must not search again
+    step.start_epoch(1, None)
+    assert not bool(mixer.neighbours.indices.any())
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -462,18 +574,26 @@ def test_every_preset_runs_the_training_protocol(name):
     labels = long_tailed_labels(sizes)
     g = torch.Generator().manual_seed(12)
     images = torch.randint(0, 256, (len(labels), 3, 8, 8), generator=g, dtype=torch.uint8)
-    ctx = make_context(images.to(DEVICE), labels, 3)
-    mixer = BatchMixer.preset(name).to(DEVICE)
+    images = images.to(DEVICE)
+    mixer = Mixer.preset(name, class_counts=counts_of(labels, 3)).to(DEVICE)
+    step = mix_step(images, labels, mixer, 3)
+    planner = build_sampler("instance", labels=labels.cpu())
+    if mixer.anchors != "instance":
+        planner = Resampled(planner, mode=mixer.anchors, labels=labels, num_classes=3)
     for epoch in range(2):
-        ctx.epoch = epoch
-        mixer.start_epoch(ctx)
-        idx = torch.randperm(len(labels), generator=ctx.generator, device=DEVICE)
-        idx, mask = mixer.epoch_indices(idx, ctx)
+        g = gen(epoch)
+        step.start_epoch(epoch, None)
+        assert mixer.neighbours is None or mixer.neighbours.fitted
+        idx, mask = planner.epoch_plan(epoch, 0, g)
+        idx = idx.to(DEVICE)  # as the trainer moves its plan
+        assert (mask is not None) == (mixer.anchors == "oversample")
         for start in range(0, len(idx), 10):
             idx_b = idx[start : start + 10]
             mask_b = None if mask is None else mask[start : start + 10]
-            x_b = ctx.fetch(idx_b)
-            x_mix, target = mixer(x_b, labels[idx_b], idx_b, mask_b, ctx)
+            batch = Batch(idx_b, mask_b, epoch, g)
+            x_b, y_b = step.sample(batch)
+            assert torch.equal(x_b, images[idx_b].float()) and torch.equal(y_b, labels[idx_b])
+            x_mix, target = step.mix(x_b, y_b, batch)
             assert x_mix.shape == x_b.shape and target.shape == (len(idx_b), 3)
             assert bool(((target >= 0) & (target <= 1)).all())
             torch.testing.assert_close(target.sum(1), torch.ones(len(idx_b), device=DEVICE))
@@ -481,8 +601,19 @@ def test_every_preset_runs_the_training_protocol(name):
                 assert bool((target.max(1).values == 1).all())
 
 
+def test_step_without_a_mixer_uses_one_hot_targets():
+    labels = long_tailed_labels([5, 3])
+    inputs = torch.randn(len(labels), 4, device=DEVICE)
+    step = mix_step(inputs, labels, None, 2)
+    step.start_epoch(0, None)
+    batch = Batch(t([0, 6, 7]), None, 0, gen())
+    x, target = step.mix(*step.sample(batch), batch)
+    assert torch.equal(x, inputs[[0, 6, 7]])
+    assert target.tolist() == [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]
+
+
 def test_presets_follow_the_design_table():
-    smote = BatchMixer.preset("smote")
+    smote = Mixer.preset("smote")
     assert (smote.anchors, smote.partner, smote.k, smote.lam, smote.rule) == (
         "oversample",
         "knn_class",
@@ -490,24 +621,27 @@ def test_presets_follow_the_design_table():
         "uniform",
         "hard",
     )
-    soft = BatchMixer.preset("soft_smote")
+    assert (smote.neighbours.k, smote.neighbours.within_class) == (5, True)
+    soft = Mixer.preset("soft_smote")
     assert (soft.anchors, soft.partner, soft.lam, soft.rule) == (
         "oversample",
         "knn_any",
         "uniform",
         "soft",
     )
+    assert soft.neighbours.within_class is False
     for name in ("mixup", "remix", "mamix"):
-        mixer = BatchMixer.preset(name)
+        mixer = Mixer.preset(name)
         assert (mixer.anchors, mixer.partner, mixer.lam, mixer.rule) == (
             "instance",
             "random",
             "beta",
             {"mixup": "soft"}.get(name, name),
         )
-    assert BatchMixer.preset("mamix").rule_params == {"q": -0.25}
-    assert BatchMixer.preset("remix", rule_params={"K": 2}).rule_params == {"K": 2.0, "tau": 0.5}
-    assert "rule='mamix'" in repr(BatchMixer.preset("mamix"))
+        assert mixer.neighbours is None and not mixer.uses_neighbours
+    assert Mixer.preset("mamix").rule_params == {"q": -0.25}
+    assert Mixer.preset("remix", rule_params={"K": 2}).rule_params == {"K": 2.0, "tau": 0.5}
+    assert "rule='mamix'" in repr(Mixer.preset("mamix"))
 
 
 @pytest.mark.parametrize(
@@ -529,37 +663,52 @@ def test_presets_follow_the_design_table():
         (dict(k=2.5), "k"),
         (dict(space="latent"), "space"),
         (dict(downscale=0), "downscale"),
+        (dict(partner="knn_class", downscale=0), "downscale"),
         (dict(refresh_every=0), "refresh_every"),
+        (dict(class_counts=[3, 0]), "class_counts"),
+        (dict(num_classes=0), "num_classes"),
+        (dict(neighbours=torch.zeros(3, 2, dtype=torch.long)), "neighbours"),
     ],
 )
 def test_every_knob_is_validated(knobs, name):
     with pytest.raises(ParameterError, match=name):
-        BatchMixer(**knobs)
+        Mixer(**knobs)
 
 
 def test_preset_and_call_errors():
     with pytest.raises(ParameterError, match="'name'"):
-        BatchMixer.preset("cutmix")
+        Mixer.preset("cutmix")
     with pytest.raises(ParameterError, match="'overrides'"):
-        BatchMixer.preset("mixup", beta=0.5)
+        Mixer.preset("mixup", beta=0.5)
     x, y = torch.rand(4, 3), torch.zeros(4, dtype=torch.long)
-    with pytest.raises(ParameterError, match="'partner'"):
-        BatchMixer.preset("smote").mix(x, y, t([4.0]).cpu(), torch.Generator())
-    mixer = BatchMixer()
+    smote = Mixer.preset("smote", class_counts=[4.0])
+    with pytest.raises(ParameterError, match="'index'"):  # kNN partners need the indices
+        smote(x, y, generator=torch.Generator())
+    with pytest.raises(ParameterError, match="'neighbours'"):  # and a fitted table
+        smote(x, y, torch.arange(4), generator=torch.Generator())
+    mixer = Mixer(class_counts=[4.0])
     with pytest.raises(ParameterError, match="'y'"):
-        mixer.mix(x, y[:3], t([4.0]).cpu(), torch.Generator())
+        mixer(x, y[:3], generator=torch.Generator())
     with pytest.raises(ParameterError, match="'x'"):
-        mixer.mix(x.long(), y, t([4.0]).cpu(), torch.Generator())
-    ctx = make_context(x, y, 1)
-    with pytest.raises(ParameterError, match="'mask_batch'"):
-        mixer(x, y, torch.arange(4), torch.ones(4), ctx)
+        mixer(x.long(), y, generator=torch.Generator())
+    with pytest.raises(ParameterError, match="'index'"):
+        mixer(x, y, torch.arange(3), generator=torch.Generator())
+    with pytest.raises(ParameterError, match="'synthetic'"):
+        mixer(x, y, torch.arange(4), torch.ones(4), generator=torch.Generator())
 
 
 def test_mixer_moves_with_to():
-    mixer = BatchMixer.preset("smote")
-    assert "neighbours" not in mixer.state_dict()
-    assert mixer.to(torch.float64).neighbours.dtype == torch.long
-    assert math.isclose(BatchMixer.preset("mixup").alpha, 1.0)
+    mixer = Mixer.preset("smote", class_counts=[3, 2])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    mixer.neighbours.fit(torch.randn(5, 2), labels)
+    assert set(mixer.state_dict()) == {"class_counts"}  # the table is rebuilt, not saved
+    moved = mixer.to(torch.float64)
+    assert moved.neighbours.indices.dtype == torch.long
+    assert moved.neighbours.labels.dtype == torch.long
+    mixer.to(DEVICE)
+    assert mixer.class_counts.device.type == mixer.neighbours.indices.device.type == \
+        torch.device(DEVICE).type
+    assert math.isclose(Mixer.preset("mixup").alpha, 1.0)
 
 
 # --------------------------------------------------------------------------- label balance
@@ -618,19 +767,19 @@ def test_label_mass_formula_matches_the_mixer(preset):
     g = torch.Generator().manual_seed(7)
     inputs = torch.randn(len(labels), 2, generator=g).to(DEVICE)
     inputs[labels == 2] += 0.5  # the tail sits among the head, as in images
-    ctx = make_context(inputs, labels, 3)
-    mixer = BatchMixer.preset(preset, k=3)
-    mixer.start_epoch(ctx)
+    counts = counts_of(labels, 3)
+    mixer = Mixer.preset(preset, class_counts=counts, k=3).to(DEVICE)
+    mixer.neighbours.fit(inputs, labels)  # partners read from the fitted inputs
+    g = gen(0)
     epochs, total = 300, torch.zeros(3, dtype=torch.float64, device=DEVICE)
-    for epoch in range(epochs):
-        ctx.epoch = epoch
-        idx = torch.randperm(len(labels), generator=ctx.generator, device=DEVICE)
-        order, synthetic = mixer.epoch_indices(idx, ctx)
-        _, target = mixer(ctx.fetch(order), labels[order], order, synthetic, ctx)
+    for _ in range(epochs):
+        idx = torch.randperm(len(labels), generator=g, device=DEVICE)
+        order, synthetic = resample_anchors(idx, labels, 3, "oversample", g)
+        _, target = mixer(inputs[order], labels[order], order, synthetic, generator=g)
         total += target.sum(0).double()
-    share = neighbour_class_share(mixer.neighbours, labels, 3)
+    share = neighbour_class_share(mixer.neighbours.indices, labels, 3)
     rule = PRESETS[preset]["rule"]
-    expected = oversample_label_mass(ctx.class_counts, share, rule=rule).cpu()
+    expected = oversample_label_mass(counts, share, rule=rule).cpu()
     if rule == "hard":
         assert (total / epochs).cpu().tolist() == [40.0, 40.0, 40.0]
     else:

@@ -2,6 +2,7 @@ import base64
 import json
 import math
 import re
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from tailmix._validation import ParameterError
 from tailmix.margins import margin_report
 from tailmix.metrics import compute_metrics
-from tailmix.report import build_report, load_run
+from tailmix.report import _output_paths, build_report, load_run
 
 DATA_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
@@ -193,10 +194,10 @@ def test_bad_arguments(tmp_path):
     a = write_run(tmp_path / "a", strategy="ERM")
     b = write_run(tmp_path / "b", strategy="DRW")
     with pytest.raises(ParameterError) as err:
-        build_report([a, b])
+        build_report([a, b], tmp_path / "o.md")
     assert err.value.name == "out"
     with pytest.raises(ParameterError) as err:
-        build_report([a, tmp_path / "missing"], tmp_path / "o")
+        build_report([a, tmp_path / "missing"])
     assert err.value.name == "run_dirs"
     with pytest.raises(ParameterError) as err:
         build_report([])
@@ -214,3 +215,39 @@ def test_comparison_only_report_is_smaller(tmp_path):
     assert short.stat().st_size < full.stat().st_size / 2
     assert "Run: " not in short.read_text() and "Run: " in full.read_text()
     assert "Comparison" in short.read_text()
+
+
+def test_several_runs_default_to_a_folder_in_their_common_parent(tmp_path, monkeypatch):
+    a = write_run(tmp_path / "runs" / "a", strategy="ERM", seed=0, margins=False)
+    b = write_run(tmp_path / "runs" / "b", strategy="DRW", seed=1, margins=False)
+    html_path, md_path = build_report([a, b], per_run=False)
+    folder = tmp_path / "runs" / "report-a-vs-b"
+    assert (html_path, md_path) == (folder / "report.html", folder / "report.md")
+    assert html_path.is_file() and md_path.is_file() and (folder / "report_files").is_dir()
+    assert "Comparison" in html_path.read_text()
+    # relative run folders give a relative report folder
+    monkeypatch.chdir(tmp_path)
+    html_path, _ = build_report([Path("runs/a"), Path("runs/b")], per_run=False)
+    assert html_path == Path("runs/report-a-vs-b/report.html") and html_path.is_file()
+
+
+def test_default_folder_of_runs_in_different_folders(tmp_path, monkeypatch):
+    x = tmp_path / "grid" / "x" / "cifar10_lt ERM (seed 0)"
+    y = tmp_path / "grid" / "y" / "cifar10_lt ERM (seed 1)"
+    html_path, md_path, images = _output_paths([x, y], None)
+    folder = tmp_path / "grid" / "report-cifar10_lt-ERM-seed-0-vs-cifar10_lt-ERM-seed-1"
+    assert html_path == folder / "report.html" and images == folder / "report_files"
+    # nothing shared below the root: the current directory
+    monkeypatch.chdir(tmp_path)
+    html_path, _, _ = _output_paths([Path("/run_a"), Path("/run_b")], None)
+    assert html_path == tmp_path / "report-run_a-vs-run_b" / "report.html"
+
+
+def test_default_folder_name_is_capped(tmp_path):
+    runs = [tmp_path / f"a_rather_long_run_folder_name_number_{i}" for i in range(12)]
+    html_path, _, _ = _output_paths(runs, None)
+    name = html_path.parent.name
+    assert html_path.parent.parent == tmp_path
+    assert len(name) <= 80 and name.startswith("report-a_rather_long") and "-and-11-more-" in name
+    assert _output_paths(runs[:11], None)[0].parent.name != name
+    assert _output_paths(runs[:1], None)[0] == runs[0] / "report.html"

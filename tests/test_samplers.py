@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tailmix._validation import ParameterError
-from tailmix.samplers import SAMPLERS, build_sampler, epoch_generator
+from tailmix.samplers import SAMPLERS, Phased, Resampled, build_sampler, epoch_generator
 
 COUNTS = [500, 120, 30, 6]
 
@@ -151,3 +151,53 @@ def test_epoch_and_seed_must_be_non_negative():
         sampler.epoch_indices(-1, seed=0)
     with pytest.raises(ParameterError, match="seed"):
         sampler.epoch_indices(0, seed=-3)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_epoch_plan_and_dataloader_protocol(name):
+    """The trainer's plan is the whole epoch (no synthetic slots); a DataLoader iterates
+    this rank's share of the epoch chosen with ``set_epoch``, from the sampler's seed."""
+    whole = build_sampler(name, labels=LABELS, class_counts=COUNTS, seed=7)
+    idx, mask = whole.epoch_plan(3, 7, torch.Generator())
+    assert mask is None and torch.equal(idx, whole.global_indices(3, seed=7))
+    for rank in range(2):
+        share = build_sampler(name, labels=LABELS, class_counts=COUNTS, seed=7, rank=rank,
+                              world_size=2)
+        share.set_epoch(3)
+        assert list(share) == share.epoch_indices(3, seed=7).tolist()
+        assert list(share) != share.epoch_indices(4, seed=7).tolist()
+    loader = torch.utils.data.DataLoader(LABELS, batch_size=100, sampler=whole)
+    whole.set_epoch(3)
+    assert torch.equal(torch.cat(list(loader)), LABELS[idx])
+    with pytest.raises(ParameterError, match="'epoch'"):
+        whole.set_epoch(-1)
+
+
+def test_phased_switches_sampler_at_an_epoch():
+    before = build_sampler("instance", labels=LABELS, class_counts=COUNTS)
+    after = build_sampler("class_balanced", labels=LABELS, class_counts=COUNTS)
+    phased = Phased(before=before, after=after, switch_epoch=2)
+    for epoch, expected in [(0, before), (1, before), (2, after), (5, after)]:
+        assert phased.current(epoch) is expected
+        assert torch.equal(phased.global_indices(epoch, 3), expected.global_indices(epoch, 3))
+        assert torch.equal(phased.epoch_indices(epoch, 3), expected.epoch_indices(epoch, 3))
+        idx, mask = phased.epoch_plan(epoch, 3, torch.Generator())
+        assert mask is None and torch.equal(idx, expected.global_indices(epoch, 3))
+    with pytest.raises(ParameterError, match="'switch_epoch'"):
+        Phased(before=before, after=after, switch_epoch=-1)
+
+
+def test_resampled_iterates_index_and_synthetic_pairs_of_its_share():
+    labels = torch.tensor([0] * 6 + [1] * 2)
+    shares = []
+    for rank in range(2):
+        base = build_sampler("instance", labels=labels, rank=rank, world_size=2, seed=1)
+        planner = Resampled(base, mode="oversample")
+        planner.set_epoch(2)
+        pairs = list(planner)
+        assert len(pairs) == len(planner) == 6  # 12 slots: 8 real, 4 synthetic of class 1
+        shares.append(pairs)
+    idx, mask = planner.epoch_plan(2, 1)
+    rebuilt = [p for pair in zip(*shares, strict=True) for p in pair]
+    assert rebuilt == list(zip(idx.tolist(), mask.tolist(), strict=True))
+    assert sum(synthetic for _, synthetic in rebuilt) == 4

@@ -6,7 +6,9 @@ import statistics
 import pytest
 from conftest import digits_config
 
-from tailmix.engine import Trainer, train
+from tailmix._validation import ParameterError
+from tailmix.build import build_run, train
+from tailmix.config import resolve, resolve_config
 from tailmix.strategies import STRATEGIES, compose
 
 
@@ -36,12 +38,14 @@ def test_overrides_compose_with_the_strategy():
     assert comp["mixer"] == {"preset": "mamix", "q": -0.5, "input_mode": "cutmix"}
     assert comp["loss"] == {"name": "focal", "gamma": 2.0}
     assert comp["weights"]["name"] == "drw"
-    from tailmix.config import resolve_config
-
-    trainer = Trainer(resolve_config(cfg), None)
-    mixer = trainer.parts.mixer
+    spec = resolve(resolve_config(cfg))
+    assert spec.composition.mixer == {"preset": "mamix", "q": -0.5, "input_mode": "cutmix"}
+    assert spec.composition.weights["start_epoch"] == 3  # 0.8 of the 4 epochs
+    run = build_run(spec, None)
+    mixer = run.trainer.step.mixer
     assert mixer.rule == "mamix" and mixer.rule_params["q"] == -0.5
     assert mixer.input_mode == "cutmix"
+    assert run.trainer.step.loss.gamma == 2.0
 
 
 def test_mixer_can_be_switched_off_and_spelled_from_knobs():
@@ -49,9 +53,27 @@ def test_mixer_can_be_switched_off_and_spelled_from_knobs():
     cfg["strategy"] = "Mixup-DRW"
     cfg["mixer"] = {"preset": "none"}
     assert compose(cfg | {"model": {"arch": "small_cnn", "head": None}})["mixer"] is None
+    assert build_run(cfg, None).trainer.step.mixer is None
     cfg["mixer"] = {"partner": "random", "lam": "uniform", "rule": "remix"}
-    trainer = Trainer(cfg, None)
-    assert trainer.parts.mixer.rule == "remix"
+    mixer = build_run(cfg, None).trainer.step.mixer
+    assert (mixer.rule, mixer.lam) == ("remix", "uniform")
+
+
+@pytest.mark.parametrize(("strategy", "key", "part", "ident"), [
+    ("ERM", "mixer", {"q": -0.5}, "preset"),
+    ("ERM", "generative", {"warmup_epochs": 1}, "name"),
+    ("Mixup", "generative", {"steps": 3}, "name"),
+])
+def test_adjusting_a_part_the_strategy_lacks_needs_its_name(strategy, key, part, ident):
+    cfg = digits_config()
+    cfg["strategy"] = strategy
+    cfg[key] = part
+    with pytest.raises(ParameterError, match=repr(ident)) as err:
+        compose(resolve_config(cfg))
+    assert err.value.name == key
+    # naming the part adds it to the strategy
+    cfg[key] = {ident: "mamix" if key == "mixer" else "m2m", **part}
+    assert compose(resolve_config(cfg))[key][ident] in ("mamix", "m2m")
 
 
 @pytest.mark.slow

@@ -138,12 +138,6 @@ def test_other_schedules():
     assert late(1) is None and late(2) is not None
 
 
-def test_schedule_to_moves_weights():
-    schedule = build_weight_schedule("cb", class_counts=[3, 1], epochs=2).to("meta")
-    assert schedule(0).device.type == "meta"
-    assert build_weight_schedule("none", class_counts=[3, 1], epochs=2).to("meta")(0) is None
-
-
 @pytest.mark.parametrize(
     "kwargs, parameter",
     [

@@ -2,6 +2,19 @@
 
 SMOTE, soft SMOTE, Mixup, Remix and margin-aware Mixup (MAMix) as one augmentation family,
 composed with losses, class-weight schedules and samplers into named strategies.
+
+``tailmix.train(config, out_dir)`` runs a config end to end; the parts (``tailmix.mixing``,
+``tailmix.losses``, ``tailmix.samplers``, ``tailmix.weights``) work in any PyTorch loop.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "train"]
+
+
+def train(config: Any, out_dir: Any = None, **kwargs: Any) -> dict:
+    """Train a config into a run folder (see :func:`tailmix.build.train`)."""
+    from tailmix.build import train as _train
+
+    return _train(config, out_dir, **kwargs)

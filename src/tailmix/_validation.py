@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ParameterError(ValueError):
@@ -63,3 +66,85 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ParameterError(name, "one of " + ", ".join(repr(c) for c in choices), value)
     return value
+
+
+def check_labels(
+    labels: Any,
+    *,
+    name: str = "labels",
+    num_classes: int | None = None,
+    length: int | None = None,
+) -> torch.Tensor:
+    """Check class labels and return them as a ``long`` tensor.
+
+    Parameters
+    ----------
+    labels : Tensor, ndarray or sequence of ints
+        A 1-D collection of integer class labels, all ``>= 0``.
+    name : str, default "labels"
+        Parameter name used in error messages.
+    num_classes : int, optional
+        When given, every label must also be below it.
+    length : int, optional
+        When given, the number of labels required.
+
+    Returns
+    -------
+    LongTensor
+        Shape ``(N,)``, ``int64``: on the input's device for a tensor (the tensor itself when
+        it is already ``int64``), on the CPU (a copy) otherwise.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``name``, for anything but a 1-D integer collection (``bool`` included), a
+        wrong length, a negative label or one ``>= num_classes``.
+
+    Examples
+    --------
+    >>> check_labels([2, 0, 1], num_classes=3)
+    tensor([2, 0, 1])
+    >>> check_labels([0, 3], num_classes=3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tailmix._validation.ParameterError: The 'labels' parameter must be class labels in [0, 2]...
+    """
+    import numpy as np
+    import torch
+
+    if num_classes is not None:
+        num_classes = check_number("num_classes", num_classes, low=1, integer=True)
+    if length is not None:
+        length = check_number("length", length, low=0, integer=True)
+    expected = "a 1-D integer tensor or array of class labels"
+    if length is not None:
+        expected += f" of length {length}"
+    if isinstance(labels, torch.Tensor):
+        tensor = labels
+    else:
+        try:
+            array = np.asarray(labels)
+        except (TypeError, ValueError) as error:
+            raise ParameterError(name, expected, labels) from error
+        if array.ndim == 1 and array.size == 0:
+            array = array.astype(np.int64)  # [] reads as float64
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            raise ParameterError(name, expected, labels)
+        tensor = torch.from_numpy(array.astype(np.int64))
+    if (
+        tensor.ndim != 1
+        or tensor.dtype == torch.bool
+        or tensor.is_floating_point()
+        or tensor.is_complex()
+    ):
+        raise ParameterError(name, expected, f"shape {tuple(tensor.shape)}, {tensor.dtype}")
+    if length is not None and tensor.shape[0] != length:
+        raise ParameterError(name, expected, f"{tensor.shape[0]} labels")
+    tensor = tensor.long()
+    if tensor.numel():
+        low, high = int(tensor.min()), int(tensor.max())
+        if low < 0 or (num_classes is not None and high >= num_classes):
+            wanted = ("non-negative class labels" if num_classes is None
+                      else f"class labels in [0, {num_classes - 1}]")
+            raise ParameterError(name, wanted, f"values in [{low}, {high}]")
+    return tensor

@@ -11,7 +11,7 @@ from tailmix.io import write_json
 def margins_for_run(run_dir: str | Path, *, checkpoint: str = "last",
                     device: str = "auto") -> Path:
     """Compute per-class margins of a run's checkpoint and write ``margins.json``."""
-    from tailmix.engine import restore
+    from tailmix.build import restore
     from tailmix.margins import margin_report
 
     run_dir = Path(run_dir)
@@ -47,24 +47,26 @@ def neighbour_balance(config: dict) -> dict:
     """
     import torch
 
-    from tailmix.config import resolve_config
-    from tailmix.engine import build_components, load_data
+    from tailmix.build import load_data, make_mixer
+    from tailmix.config import resolve
     from tailmix.mixing import neighbour_class_share, oversample_label_mass
 
-    cfg = resolve_config(config)
-    data = load_data(cfg)
-    mixer = build_components(cfg, data).mixer
+    spec = resolve(config)
+    data = load_data(spec)
+    part = spec.composition.mixer
+    mixer = None if part is None else make_mixer(part, counts=data.class_counts)
     wanted = "a strategy whose mixer oversamples with kNN partners (SMOTE, soft-SMOTE)"
     if (mixer is None or not mixer.uses_neighbours or mixer.anchors != "oversample"
             or mixer.rule not in ("hard", "soft")):
-        raise ParameterError("strategy", wanted, cfg["strategy"])
+        raise ParameterError("strategy", wanted, spec.strategy)
     if mixer.space != "input":
         raise ParameterError("mixer.space", "'input' (feature-space neighbours need a "
                              "trained network)", mixer.space)
 
     labels = data.train_labels
     c = data.num_classes
-    share = neighbour_class_share(mixer.input_neighbours(data.train_inputs, labels), labels, c)
+    table = mixer.neighbours.fit(data.train_inputs, labels)  # as training searches
+    share = neighbour_class_share(table.indices, labels, c)
     counts = torch.tensor(data.class_counts)
     mass = oversample_label_mass(counts, share, rule=mixer.rule)
     others = share.clone().fill_diagonal_(-1.0)
@@ -77,5 +79,5 @@ def neighbour_balance(config: dict) -> dict:
             "top_other": data.classes[top], "top_other_share": float(share[k, top]),
             "label_mass": float(mass[k]),
         })
-    return {"strategy": cfg["strategy"], "partner": mixer.partner, "k": mixer.k,
+    return {"strategy": spec.strategy, "partner": mixer.partner, "k": mixer.k,
             "rule": mixer.rule, "n_max": int(counts.max()), "classes": rows}

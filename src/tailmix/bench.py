@@ -30,8 +30,9 @@ from typing import Any
 import yaml
 
 from tailmix._validation import ParameterError
-from tailmix.config import load_config_file, resolve_config
+from tailmix.config import load_config_file, resolve
 from tailmix.io import atomic_write_text
+from tailmix.metrics import REPORT_KEYS
 
 # Published top-1 (%) for the paper's protocol (ResNet-32, 200 epochs, ratio 100), from the
 # reference package's README (DESIGN section 4).
@@ -44,20 +45,29 @@ PUBLISHED: dict[tuple[str, int], dict[str, float]] = {
 }
 
 SUITE_KEYS = ("name", "description", "base_config", "overrides", "data_root", "grid")
-GRID_KEYS = ("strategies", "ratios", "seeds", "datasets")
+GRID_KEYS = ("strategies", "ratios", "seeds", "datasets", "overrides", "tag")
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One run of a suite; ``overrides`` (a block's own config changes, as sorted JSON)
+    and ``tag`` (which names them in the folder) come from its grid block."""
+
     dataset: str
     ratio: float
     strategy: str
     seed: int
+    tag: str = ""
+    overrides: str = "{}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy}-{self.tag}" if self.tag else self.strategy
 
     @property
     def folder(self) -> str:
         r = int(self.ratio) if float(self.ratio).is_integer() else self.ratio
-        return f"{self.dataset}-r{r}/{self.strategy}-s{self.seed}"
+        return f"{self.dataset}-r{r}/{self.name}-s{self.seed}"
 
 
 @dataclass
@@ -68,7 +78,7 @@ class Suite:
     description: str = ""
 
     def config(self, cell: Cell) -> dict[str, Any]:
-        cfg = copy.deepcopy(self.base)
+        cfg = _deep_update(copy.deepcopy(self.base), json.loads(cell.overrides))
         cfg.setdefault("dataset", {})
         cfg["dataset"]["name"] = cell.dataset
         cfg["dataset"]["ratio"] = cell.ratio
@@ -116,17 +126,28 @@ def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
             if key not in GRID_KEYS:
                 raise ParameterError(f"suite.grid[{i}].{key}", "one of " + ", ".join(GRID_KEYS),
                                      key)
+        over = block.get("overrides") or {}
+        if not isinstance(over, dict):
+            raise ParameterError(f"suite.grid[{i}].overrides", "a mapping of config changes",
+                                 over)
+        extra = dict(tag=str(block.get("tag") or ""),
+                     overrides=json.dumps(over, sort_keys=True))
         for ds in block.get("datasets", [default_ds]):
             for ratio in block.get("ratios", [(base.get("dataset") or {}).get("ratio", 100)]):
                 for strategy in block.get("strategies", ["ERM"]):
                     for seed in block.get("seeds", [0]):
-                        cell = Cell(ds, ratio, strategy, int(seed))
+                        cell = Cell(ds, ratio, strategy, int(seed), **extra)
+                        clash = [c for c in cells if c.folder == cell.folder and c != cell]
+                        if clash:
+                            raise ParameterError(f"suite.grid[{i}].tag", "a tag that tells "
+                                                 f"this block's runs apart ({cell.folder} "
+                                                 "has other overrides elsewhere)", block.get("tag"))
                         if cell not in cells:
                             cells.append(cell)
     suite = Suite(spec["name"], base, cells, spec.get("description", ""))
     for cell in cells:  # fail fast: a typo in the last cell must not wait hours
         try:
-            resolve_config(suite.config(cell))
+            resolve(suite.config(cell))
         except ParameterError as e:
             raise ParameterError(f"suite cell {cell.folder}: {e.name}", e.expected, e.got) from e
     return suite
@@ -135,7 +156,7 @@ def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
 def run_suite(suite: Suite, out_root: str | Path = "results", *,
               log: Callable[[str], None] = print, train_missing: bool = True) -> Path:
     """Train every unfinished cell, then write the tables and reports; return the folder."""
-    from tailmix.engine import train
+    from tailmix.build import train
 
     out = Path(out_root) / suite.name
     runs = out / "runs"
@@ -164,7 +185,7 @@ def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
         margins = None
         if (run_dir / "margins.json").is_file():
             margins = json.loads((run_dir / "margins.json").read_text())
-        groups.setdefault((cell.dataset, cell.ratio, cell.strategy), []).append((metrics, margins))
+        groups.setdefault((cell.dataset, cell.ratio, cell.name), []).append((metrics, margins))
     rows = []
     for (ds, ratio, strategy), results in groups.items():
         slopes = [mg["train"].get("slope") for _, mg in results if mg]
@@ -174,13 +195,12 @@ def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
             "epochs": results[0][0]["epochs"],
             "train_time_min": statistics.mean(m["train_time_s"] for m, _ in results) / 60,
         }
-        for key in ("top1", "balanced_accuracy", "many_shot", "medium_shot", "few_shot",
-                    "macro_f1", "ece"):
+        for key in REPORT_KEYS:
             row[key], row[key + "_std"] = _mean_std([m["final"].get(key) for m, _ in results])
         row["margin_slope"] = statistics.mean(slopes) if slopes else None
         row["published_top1"] = PUBLISHED.get((ds, int(ratio)), {}).get(strategy)
         rows.append(row)
-    from tailmix.strategies import STRATEGIES
+    from tailmix.registry import STRATEGIES
 
     order = {name: i for i, name in enumerate(STRATEGIES)}  # the catalogue's (paper's) order
     rows.sort(key=lambda r: (r["dataset"], r["ratio"], order.get(r["strategy"], len(order))))
@@ -252,7 +272,7 @@ def _write_reports(suite: Suite, out: Path) -> None:
         run_dir = out / "runs" / cell.folder
         if (run_dir / "metrics.json").is_file() and cell.seed == min(
                 c.seed for c in suite.cells if c.dataset == cell.dataset
-                and c.ratio == cell.ratio and c.strategy == cell.strategy):
+                and c.ratio == cell.ratio and c.name == cell.name):
             groups.setdefault(cell.folder.split("/")[0], []).append(run_dir)
     for name, dirs in groups.items():
         build_report(dirs, out / "reports" / name, per_run=False)

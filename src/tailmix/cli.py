@@ -31,7 +31,9 @@ FLAG_KEYS = {
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", type=Path, help="YAML config file (flags override it)")
+    p.add_argument("--config", "-c", help="YAML config file or a shipped config name "
+                   "(digits, cifar10_lt, ...); flags override it. Default: the dataset's "
+                   "shipped config (digits when no --dataset)")
     p.add_argument("--dataset", help="digits, cifar10, cifar100, imagefolder, svhn, cinic10, "
                    "tiny_imagenet")
     p.add_argument("--data-root", help="folder or file holding the dataset")
@@ -55,7 +57,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config a command line asks for: file, then flags, then --set."""
     from tailmix.config import load_config_file, set_path
 
-    cfg = load_config_file(args.config) if args.config else {}
+    cfg = load_config_file(args.config) if args.config else _dataset_default(args)
     for flag, key in FLAG_KEYS.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -70,6 +72,18 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "no_progress", False):
         set_path(cfg, "log.progress", False)
     return cfg
+
+
+def _dataset_default(args: argparse.Namespace) -> dict[str, Any]:
+    """The shipped config a dataset brings (its model, profile and schedule); an empty
+    config for a dataset without one."""
+    from tailmix.config import load_config_file
+    from tailmix.registry import DATASETS, load_builtins
+
+    load_builtins()
+    name = getattr(args, "dataset", None) or "digits"
+    shipped = DATASETS.meta(name).get("config") if name in DATASETS else None
+    return load_config_file(shipped) if shipped else {}
 
 
 def _default_out(cfg: dict[str, Any]) -> Path:
@@ -110,31 +124,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _fit(cfg: dict[str, Any], out: Path, *, resume: bool) -> dict[str, Any] | None:
     """Train; the result on rank 0, None on the other processes. The trainer (and its
     process-group handles) is released on return, before the group is destroyed."""
-    from tailmix.engine import Trainer
+    from tailmix.build import build_run
 
-    trainer = Trainer(cfg, out)
-    result = trainer.fit(resume=resume)
-    return result if trainer.is_main else None
+    run = build_run(cfg, out)
+    result = run.fit(resume=resume)
+    return result if run.is_main else None
 
 
 def _print_summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tailmix.metrics import METRIC_NAMES, REPORT_KEYS
+
     table = Table(title="final epoch, test set (%)", caption="bal.: balanced accuracy; "
                   "LA: top-1 after post-hoc logit adjustment")
     width = max(len(name) for name, _ in rows)
     table.add_column("run", no_wrap=True, min_width=width)
-    for col in ("top-1", "bal.", "many", "med.", "few", "F1", "ECE", "LA"):
-        table.add_column(col, justify="right", no_wrap=True)
+    short = {"balanced_accuracy": "bal.", "many_shot": "many", "medium_shot": "med.",
+             "few_shot": "few", "macro_f1": "F1"}
+    for key in REPORT_KEYS:
+        table.add_column(short.get(key, METRIC_NAMES[key]), justify="right", no_wrap=True)
+    table.add_column("LA", justify="right", no_wrap=True)
 
     def f(v: Any) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     for name, r in rows:
         m = r["final"]
-        table.add_row(name, f(m["top1"]), f(m["balanced_accuracy"]), f(m["many_shot"]),
-                      f(m["medium_shot"]), f(m["few_shot"]), f(m["macro_f1"]), f(m["ece"]),
+        table.add_row(name, *(f(m.get(k)) for k in REPORT_KEYS),
                       f((m.get("posthoc_la") or {}).get("top1")))
     Console().print(table)
 
@@ -151,11 +169,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
-    from tailmix.engine import train
+    from tailmix.build import train
+    from tailmix.config import resolve
 
     base = build_config(args)
     out_root = Path(args.out)
     rows, run_dirs = [], []
+    for name in args.strategies:  # every run is checked before the first one trains
+        try:
+            resolve({**base, "strategy": name})
+        except ParameterError as e:
+            raise ParameterError(f"{name}: {e.name}", e.expected, e.got) from e
     for name in args.strategies:
         cfg = {**base, "strategy": name}
         out = out_root / name
@@ -185,11 +209,11 @@ def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from tailmix.engine import evaluate_checkpoint
+    from tailmix.build import evaluate_checkpoint
+    from tailmix.metrics import REPORT_KEYS
 
     m = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, device=args.device)
-    keys = ("epoch", "top1", "balanced_accuracy", "many_shot", "medium_shot", "few_shot",
-            "macro_f1", "ece")
+    keys = ("epoch", *REPORT_KEYS)
     print(json.dumps({k: m.get(k) for k in keys}, indent=2))
     if args.json:
         from tailmix.io import write_json
@@ -199,8 +223,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
-    from tailmix.strategies import STRATEGIES
+    from tailmix.registry import STRATEGIES, load_builtins
 
+    load_builtins()
     width = max(len(n) for n in STRATEGIES)
     for name, s in STRATEGIES.items():
         print(f"{name:<{width}}  {s.summary}")
@@ -245,7 +270,35 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     html, md = build_report([Path(r) for r in args.run_dirs],
                             Path(args.out) if args.out else None)
-    print(f"report: {html}\nsummary: {md}")
+    print(f"report written to {html}\nsummary: {md}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a config or a suite (every cell) without loading data or training."""
+    import yaml as _yaml
+
+    from tailmix.config import load_config_file, resolve
+
+    path = Path(args.target)
+    if path.is_file():
+        try:
+            spec = _yaml.safe_load(path.read_text(encoding="utf-8"))
+        except _yaml.YAMLError as e:
+            raise ParameterError("config", f"valid YAML in {path}", str(e).split("\n")[0]) \
+                from e
+        if isinstance(spec, dict) and "grid" in spec:
+            from tailmix.bench import load_suite
+
+            suite = load_suite(path, data_root=args.data_root)
+            print(f"{path}: suite {suite.name!r}, {len(suite.cells)} runs, all valid")
+            return 0
+    cfg = load_config_file(args.target)
+    if args.data_root:
+        cfg.setdefault("dataset", {})["root"] = args.data_root
+    spec = resolve(cfg)
+    print(f"{args.target}: valid ({spec.strategy} on {spec.dataset['name']}, "
+          f"{spec.epochs} epochs)")
     return 0
 
 
@@ -297,6 +350,12 @@ def make_parser() -> argparse.ArgumentParser:
                    help="only rebuild tables and reports from finished runs")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("check", help="validate a config or a benchmark suite (every run) "
+                       "without loading data or training")
+    p.add_argument("target", help="config YAML, shipped config name, or suite YAML")
+    p.add_argument("--data-root", help="override the dataset root")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("strategies", help="list the named strategies")
     p.set_defaults(func=cmd_strategies)
 
@@ -314,7 +373,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="HTML + Markdown report of one or more runs")
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", "-o", help="output folder (default: the run folder, for one run)")
+    p.add_argument("--out", "-o", help="output folder (default: the run folder for one run; "
+                   "a report-<a>-vs-<b> folder beside the runs for several)")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -1,13 +1,17 @@
-"""The run configuration: one nested dict with a fixed schema, checked before any work.
+"""The run configuration: YAML or a dict -> a validated, typed run specification.
 
 A config is plain data (what YAML holds). :func:`resolve_config` fills defaults, rejects
 unknown keys, wrong types and out-of-range values with messages that name the key, and
-returns a new dict; nothing writes into a config afterwards.
+returns a new dict; :func:`resolve` goes on to the :class:`RunSpec`: the strategy's
+composition with every share of the run turned into an epoch, and every component's
+parameters checked - all without loading data. This is the only place defaults live;
+nothing writes into a config afterwards.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +82,7 @@ TOP_LEVEL: dict[str, tuple[tuple, Any]] = {
     "weights": ((dict, None), None),
     "generative": ((dict, None), None),
     "name": ((str, None), None),
+    "plugins": ((list, None), None),
 }
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
@@ -129,9 +134,13 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     Component sections (``sampler``, ``mixer``, ``loss``, ``weights``) are checked by the
     components themselves when the strategy is built, still before any training.
     """
-    config = copy.deepcopy(config or {})
-    if not isinstance(config, dict):
+    if not isinstance(config, (dict, type(None))):
         raise ParameterError("config", "a mapping of sections", type(config).__name__)
+    config = copy.deepcopy(config or {})
+    from tailmix.registry import import_plugins
+
+    plugins = config.get("plugins")
+    import_plugins(plugins if isinstance(plugins, list) else None)
     cfg = default_config()
     for key, value in config.items():
         if key in SCHEMA:
@@ -156,12 +165,11 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def _check_ranges(cfg: dict[str, Any]) -> None:
     from tailmix.data.dataset import PREPARE_PROFILES
-    from tailmix.data.sources import NEEDS_ROOT, SOURCES
-    from tailmix.models import ARCHS, HEADS
-    from tailmix.strategies import STRATEGIES
+    from tailmix.models import HEADS
+    from tailmix.registry import DATASETS, MODELS, STRATEGIES
 
     d, t, e = cfg["dataset"], cfg["train"], cfg["eval"]
-    check_choice("dataset.name", d["name"], SOURCES)
+    DATASETS.get(d["name"], "dataset.name")
     check_choice("dataset.profile", d["profile"], PREPARE_PROFILES)
     check_number("dataset.ratio", d["ratio"], low=1)
     if d["n_max"] is not None:
@@ -169,16 +177,16 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     check_number("dataset.data_seed", d["data_seed"], low=0, integer=True)
     if d["crop_padding"] is not None:
         check_number("dataset.crop_padding", d["crop_padding"], low=0, integer=True)
-    if d["name"] in NEEDS_ROOT:
+    if DATASETS.meta(d["name"]).get("needs_root"):
         if d["root"] is None:
             raise ParameterError("dataset.root", f"a folder or file holding {d['name']!r} "
                                  "(give --data-root)", None)
         if not d["download"] and not Path(d["root"]).expanduser().exists():
             raise ParameterError("dataset.root", "an existing folder or file", d["root"])
-    check_choice("model.arch", cfg["model"]["arch"], ARCHS)
+    MODELS.get(cfg["model"]["arch"], "model.arch")
     if cfg["model"]["head"] is not None:
         check_choice("model.head", cfg["model"]["head"], HEADS)
-    check_choice("strategy", cfg["strategy"], STRATEGIES)
+    STRATEGIES.get(cfg["strategy"], "strategy")
     epochs = check_number("train.epochs", t["epochs"], low=1, integer=True)
     check_number("train.batch_size", t["batch_size"], low=2, integer=True)
     check_number("train.lr", t["lr"], low=0, low_open=True)
@@ -210,10 +218,11 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file (a mapping), with a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError("config", "an existing YAML file", str(path))
+    """Read a YAML config file (a mapping), with a clear error for anything else; a bare
+    name (``cifar10_lt``) reads the config shipped with tailmix."""
+    from tailmix.shipped import config_path
+
+    path = config_path(path)
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)
     if data is None:
@@ -234,3 +243,154 @@ def set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ParameterError(dotted, "a path through mappings", dotted)
     node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------- the run spec
+
+
+@dataclass(frozen=True)
+class Composition:
+    """A strategy's parts, as the builder makes them: each a mapping of a registered name
+    (``preset`` for the mixer) and its parameters, epochs resolved; mixer and generative
+    may be None."""
+
+    sampler: dict[str, Any]
+    mixer: dict[str, Any] | None
+    loss: dict[str, Any]
+    weights: dict[str, Any]
+    generative: dict[str, Any] | None
+    head: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy({"sampler": self.sampler, "mixer": self.mixer, "loss": self.loss,
+                              "weights": self.weights, "generative": self.generative,
+                              "head": self.head})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated run specification: the resolved config sections, the composition and
+    the schedule in epochs. Build objects from it with :func:`tailmix.build.build_run`.
+
+    Attributes
+    ----------
+    config : dict
+        The resolved config (every section with its defaults), as given to the builder.
+    composition : Composition
+    strategy : str
+    epochs, seed : int
+    milestones : tuple of int
+        The lr milestones as epochs.
+    """
+
+    config: dict[str, Any]
+    composition: Composition
+    strategy: str
+    epochs: int
+    seed: int
+    milestones: tuple[int, ...]
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.config["dataset"]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.config["model"]
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return self.config["train"]
+
+    @property
+    def eval(self) -> dict[str, Any]:
+        return self.config["eval"]
+
+    @property
+    def log(self) -> dict[str, Any]:
+        return self.config["log"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config with its composition (what ``config.yaml`` records)."""
+        return {**copy.deepcopy(self.config), "composition": self.composition.to_dict()}
+
+
+def resolve(config: dict[str, Any] | RunSpec | None = None) -> RunSpec:
+    """Resolve and validate a config into a :class:`RunSpec`, loading no data.
+
+    Beyond :func:`resolve_config`: the strategy's composition under the config's overrides,
+    shares of the run turned into epochs (milestones, ``weights.start_epoch``, M2m's
+    warm-up), and every component built once on probe class counts (the profile's own
+    counts where the source's size is known) so that a bad parameter fails here.
+    """
+    if isinstance(config, RunSpec):
+        return config
+    from tailmix.strategies import compose
+
+    cfg = resolve_config(config)
+    epochs = cfg["train"]["epochs"]
+    milestones = tuple(resolve_epoch(f"train.milestones[{i}]", m, epochs)
+                       for i, m in enumerate(cfg["train"]["milestones"]))
+    comp = compose(cfg)
+    w = comp["weights"]
+    if w.get("start_epoch") is not None:
+        w["start_epoch"] = resolve_epoch("weights.start_epoch", w["start_epoch"], epochs)
+    g = comp["generative"]
+    if g is not None and g.get("name") == "m2m":
+        from tailmix.generative.m2m import resolve_warmup
+
+        g["warmup_epochs"] = resolve_warmup(g.get("warmup_epochs", 0.8), epochs)
+    spec = RunSpec(config=cfg, composition=Composition(**comp), strategy=cfg["strategy"],
+                   epochs=epochs, seed=cfg["train"]["seed"], milestones=milestones)
+    check_components(spec, probe_counts(cfg["dataset"]))
+    return spec
+
+
+def probe_counts(dataset: dict[str, Any]) -> list[int]:
+    """The training counts a dataset section implies, computed without reading data where
+    the source's size is known (checking the profile against it); stand-in counts else."""
+    from tailmix.data.profiles import NAMED_PROFILES, class_counts
+    from tailmix.registry import DATASETS
+
+    d = dataset
+    sizes = DATASETS.meta(d["name"]).get("sizes")
+    profile, n_max = d["profile"], d["n_max"]
+    if profile in NAMED_PROFILES:
+        profile, n_max = NAMED_PROFILES[profile]["profile"], NAMED_PROFILES[profile]["n_max"]
+    if sizes is None:
+        if profile == "counts" and d["counts"]:
+            return class_counts("counts", num_classes=len(d["counts"]), n_max=1, ratio=1,
+                                counts=d["counts"])
+        return [100, 10]
+    num_classes, largest = sizes
+    if d["class_order"] is not None and sorted(d["class_order"]) != list(range(num_classes)):
+        raise ParameterError("dataset.class_order", f"a permutation of 0..{num_classes - 1}",
+                             d["class_order"])
+    if profile == "original":
+        return [largest] * num_classes
+    if n_max is not None and n_max > largest:
+        raise ParameterError("dataset.n_max", f"at most {largest} (the largest class of "
+                             f"{d['name']!r})", n_max)
+    return class_counts(profile, num_classes=num_classes, n_max=n_max or largest,
+                        ratio=d["ratio"], counts=d["counts"])
+
+
+def check_components(spec: RunSpec, counts: list[int]) -> None:
+    """Build every component of ``spec`` once on ``counts`` (no data): errors surface here
+    with the config key they belong to."""
+    from tailmix import build
+
+    comp = spec.composition
+    for key, make in (("sampler", build.make_sampler), ("mixer", build.make_mixer),
+                      ("loss", build.make_loss), ("weights", build.make_weights)):
+        part = getattr(comp, key)
+        if part is None:
+            continue
+        try:
+            make(part, counts=counts, spec=spec)
+        except ParameterError as e:
+            name = e.name if e.name.startswith(f"{key}.") else f"{key}.{e.name}"
+            raise ParameterError(name, e.expected, e.got) from e
+    build.check_head(comp)
+    if comp.generative is not None:
+        build.make_generative(comp.generative, counts=counts)

@@ -13,6 +13,18 @@ plain mean over the batch). On one-hot targets every loss therefore equals its h
 form, e.g. ``F.cross_entropy(z, y, weight=v)``. So any mixer works with any loss and any
 class-weight schedule.
 
+A loss is a :class:`SoftTargetLoss` subclass registered in :data:`tailmix.registry.LOSSES`
+(re-exported here); registering one is all a new loss needs to be found by
+:func:`build_loss` and by a config's ``loss: {name: ...}``::
+
+    @LOSSES.register("my_loss")
+    class MyLoss(SoftTargetLoss):
+        def __init__(self, *, class_counts, strength=1.0): ...
+        def _per_class_loss(self, logits, target): ...
+
+Its keyword-only constructor arguments are its parameters; it receives ``class_counts``
+when it names them.
+
 >>> import torch
 >>> loss = build_loss("ce", class_counts=None)
 >>> round(loss(torch.zeros(1, 4), torch.tensor([2])).item(), 4)  # log(4)
@@ -28,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix._validation import ParameterError, check_number
+from tailmix.registry import LOSSES
 from tailmix.weights import ClassCounts, check_class_counts
 
 __all__ = [
@@ -101,6 +114,7 @@ class SoftTargetLoss(nn.Module):
         raise NotImplementedError
 
 
+@LOSSES.register("ce")
 class CrossEntropy(SoftTargetLoss):
     """Soft-target cross-entropy: ``l_ik = -log softmax(z_i)_k``."""
 
@@ -108,6 +122,7 @@ class CrossEntropy(SoftTargetLoss):
         return -F.log_softmax(logits, dim=1)
 
 
+@LOSSES.register("focal")
 class Focal(SoftTargetLoss):
     """Focal loss: ``l_ik = (1 - p_ik) ** gamma * (-log p_ik)``, ``p_i = softmax(z_i)``.
 
@@ -131,6 +146,7 @@ class Focal(SoftTargetLoss):
         return f"gamma={self.gamma}"
 
 
+@LOSSES.register("ldam")
 class LDAM(SoftTargetLoss):
     """Label-distribution-aware margin loss.
 
@@ -172,6 +188,7 @@ class LDAM(SoftTargetLoss):
         return f"max_margin={self.max_margin}, s={self.s}"
 
 
+@LOSSES.register("la")
 class LogitAdjusted(SoftTargetLoss):
     """Logit-adjusted cross-entropy: ``tau * log(prior)`` is added to the logits in training.
 
@@ -203,6 +220,7 @@ class LogitAdjusted(SoftTargetLoss):
         return f"tau={self.tau}"
 
 
+@LOSSES.register("bs")
 class BalancedSoftmax(SoftTargetLoss):
     """Balanced softmax: ``log n_c`` is added to the logits in training.
 
@@ -226,27 +244,21 @@ class BalancedSoftmax(SoftTargetLoss):
         return -F.log_softmax(logits + self.log_counts.to(logits.dtype), dim=1)
 
 
-LOSSES: dict[str, type[SoftTargetLoss]] = {
-    "ce": CrossEntropy,
-    "focal": Focal,
-    "ldam": LDAM,
-    "la": LogitAdjusted,
-    "bs": BalancedSoftmax,
-}
-
-
 def build_loss(name: str, *, class_counts: ClassCounts | None, **params: Any) -> SoftTargetLoss:
     """Build a loss by name.
 
     Parameters
     ----------
-    name : {"ce", "focal", "ldam", "la", "bs"}
-        Cross-entropy, focal, LDAM, logit-adjusted, balanced softmax.
+    name : str
+        A name registered in :data:`tailmix.registry.LOSSES`; built in: ``"ce"``
+        (cross-entropy), ``"focal"``, ``"ldam"``, ``"la"`` (logit-adjusted), ``"bs"``
+        (balanced softmax).
     class_counts : sequence of numbers, ndarray or Tensor, or None
-        Training examples per class. Required by ``"ldam"``, ``"la"`` and ``"bs"``; ignored
-        (may be ``None``) for the others.
+        Training examples per class, passed to a loss whose constructor takes a
+        ``class_counts`` keyword (``"ldam"``, ``"la"``, ``"bs"``); ignored (may be ``None``)
+        for the others.
     **params
-        The loss's own keyword arguments (``gamma``; ``max_margin``, ``s``; ``tau``).
+        The loss's own keyword-only arguments (``gamma``; ``max_margin``, ``s``; ``tau``).
 
     Returns
     -------
@@ -257,8 +269,7 @@ def build_loss(name: str, *, class_counts: ClassCounts | None, **params: Any) ->
     ParameterError
         On an unknown name, an argument the loss does not take, or an invalid value.
     """
-    check_choice("name", name, LOSSES)
-    loss_class = LOSSES[name]
+    loss_class = LOSSES.get(name, "name")
     keywords = [
         parameter.name
         for parameter in inspect.signature(loss_class).parameters.values()

@@ -15,31 +15,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_number
+from tailmix._validation import ParameterError, check_labels, check_number
 
 __all__ = ["class_margin_stats", "example_margins", "fit_margin_slope", "margin_report"]
 
 _DECIMALS = 6
 
 
-def _check_logits_labels(logits: Any, labels: Any, prefix: str = "") -> None:
+def _check_logits_labels(logits: Any, labels: Any, prefix: str = "") -> Tensor:
+    """Check ``(N, C)`` float logits and their ``(N,)`` labels; return the labels as long."""
     lname, yname = f"{prefix}logits", f"{prefix}labels"
     if not isinstance(logits, Tensor) or logits.ndim != 2 or not logits.is_floating_point():
         raise ParameterError(lname, "a float tensor of shape (N, C)", logits)
     if logits.shape[1] < 2:
         raise ParameterError(lname, "a tensor with at least 2 classes (columns)", logits.shape)
-    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point():
-        raise ParameterError(yname, "an integer tensor of shape (N,)", labels)
-    if labels.shape[0] != logits.shape[0]:
-        raise ParameterError(
-            yname, f"a tensor of length {logits.shape[0]} (rows of {lname})", labels.shape
-        )
-    if labels.numel():
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= logits.shape[1]:
-            raise ParameterError(
-                yname, f"class indices in [0, {logits.shape[1] - 1}]", f"values in [{lo}, {hi}]"
-            )
+    return check_labels(labels, name=yname, num_classes=logits.shape[1], length=logits.shape[0])
 
 
 def example_margins(logits: Tensor, labels: Tensor) -> Tensor:
@@ -63,11 +53,11 @@ def example_margins(logits: Tensor, labels: Tensor) -> Tensor:
     >>> example_margins(torch.tensor([[3.0, 1.0, 2.5], [0.0, 2.0, -1.0]]), torch.tensor([0, 2]))
     tensor([ 0.5000, -3.0000])
     """
-    _check_logits_labels(logits, labels)
+    labels = _check_logits_labels(logits, labels)
     z = logits.detach()
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()
-    labels = labels.to(device=z.device, dtype=torch.long)
+    labels = labels.to(device=z.device)
     true = z.gather(1, labels[:, None]).squeeze(1)
     others = z.scatter(1, labels[:, None], float("-inf"))
     return true - others.max(dim=1).values
@@ -122,19 +112,10 @@ def class_margin_stats(margins: Tensor, labels: Tensor, num_classes: int) -> dic
     num_classes = check_number("num_classes", num_classes, low=1, integer=True)
     if not isinstance(margins, Tensor) or margins.ndim != 1 or not margins.is_floating_point():
         raise ParameterError("margins", "a float tensor of shape (N,)", margins)
-    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point():
-        raise ParameterError("labels", "an integer tensor of shape (N,)", labels)
-    if labels.shape != margins.shape:
-        raise ParameterError("labels", f"a tensor of shape {tuple(margins.shape)}", labels.shape)
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ParameterError(
-            "labels",
-            f"class indices in [0, {num_classes - 1}]",
-            f"values in [{int(labels.min())}, {int(labels.max())}]",
-        )
+    labels = check_labels(labels, num_classes=num_classes, length=margins.shape[0])
 
     values = margins.detach().double()
-    labels = labels.to(device=values.device, dtype=torch.long)
+    labels = labels.to(device=values.device)
     counts = torch.bincount(labels, minlength=num_classes)
     sums = torch.bincount(labels, weights=values, minlength=num_classes)
     mean = sums / counts.clamp(min=1).double()

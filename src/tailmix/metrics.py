@@ -18,9 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_number
+from tailmix._validation import ParameterError, check_labels, check_number
 
-__all__ = ["compute_metrics", "shot_groups"]
+__all__ = ["METRIC_NAMES", "REPORT_KEYS", "SUMMARY_KEYS", "compute_metrics", "shot_groups"]
+
+#: The test metrics an evaluated epoch records in its history row.
+SUMMARY_KEYS = ("top1", "balanced_accuracy", "many_shot", "medium_shot", "few_shot",
+                "test_loss")
+#: The metrics every table shows (``tailmix eval``, ``compare``, ``bench``, reports), with
+#: the names tables give them.
+METRIC_NAMES = {"top1": "top-1", "balanced_accuracy": "balanced accuracy",
+                "many_shot": "many-shot", "medium_shot": "medium-shot", "few_shot": "few-shot",
+                "macro_f1": "macro F1", "ece": "ECE"}
+REPORT_KEYS = tuple(METRIC_NAMES)
 
 _DECIMALS = 4
 
@@ -100,19 +110,8 @@ def _check_inputs(logits: Any, labels: Any) -> tuple[Tensor, Tensor]:
         raise ParameterError("logits", "a floating-point tensor", logits.dtype)
     if logits.shape[1] < 2:
         raise ParameterError("logits", "a tensor with at least 2 classes (columns)", logits.shape)
-    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point():
-        raise ParameterError("labels", "an integer tensor of shape (N,)", labels)
-    if labels.shape[0] != logits.shape[0]:
-        raise ParameterError(
-            "labels", f"a tensor of length {logits.shape[0]} (rows of logits)", labels.shape
-        )
-    num_classes = logits.shape[1]
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= num_classes:
-        raise ParameterError(
-            "labels", f"class indices in [0, {num_classes - 1}]", f"values in [{lo}, {hi}]"
-        )
-    return logits, labels.to(device=logits.device, dtype=torch.long)
+    labels = check_labels(labels, num_classes=logits.shape[1], length=logits.shape[0])
+    return logits, labels.to(device=logits.device)
 
 
 def _percent(x: Tensor) -> Tensor:

@@ -15,10 +15,12 @@ and the global backend are never touched.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from matplotlib.figure import Figure
 
 from tailmix._validation import ParameterError
 from tailmix.io import atomic_write_bytes, atomic_write_text
-from tailmix.metrics import shot_groups
+from tailmix.metrics import METRIC_NAMES, shot_groups
 
 __all__ = ["RunRecord", "build_report", "load_run"]
 
@@ -649,15 +651,7 @@ class _Section:
     footnote: str | None = None
 
 
-_METRIC_ROWS = [
-    ("top1", "top-1"),
-    ("balanced_accuracy", "balanced accuracy"),
-    ("many_shot", "many-shot"),
-    ("medium_shot", "medium-shot"),
-    ("few_shot", "few-shot"),
-    ("macro_f1", "macro F1"),
-    ("ece", "ECE"),
-]
+_METRIC_ROWS = list(METRIC_NAMES.items())
 
 
 def _posthoc(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -944,11 +938,44 @@ def _md_section(section: _Section, image_dir: str) -> str:
     return "\n\n".join(parts)
 
 
+_MAX_FOLDER_NAME = 80  # characters of a default comparison folder's name
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
+def _default_folder(run_dirs: list[Path]) -> Path:
+    """Where a report goes without ``out``: the run folder for one run, else a folder
+    ``report-<name1>-vs-<name2>...`` in the runs' common parent (the current directory if
+    they share nothing below the root)."""
+    if len(run_dirs) == 1:
+        return run_dirs[0]
+    absolute = [Path(os.path.abspath(p)) for p in run_dirs]
+    try:
+        parent = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    except ValueError:  # different drives
+        parent = None
+    if parent is None or parent == Path(parent.anchor):
+        parent = Path.cwd()
+    names = [_safe_name(p.name)[:32] for p in absolute]
+    name = "report-" + "-vs-".join(names)
+    if len(name) > _MAX_FOLDER_NAME:
+        digest = hashlib.sha1("\0".join(map(str, absolute)).encode()).hexdigest()[:8]
+        tail = f"-and-{len(names) - 1}-more-{digest}"
+        name = "report-" + names[0][: _MAX_FOLDER_NAME - len("report-") - len(tail)] + tail
+    folder = parent / name
+    if not any(Path(p).is_absolute() for p in run_dirs):
+        try:  # relative in, relative out
+            folder = Path(os.path.relpath(folder))
+        except ValueError:
+            pass
+    return folder
+
+
 def _output_paths(run_dirs: list[Path], out: str | Path | None) -> tuple[Path, Path, Path]:
     if out is None:
-        if len(run_dirs) != 1:
-            raise ParameterError("out", "a path when several run folders are given", out)
-        folder, stem = run_dirs[0], "report"
+        folder, stem = _default_folder(run_dirs), "report"
     else:
         out = Path(out)
         if out.suffix.lower() in (".html", ".htm"):
@@ -987,7 +1014,10 @@ def build_report(
         Where to write. A folder gets ``report.html``, ``report.md`` and the Markdown's
         figures in ``report_files/``; a path ending in ``.html`` names the HTML file, and
         the Markdown and figure folder take its stem. Defaults to the run folder when there
-        is only one; required for several.
+        is only one; for several, to a folder ``report-<run1>-vs-<run2>...`` (run folder
+        names, made file-name safe; a long list is cut short and given a hash) in the runs'
+        common parent folder, or in the current directory if they share none below the
+        root.
     per_run
         With several runs, also add each run's own sections after the comparison (the
         default); False keeps the page to the comparison, for large grids.
@@ -995,7 +1025,8 @@ def build_report(
     Returns
     -------
     tuple of Path
-        The HTML and Markdown paths.
+        The HTML and Markdown paths written (the Markdown's figures are in the folder
+        ``<stem>_files`` beside them).
     """
     if isinstance(run_dirs, (str, Path)) or not isinstance(run_dirs, Sequence) or not run_dirs:
         raise ParameterError("run_dirs", "a non-empty sequence of run folders", run_dirs)

@@ -6,6 +6,12 @@ sequence, pads it to a multiple of ``world_size`` by repeating its start, and ke
 positions ``rank::world_size``: the ranks are disjoint and together they draw exactly the
 single-process sequence.
 
+A sampler also plans an epoch for the training loop (:meth:`AnchorSampler.epoch_plan`: the
+indices and, for oversampling, which slots are synthetic) and is a
+``torch.utils.data.Sampler`` for a user's ``DataLoader`` (``set_epoch``, then iterate).
+:class:`Resampled` re-draws another sampler's sequence class-balanced or oversampled to
+balance (SMOTE's anchors); :class:`Phased` switches samplers at an epoch.
+
 >>> import torch
 >>> sampler = build_sampler("instance", labels=torch.tensor([0, 0, 1]), class_counts=[2, 1])
 >>> sorted(sampler.epoch_indices(0, seed=0).tolist())
@@ -21,7 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix._validation import ParameterError, check_choice, check_labels, check_number
+from tailmix.registry import SAMPLERS
+from tailmix.seeding import derive_seed
 from tailmix.weights import ClassCounts, check_class_counts
 
 __all__ = [
@@ -30,10 +38,16 @@ __all__ = [
     "ClassBalancedSampler",
     "ClassPowerSampler",
     "InstanceSampler",
+    "Phased",
+    "Resampled",
     "SquareRootSampler",
     "build_sampler",
     "epoch_generator",
 ]
+
+#: What a sampler plans for one epoch: dataset indices and, for an oversampling sampler,
+#: a bool mask of the synthetic slots (None: every slot is a real example).
+EpochPlan = tuple[Tensor, "Tensor | None"]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -48,27 +62,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     -------
     torch.Generator
     """
-    seed = check_number("seed", seed, low=0, integer=True)
-    epoch = check_number("epoch", epoch, low=0, integer=True)
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def _check_labels(labels: Any) -> Tensor:
-    expected = "a non-empty 1-D integer tensor or array of non-negative labels"
-    if isinstance(labels, Tensor):
-        tensor = labels.detach().cpu()
-    else:
-        try:
-            tensor = torch.as_tensor(np.asarray(labels))
-        except (TypeError, ValueError) as error:
-            raise ParameterError("labels", expected, labels) from error
-    if tensor.ndim != 1 or tensor.numel() == 0 or tensor.is_floating_point() or tensor.is_complex():
-        raise ParameterError("labels", expected, labels)
-    tensor = tensor.long()
-    if bool((tensor < 0).any()):
-        raise ParameterError("labels", expected, labels)
-    return tensor
+    return torch.Generator().manual_seed(derive_seed(seed, "order", epoch=epoch))
 
 
 class AnchorSampler:
@@ -88,6 +82,8 @@ class AnchorSampler:
         This process's rank, in ``[0, world_size)``.
     world_size : int
         Number of processes, ``>= 1``.
+    seed : int
+        The training seed a ``DataLoader`` iteration uses (see :meth:`set_epoch`).
 
     Attributes
     ----------
@@ -107,12 +103,18 @@ class AnchorSampler:
         num_samples: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ):
         world_size = check_number("world_size", world_size, low=1, integer=True)
+        self.seed = check_number("seed", seed, low=0, integer=True)
+        self.epoch = 0
         rank = check_number("rank", rank, low=0, high=world_size - 1, integer=True)
         if num_samples is not None:
             num_samples = check_number("num_samples", num_samples, low=1, integer=True)
-        labels = _check_labels(labels)
+        labels = check_labels(labels).cpu()
+        if labels.numel() == 0:
+            raise ParameterError("labels", "a non-empty 1-D integer tensor or array of "
+                                 "non-negative labels", labels)
         observed = torch.bincount(labels)
         if class_counts is None:
             counts = observed
@@ -170,12 +172,28 @@ class AnchorSampler:
         Tensor
             ``int64`` CPU tensor of dataset indices, of length ``len(self)``.
         """
+        from tailmix.distributed import shard
+
         sequence = self.global_indices(epoch, seed)
-        total = len(self) * self.world_size
-        if total > sequence.numel():
-            repeats = math.ceil(total / sequence.numel())
-            sequence = sequence.repeat(repeats)[:total]
-        return sequence[self.rank :: self.world_size].clone()
+        return shard(sequence, rank=self.rank, world_size=self.world_size).clone()
+
+    def epoch_plan(self, epoch: int, seed: int, generator: torch.Generator | None = None
+                   ) -> EpochPlan:
+        """The whole epoch's indices (every process alike) and no synthetic mask.
+
+        ``generator`` serves the samplers that re-draw on the device (:class:`Resampled`);
+        this one ignores it.
+        """
+        return self.global_indices(epoch, seed), None
+
+    # -- torch.utils.data.Sampler protocol, for a user's DataLoader -----------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch the next iteration draws (as ``DistributedSampler`` does)."""
+        self.epoch = check_number("epoch", epoch, low=0, integer=True)
+
+    def __iter__(self):
+        return iter(self.epoch_indices(self.epoch, self.seed).tolist())
 
     def _draw(self, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
@@ -239,11 +257,9 @@ class SquareRootSampler(ClassPowerSampler):
     power = 0.5
 
 
-SAMPLERS: dict[str, type[AnchorSampler]] = {
-    "instance": InstanceSampler,
-    "class_balanced": ClassBalancedSampler,
-    "sqrt": SquareRootSampler,
-}
+SAMPLERS.register("instance", InstanceSampler)
+SAMPLERS.register("class_balanced", ClassBalancedSampler)
+SAMPLERS.register("sqrt", SquareRootSampler)
 
 
 def build_sampler(
@@ -254,8 +270,9 @@ def build_sampler(
     num_samples: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    seed: int = 0,
 ) -> AnchorSampler:
-    """Build an anchor sampler by name.
+    """Build an anchor sampler by name (any registered in :data:`SAMPLERS`).
 
     Parameters
     ----------
@@ -276,11 +293,169 @@ def build_sampler(
         On an unknown name, ``world_size < 1``, ``rank`` outside ``[0, world_size)``, or
         labels and counts that disagree.
     """
-    check_choice("name", name, SAMPLERS)
-    return SAMPLERS[name](
+    return SAMPLERS.get(name, "name")(
         labels=labels,
         class_counts=class_counts,
         num_samples=num_samples,
         rank=rank,
         world_size=world_size,
+        seed=seed,
     )
+
+
+class Resampled:
+    """Re-draw another sampler's epoch: class-balanced, or oversampled to balance.
+
+    ``"oversample"`` (SMOTE's anchors): the base sequence once, plus ``n_max - n_c`` extra
+    slots for each class ``c`` (counts taken over the base sequence), each an example of
+    ``c`` drawn uniformly, all shuffled together; the plan's mask is True on the extra
+    (synthetic) slots, which a mixer turns into interpolations. ``"class_balanced"``: as
+    many draws as the base sequence, each class equally likely, then a member of it
+    uniformly; no mask. The draws come from the epoch's device generator (the ``batch``
+    stream), so they happen where the data lives.
+
+    Parameters
+    ----------
+    base : AnchorSampler
+        The sampler whose sequence is re-drawn.
+    mode : {"oversample", "class_balanced"}
+    labels : Tensor, optional
+        The training labels on the device the re-draw happens on (default: the base
+        sampler's, on the CPU).
+    num_classes : int, optional
+        Number of classes; defaults to the base sampler's.
+
+    Examples
+    --------
+    >>> import torch
+    >>> base = build_sampler("instance", labels=torch.tensor([0, 0, 0, 1]))
+    >>> idx, synthetic = Resampled(base, mode="oversample").epoch_plan(
+    ...     0, 0, torch.Generator().manual_seed(0))
+    >>> len(idx), int(synthetic.sum())   # class 1 topped up from 1 to 3 examples
+    (6, 2)
+    """
+
+    MODES = ("oversample", "class_balanced")
+
+    def __init__(self, base: AnchorSampler, *, mode: str, labels: Tensor | None = None,
+                 num_classes: int | None = None):
+        self.base = base
+        self.mode = check_choice("mode", mode, self.MODES)
+        self.labels = base.labels if labels is None else labels
+        self.num_classes = int(base.class_counts.numel() if num_classes is None
+                               else num_classes)
+        self.seed, self.epoch = base.seed, 0
+
+    def epoch_plan(self, epoch: int, seed: int, generator: torch.Generator | None = None
+                   ) -> EpochPlan:
+        """The re-drawn epoch (default generator: the ``batch`` stream, on the CPU)."""
+        labels = self.labels
+        g = generator if generator is not None else torch.Generator(
+            device=labels.device).manual_seed(derive_seed(seed, "batch", epoch=epoch))
+        idx = self.base.global_indices(epoch, seed).to(labels.device)
+        return resample_anchors(idx, labels, self.num_classes, self.mode, g)
+
+    def global_indices(self, epoch: int, seed: int) -> Tensor:
+        return self.epoch_plan(epoch, seed)[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_number("epoch", epoch, low=0, integer=True)
+
+    def __iter__(self):
+        """(index, synthetic) pairs of this process's share, for a ``DataLoader`` over a
+        :class:`tailmix.data.IndexedDataset`."""
+        from tailmix.distributed import shard
+
+        idx, mask = self.epoch_plan(self.epoch, self.seed)
+        if mask is None:
+            mask = torch.zeros_like(idx, dtype=torch.bool)
+        where = dict(rank=getattr(self.base, "rank", 0),
+                     world_size=getattr(self.base, "world_size", 1))
+        return iter(zip(shard(idx, **where).tolist(), shard(mask, **where).tolist(),
+                        strict=True))
+
+    def __len__(self) -> int:
+        counts = self.base.class_counts
+        n = int(counts.max()) * int((counts > 0).sum()) if self.mode == "oversample" \
+            else self.base.num_samples
+        return math.ceil(n / self.base.world_size)
+
+
+def resample_anchors(idx: Tensor, labels: Tensor, num_classes: int, mode: str,
+                     generator: torch.Generator) -> EpochPlan:
+    """Re-draw the anchor sequence ``idx`` (see :class:`Resampled`); ``labels`` are the
+    training labels, on ``idx``'s device."""
+    g, device = generator, idx.device
+    anchor_labels = labels[idx]
+    order = torch.argsort(anchor_labels, stable=True)
+    counts = torch.bincount(anchor_labels, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    if mode == "class_balanced":
+        classes = torch.multinomial((counts > 0).float(), idx.shape[0], replacement=True,
+                                    generator=g)
+        return idx[order[_draw_members(classes, starts, counts, g)]], None
+    extra_per_class = torch.where(counts > 0, counts.max() - counts, 0)
+    classes = torch.repeat_interleave(torch.arange(num_classes, device=device), extra_per_class)
+    extra = idx[order[_draw_members(classes, starts, counts, g)]]
+    all_idx = torch.cat([idx, extra])
+    synthetic = torch.cat([torch.zeros_like(idx, dtype=torch.bool),
+                           torch.ones_like(extra, dtype=torch.bool)])
+    shuffle = torch.randperm(all_idx.shape[0], generator=g, device=device)
+    return all_idx[shuffle], synthetic[shuffle]
+
+
+def _draw_members(classes: Tensor, starts: Tensor, counts: Tensor,
+                  generator: torch.Generator) -> Tensor:
+    """Positions, in the class-sorted order, of one uniform member of each given class."""
+    u = torch.rand(classes.shape, generator=generator, device=classes.device)
+    offset = (u * counts[classes]).long().clamp_max(counts[classes] - 1)
+    return starts[classes] + offset
+
+
+class Phased:
+    """Plan each epoch with ``before`` until ``switch_epoch``, with ``after`` from then on
+    (M2m: instance-balanced warm-up, then class-balanced batches)."""
+
+    def __init__(self, *, before: Any, after: Any, switch_epoch: int):
+        self.before, self.after = before, after
+        self.switch_epoch = check_number("switch_epoch", switch_epoch, low=0, integer=True)
+        self.epoch = 0
+
+    @property
+    def seed(self) -> int:
+        return self.before.seed
+
+    @property
+    def labels(self) -> Tensor:
+        return self.before.labels
+
+    @property
+    def class_counts(self) -> Tensor:
+        return self.before.class_counts
+
+    @property
+    def num_samples(self) -> int:
+        return self.current(self.epoch).num_samples
+
+    def current(self, epoch: int) -> Any:
+        return self.after if epoch >= self.switch_epoch else self.before
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_number("epoch", epoch, low=0, integer=True)
+        self.current(epoch).set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self.current(self.epoch))
+
+    def __len__(self) -> int:
+        return len(self.current(self.epoch))
+
+    def epoch_plan(self, epoch: int, seed: int, generator: torch.Generator | None = None
+                   ) -> EpochPlan:
+        return self.current(epoch).epoch_plan(epoch, seed, generator)
+
+    def global_indices(self, epoch: int, seed: int) -> Tensor:
+        return self.current(epoch).global_indices(epoch, seed)
+
+    def epoch_indices(self, epoch: int, seed: int) -> Tensor:
+        return self.current(epoch).epoch_indices(epoch, seed)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tailmix._validation import ParameterError
+from tailmix.registry import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -28,54 +29,56 @@ class Strategy:
 
 _DRW = {"name": "drw", "start_epoch": 0.8, "beta": 0.9999}
 
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s
-    for s in [
-        Strategy("ERM", "plain cross-entropy on the long-tailed data"),
-        Strategy("CB", "class-balanced weights (effective number, beta 0.9999) from the start",
-                 weights={"name": "cb", "beta": 0.9999}),
-        Strategy("DRW", "cross-entropy, class-balanced weights deferred to 80% of the run",
-                 weights=dict(_DRW)),
-        Strategy("Focal", "focal loss, gamma 1", loss={"name": "focal", "gamma": 1.0}),
-        Strategy("LDAM-DRW", "LDAM margins (max 0.5, s 30) on a cosine head, with DRW",
-                 loss={"name": "ldam", "max_margin": 0.5, "s": 30.0}, weights=dict(_DRW),
-                 head="cosine"),
-        Strategy("LA", "logit-adjusted loss (tau 1)", loss={"name": "la", "tau": 1.0}),
-        Strategy("BS", "balanced softmax", loss={"name": "bs"}),
-        Strategy("SMOTE", "oversample every class to n_max by interpolating same-class "
-                 "neighbours (k 5), anchor's hard label", mixer={"preset": "smote"}),
-        Strategy("soft-SMOTE", "SMOTE with neighbours from any class and soft (Mixup) labels",
-                 mixer={"preset": "soft_smote"}),
-        Strategy("Mixup", "Mixup (alpha 1) with soft labels", mixer={"preset": "mixup"}),
-        Strategy("Mixup-DRW", "Mixup (alpha 1) with DRW", mixer={"preset": "mixup"},
-                 weights=dict(_DRW)),
-        Strategy("Remix-DRW", "Remix labels (K 3, tau 0.5) with DRW",
-                 mixer={"preset": "remix"}, weights=dict(_DRW)),
-        Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
-                 mixer={"preset": "mamix"}, weights=dict(_DRW)),
-        Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
-                 "minority slots take majority examples translated toward the slot's class",
-                 generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
-                             "step_size": 0.1, "lam": 0.5, "gamma": 0.9, "beta": 0.999}),
-        Strategy("DeepSMOTE", "SMOTE in an autoencoder's latent space tops every class up to "
-                 "n_max with decoded images", generative={"name": "deepsmote", "ae_epochs": 50,
-                                                          "latent_dim": 300, "k": 5}),
-    ]
-}
+for _s in [
+    Strategy("ERM", "plain cross-entropy on the long-tailed data"),
+    Strategy("CB", "class-balanced weights (effective number, beta 0.9999) from the start",
+             weights={"name": "cb", "beta": 0.9999}),
+    Strategy("DRW", "cross-entropy, class-balanced weights deferred to 80% of the run",
+             weights=dict(_DRW)),
+    Strategy("Focal", "focal loss, gamma 1", loss={"name": "focal", "gamma": 1.0}),
+    Strategy("LDAM-DRW", "LDAM margins (max 0.5, s 30) on a cosine head, with DRW",
+             loss={"name": "ldam", "max_margin": 0.5, "s": 30.0}, weights=dict(_DRW),
+             head="cosine"),
+    Strategy("LA", "logit-adjusted loss (tau 1)", loss={"name": "la", "tau": 1.0}),
+    Strategy("BS", "balanced softmax", loss={"name": "bs"}),
+    Strategy("SMOTE", "oversample every class to n_max by interpolating same-class "
+             "neighbours (k 5), anchor's hard label", mixer={"preset": "smote"}),
+    Strategy("soft-SMOTE", "SMOTE with neighbours from any class and soft (Mixup) labels",
+             mixer={"preset": "soft_smote"}),
+    Strategy("Mixup", "Mixup (alpha 1) with soft labels", mixer={"preset": "mixup"}),
+    Strategy("Mixup-DRW", "Mixup (alpha 1) with DRW", mixer={"preset": "mixup"},
+             weights=dict(_DRW)),
+    Strategy("Remix-DRW", "Remix labels (K 3, tau 0.5) with DRW",
+             mixer={"preset": "remix"}, weights=dict(_DRW)),
+    Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
+             mixer={"preset": "mamix"}, weights=dict(_DRW)),
+    Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
+             "minority slots take majority examples translated toward the slot's class",
+             generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
+                         "step_size": 0.1, "lam": 0.5, "gamma": 0.9, "beta": 0.999}),
+    Strategy("DeepSMOTE", "SMOTE in an autoencoder's latent space tops every class up to "
+             "n_max with decoded images", generative={"name": "deepsmote", "ae_epochs": 50,
+                                                      "latent_dim": 300, "k": 5}),
+]:
+    STRATEGIES.register(_s.name, _s)
 
 
-def register_strategy(strategy: Strategy) -> None:
+def register_strategy(strategy: Strategy) -> Strategy:
     """Add a named composition to the catalogue (or replace one)."""
-    STRATEGIES[strategy.name] = strategy
+    return STRATEGIES.register(strategy.name, strategy)
 
 
-def _merge(base: dict[str, Any] | None, override: dict[str, Any] | None, key: str):
+def _merge(base: dict[str, Any] | None, override: dict[str, Any] | None, key: str,
+           strategy: str):
     """Override a component: a different ``name``/``preset`` replaces it, else params update."""
     if override is None:
         return copy.deepcopy(base)
     if not isinstance(override, dict):
         raise ParameterError(key, "a mapping", override)
     ident = "preset" if key == "mixer" else "name"
+    if base is None and ident not in override:
+        raise ParameterError(key, f"a mapping with a {ident!r} (strategy {strategy!r} has no "
+                             f"{key} to adjust; e.g. {key}: {{{ident}: ...}})", override)
     if base is None or (ident in override and override[ident] != base.get(ident)):
         out = copy.deepcopy(override)
     else:
@@ -88,14 +91,7 @@ def _merge(base: dict[str, Any] | None, override: dict[str, Any] | None, key: st
 def compose(config: dict[str, Any]) -> dict[str, Any]:
     """The composition a resolved config asks for: the strategy's parts under its overrides."""
     name = config["strategy"]
-    if name not in STRATEGIES:
-        raise ParameterError("strategy", "one of " + ", ".join(STRATEGIES), name)
-    s = STRATEGIES[name]
-    return {
-        "sampler": _merge(s.sampler, config.get("sampler"), "sampler"),
-        "mixer": _merge(s.mixer, config.get("mixer"), "mixer"),
-        "loss": _merge(s.loss, config.get("loss"), "loss"),
-        "weights": _merge(s.weights, config.get("weights"), "weights"),
-        "generative": _merge(s.generative, config.get("generative"), "generative"),
-        "head": config["model"]["head"] or s.head,
-    }
+    s = STRATEGIES.get(name, "strategy")
+    parts = {key: _merge(getattr(s, key), config.get(key), key, name)
+             for key in ("sampler", "mixer", "loss", "weights", "generative")}
+    return {**parts, "head": config["model"]["head"] or s.head}

@@ -13,10 +13,22 @@ A schedule maps a 0-based epoch to a weight vector, or to ``None`` for "no weigh
 True
 >>> schedule(8).sum().item()
 2.0
+
+A schedule is a factory registered in :data:`tailmix.registry.WEIGHT_SCHEDULES` (re-exported
+here), called with keywords ``class_counts``, ``epochs`` and, when it names them,
+``start_epoch`` and ``beta`` (checked by :func:`build_weight_schedule`), plus its own
+parameters::
+
+    @WEIGHT_SCHEDULES.register("my_schedule")
+    def my_schedule(*, class_counts, epochs, start_epoch=None, strength=1.0):
+        weights = inverse_frequency_weights(class_counts, strength)
+        return WeightSchedule(name="my_schedule", weights=weights,
+                              start_epoch=0 if start_epoch is None else start_epoch)
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix._validation import ParameterError, check_number
+from tailmix.registry import WEIGHT_SCHEDULES
 
 ClassCounts = Sequence[float] | np.ndarray | Tensor
 
@@ -171,17 +184,87 @@ class WeightSchedule:
             return None
         return self.weights
 
-    def to(self, device: torch.device | str) -> WeightSchedule:
-        """Move the weights to ``device`` (once, rather than at every step) and return self."""
-        if self.weights is not None:
-            self.weights = self.weights.to(device)
-        return self
-
     def __repr__(self) -> str:
         return f"WeightSchedule(name={self.name!r}, start_epoch={self.start_epoch})"
 
 
-WEIGHT_SCHEDULES = ("none", "cb", "inverse", "sqrt_inverse", "drw")
+def _start_or_zero(start_epoch: int | None) -> int:
+    return 0 if start_epoch is None else start_epoch
+
+
+@WEIGHT_SCHEDULES.register("none")
+def _none_schedule(
+    *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
+    beta: float = DEFAULT_BETA,
+) -> WeightSchedule:
+    """Never weight (``start_epoch`` and ``beta`` are ignored; the counts are checked)."""
+    check_class_counts(class_counts)
+    return WeightSchedule(name="none", weights=None, start_epoch=None)
+
+
+@WEIGHT_SCHEDULES.register("cb")
+def _cb_schedule(
+    *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
+    beta: float = DEFAULT_BETA,
+) -> WeightSchedule:
+    """Class-balanced weights (:func:`class_balanced_weights`) from ``start_epoch`` (default 0)."""
+    weights = class_balanced_weights(check_class_counts(class_counts), beta)
+    return WeightSchedule(name="cb", weights=weights, start_epoch=_start_or_zero(start_epoch))
+
+
+@WEIGHT_SCHEDULES.register("inverse")
+def _inverse_schedule(
+    *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
+    beta: float = DEFAULT_BETA, power: float = 1.0,
+) -> WeightSchedule:
+    """``n_c ** -power`` weights (:func:`inverse_frequency_weights`) from ``start_epoch``
+    (default 0); ``beta`` is ignored."""
+    weights = inverse_frequency_weights(check_class_counts(class_counts), power)
+    return WeightSchedule(
+        name="inverse", weights=weights, start_epoch=_start_or_zero(start_epoch)
+    )
+
+
+@WEIGHT_SCHEDULES.register("sqrt_inverse")
+def _sqrt_inverse_schedule(
+    *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
+    beta: float = DEFAULT_BETA,
+) -> WeightSchedule:
+    """``n_c ** -0.5`` weights from ``start_epoch`` (default 0); ``beta`` is ignored."""
+    weights = inverse_frequency_weights(check_class_counts(class_counts), 0.5)
+    return WeightSchedule(
+        name="sqrt_inverse", weights=weights, start_epoch=_start_or_zero(start_epoch)
+    )
+
+
+@WEIGHT_SCHEDULES.register("drw")
+def _drw_schedule(
+    *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
+    beta: float = DEFAULT_BETA,
+) -> WeightSchedule:
+    """Deferred re-weighting: no weights before ``start_epoch`` (default
+    ``round(DRW_START_FRACTION * epochs)``, at most ``epochs - 1``), class-balanced after."""
+    counts = check_class_counts(class_counts)
+    if start_epoch is None:
+        start_epoch = min(round(DRW_START_FRACTION * epochs), epochs - 1)
+    weights = class_balanced_weights(counts, beta)
+    return WeightSchedule(name="drw", weights=weights, start_epoch=start_epoch)
+
+
+# Keywords every schedule factory may take, set by build_weight_schedule itself.
+_COMMON_KEYWORDS = ("class_counts", "epochs", "start_epoch", "beta")
+
+
+def _factory_keywords(factory: Any) -> tuple[list[str], bool]:
+    """The keyword names ``factory`` takes, and whether it takes any (``**kwargs``)."""
+    names, open_ended = [], False
+    for parameter in inspect.signature(factory).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            open_ended = True
+        elif parameter.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            names.append(parameter.name)
+    return names, open_ended
 
 
 def build_weight_schedule(
@@ -197,7 +280,8 @@ def build_weight_schedule(
 
     Parameters
     ----------
-    name : {"none", "cb", "inverse", "sqrt_inverse", "drw"}
+    name : str
+        A name registered in :data:`tailmix.registry.WEIGHT_SCHEDULES`. Built in:
         ``"none"``: never weight. ``"cb"``: class-balanced weights (effective number, ``beta``).
         ``"inverse"``: ``n_c ** -power`` (``power`` keyword, default 1). ``"sqrt_inverse"``:
         ``n_c ** -0.5``. ``"drw"`` (deferred re-weighting): no weighting before
@@ -209,11 +293,13 @@ def build_weight_schedule(
     start_epoch : int, optional
         First 0-based epoch with weights, in ``[0, epochs - 1]``. Defaults to 0 for ``"cb"``,
         ``"inverse"`` and ``"sqrt_inverse"``, and to ``round(DRW_START_FRACTION * epochs)``
-        (at most ``epochs - 1``) for ``"drw"``. Ignored by ``"none"``.
+        (at most ``epochs - 1``) for ``"drw"``. Ignored by ``"none"``; an error for a
+        registered schedule whose factory takes no ``start_epoch``.
     beta : float
         Effective-number beta of ``"cb"`` and ``"drw"``, in ``[0, 1)``.
     **params
-        ``power`` for ``"inverse"``; anything else is an error.
+        The schedule's own keyword arguments (its factory's other keywords): ``power`` for
+        ``"inverse"``; anything else is an error.
 
     Returns
     -------
@@ -226,11 +312,12 @@ def build_weight_schedule(
         On an unknown name or parameter, ``beta`` outside ``[0, 1)``, or ``start_epoch``
         outside ``[0, epochs - 1]``.
     """
-    check_choice("name", name, WEIGHT_SCHEDULES)
+    factory = WEIGHT_SCHEDULES.get(name, "name")
     epochs = check_number("epochs", epochs, low=1, integer=True)
     beta = check_number("beta", beta, low=0.0, high=1.0, high_open=True)
-    accepted = {"power"} if name == "inverse" else set()
-    unknown = sorted(set(params) - accepted)
+    takes, open_ended = _factory_keywords(factory)
+    accepted = [keyword for keyword in takes if keyword not in _COMMON_KEYWORDS]
+    unknown = [] if open_ended else sorted(set(params) - set(accepted))
     if unknown:
         expected = f"keyword arguments of the {name!r} schedule ({', '.join(accepted) or 'none'})"
         raise ParameterError("params", expected, unknown)
@@ -239,20 +326,11 @@ def build_weight_schedule(
         if start_epoch > epochs - 1:
             expected = f"an epoch in [0, {epochs - 1}] (0-based; the run has epochs={epochs})"
             raise ParameterError("start_epoch", expected, start_epoch)
-    counts = check_class_counts(class_counts)
-
-    if name == "none":
-        return WeightSchedule(name=name, weights=None, start_epoch=None)
-    if name == "drw":
-        if start_epoch is None:
-            start_epoch = min(round(DRW_START_FRACTION * epochs), epochs - 1)
-        weights = class_balanced_weights(counts, beta)
-    elif name == "cb":
-        weights = class_balanced_weights(counts, beta)
-    elif name == "inverse":
-        weights = inverse_frequency_weights(counts, params.get("power", 1.0))
-    else:  # sqrt_inverse
-        weights = inverse_frequency_weights(counts, 0.5)
-    return WeightSchedule(
-        name=name, weights=weights, start_epoch=0 if start_epoch is None else start_epoch
-    )
+        if not open_ended and "start_epoch" not in takes:
+            raise ParameterError(
+                "start_epoch", f"None for the {name!r} schedule (it takes no start epoch)",
+                start_epoch,
+            )
+    common = {"start_epoch": start_epoch, "beta": beta}
+    common = {key: value for key, value in common.items() if open_ended or key in takes}
+    return factory(class_counts=class_counts, epochs=epochs, **common, **params)

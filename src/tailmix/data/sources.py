@@ -1,4 +1,16 @@
-"""Where raw datasets come from: a name and options in, a :class:`RawDataset` out."""
+"""Where raw datasets come from: a name and options in, a :class:`RawDataset` out.
+
+A source is a loader registered in :data:`tailmix.registry.DATASETS`, called as
+``loader(root=..., download=..., **options)``. Its metadata: ``needs_root`` (whether it reads
+a folder or file the user gives; :func:`load_source` then checks ``root`` and passes it as an
+expanded :class:`~pathlib.Path`), ``config`` (the packaged config a bare ``--dataset NAME``
+starts from, or None) and ``sizes`` (``(classes, images in the largest training class)`` of
+the released data, or None when unknown)::
+
+    @DATASETS.register("my_data", needs_root=True, config=None, sizes=(5, 800))
+    def my_data(*, root=None, download=False, **options):
+        return from_arrays(...)
+"""
 
 from __future__ import annotations
 
@@ -7,13 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from tailmix._validation import ParameterError, check_choice
+from tailmix._validation import ParameterError
 from tailmix.data.base import RawDataset
-
-SOURCES = ("digits", "cifar10", "cifar100", "imagefolder", "svhn", "cinic10", "tiny_imagenet",
-           "arrays")
-# Sources that read from a root folder or file the user gives.
-NEEDS_ROOT = ("cifar10", "cifar100", "imagefolder", "svhn", "cinic10", "tiny_imagenet")
+from tailmix.registry import DATASETS
 
 
 def load_digits_dataset(*, test_per_class: int = 50, seed: int = 0) -> RawDataset:
@@ -87,42 +95,127 @@ def from_arrays(
 
 def load_source(name: str, *, root: str | Path | None = None, download: bool = False,
                 **options: Any) -> RawDataset:
-    """Read the dataset ``name`` (one of :data:`SOURCES`) from ``root``."""
-    check_choice("dataset", name, SOURCES)
-    if name == "digits":
-        return load_digits_dataset()
-    if name == "arrays":
-        raise ParameterError("dataset", "data passed in from Python for the 'arrays' source "
-                             "(train(config, out, data=from_arrays(...)))", "no data")
+    """Read the dataset ``name`` (registered in :data:`tailmix.registry.DATASETS`).
+
+    Parameters
+    ----------
+    name : str
+        The source; built in: ``"digits"``, ``"cifar10"``, ``"cifar100"``,
+        ``"imagefolder"``, ``"svhn"``, ``"cinic10"``, ``"tiny_imagenet"``, ``"arrays"``.
+    root : str or Path, optional
+        The folder or file to read, required by a source whose ``needs_root`` metadata is
+        true; it must exist unless ``download``.
+    download : bool, default False
+        Let a source that can (CIFAR, SVHN) fetch missing files into ``root``.
+    **options
+        The source's own options (e.g. ``train_split`` for ``"imagefolder"``).
+
+    Returns
+    -------
+    RawDataset
+
+    Raises
+    ------
+    ParameterError
+        For an unknown source (naming ``dataset``) or a missing ``root`` (naming
+        ``data_root``), and whatever the source's reader raises.
+    """
+    loader = DATASETS.get(name, "dataset")
+    if DATASETS.meta(name).get("needs_root"):
+        if root is None:
+            raise ParameterError("data_root", f"a folder or file holding {name!r}", None)
+        root = Path(root).expanduser()
+        if not root.exists() and not download:
+            raise ParameterError("data_root", "an existing folder or file", str(root))
+    return loader(root=root, download=download, **options)
+
+
+# --- the built-in sources, in the order they are listed ------------------------------------
+# Each reads what load_source always passed it (the digits ignore root and options, SVHN and
+# the CIFAR release reader ignore options).
+
+
+@DATASETS.register("digits", needs_root=False, config="digits", sizes=(10, 133))
+def _digits(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
+    return load_digits_dataset()
+
+
+def _cifar(
+    name: str, root: str | Path | None, download: bool, options: dict[str, Any]
+) -> RawDataset:
+    from tailmix.data.cifar import read_cifar
+
     if root is None:
         raise ParameterError("data_root", f"a folder or file holding {name!r}", None)
-    root = Path(root).expanduser()
-    if not root.exists() and not download:
-        raise ParameterError("data_root", "an existing folder or file", str(root))
-    if name in ("cifar10", "cifar100"):
-        from tailmix.data.cifar import read_cifar
-
-        folder_copy = root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir()
-        if folder_copy or (root.is_file() and root.suffix == ".zip"):  # image-folder copy
-            from tailmix.data.imagefolder import read_imagefolder
-
-            raw = read_imagefolder(root, **options)
-            raw.name = name
-            return raw
-        return read_cifar(root, num_classes=10 if name == "cifar10" else 100,
-                          download=download)
-    if name == "imagefolder":
+    root = Path(root)
+    folder_copy = root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir()
+    if folder_copy or (root.is_file() and root.suffix == ".zip"):  # image-folder copy
         from tailmix.data.imagefolder import read_imagefolder
 
-        return read_imagefolder(root, **options)
-    if name == "cinic10":
-        from tailmix.data.imagefolder import read_cinic10
+        raw = read_imagefolder(root, **options)
+        raw.name = name
+        return raw
+    return read_cifar(root, num_classes=10 if name == "cifar10" else 100, download=download)
 
-        return read_cinic10(root, **options)
-    if name == "svhn":
-        from tailmix.data.svhn import read_svhn
 
-        return read_svhn(root, download=download)
+@DATASETS.register("cifar10", needs_root=True, config="cifar10_lt", sizes=(10, 5000))
+def _cifar10(
+    *, root: str | Path | None = None, download: bool = False, **options: Any
+) -> RawDataset:
+    return _cifar("cifar10", root, download, options)
+
+
+@DATASETS.register("cifar100", needs_root=True, config="cifar100_lt", sizes=(100, 500))
+def _cifar100(
+    *, root: str | Path | None = None, download: bool = False, **options: Any
+) -> RawDataset:
+    return _cifar("cifar100", root, download, options)
+
+
+@DATASETS.register("imagefolder", needs_root=True, config=None, sizes=None)
+def _imagefolder(
+    *, root: str | Path | None = None, download: bool = False, **options: Any
+) -> RawDataset:
+    from tailmix.data.imagefolder import read_imagefolder
+
+    return read_imagefolder(root, **options)
+
+
+# SVHN's official training split: digit 1 is the largest class (13,861 of 73,257 images).
+@DATASETS.register("svhn", needs_root=True, config="svhn_lt", sizes=(10, 13861))
+def _svhn(
+    *, root: str | Path | None = None, download: bool = False, **options: Any
+) -> RawDataset:
+    from tailmix.data.svhn import read_svhn
+
+    return read_svhn(root, download=download)
+
+
+@DATASETS.register("cinic10", needs_root=True, config="cinic10_lt", sizes=(10, 9000))
+def _cinic10(
+    *, root: str | Path | None = None, download: bool = False, **options: Any
+) -> RawDataset:
+    from tailmix.data.imagefolder import read_cinic10
+
+    return read_cinic10(root, **options)
+
+
+@DATASETS.register("tiny_imagenet", needs_root=True, config="tiny_imagenet_lt",
+                   sizes=(200, 500))
+def _tiny_imagenet(
+    *, root: str | Path | None = None, download: bool = False, **options: Any
+) -> RawDataset:
     from tailmix.data.tinyimagenet import read_tiny_imagenet
 
     return read_tiny_imagenet(root, **options)
+
+
+@DATASETS.register("arrays", needs_root=False, config=None, sizes=None)
+def _arrays(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
+    raise ParameterError("dataset", "data passed in from Python for the 'arrays' source "
+                         "(train(config, out, data=from_arrays(...)))", "no data")
+
+
+#: Deprecated aliases, to be removed: the registry, and the built-in sources that read a root
+#: (a snapshot taken at import; read ``DATASETS.meta(name)["needs_root"]`` instead).
+SOURCES = DATASETS

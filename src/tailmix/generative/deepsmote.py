@@ -359,25 +359,26 @@ class DeepSMOTE:
         self.num_real: int | None = None
         self.synthetic: SyntheticSet | None = None
 
-    # -- the training loop's protocol ---------------------------------------------------
+    # -- a data transform applied before training ---------------------------------------
 
-    def prepare(self, trainer: Any) -> None:
-        """Append the synthetic images to ``trainer.data`` and rebuild the sampler on it."""
-        from tailmix.samplers import build_sampler
+    def transform(self, data: Any, *, device: torch.device | str = "cpu",
+                  log: Callable[[str], None] | None = None) -> tuple[Any, Tensor]:
+        """The training set enlarged by the synthetic images, and which examples are real.
 
-        data = trainer.data
-        self.synthetic = self.synthesize(data, device=trainer.device, log=trainer.log)
-        self.num_real = len(data.train_labels)
-        trainer.data = append_synthetic(data, self.synthetic.inputs, self.synthetic.labels)
-        sampler_cfg = dict(trainer.parts.composition["sampler"])
-        trainer.parts.sampler = build_sampler(
-            sampler_cfg.pop("name"), labels=trainer.data.train_labels.cpu(),
-            rank=trainer.rank, world_size=trainer.world_size, **sampler_cfg)
-
-    def transform_batch(self, x: Tensor, target: Tensor, y: Tensor, idx: Tensor, epoch: int,
-                        trainer: Any) -> tuple[Tensor, Tensor]:
-        """Nothing per batch: the synthetic images are part of the training set."""
-        return x, target
+        Returns
+        -------
+        (LongTailData, BoolTensor)
+            ``data`` with the synthetic examples appended after the real ones (class counts
+            unchanged: they describe the real data), and an ``(N_total,)`` mask that is True
+            on the real examples.
+        """
+        self.check_data(data)
+        self.synthetic = self.synthesize(data, device=device, log=log)
+        n_real = len(data.train_labels)
+        self.num_real = n_real
+        enlarged = append_synthetic(data, self.synthetic.inputs, self.synthetic.labels)
+        real = torch.arange(len(enlarged.train_labels)) < n_real
+        return enlarged, real
 
     # -- the algorithm -------------------------------------------------------------------
 
@@ -472,9 +473,9 @@ class DeepSMOTE:
         out = out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu()
         return out, smote.labels.cpu()
 
-    @classmethod
-    def from_spec(cls, params: dict[str, Any], *, cfg: dict[str, Any], data: Any) -> DeepSMOTE:
-        """Build from a config's ``generative`` parameters; the dataset must be images."""
+    @staticmethod
+    def check_data(data: Any) -> None:
+        """DeepSMOTE needs images of at least 4 x 4 pixels."""
         if not data.is_image:
             raise ParameterError(
                 "generative.name", "a generative strategy for feature vectors ('deepsmote' "
@@ -483,7 +484,6 @@ class DeepSMOTE:
         if min(data.input_shape[1:]) < 4:
             raise ParameterError("dataset", "images of at least 4 x 4 pixels for 'deepsmote'",
                                  tuple(data.input_shape))
-        return cls(**params)
 
 
 def append_synthetic(data: Any, inputs: Tensor, labels: Tensor) -> Any:

@@ -39,22 +39,23 @@ no per-example Python.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tailmix import seeding
 from tailmix._validation import ParameterError, check_number
+from tailmix.steps import Batch, MixStep, autocast
 from tailmix.weights import ClassCounts, check_class_counts
 
 __all__ = [
     "M2m",
-    "PhasedSampler",
+    "M2mStep",
     "accept_translations",
     "seed_acceptance",
     "translate",
@@ -117,12 +118,6 @@ def accept_translations(confidence: Tensor, acceptance: Tensor, *, gamma: float,
                              tuple(acceptance.shape))
     draw = torch.rand(confidence.shape, generator=generator, device=confidence.device)
     return (confidence >= gamma) & (draw < acceptance)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def translate(
@@ -193,7 +188,7 @@ def translate(
     source = source.view(-1, 1)
     for _ in range(steps):
         x.requires_grad_(True)
-        with _autocast(x.device, amp):
+        with autocast(x.device, amp):
             inputs = normalise(x)
             logits_g = g(inputs)
             logits_f = logits_g if f is g else (f(inputs) if lam > 0 else None)
@@ -206,28 +201,6 @@ def translate(
         if bounds is not None:
             x = x.clamp(*bounds)
     return x.detach()
-
-
-class PhasedSampler:
-    """Draw an epoch's order from ``before`` until ``switch_epoch``, from ``after`` from then."""
-
-    def __init__(self, *, before: Any, after: Any, switch_epoch: int):
-        self.before, self.after = before, after
-        self.switch_epoch = check_number("switch_epoch", switch_epoch, low=0, integer=True)
-
-    def _current(self, epoch: int) -> Any:
-        return self.after if epoch >= self.switch_epoch else self.before
-
-    def global_indices(self, epoch: int, seed: int) -> Tensor:
-        """The whole epoch's sequence (every process alike) of the sampler in charge."""
-        return self._current(epoch).global_indices(epoch, seed)
-
-    def epoch_indices(self, epoch: int, seed: int) -> Tensor:
-        """This process's share of the epoch's sequence."""
-        return self._current(epoch).epoch_indices(epoch, seed)
-
-    def __len__(self) -> int:
-        return len(self.before)
 
 
 class M2m(nn.Module):
@@ -252,9 +225,8 @@ class M2m(nn.Module):
     init_noise : float
         L2 norm of the random start, pixel units (reference implementation: 0.5).
     resample : bool
-        Draw batches class-balanced after the warm-up (as the reference does).
-    seed : int
-        Seed of the per-epoch random draws (the run's training seed).
+        Draw batches class-balanced after the warm-up (as the reference does); read by
+        the builder, which gives the run a :class:`tailmix.samplers.Phased` sampler.
     """
 
     def __init__(
@@ -269,7 +241,6 @@ class M2m(nn.Module):
         beta: float = 0.999,
         init_noise: float = 0.5,
         resample: bool = True,
-        seed: int = 0,
     ):
         super().__init__()
         counts = check_class_counts(class_counts).float()
@@ -283,54 +254,8 @@ class M2m(nn.Module):
         if not isinstance(resample, bool):
             raise ParameterError("resample", "true or false", resample)
         self.resample = resample
-        self.seed = check_number("seed", seed, low=0, integer=True)
         self.register_buffer("class_counts", counts)
-        num_classes = counts.numel()
-        self.register_buffer("attempted", torch.zeros(num_classes, dtype=torch.long))
-        self.register_buffer("accepted", torch.zeros(num_classes, dtype=torch.long))
         self.g: nn.Module | None = None
-        self._epoch: int | None = None
-        self._generator: torch.Generator | None = None
-
-    # -- the training loop's protocol ---------------------------------------------------
-
-    def prepare(self, trainer: Any) -> None:
-        """Move to the trainer's device, schedule resampling and restore ``g`` on resume."""
-        from tailmix.samplers import build_sampler
-
-        self.to(trainer.device)
-        if self.resample:
-            after = build_sampler("class_balanced", labels=trainer.data.train_labels.cpu(),
-                                  class_counts=trainer.data.class_counts, rank=trainer.rank,
-                                  world_size=trainer.world_size)
-            trainer.parts.sampler = PhasedSampler(before=trainer.parts.sampler, after=after,
-                                                  switch_epoch=self.warmup_epochs)
-        if trainer.start_epoch > self.warmup_epochs:
-            path = None if trainer.out is None else trainer.out / "checkpoints" / SNAPSHOT_NAME
-            if path is not None and path.is_file():
-                state = torch.load(path, map_location=trainer.device, weights_only=True)
-                self.g = self._frozen_copy(trainer.model)
-                self.g.load_state_dict(state["model"])
-            else:
-                trainer.log(f"M2m: no saved warm-up network ({SNAPSHOT_NAME}); using the "
-                            "resumed network as g")
-
-    def transform_batch(self, x: Tensor, target: Tensor, y: Tensor, idx: Tensor, epoch: int,
-                        trainer: Any) -> tuple[Tensor, Tensor]:
-        """Replace generation slots of the batch by accepted translations (after warm-up)."""
-        if epoch < self.warmup_epochs:
-            return x, target
-        if self._epoch != epoch:
-            self._start_epoch(epoch, trainer)
-        aug = trainer.data.augment
-        is_image = x.dim() == 4
-        shape = (1, -1, 1, 1) if is_image else (1, -1)
-        mean, std = aug.mean.view(shape), aug.std.view(shape)
-        return self.translate_batch(
-            x, target, y, f=trainer.model, to_pixels=lambda t: t * std + mean,
-            normalise=lambda p: (p - mean) / std, bounds=(0.0, 1.0) if is_image else None,
-            amp=trainer.amp,
-        )
 
     # -- the algorithm -------------------------------------------------------------------
 
@@ -346,7 +271,7 @@ class M2m(nn.Module):
         if self.g is None:
             raise ParameterError("g", "a frozen classifier (set at the end of the warm-up)",
                                  None)
-        gen = generator if generator is not None else self._generator
+        gen = generator
         counts = self.class_counts
         n_y = counts[y]
         keep = n_y / counts.max()
@@ -367,60 +292,111 @@ class M2m(nn.Module):
                 to_pixels(x[seeds]), source=k0, target=k, g=self.g, f=f, normalise=normalise,
                 steps=self.steps, step_size=self.step_size, lam=self.lam,
                 init_noise=self.init_noise, bounds=bounds, generator=gen, amp=amp)
-            with torch.no_grad(), _autocast(x.device, amp):
+            with torch.no_grad(), autocast(x.device, amp):
                 logits = self.g(normalise(translated))
         finally:
             f.train(was_training)
         confidence = logits.float().softmax(1).gather(1, k.view(-1, 1)).squeeze(1)
         ok = accept_translations(confidence, p_accept, gamma=self.gamma, generator=gen)
-        self.attempted.index_add_(0, k, torch.ones_like(k))
-        self.accepted.index_add_(0, k, ok.long())
         view = (-1,) + (1,) * (x.dim() - 1)
         new_x = torch.where(ok.view(view), normalise(translated).to(x.dtype), x[slots])
         onehot = F.one_hot(k, target.shape[1]).to(target.dtype)
         new_t = torch.where(ok.view(-1, 1), onehot, target[slots])
         return x.index_copy(0, slots, new_x), target.index_copy(0, slots, new_t)
 
-    # -- helpers -------------------------------------------------------------------------
-
-    def epoch_stats(self) -> dict[str, list[int]]:
-        """Translations attempted and accepted per target class in the current epoch."""
-        return {"attempted": self.attempted.tolist(), "accepted": self.accepted.tolist()}
-
     @staticmethod
-    def _frozen_copy(model: nn.Module) -> nn.Module:
+    def frozen_copy(model: nn.Module) -> nn.Module:
+        """A copy of ``model`` in evaluation mode with gradients off (the network ``g``)."""
         g = copy.deepcopy(model).eval()
         g.requires_grad_(False)
         return g
 
-    def _start_epoch(self, epoch: int, trainer: Any) -> None:
-        if self.g is None:  # the first batch after the warm-up: snapshot g
-            self.g = self._frozen_copy(trainer.model)
-            if trainer.out is not None and trainer.is_main:
+
+class M2mStep(MixStep):
+    """The default step with M2m's translation between mixing and the forward pass.
+
+    Its context is narrow: the network being trained (``f``, and the source of the
+    warm-up snapshot ``g``), the normalisation that maps pixels to network inputs, and
+    its own per-epoch generator (the ``generation`` stream). The snapshot is written to
+    ``snapshot_path`` (when given) so that a resumed run translates with the same ``g``.
+
+    Parameters
+    ----------
+    m2m : M2m
+        The algorithm and its settings.
+    network : nn.Module
+        The bare network being trained.
+    seed, rank : int
+        The run's seed and this process's rank (for the generation stream).
+    snapshot_path : Path, optional
+        Where ``g`` is saved after the warm-up and read back on resume.
+    log : callable
+        Receives notes (a resumed run without a saved ``g``).
+    **step
+        :class:`tailmix.steps.MixStep` arguments.
+    """
+
+    def __init__(self, *, m2m: M2m, network: nn.Module, seed: int, rank: int = 0,
+                 snapshot_path: Path | None = None,
+                 log: Callable[[str], None] = print, **step: Any):
+        super().__init__(**step)
+        self.m2m, self.network = m2m.to(self.device), network
+        self.seed, self.rank = seed, rank
+        self.snapshot_path, self.log = snapshot_path, log
+        self.generator: torch.Generator | None = None
+        mean, std = self.augment.mean, self.augment.std
+        self.image = self.inputs.dim() == 4
+        shape = (1, -1, 1, 1) if self.image else (1, -1)
+        self.mean, self.std = mean.view(shape), std.view(shape)
+
+    def start_epoch(self, epoch: int, model: nn.Module) -> None:
+        super().start_epoch(epoch, model)
+        warm = self.m2m.warmup_epochs
+        if epoch < warm:
+            return
+        if self.m2m.g is None:
+            self.m2m.g = self._warmup_network(epoch)
+        self.generator = seeding.generator(self.seed, "generation", epoch=epoch,
+                                           rank=self.rank, device=self.device)
+
+    def _warmup_network(self, epoch: int) -> nn.Module:
+        """``g``: the network now (the first epoch after the warm-up, saved), or the saved
+        snapshot when a run resumes later than that."""
+        path = self.snapshot_path
+        g = M2m.frozen_copy(self.network)
+        if epoch == self.m2m.warmup_epochs:
+            if path is not None:
                 from tailmix.io import save_torch
 
-                save_torch(trainer.out / "checkpoints" / SNAPSHOT_NAME,
-                           {"epoch": epoch, "model": self.g.state_dict()})
-        state = np.random.SeedSequence([self.seed, epoch, trainer.rank, 0x4D326D])
-        self._generator = torch.Generator(device=trainer.device).manual_seed(
-            int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
-        self._epoch = epoch
-        self.attempted.zero_()
-        self.accepted.zero_()
+                save_torch(path, {"epoch": epoch, "model": g.state_dict()})
+        elif path is not None and path.is_file():
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            g.load_state_dict(state["model"])
+        else:
+            self.log(f"M2m: no saved warm-up network ({SNAPSHOT_NAME}); using the resumed "
+                     "network as g")
+        return g
 
-    @classmethod
-    def from_spec(cls, params: dict[str, Any], *, cfg: dict[str, Any], data: Any) -> M2m:
-        """Build from a config's ``generative`` parameters (``warmup_epochs`` may be a share)."""
-        from tailmix.config import resolve_epoch
+    def transform(self, x: Tensor, target: Tensor, y: Tensor, batch: Batch
+                  ) -> tuple[Tensor, Tensor]:
+        if batch.epoch < self.m2m.warmup_epochs:
+            return x, target
+        mean, std = self.mean, self.std
+        return self.m2m.translate_batch(
+            x, target, y, f=self.network, to_pixels=lambda t: t * std + mean,
+            normalise=lambda p: (p - mean) / std, bounds=(0.0, 1.0) if self.image else None,
+            amp=self.amp, generator=self.generator)
 
-        params = dict(params)
-        epochs = cfg["train"]["epochs"]
-        given = params.pop("warmup_epochs", 0.8)
-        warm = resolve_epoch("generative.warmup_epochs", given, epochs)
-        if not 1 <= warm < epochs:
-            raise ParameterError(
-                "generative.warmup_epochs",
-                f"an epoch in [1, {epochs - 1}] or a share of the {epochs}-epoch run that "
-                "leaves a warm-up and at least one epoch after it", given)
-        return cls(class_counts=data.class_counts, warmup_epochs=warm,
-                   seed=cfg["train"]["seed"], **params)
+
+def resolve_warmup(given: Any, epochs: int) -> int:
+    """M2m's warm-up as an epoch: an epoch number or a share of the run in (0, 1) that
+    leaves at least one epoch after it."""
+    from tailmix.config import resolve_epoch
+
+    warm = resolve_epoch("generative.warmup_epochs", given, epochs)
+    if not 1 <= warm < epochs:
+        raise ParameterError(
+            "generative.warmup_epochs",
+            f"an epoch in [1, {epochs - 1}] or a share of the {epochs}-epoch run that "
+            "leaves a warm-up and at least one epoch after it", given)
+    return warm

@@ -6,9 +6,12 @@ A mixed example is built from an anchor ``i`` and a partner ``j`` with the partn
     x_mix = (1 - lam) * x_i + lam * x_j
     y_mix = w * onehot(y_i) + (1 - w) * onehot(y_j),   w = label_rule(lam, n_{y_i}, n_{y_j})
 
-:class:`BatchMixer` exposes the four knobs (anchors, partner, lam, label rule) and speaks the
-training loop's protocol through a :class:`MixContext`; :meth:`BatchMixer.mix` serves the
-random-partner case on its own.
+:class:`Mixer` is a callable, ``mixer(x, y) -> (x_mix, soft_target)``, that works in any
+training loop. Random partners come from the batch itself; SMOTE-style partners come from a
+:class:`NeighbourTable` fitted on (inputs, labels), looked up by the batch's dataset
+indices. The anchors knob (which examples are mixed) is a sampler's job:
+:class:`tailmix.samplers.Resampled` oversamples to balance and marks the synthetic slots
+the mixer then interpolates.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +29,7 @@ from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.mixing.label_rules import LABEL_RULES, _label_weight, resolve_rule_params
 from tailmix.mixing.neighbours import knn_indices
 
-__all__ = ["PRESETS", "BatchMixer", "MixContext", "sample_beta"]
+__all__ = ["PRESETS", "Mixer", "NeighbourTable", "sample_beta"]
 
 ANCHORS = ("instance", "class_balanced", "oversample")
 PARTNERS = ("random", "knn_class", "knn_any")
@@ -63,38 +65,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 _POOL_CHUNK = 4096
 # Gamma proposals drawn per sample; all of them are rejected with probability < 0.05 ** 12.
 _GAMMA_PROPOSALS = 12
-
-
-@dataclass
-class MixContext:
-    """What the training loop hands a mixer.
-
-    Attributes
-    ----------
-    inputs : Tensor
-        The whole training set on the device: ``uint8`` ``(N, C, H, W)`` or float ``(N, D)``.
-    labels : Tensor
-        ``(N,)`` int64 labels on the device.
-    class_counts : Tensor
-        ``(C,)`` float training counts per class, on the device.
-    fetch : callable
-        Dataset indices -> augmented float batch ``(B, ...)``, like the loop's own batches.
-    features : callable or None
-        Returns ``(N, F)`` network features of the un-augmented training set (eval mode);
-        None when the loop cannot provide them.
-    epoch : int
-        The current epoch, 0-based.
-    generator : torch.Generator
-        A seeded generator on the device; the mixer draws all its randomness from it.
-    """
-
-    inputs: Tensor
-    labels: Tensor
-    class_counts: Tensor
-    fetch: Callable[[Tensor], Tensor]
-    features: Callable[[], Tensor] | None
-    epoch: int
-    generator: torch.Generator
 
 
 def sample_beta(
@@ -165,59 +135,161 @@ def _log_gamma_sample(
     return log_g
 
 
-class BatchMixer(nn.Module):
-    """One module for the whole SMOTE-to-Mixup family.
+class NeighbourTable:
+    """The ``k`` nearest neighbours of every training example: SMOTE-style partners.
+
+    Fit it on the points to search (raw inputs, or network features) and their labels; a
+    mixer then draws each anchor's partner uniformly among its ``k`` neighbours by the
+    anchor's dataset index.
 
     Parameters
     ----------
+    k : int, default 5
+        Neighbours per example.
+    within_class : bool, default True
+        Neighbours from the example's own class (SMOTE) or from any class (soft SMOTE).
+    downscale : int, optional
+        Average-pool images to ``downscale x downscale`` before the search.
+
+    Attributes
+    ----------
+    indices : LongTensor
+        ``(N, k)`` dataset indices of the neighbours, nearest first (empty before ``fit``).
+        A row that repeats its own index has no neighbour: the mixer copies it unmixed.
+    labels : LongTensor
+        ``(N,)`` labels the table was fitted with.
+    inputs : Tensor
+        What a partner's input is read from by default: the ``inputs`` given to ``fit``
+        (the searched points when none were given).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    >>> table = NeighbourTable(k=1, within_class=False).fit(x, torch.tensor([0, 0, 1, 1]))
+    >>> table.indices.squeeze(1).tolist()
+    [1, 0, 3, 2]
+    """
+
+    def __init__(self, *, k: int = 5, within_class: bool = True, downscale: int | None = None):
+        self.k = check_number("k", k, low=1, integer=True)
+        if not isinstance(within_class, bool):
+            raise ParameterError("within_class", "true or false", within_class)
+        self.within_class = within_class
+        if downscale is not None:
+            downscale = check_number("downscale", downscale, low=1, integer=True)
+        self.downscale = downscale
+        self.indices = torch.empty(0, self.k, dtype=torch.long)
+        self.labels = torch.empty(0, dtype=torch.long)
+        self.inputs: Tensor | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.indices.shape[0] > 0
+
+    def fit(self, points: Tensor, labels: Tensor, *, inputs: Tensor | None = None
+            ) -> NeighbourTable:
+        """Search the neighbours of ``points`` (``(N, ...)``; images are downscaled first
+        when ``downscale`` is set) among examples labelled ``labels``; ``inputs`` (default
+        ``points``) is what partners are read from. Returns self."""
+        search = self._points(points)
+        self.indices = knn_indices(search, labels, k=self.k, within_class=self.within_class)
+        self.indices = self.indices.to(labels.device)
+        self.labels = labels
+        self.inputs = points if inputs is None else inputs
+        return self
+
+    def _points(self, points: Tensor) -> Tensor:
+        if points.ndim != 4 or self.downscale is None:
+            return points
+        side = self.downscale
+        return torch.cat([
+            F.adaptive_avg_pool2d(points[s: s + _POOL_CHUNK].float(), side)
+            for s in range(0, points.shape[0], _POOL_CHUNK)
+        ])
+
+    def partners(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One neighbour of each example in ``index``, drawn uniformly among its ``k``."""
+        if not self.fitted:
+            raise ParameterError("neighbours", "a fitted table (call fit(points, labels))",
+                                 "an empty table")
+        rows = self.indices[index]
+        pick = torch.randint(0, self.k, (index.shape[0], 1), generator=generator,
+                             device=rows.device)
+        return rows.gather(1, pick).squeeze(1)
+
+    def to(self, device: torch.device | str) -> NeighbourTable:
+        self.indices, self.labels = self.indices.to(device), self.labels.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"NeighbourTable(k={self.k}, within_class={self.within_class}, "
+                f"rows={self.indices.shape[0]})")
+
+
+class Mixer(nn.Module):
+    """The SMOTE-to-Mixup family as one callable: ``mixer(x, y) -> (x_mix, soft_target)``.
+
+    Parameters
+    ----------
+    class_counts : sequence or Tensor, optional
+        Training examples per class (a buffer that moves with ``.to``). Needed by the
+        ``remix`` and ``mamix`` rules, and to size the targets; without it, targets have
+        ``max(y) + 1`` columns unless ``num_classes`` is given.
     anchors : {"instance", "class_balanced", "oversample"}, default "instance"
-        Which examples are mixed each epoch: every example once; a class-balanced resample of
-        the same length; or every example once unmixed plus, for each class, synthetic
-        examples up to the largest class's count (SMOTE's "oversample to balance").
+        Which examples are mixed each epoch. Not applied here: a sampler plans the epoch
+        (:class:`tailmix.samplers.Resampled`); with ``"oversample"`` the loop passes the
+        plan's ``synthetic`` mask and only those slots are mixed.
     partner : {"random", "knn_class", "knn_any"}, default "random"
-        A permutation of the batch, or a uniformly chosen one of the anchor's ``k`` nearest
-        neighbours within its class or over all classes (fetched through the context).
+        A permutation of the batch, or one of the anchor's ``k`` nearest neighbours within
+        its class or over all classes (from :attr:`neighbours`, by dataset index).
     lam : {"uniform", "beta"}, default "beta"
         Distribution of the partner's share: ``Uniform(0, 1)`` or ``Beta(alpha, alpha)``.
     alpha : float, default 1.0
         Beta shape, ``> 0``.
     lam_per : {"batch", "example"}, default "batch"
         One ``lam`` for the batch or one per example.
-    rule : {"hard", "soft", "remix", "mamix"}, default "soft"
-        The label rule (see :mod:`tailmix.mixing.label_rules`).
+    rule : str, default "soft"
+        A registered label rule (:data:`tailmix.registry.LABEL_RULES`: ``hard``, ``soft``,
+        ``remix``, ``mamix``).
     rule_params : mapping, optional
-        The rule's parameters (``K``, ``tau`` for remix; ``q`` for mamix); defaults otherwise.
+        The rule's parameters (``K``, ``tau`` for remix; ``q`` for mamix).
     input_mode : {"interpolate", "cutmix"}, default "interpolate"
-        Blend whole inputs, or paste a box of the partner into the anchor (images only; ``lam``
-        becomes the pasted box's area share after clipping to the image).
+        Blend whole inputs, or paste a box of the partner into the anchor (images only;
+        ``lam`` becomes the pasted box's area share after clipping).
     k : int, default 5
         Neighbours per example for the kNN partners.
     space : {"input", "feature"}, default "input"
-        Where neighbours are searched: the raw training inputs or the network's features.
+        Where a training loop searches neighbours: raw inputs or network features.
     downscale : int, optional
-        Average-pool images to ``downscale x downscale`` before the input-space search.
+        Average-pool images before an input-space search.
     refresh_every : int, default 1
-        Epochs between neighbour searches in feature space (input-space neighbours are found
-        once).
+        Epochs between feature-space searches.
+    neighbours : NeighbourTable, optional
+        A fitted (or to-be-fitted) table; by default an empty one with ``k`` and the
+        partner's ``within_class``.
+    generator : torch.Generator, optional
+        Default source of randomness (a call's ``generator`` wins; else torch's global).
 
     Examples
     --------
     >>> import torch
-    >>> mixer = BatchMixer.preset("mamix")
+    >>> mixer = Mixer.preset("mamix", class_counts=[100, 10])
     >>> x, y = torch.rand(8, 3, 4, 4), torch.arange(8) % 2
-    >>> g = torch.Generator().manual_seed(0)
-    >>> x_mix, target = mixer.mix(x, y, torch.tensor([100.0, 10.0]), g)
+    >>> x_mix, target = mixer(x, y, generator=torch.Generator().manual_seed(0))
     >>> x_mix.shape, target.shape
     (torch.Size([8, 3, 4, 4]), torch.Size([8, 2]))
     >>> bool(torch.allclose(target.sum(dim=1), torch.ones(8)))
     True
     """
 
-    neighbours: Tensor
+    class_counts: Tensor
 
     def __init__(
         self,
         *,
+        class_counts: Any = None,
+        num_classes: int | None = None,
         anchors: str = "instance",
         partner: str = "random",
         lam: str = "beta",
@@ -230,6 +302,8 @@ class BatchMixer(nn.Module):
         space: str = "input",
         downscale: int | None = None,
         refresh_every: int = 1,
+        neighbours: NeighbourTable | None = None,
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
         self.anchors = check_choice("anchors", anchors, ANCHORS)
@@ -246,21 +320,31 @@ class BatchMixer(nn.Module):
         self.input_mode = check_choice("input_mode", input_mode, INPUT_MODES)
         self.k = check_number("k", k, low=1, integer=True)
         self.space = check_choice("space", space, SPACES)
-        if downscale is not None:
-            downscale = check_number("downscale", downscale, low=1, integer=True)
-        self.downscale = downscale
         self.refresh_every = check_number("refresh_every", refresh_every, low=1, integer=True)
-        # Neighbour table (N, k) of dataset indices; rebuilt from the data, so not saved.
-        self.register_buffer(
-            "neighbours", torch.empty(0, self.k, dtype=torch.long), persistent=False
-        )
-        self._searched_at: int | None = None
+        if downscale is not None:  # checked even when no table is made from it
+            downscale = check_number("downscale", downscale, low=1, integer=True)
+        if neighbours is not None and not isinstance(neighbours, NeighbourTable):
+            raise ParameterError("neighbours", "a NeighbourTable", type(neighbours).__name__)
+        if neighbours is None and self.uses_neighbours:
+            neighbours = NeighbourTable(k=self.k, within_class=partner == "knn_class",
+                                        downscale=downscale)
+        self.neighbours = neighbours
+        counts = None
+        if class_counts is not None:
+            from tailmix.weights import check_class_counts
+
+            counts = check_class_counts(class_counts).float()
+        self.register_buffer("class_counts", counts)
+        if num_classes is not None:
+            num_classes = check_number("num_classes", num_classes, low=1, integer=True)
+        self.num_classes = num_classes if counts is None else counts.numel()
+        self.generator = generator
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> BatchMixer:
+    def preset(cls, name: str, **overrides: Any) -> Mixer:
         """Build a named mixer (see :data:`PRESETS`), with any knob overridden.
 
-        >>> BatchMixer.preset("smote", k=3).k
+        >>> Mixer.preset("smote", k=3).k
         3
         """
         check_choice("name", name, PRESETS)
@@ -268,14 +352,23 @@ class BatchMixer(nn.Module):
         unknown = sorted(set(overrides) - set(knobs))
         if unknown:
             raise ParameterError(
-                "overrides", "BatchMixer knobs (" + ", ".join(knobs) + ")", unknown
+                "overrides", "Mixer knobs (" + ", ".join(knobs) + ")", unknown
             )
         return cls(**{**PRESETS[name], **overrides})
 
     @property
     def uses_neighbours(self) -> bool:
-        """Whether partners come from a neighbour table (and so need a context)."""
+        """Whether partners come from a neighbour table (and so need dataset indices)."""
         return self.partner != "random"
+
+    def _apply(self, fn, recurse=True):
+        # The neighbour table moves with the mixer (its tensors are integer: only the
+        # device changes).
+        module = super()._apply(fn, recurse)
+        table = self.neighbours
+        if table is not None:
+            table.indices, table.labels = fn(table.indices), fn(table.labels)
+        return module
 
     def extra_repr(self) -> str:
         parts = [f"anchors={self.anchors!r}", f"partner={self.partner!r}"]
@@ -288,185 +381,83 @@ class BatchMixer(nn.Module):
             parts.append(f"input_mode={self.input_mode!r}")
         return ", ".join(parts)
 
-    # ----------------------------------------------------------------- epoch-level hooks
-
-    def start_epoch(self, ctx: MixContext) -> None:
-        """Search neighbours when due: input space once, feature space every
-        ``refresh_every`` epochs (and whenever the table does not match the data)."""
-        if not self.uses_neighbours:
-            return
-        stale = self.neighbours.shape[0] != ctx.labels.shape[0]
-        due = (
-            self.space == "feature"
-            and ctx.epoch % self.refresh_every == 0
-            and ctx.epoch != self._searched_at
-        )
-        if stale or due:
-            self._search(ctx)
-
-    def _search(self, ctx: MixContext) -> None:
-        if self.space == "feature":
-            if ctx.features is None:
-                raise ParameterError(
-                    "space", "'input' when the training loop provides no features", "feature"
-                )
-            with torch.no_grad():
-                points = ctx.features()
-        else:
-            points = self._input_points(ctx.inputs)
-        self.neighbours = self._table(points, ctx.labels).to(ctx.labels.device)
-        self._searched_at = ctx.epoch
-
-    def input_neighbours(self, inputs: Tensor, labels: Tensor) -> Tensor:
-        """The ``(N, k)`` neighbour table an input-space search of this mixer finds in a
-        training set (dataset indices), without a training loop."""
-        return self._table(self._input_points(inputs), labels)
-
-    def _table(self, points: Tensor, labels: Tensor) -> Tensor:
-        return knn_indices(points, labels, k=self.k, within_class=self.partner == "knn_class")
-
-    def _input_points(self, inputs: Tensor) -> Tensor:
-        if inputs.ndim != 4 or self.downscale is None:
-            return inputs
-        side = self.downscale
-        return torch.cat(
-            [
-                F.adaptive_avg_pool2d(inputs[s : s + _POOL_CHUNK].float(), side)
-                for s in range(0, inputs.shape[0], _POOL_CHUNK)
-            ]
-        )
-
-    def epoch_indices(self, idx: Tensor, ctx: MixContext) -> tuple[Tensor, Tensor | None]:
-        """The epoch's anchors and, for ``"oversample"``, which slots are synthetic.
-
-        Parameters
-        ----------
-        idx : LongTensor
-            The sampler's anchor order for the epoch (dataset indices).
-        ctx : MixContext
-            The training loop's context.
-
-        Returns
-        -------
-        (LongTensor, BoolTensor or None)
-            ``"instance"``: ``idx`` unchanged and None (mix every example).
-            ``"class_balanced"``: ``len(idx)`` draws from the examples in ``idx``, each class
-            equally likely, and None. ``"oversample"``: ``idx`` plus ``n_max - n_c`` extra
-            anchors drawn from each class ``c`` (counts taken over ``idx``), shuffled
-            together, and a mask that is True on the extra (synthetic) slots.
-        """
-        if self.anchors == "instance":
-            return idx, None
-        g = ctx.generator
-        device = idx.device
-        num_classes = ctx.class_counts.shape[0]
-        labels = ctx.labels[idx]
-        order = torch.argsort(labels, stable=True)
-        counts = torch.bincount(labels, minlength=num_classes)
-        starts = torch.cumsum(counts, 0) - counts
-        if self.anchors == "class_balanced":
-            classes = torch.multinomial(
-                (counts > 0).float(), idx.shape[0], replacement=True, generator=g
-            )
-            return idx[order[_draw_members(classes, starts, counts, g)]], None
-        extra_per_class = torch.where(counts > 0, counts.max() - counts, 0)
-        classes = torch.repeat_interleave(torch.arange(num_classes, device=device), extra_per_class)
-        extra = idx[order[_draw_members(classes, starts, counts, g)]]
-        all_idx = torch.cat([idx, extra])
-        synthetic = torch.cat(
-            [torch.zeros_like(idx, dtype=torch.bool), torch.ones_like(extra, dtype=torch.bool)]
-        )
-        shuffle = torch.randperm(all_idx.shape[0], generator=g, device=device)
-        return all_idx[shuffle], synthetic[shuffle]
-
-    # ----------------------------------------------------------------- batch-level mixing
-
     def forward(
         self,
         x: Tensor,
         y: Tensor,
-        idx_batch: Tensor,
-        mask_batch: Tensor | None,
-        ctx: MixContext,
+        index: Tensor | None = None,
+        synthetic: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        fetch: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Mix a batch.
 
         Parameters
         ----------
         x : Tensor
-            Augmented float batch ``(B, ...)``.
+            Float batch ``(B, ...)``, as the network takes it.
         y : LongTensor
             ``(B,)`` labels.
-        idx_batch : LongTensor
-            ``(B,)`` dataset indices of the batch.
-        mask_batch : BoolTensor or None
-            Which slots to mix (None: all of them). The others keep ``x`` and a one-hot
-            target.
-        ctx : MixContext
-            The training loop's context.
+        index : LongTensor, optional
+            ``(B,)`` dataset indices of the batch; needed for neighbour partners.
+        synthetic : BoolTensor, optional
+            Which slots to mix (an oversampling sampler's mask); the others keep ``x`` and
+            a one-hot target. None: mix every slot.
+        generator : torch.Generator, optional
+            Source of randomness for this call (default: the mixer's, else torch's global).
+        fetch : callable, optional
+            Dataset indices -> partner inputs shaped like ``x`` (e.g. augmented the way
+            ``x`` was). Default: the neighbour table's ``inputs``.
 
         Returns
         -------
         (Tensor, Tensor)
             The mixed inputs, shaped like ``x``, and soft targets ``(B, C)`` summing to 1.
         """
-        _check_batch(x, y, idx_batch, mask_batch)
-        g = ctx.generator
-        mixed = mask_batch
+        _check_batch(x, y, index, synthetic)
+        g = generator if generator is not None else self.generator
+        mixed = synthetic
         if not self.uses_neighbours:
             perm = torch.randperm(x.shape[0], generator=g, device=x.device)
             x_partner, y_partner = x[perm], y[perm]
         else:
-            if self.neighbours.shape[0] != ctx.labels.shape[0]:
-                self._search(ctx)
-            rows = self.neighbours[idx_batch]
-            pick = torch.randint(0, self.k, (x.shape[0], 1), generator=g, device=rows.device)
-            partner = rows.gather(1, pick).squeeze(1)
-            x_partner = ctx.fetch(partner).to(x.dtype)
-            y_partner = ctx.labels[partner]
-            alone = partner == idx_batch  # no neighbour at all: copy only
+            if index is None:
+                raise ParameterError("index", f"the batch's dataset indices (partner "
+                                     f"{self.partner!r} looks up neighbours)", None)
+            table = self.neighbours
+            partner = table.partners(index, g)
+            if fetch is None:
+                if table.inputs is None:
+                    raise ParameterError("neighbours", "a fitted table (call "
+                                         "mixer.neighbours.fit(inputs, labels))", table)
+                fetch = table.inputs.__getitem__
+            x_partner = fetch(partner).to(x.dtype)
+            y_partner = table.labels[partner]
+            alone = partner == index  # no neighbour at all: copy only
             mixed = ~alone if mixed is None else mixed & ~alone
-        return self._combine(x, y, x_partner, y_partner, mixed, ctx.class_counts, g)
+        return self._combine(x, y, x_partner, y_partner, mixed, g)
 
-    def mix(
-        self, x: Tensor, y: Tensor, class_counts: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor]:
-        """Mix every example of a batch with a random partner from the same batch.
-
-        Parameters
-        ----------
-        x : Tensor
-            Float batch ``(B, ...)``.
-        y : LongTensor
-            ``(B,)`` labels.
-        class_counts : Tensor
-            ``(C,)`` training counts per class.
-        generator : torch.Generator
-            Source of randomness, on ``x``'s device.
-
-        Returns
-        -------
-        (Tensor, Tensor)
-            Mixed inputs and soft targets ``(B, C)``.
-
-        Raises
-        ------
-        ParameterError
-            When the mixer's partners are neighbours (use the context protocol instead).
-        """
-        if self.uses_neighbours:
-            raise ParameterError("partner", "'random' to mix without a context", self.partner)
-        _check_batch(x, y, None, None)
-        perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
-        return self._combine(x, y, x[perm], y[perm], None, class_counts, generator)
-
-    def _draw_lam(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    def _draw_lam(self, batch: int, generator: torch.Generator | None,
+                  device: torch.device) -> Tensor:
         shape = (batch,) if self.lam_per == "example" else (1,)
         if self.lam == "uniform":
             lam = torch.rand(shape, generator=generator, device=device)
         else:
+            if generator is None:
+                generator = torch.default_generator if device.type == "cpu" else \
+                    torch.cuda.default_generators[device.index or 0]
             lam = sample_beta(self.alpha, shape, generator=generator, device=device)
         return lam.expand(batch)
+
+    def _counts(self, y: Tensor, y_partner: Tensor, device: torch.device) -> Tensor:
+        if self.class_counts is not None:
+            return self.class_counts.to(device)
+        if self.rule in ("remix", "mamix") or LABEL_RULES.meta(self.rule).get("needs_counts"):
+            raise ParameterError("class_counts", f"the training class counts (the "
+                                 f"{self.rule!r} rule reads them)", None)
+        c = self.num_classes or int(torch.maximum(y.max(), y_partner.max())) + 1
+        return torch.ones(c, device=device)
 
     def _combine(
         self,
@@ -475,8 +466,7 @@ class BatchMixer(nn.Module):
         x_partner: Tensor,
         y_partner: Tensor,
         mixed: Tensor | None,
-        class_counts: Tensor,
-        generator: torch.Generator,
+        generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
         batch = x.shape[0]
         lam = self._draw_lam(batch, generator, x.device)
@@ -491,7 +481,7 @@ class BatchMixer(nn.Module):
         else:
             weight = lam.to(x.dtype).view(batch, *([1] * (x.ndim - 1)))
             x_mix = torch.lerp(x, x_partner, weight)
-        counts = class_counts.to(x.device)
+        counts = self._counts(y, y_partner, x.device)
         w = _label_weight(self.rule, lam, counts[y], counts[y_partner], self.rule_params)
         if mixed is not None:
             w = torch.where(mixed, w, 1.0)
@@ -501,15 +491,6 @@ class BatchMixer(nn.Module):
         target.scatter_add_(1, y.unsqueeze(1), w.unsqueeze(1))
         target.scatter_add_(1, y_partner.unsqueeze(1), (1.0 - w).unsqueeze(1))
         return x_mix, target
-
-
-def _draw_members(
-    classes: Tensor, starts: Tensor, counts: Tensor, generator: torch.Generator
-) -> Tensor:
-    """Positions, in the class-sorted order, of one uniform member of each given class."""
-    u = torch.rand(classes.shape, generator=generator, device=classes.device)
-    offset = (u * counts[classes]).long().clamp_max(counts[classes] - 1)
-    return starts[classes] + offset
 
 
 def _paste_boxes(
@@ -550,11 +531,11 @@ def _check_batch(x: Tensor, y: Tensor, idx: Tensor | None, mask: Tensor | None) 
         raise ParameterError("y", f"a label tensor of shape ({batch},)", getattr(y, "shape", y))
     if idx is not None and (not isinstance(idx, Tensor) or idx.shape != (batch,)):
         raise ParameterError(
-            "idx_batch", f"an index tensor of shape ({batch},)", getattr(idx, "shape", idx)
+            "index", f"an index tensor of shape ({batch},)", getattr(idx, "shape", idx)
         )
     if mask is not None and (
         not isinstance(mask, Tensor) or mask.shape != (batch,) or mask.dtype != torch.bool
     ):
         raise ParameterError(
-            "mask_batch", f"None or a bool tensor of shape ({batch},)", getattr(mask, "shape", mask)
+            "synthetic", f"None or a bool tensor of shape ({batch},)", getattr(mask, "shape", mask)
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix._validation import ParameterError, check_choice, check_labels, check_number
 
 __all__ = ["knn_indices", "neighbour_class_share", "oversample_label_mass"]
 
@@ -75,7 +75,7 @@ def knn_indices(
         got = getattr(points, "shape", points)
         raise ParameterError("points", "a tensor of shape (N, ...) with at least 2 dims", got)
     n = points.shape[0]
-    _check_labels(labels, n)
+    labels = check_labels(labels, length=n)
     points = points.reshape(n, -1)
     labels = labels.to(points.device)
     if not within_class:
@@ -90,24 +90,6 @@ def knn_indices(
             out[members] = members[_knn_block(points[members], k, chunk_size)]
             start += size
     return out
-
-
-def _check_labels(labels: Tensor, n: int, num_classes: int | None = None) -> None:
-    """``labels`` must be ``(n,)`` integers in ``[0, num_classes)`` (or just ``>= 0``)."""
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != (n,)
-        or labels.is_floating_point()
-        or labels.is_complex()
-    ):
-        got = getattr(labels, "shape", labels)
-        raise ParameterError("labels", f"an integer tensor of shape ({n},)", got)
-    if not n:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or (num_classes is not None and high >= num_classes):
-        upper = "" if num_classes is None else f" below {num_classes}"
-        raise ParameterError("labels", f"class labels >= 0{upper}", (low, high))
 
 
 def _knn_block(points: Tensor, k: int, chunk_size: int | None) -> Tensor:
@@ -173,7 +155,7 @@ def neighbour_class_share(neighbours: Tensor, labels: Tensor, num_classes: int) 
         got = getattr(neighbours, "shape", neighbours)
         raise ParameterError("neighbours", "an integer tensor of shape (N, k)", got)
     n = neighbours.shape[0]
-    _check_labels(labels, n, num_classes)
+    labels = check_labels(labels, num_classes=num_classes, length=n)
     if neighbours.numel() and (int(neighbours.min()) < 0 or int(neighbours.max()) >= n):
         got = (int(neighbours.min()), int(neighbours.max()))
         raise ParameterError("neighbours", f"dataset indices in [0, {n})", got)

@@ -1,5 +1,15 @@
 """Networks. Every model maps inputs to logits; ``model(x, return_features=True)`` also
-returns the penultimate features, and ``model.features(x)`` returns them alone."""
+returns the penultimate features, and ``model.features(x)`` returns them alone.
+
+A network is a factory registered in :data:`tailmix.registry.MODELS` (re-exported here as
+``ARCHS``), called as ``factory(num_classes=..., input_shape=..., head=...)``; its ``inputs``
+metadata (``"image"`` for ``(C, H, W)`` inputs, ``"vector"`` for ``(D,)`` ones) lets
+:func:`build_model` refuse a network for the wrong kind of data::
+
+    @MODELS.register("my_cnn", inputs="image")
+    def my_cnn(*, num_classes, input_shape, head):
+        return MyCNN(num_classes, in_channels=input_shape[0], head=head)
+"""
 
 from __future__ import annotations
 
@@ -9,8 +19,33 @@ from tailmix._validation import ParameterError, check_choice
 from tailmix.models.heads import HEADS, CosineHead
 from tailmix.models.resnet import ResNet, resnet18, resnet32
 from tailmix.models.small import MLP, SmallCNN
+from tailmix.registry import MODELS
 
-ARCHS = ("resnet32", "resnet18", "small_cnn", "mlp")
+#: The registered architectures (the registry itself: ``"resnet32" in ARCHS``, iteration).
+ARCHS = MODELS
+
+# The number of dimensions of one input, for each kind of ``inputs`` metadata.
+_INPUT_NDIM = {"image": 3, "vector": 1}
+
+
+@MODELS.register("resnet32", inputs="image")
+def _resnet32(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
+    return resnet32(num_classes, in_channels=input_shape[0], head=head)
+
+
+@MODELS.register("resnet18", inputs="image")
+def _resnet18(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
+    return resnet18(num_classes, in_channels=input_shape[0], head=head)
+
+
+@MODELS.register("small_cnn", inputs="image")
+def _small_cnn(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
+    return SmallCNN(num_classes, in_channels=input_shape[0], head=head)
+
+
+@MODELS.register("mlp", inputs="vector")
+def _mlp(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
+    return MLP(num_classes, in_features=input_shape[0], head=head)
 
 
 def build_model(
@@ -20,20 +55,40 @@ def build_model(
     input_shape: tuple[int, ...] = (3, 32, 32),
     head: str = "linear",
 ) -> nn.Module:
-    """Build a network by name for inputs of ``input_shape`` (C, H, W) or (D,)."""
-    check_choice("arch", arch, ARCHS)
+    """Build a network by name for inputs of ``input_shape`` (C, H, W) or (D,).
+
+    Parameters
+    ----------
+    arch : str
+        A name registered in :data:`tailmix.registry.MODELS`; built in: ``"resnet32"``,
+        ``"resnet18"``, ``"small_cnn"`` (images) and ``"mlp"`` (feature vectors).
+    num_classes : int
+        Number of outputs.
+    input_shape : tuple of int
+        Shape of one input: ``(C, H, W)`` for an image, ``(D,)`` for a feature vector.
+    head : {"linear", "cosine"}
+        The classifier head.
+
+    Returns
+    -------
+    nn.Module
+
+    Raises
+    ------
+    ParameterError
+        For an unknown ``arch`` or ``head``, or a network registered for the other kind of
+        input (its ``inputs`` metadata) than ``input_shape`` describes.
+    """
+    factory = MODELS.get(arch, "arch")
     check_choice("head", head, HEADS)
-    if arch == "mlp":
-        if len(input_shape) != 1:
-            raise ParameterError("arch", "an image model for image inputs (not 'mlp')", arch)
-        return MLP(num_classes, in_features=input_shape[0], head=head)
-    if len(input_shape) != 3:
-        raise ParameterError("arch", "'mlp' for feature-vector inputs", arch)
-    in_ch = input_shape[0]
-    if arch == "small_cnn":
-        return SmallCNN(num_classes, in_channels=in_ch, head=head)
-    factory = resnet32 if arch == "resnet32" else resnet18
-    return factory(num_classes, in_channels=in_ch, head=head)
+    inputs = MODELS.meta(arch).get("inputs")
+    if inputs in _INPUT_NDIM and len(input_shape) != _INPUT_NDIM[inputs]:
+        if inputs == "vector":
+            raise ParameterError("arch", f"an image model for image inputs (not {arch!r})", arch)
+        vector_models = [name for name in MODELS if MODELS.meta(name).get("inputs") == "vector"]
+        wanted = " or ".join(repr(name) for name in vector_models) or "a feature-vector model"
+        raise ParameterError("arch", f"{wanted} for feature-vector inputs", arch)
+    return factory(num_classes=num_classes, input_shape=input_shape, head=head)
 
 
 __all__ = ["ARCHS", "HEADS", "CosineHead", "MLP", "ResNet", "SmallCNN", "build_model",

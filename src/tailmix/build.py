@@ -1,0 +1,433 @@
+"""Specification -> objects: data, network, optimiser, lr schedule, sampler, mixer, loss,
+class weights, a strategy's step and callbacks, handed to :class:`tailmix.engine.Trainer`.
+
+:func:`train` is the whole path for a config (resolve -> build -> fit); ``tailmix train``,
+``compare``, ``bench``, ``eval``, ``margins`` and ``neighbours`` all go through here.
+Users with their own loop take the parts instead (README, "Use tailmix in your own
+training loop").
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tailmix import callbacks as cb
+from tailmix import distributed as dist_utils
+from tailmix._validation import ParameterError
+from tailmix.config import RunSpec, resolve
+from tailmix.data import LongTailData, RawDataset, load_source, prepare_dataset
+from tailmix.engine import Trainer
+
+__all__ = ["Run", "autocast_dtype", "build_run", "evaluate_checkpoint", "load_data",
+           "make_mixer", "resolve_device", "restore", "train"]
+
+_CNN_ARCHS = ("resnet32", "resnet18")
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_utils.local_rank())
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("train.device", "a device that exists here ('cpu' or 'auto')", name)
+    if dev.type == "cuda" and dev.index is None and dist_utils.world_size() > 1:
+        dev = torch.device("cuda", dist_utils.local_rank())
+    return dev
+
+
+def autocast_dtype(precision: str, device: torch.device, arch: str) -> torch.dtype | None:
+    """The autocast dtype for a precision setting; ``auto`` means bf16 for convolutional
+    networks (on CUDA when supported, and on CPU where it measured faster) and fp32 else."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if arch in _CNN_ARCHS:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        if device.type == "cpu":
+            return torch.bfloat16
+    return None
+
+
+def check_distributed(train_cfg: dict[str, Any], device: torch.device, world_size: int) -> None:
+    """Reject settings a run of ``world_size`` processes cannot honour: the global batch
+    must split evenly; SyncBatchNorm needs an accelerator."""
+    if world_size <= 1:
+        return
+    bs = train_cfg["batch_size"]
+    if bs % world_size:
+        raise ParameterError("train.batch_size", f"a multiple of the number of processes "
+                             f"({world_size}): it is the global batch", bs)
+    if train_cfg["sync_batchnorm"] and device.type == "cpu":
+        raise ParameterError("train.sync_batchnorm", "false on a CPU device (SyncBatchNorm "
+                             "synchronises accelerator tensors only)", True)
+
+
+# --------------------------------------------------------------------------- components
+
+
+def _probe_labels(counts: list[int]) -> torch.Tensor:
+    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+
+
+def make_sampler(part: dict[str, Any], *, counts: list[int] | None, spec: RunSpec,
+                 labels: torch.Tensor | None = None, rank: int = 0, world_size: int = 1):
+    """The composition's anchor sampler over ``labels`` (CPU); ``counts`` None: from the
+    labels (a dataset enlarged by synthetic examples)."""
+    from tailmix.samplers import build_sampler
+
+    params = dict(part)
+    labels = _probe_labels(counts) if labels is None else labels
+    return build_sampler(params.pop("name"), labels=labels, class_counts=counts, rank=rank,
+                         world_size=world_size, seed=spec.seed, **params)
+
+
+def make_mixer(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None = None):
+    """A :class:`tailmix.mixing.Mixer` from a config's ``mixer`` mapping: a ``preset`` and
+    knobs; the label rule's parameters may be spelled flat (``q: -0.5``)."""
+    from tailmix.mixing import Mixer
+
+    params = dict(part)
+    preset = params.pop("preset", None)
+    flat = {k: params.pop(k) for k in ("K", "tau", "q") if k in params}
+    if flat:
+        params["rule_params"] = {**(params.get("rule_params") or {}), **flat}
+    params["class_counts"] = torch.tensor(counts, dtype=torch.float32)
+    return Mixer.preset(preset, **params) if preset else Mixer(**params)
+
+
+def make_loss(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None = None):
+    from tailmix.losses import build_loss
+
+    params = dict(part)
+    return build_loss(params.pop("name"), class_counts=counts, **params)
+
+
+def make_weights(part: dict[str, Any], *, counts: list[int], spec: RunSpec):
+    from tailmix.weights import build_weight_schedule
+
+    params = dict(part)
+    return build_weight_schedule(params.pop("name"), class_counts=counts, epochs=spec.epochs,
+                                 **params)
+
+
+def check_head(comp: Any) -> None:
+    """A loss that scales cosine logits needs the cosine head."""
+    from tailmix.registry import LOSSES
+
+    if getattr(LOSSES.get(comp.loss["name"], "loss.name"), "requires_cosine_head", False) \
+            and comp.head != "cosine":
+        raise ParameterError("model.head", f"'cosine' for the {comp.loss['name']!r} loss "
+                             "(it scales cosine logits)", comp.head)
+
+
+def make_generative(part: dict[str, Any], *, counts: list[int]):
+    """M2m or DeepSMOTE from a config's ``generative`` mapping (epochs already resolved)."""
+    import inspect
+
+    from tailmix._validation import check_choice
+    from tailmix.generative import GENERATIVE
+
+    if not isinstance(part, dict) or "name" not in part:
+        raise ParameterError("generative", "a mapping with a 'name' ('m2m' or 'deepsmote')",
+                             part)
+    name = check_choice("generative.name", part["name"], GENERATIVE)
+    kind = GENERATIVE[name]
+    params = {k: v for k, v in part.items() if k != "name"}
+    accepted = sorted(p.name for p in inspect.signature(kind).parameters.values()
+                      if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "class_counts")
+    for key in params:
+        if key not in accepted:
+            raise ParameterError(f"generative.{key}",
+                                 f"one of the {name!r} parameters: " + ", ".join(accepted), key)
+    try:
+        return kind(class_counts=counts, **params) if name == "m2m" else kind(**params)
+    except ParameterError as e:
+        raise ParameterError(f"generative.{e.name}", e.expected, e.got) from e
+
+
+def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None) -> LongTailData:
+    """The spec's dataset, cut to its profile; ``raw`` supplies in-memory data for the
+    ``arrays`` source (see :func:`tailmix.data.from_arrays`)."""
+    d = resolve(spec).dataset
+    if raw is None:
+        raw = load_source(d["name"], root=d["root"], download=d["download"], **d["options"])
+    elif d["name"] != "arrays":
+        raise ParameterError("dataset.name", "'arrays' when data is passed in", d["name"])
+    return prepare_dataset(
+        raw, profile=d["profile"], ratio=d["ratio"], n_max=d["n_max"], counts=d["counts"],
+        data_seed=d["data_seed"], class_order=d["class_order"],
+        crop_padding=d["crop_padding"], hflip=d["hflip"],
+    )
+
+
+def make_model(spec: RunSpec, data: LongTailData) -> nn.Module:
+    """The spec's network for ``data``, initialised from the seed (the ``init`` stream)."""
+    from tailmix import seeding
+    from tailmix.models import build_model
+
+    torch.manual_seed(seeding.derive_seed(spec.seed, "init"))
+    return build_model(spec.model["arch"], num_classes=data.num_classes,
+                       input_shape=data.input_shape, head=spec.composition.head)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """Everything built for one run: the trainer and what it was built from."""
+
+    spec: RunSpec
+    trainer: Trainer
+    data: LongTailData
+    out: Path | None
+    device: torch.device
+    amp: torch.dtype | None
+    is_main: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resume(self) -> None:
+        """Continue from ``out/checkpoints/last.pt`` and the history written before it."""
+        path = None if self.out is None else self.out / "checkpoints" / "last.pt"
+        if path is None or not path.is_file():
+            raise ParameterError("resume", "a run folder with checkpoints/last.pt",
+                                 str(self.out))
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        self.trainer.load_state_dict(ckpt, cb.read_history(self.out, int(ckpt["epoch"])))
+
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        if resume:
+            self.resume()
+        return self.trainer.fit()
+
+
+def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
+              data: RawDataset | None = None, log: Callable[[str], None] = print) -> Run:
+    """Build every object of a run from a config (or a resolved spec); nothing trains."""
+    spec = resolve(config)
+    t = spec.train
+    rank, world_size = dist_utils.rank(), dist_utils.world_size()
+    device = resolve_device(t["device"])
+    check_distributed(t, device, world_size)
+    out = Path(out_dir) if out_dir is not None else None
+    is_main = rank == 0
+    lt = load_data(spec, data)
+    counts, comp = lt.class_counts, spec.composition
+    sampler = make_sampler(comp.sampler, counts=counts, spec=spec,
+                           labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
+    mixer = None if comp.mixer is None else make_mixer(comp.mixer, counts=counts)
+    loss, weights = make_loss(comp.loss, counts=counts), make_weights(comp.weights,
+                                                                      counts=counts, spec=spec)
+    check_head(comp)
+    generative = None if comp.generative is None else make_generative(comp.generative,
+                                                                      counts=counts)
+    model = make_model(spec, lt)
+    arch = spec.model["arch"]
+    amp = autocast_dtype(t["precision"], device, arch)
+    cl = t["channels_last"]
+    channels_last = (lt.is_image and arch.startswith("resnet")) if cl == "auto" else bool(cl)
+    model = _place(model, t, device, channels_last, world_size)
+    lt = lt.to(device)
+    loss = loss.to(device)
+    mixer = None if mixer is None else mixer.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
+                                weight_decay=t["weight_decay"], nesterov=t["nesterov"])
+    from tailmix.schedules import StepSchedule
+
+    lr = StepSchedule(base_lr=t["lr"], warmup_epochs=t["warmup_epochs"],
+                      milestones=list(spec.milestones), factors=t["lr_factors"])
+    train_model = _wrap(model, t, device, world_size)
+    # fp16 needs loss scaling to keep small gradients from flushing to zero.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    real = None
+    if generative is not None and hasattr(generative, "transform"):  # DeepSMOTE
+        lt, real = generative.transform(lt, device=device, log=log)
+        sampler = make_sampler(comp.sampler, counts=None, spec=spec,
+                               labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
+    step_kw = dict(inputs=lt.train_inputs, labels=lt.train_labels, augment=lt.augment,
+                   loss=loss, weights=weights, mixer=mixer, num_classes=lt.num_classes,
+                   device=device, amp=amp, channels_last=channels_last,
+                   eval_batch_size=spec.eval["batch_size"])
+    sampler, step = _strategy_step(spec, generative, sampler, step_kw, model=model, lt=lt,
+                                   out=out if is_main else None, rank=rank,
+                                   world_size=world_size, log=log)
+    callbacks = _callbacks(spec, lt, out if is_main else None, real=real, device=device,
+                           amp=amp, channels_last=channels_last, world_size=world_size,
+                           log=log)
+    trainer = Trainer(model=model, optimizer=optimizer, lr_schedule=lr, sampler=sampler,
+                      step=step, epochs=spec.epochs, batch_size=t["batch_size"],
+                      seed=spec.seed, device=device, train_model=train_model, scaler=scaler,
+                      callbacks=callbacks, rank=rank, world_size=world_size)
+    return Run(spec, trainer, lt, out, device, amp, is_main, {"generative": generative})
+
+
+def _place(model: nn.Module, t: dict[str, Any], device: torch.device, channels_last: bool,
+           world_size: int) -> nn.Module:
+    """The network on its device (SyncBatchNorm across processes, channels-last images)."""
+    if world_size > 1 and t["sync_batchnorm"]:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _wrap(model: nn.Module, t: dict[str, Any], device: torch.device,
+          world_size: int) -> nn.Module:
+    """What the step calls: the network under DDP across processes and ``torch.compile``."""
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t["compile"] is not False:
+        mode = None if t["compile"] in (True, "default") else t["compile"]
+        model = torch.compile(model, mode=mode)
+    return model
+
+
+def _strategy_step(spec: RunSpec, generative: Any, sampler: Any, step_kw: dict[str, Any], *,
+                   model: nn.Module, lt: LongTailData, out: Path | None, rank: int,
+                   world_size: int, log: Callable[[str], None]):
+    """The epoch planner and the step: resampled anchors for an oversampling mixer, M2m's
+    phased sampler and translating step, else the default step."""
+    from tailmix.generative import M2m, M2mStep
+    from tailmix.samplers import Phased, Resampled
+    from tailmix.steps import MixStep
+
+    m2m = generative if isinstance(generative, M2m) else None
+    if m2m is not None and m2m.resample:
+        after = make_sampler({"name": "class_balanced"}, counts=lt.class_counts, spec=spec,
+                             labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
+        sampler = Phased(before=sampler, after=after, switch_epoch=m2m.warmup_epochs)
+    mixer = step_kw["mixer"]
+    if mixer is not None and mixer.anchors != "instance":
+        sampler = Resampled(sampler, mode=mixer.anchors, labels=lt.train_labels,
+                            num_classes=lt.num_classes)
+    if m2m is None:
+        return sampler, MixStep(**step_kw)
+    from tailmix.generative.m2m import SNAPSHOT_NAME
+
+    path = None if out is None else out / "checkpoints" / SNAPSHOT_NAME
+    return sampler, M2mStep(m2m=generative, network=model, seed=spec.seed, rank=rank,
+                            snapshot_path=path, log=log, **step_kw)
+
+
+def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
+               device: torch.device, amp: Any, channels_last: bool, world_size: int,
+               log: Callable[[str], None]) -> list[cb.Callback]:
+    e, run = spec.eval, dict(device=device, amp=amp, channels_last=channels_last)
+    calls: list[cb.Callback] = [cb.Evaluator(
+        inputs=lt.test_inputs, labels=lt.test_labels, augment=lt.augment,
+        class_counts=lt.class_counts, every=e["every"], batch_size=e["batch_size"],
+        many_threshold=e["many_threshold"], few_threshold=e["few_threshold"],
+        posthoc_tau=e["posthoc_tau"], **run)]
+    if spec.log["progress"] and dist_utils.rank() == 0:
+        calls.append(cb.Progress(label=spec.config.get("name") or spec.strategy))
+    if out is not None:
+        record = {**spec.to_dict(), "class_counts": lt.class_counts}
+        calls.append(cb.Checkpointer(out, config=record, classes=lt.classes,
+                                     class_counts=lt.class_counts,
+                                     keep_best=spec.log["checkpoint_best"]))
+        if spec.log["tensorboard"]:
+            calls.append(cb.TensorBoard(out, log=log))
+    facts = {"strategy": spec.strategy, "dataset": lt.name, "epochs": spec.epochs,
+             "seed": spec.seed, "class_counts": lt.class_counts, "classes": lt.classes,
+             "device": str(device), "world_size": world_size}
+    calls.append(cb.Results(out, facts))
+    if out is not None and e["margins"]:
+        # The real training set only: DeepSMOTE appends synthetic examples after it.
+        keep = slice(None) if real is None else real
+        calls.append(cb.Margins(out, train=(lt.train_inputs[keep], lt.train_labels[keep]),
+                                test=(lt.test_inputs, lt.test_labels), augment=lt.augment,
+                                class_counts=lt.class_counts, batch_size=e["batch_size"],
+                                **run))
+    return calls
+
+
+def train(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
+          data: RawDataset | None = None, resume: bool = False,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``config`` into ``out_dir`` and return the final metrics (``metrics.json``).
+
+    ``data``: in-memory arrays wrapped by :func:`tailmix.data.from_arrays`, for a config
+    whose ``dataset.name`` is ``arrays`` (pass the same data again to resume).
+    """
+    return build_run(config, out_dir, data=data, log=log).fit(resume=resume)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class Restored:
+    """A checkpoint brought back to life: its spec, data, network and device."""
+
+    spec: RunSpec
+    data: LongTailData
+    model: nn.Module
+    device: torch.device
+    amp: torch.dtype | None
+    epoch: int
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        return self.spec.config
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        from tailmix.steps import predict
+
+        return predict(self.model, inputs, self.data.augment, device=self.device, amp=self.amp,
+                       batch_size=self.spec.eval["batch_size"])
+
+
+def restore(path: str | Path, *, data_root: str | None = None,
+            device: str = "auto") -> Restored:
+    """Load a checkpoint safely (``weights_only=True``) with the data it was trained on
+    (``data_root`` overrides the stored dataset root)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError("checkpoint", "an existing checkpoint file", str(path))
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = {k: copy.deepcopy(v) for k, v in ckpt["config"].items()
+           if k not in ("composition", "class_counts")}
+    if data_root is not None:
+        cfg["dataset"]["root"] = data_root
+    cfg["train"]["device"] = device
+    spec = resolve(cfg)
+    dev = resolve_device(device)
+    data = load_data(spec).to(dev)
+    from tailmix.models import build_model
+
+    model = build_model(spec.model["arch"], num_classes=data.num_classes,
+                        input_shape=data.input_shape,
+                        head=ckpt["config"]["composition"]["head"]).to(dev)
+    model.load_state_dict(ckpt["model"])
+    amp = autocast_dtype(spec.train["precision"], dev, spec.model["arch"])
+    return Restored(spec, data, model, dev, amp, int(ckpt["epoch"]))
+
+
+def evaluate_checkpoint(path: str | Path, *, data_root: str | None = None,
+                        device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a checkpoint on its dataset's test set (the root may be overridden)."""
+    from tailmix.metrics import compute_metrics
+
+    r = restore(path, data_root=data_root, device=device)
+    m = compute_metrics(r.logits(r.data.test_inputs), r.data.test_labels, r.data.class_counts,
+                        many_threshold=r.spec.eval["many_threshold"],
+                        few_threshold=r.spec.eval["few_threshold"])
+    m["epoch"] = r.epoch
+    return m

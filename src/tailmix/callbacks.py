@@ -1,0 +1,274 @@
+"""Callbacks: what happens around training - evaluation, checkpoints, progress, TensorBoard,
+the final metrics and margins. The trainer calls them in order with its :class:`TrainState`;
+none of them sees the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tailmix.io import atomic_write_text, save_torch, write_json, write_yaml
+from tailmix.metrics import SUMMARY_KEYS
+from tailmix.steps import predict
+
+__all__ = ["Callback", "Checkpointer", "Evaluator", "Margins", "Progress", "Results",
+           "TensorBoard", "TrainState", "read_history"]
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainState:
+    """What the trainer shares with its callbacks.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The bare network (not compiled or wrapped).
+    epochs : int
+        Length of the run.
+    epoch : int
+        Epochs finished so far.
+    history : list of dict
+        One row per finished epoch (``history.jsonl``).
+    best : dict or None
+        The best evaluated epoch so far (top-1 on the test set: optimistic).
+    improved : bool
+        Whether the epoch just finished set a new best.
+    snapshot : callable
+        Returns the trainer's resumable state (model, optimiser, scaler, epoch, best).
+    result : dict
+        Filled at the end: ``final`` metrics and the run's facts (``metrics.json``).
+    wall_start : float
+        ``time.perf_counter()`` when this process started fitting.
+    """
+
+    model: nn.Module
+    epochs: int
+    snapshot: Callable[[], dict[str, Any]]
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    improved: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+    wall_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def train_time_s(self) -> float:
+        return sum(h.get("epoch_time_s", 0.0) for h in self.history)
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    def on_fit_start(self, state: TrainState) -> None: ...
+
+    def on_step_end(self, state: TrainState, step: int, steps: int, loss_sum: Tensor,
+                    seen: int, lr: float) -> None: ...
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, state: TrainState) -> None: ...
+
+    def close(self) -> None:
+        """Release resources; called after the run, also when it was interrupted."""
+
+
+class Evaluator(Callback):
+    """Test-set metrics every ``every`` epochs and at the end; keeps the best epoch.
+
+    Parameters
+    ----------
+    inputs, labels : Tensor
+        The test set (raw inputs and labels).
+    augment : nn.Module
+        Normalisation (called with ``train=False``).
+    class_counts : list of int
+        Training counts (many/medium/few groups, post-hoc adjustment).
+    every : int
+        Evaluate after every ``every``-th epoch (and the last).
+    batch_size, device, amp, channels_last
+        How to run the network.
+    many_threshold, few_threshold : int
+        Shot-group thresholds.
+    posthoc_tau : float
+        Strength of the post-hoc logit adjustment reported at the end.
+    """
+
+    def __init__(self, *, inputs: Tensor, labels: Tensor, augment: nn.Module,
+                 class_counts: list[int], every: int, batch_size: int, device: torch.device,
+                 amp: torch.dtype | None = None, channels_last: bool = False,
+                 many_threshold: int = 100, few_threshold: int = 20,
+                 posthoc_tau: float = 1.0):
+        self.inputs, self.labels, self.augment = inputs, labels, augment
+        self.class_counts, self.every = class_counts, every
+        self.run = dict(batch_size=batch_size, device=device, amp=amp,
+                        channels_last=channels_last)
+        self.thresholds = dict(many_threshold=many_threshold, few_threshold=few_threshold)
+        self.posthoc_tau = posthoc_tau
+
+    def evaluate(self, model: nn.Module, *, full: bool = False) -> dict[str, Any]:
+        from tailmix.metrics import compute_metrics
+
+        logits = predict(model, self.inputs, self.augment, **self.run)
+        m = compute_metrics(logits, self.labels, self.class_counts, **self.thresholds)
+        m["test_loss"] = float(F.cross_entropy(logits, self.labels))
+        if full:
+            from tailmix.losses import posthoc_adjust
+
+            counts = torch.tensor(self.class_counts, device=logits.device)
+            adj = posthoc_adjust(logits, counts, tau=self.posthoc_tau)
+            ma = compute_metrics(adj, self.labels, self.class_counts, **self.thresholds)
+            m["posthoc_la"] = {k: ma[k] for k in ("top1", "balanced_accuracy", "many_shot",
+                                                  "medium_shot", "few_shot", "macro_f1")}
+            m["posthoc_la"]["tau"] = self.posthoc_tau
+        return m
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        state.improved = False
+        if row["epoch"] % self.every and row["epoch"] != state.epochs:
+            return
+        m = self.evaluate(state.model)
+        row.update({k: m[k] for k in SUMMARY_KEYS if k in m})
+        if state.best is None or m["top1"] > state.best["top1"]:
+            state.best = {"epoch": row["epoch"], "top1": m["top1"],
+                          "balanced_accuracy": m["balanced_accuracy"]}
+            state.improved = True
+
+    def on_fit_end(self, state: TrainState) -> None:
+        state.result["final"] = self.evaluate(state.model, full=True)
+        state.result["best"] = {**(state.best or {}), "note": "best evaluated epoch, chosen "
+                                "on the test set: optimistic, report 'final'"}
+
+
+class Checkpointer(Callback):
+    """Writes ``config.yaml`` at the start, then after every epoch ``history.jsonl`` and
+    ``checkpoints/last.pt`` (and ``best.pt`` when the epoch set a new best)."""
+
+    def __init__(self, out: Path, *, config: dict[str, Any], classes: list[str],
+                 class_counts: list[int], keep_best: bool = True):
+        self.out, self.config, self.keep_best = Path(out), config, keep_best
+        self.extra = {"config": config, "classes": classes, "class_counts": class_counts}
+
+    def checkpoint(self, state: TrainState) -> dict[str, Any]:
+        return {"version": CHECKPOINT_VERSION, **state.snapshot(), **self.extra}
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.out / "config.yaml", self.config)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        if state.improved and self.keep_best:
+            save_torch(self.out / "checkpoints" / "best.pt", self.checkpoint(state))
+        text = "".join(json.dumps(h) + "\n" for h in state.history)
+        atomic_write_text(self.out / "history.jsonl", text)
+        save_torch(self.out / "checkpoints" / "last.pt", self.checkpoint(state))
+
+
+def read_history(out: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """The rows of ``out/history.jsonl`` up to epoch ``upto_epoch`` (a resumed run's past)."""
+    path = Path(out) / "history.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return [h for h in rows if h["epoch"] <= upto_epoch]
+
+
+class Results(Callback):
+    """Writes ``metrics.json``: the final metrics (from :class:`Evaluator`) and the run's
+    facts (strategy, dataset, seed, ...) given here."""
+
+    def __init__(self, out: Path | None, facts: dict[str, Any]):
+        self.out, self.facts = out, facts
+
+    def on_fit_end(self, state: TrainState) -> None:
+        r = state.result
+        final, best = r.pop("final"), r.pop("best")
+        r.update({"final": final, "best": best, **self.facts,
+                  "train_time_s": state.train_time_s,
+                  "wall_time_s": time.perf_counter() - state.wall_start})
+        if self.out is not None:
+            write_json(Path(self.out) / "metrics.json", r)
+
+
+class Margins(Callback):
+    """Writes ``margins.json``: per-class margins on the real training set and the test
+    set (DESIGN section 5) at the end of the run."""
+
+    def __init__(self, out: Path, *, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
+                 augment: nn.Module, class_counts: list[int], batch_size: int,
+                 device: torch.device, amp: torch.dtype | None = None,
+                 channels_last: bool = False):
+        self.out, self.train, self.test = Path(out), train, test
+        self.augment, self.class_counts = augment, class_counts
+        self.run = dict(batch_size=batch_size, device=device, amp=amp,
+                        channels_last=channels_last)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        from tailmix.margins import margin_report
+
+        tr = predict(state.model, self.train[0], self.augment, **self.run)
+        te = predict(state.model, self.test[0], self.augment, **self.run)
+        report = margin_report(tr, self.train[1], te, self.test[1], self.class_counts)
+        write_json(self.out / "margins.json", report)
+
+
+class Progress(Callback):
+    """A live progress bar for the epochs and the steps of the current one."""
+
+    def __init__(self, *, label: str):
+        self.label, self.bar = label, None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        from tailmix.progress import EpochProgress
+
+        self.bar = EpochProgress(total_epochs=state.epochs, start_epoch=state.epoch,
+                                 label=self.label)
+        self.bar.__enter__()
+
+    def on_step_end(self, state, step, steps, loss_sum, seen, lr) -> None:
+        self.bar.step(step, steps, loss_sum, seen, lr)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        self.bar.epoch_done(row)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+class TensorBoard(Callback):
+    """Every numeric value of each epoch's row as a TensorBoard scalar."""
+
+    def __init__(self, out: Path, *, log: Callable[[str], None] = print):
+        self.out, self.log, self.writer = Path(out), log, None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.log("tensorboard is not installed; install tailmix[tensorboard] to log to it")
+            return
+        self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)) and v is not None:
+                self.writer.add_scalar(k, v, row["epoch"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,182 @@
+"""Steps: how a strategy turns one batch of dataset indices into a loss.
+
+The trainer plans an epoch (a sampler's indices and synthetic mask), cuts it into
+:class:`Batch` es and hands each to the strategy's step; the step returns a
+:class:`StepOutput` and the trainer takes the optimiser step. The default,
+:class:`MixStep`, is sample -> augment -> mix -> forward -> weighted soft-target loss;
+a strategy with more to do subclasses it and overrides :meth:`MixStep.transform`
+(M2m, :class:`tailmix.generative.m2m.M2mStep`). Nothing here sees the trainer.
+
+A step may also act once per epoch (:meth:`MixStep.start_epoch`, before the epoch's first
+batch: feature-space neighbour searches, the epoch's class weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Batch", "MixStep", "StepOutput", "autocast", "predict"]
+
+
+@dataclass
+class Batch:
+    """One batch as the trainer plans it.
+
+    Attributes
+    ----------
+    index : LongTensor
+        ``(B,)`` dataset indices, on the training device.
+    synthetic : BoolTensor or None
+        ``(B,)`` slots an oversampling sampler marked synthetic (to be mixed), or None.
+    epoch : int
+        0-based epoch.
+    generator : torch.Generator
+        The epoch's ``batch`` stream on the device (crops, flips, partners, lam).
+    """
+
+    index: Tensor
+    synthetic: Tensor | None
+    epoch: int
+    generator: torch.Generator
+
+
+@dataclass
+class StepOutput:
+    """What a step returns: the loss to minimise, and the logits and (soft) targets it was
+    computed from (for the epoch's running accuracy)."""
+
+    loss: Tensor
+    logits: Tensor
+    target: Tensor
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` for ``dtype`` on ``device``, or nothing for None (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Tensor, augment: nn.Module, *, batch_size: int,
+            device: torch.device, amp: torch.dtype | None = None, features: bool = False,
+            channels_last: bool = False) -> Tensor:
+    """Logits (or features) of ``inputs`` without augmentation, in eval mode, in float32."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for s in range(0, len(inputs), batch_size):
+        x = augment(inputs[s:s + batch_size].to(device, non_blocking=True), train=False)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out = model.features(x) if features else model(x)
+        outs.append(out.float())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+class MixStep:
+    """The default step: sample -> augment -> mix -> forward -> weighted soft-target loss.
+
+    Parameters
+    ----------
+    inputs, labels : Tensor
+        The training set on the device: raw inputs (``uint8`` images or float vectors) and
+        ``(N,)`` labels.
+    augment : nn.Module
+        Raw batch (and a generator) -> network inputs (:class:`tailmix.data.BatchAugment`).
+    loss : nn.Module
+        ``loss(logits, soft_target, class_weights) -> scalar``.
+    weights : callable
+        ``epoch -> class weights or None`` (:class:`tailmix.weights.WeightSchedule`).
+    mixer : Mixer, optional
+        Mixes each batch; None trains on one-hot targets.
+    num_classes : int
+        Width of the targets.
+    device : torch.device
+    amp : torch.dtype, optional
+        Autocast dtype of the forward pass.
+    channels_last : bool
+        Feed images in channels-last memory format.
+    eval_batch_size : int
+        Batch size of the feature pass of a feature-space neighbour search.
+    """
+
+    def __init__(self, *, inputs: Tensor, labels: Tensor, augment: nn.Module, loss: nn.Module,
+                 weights: Callable[[int], Tensor | None], mixer: nn.Module | None = None,
+                 num_classes: int, device: torch.device, amp: torch.dtype | None = None,
+                 channels_last: bool = False, eval_batch_size: int = 1024):
+        self.inputs, self.labels, self.augment = inputs, labels, augment
+        self.loss, self.weights, self.mixer = loss, weights, mixer
+        self.num_classes, self.device, self.amp = num_classes, device, amp
+        self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
+        self.class_weights: Tensor | None = None
+        self._searched_at: int | None = None
+
+    # -- once per epoch --------------------------------------------------------------------
+
+    def start_epoch(self, epoch: int, model: nn.Module) -> None:
+        """Set the epoch's class weights; search a mixer's neighbours when due (input
+        space once, feature space every ``refresh_every`` epochs). ``model`` is the bare
+        network (not compiled or wrapped)."""
+        w = self.weights(epoch)
+        self.class_weights = None if w is None else w.to(self.device, torch.float32)
+        mixer = self.mixer
+        if mixer is None or not mixer.uses_neighbours:
+            return
+        table = mixer.neighbours
+        stale = table.indices.shape[0] != self.labels.shape[0]
+        due = (mixer.space == "feature" and epoch % mixer.refresh_every == 0
+               and epoch != self._searched_at)
+        if stale or due:
+            if mixer.space == "feature":
+                points = predict(model, self.inputs, self.augment, device=self.device,
+                                 batch_size=self.eval_batch_size, amp=self.amp,
+                                 features=True, channels_last=self.channels_last)
+            else:
+                points = self.inputs
+            table.fit(points, self.labels, inputs=self.inputs)
+            self._searched_at = epoch
+
+    # -- once per batch --------------------------------------------------------------------
+
+    def sample(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The batch's augmented inputs and labels."""
+        raw = self.inputs[batch.index].to(self.device, non_blocking=True)
+        return self.augment(raw, batch.generator), self.labels[batch.index]
+
+    def mix(self, x: Tensor, y: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Mixed inputs and soft targets (one-hot targets without a mixer)."""
+        if self.mixer is None:
+            return x, torch.nn.functional.one_hot(y, self.num_classes).float()
+        g = batch.generator
+
+        def fetch(idx: Tensor) -> Tensor:
+            return self.augment(self.inputs[idx].to(self.device, non_blocking=True), g)
+
+        return self.mixer(x, y, batch.index, batch.synthetic, generator=g, fetch=fetch)
+
+    def transform(self, x: Tensor, target: Tensor, y: Tensor, batch: Batch
+                  ) -> tuple[Tensor, Tensor]:
+        """A hook for strategies that change a mixed batch (identity here)."""
+        return x, target
+
+    def forward(self, model: nn.Module, x: Tensor, target: Tensor) -> StepOutput:
+        """Forward pass and the class-weighted soft-target loss."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            logits = model(x)
+        return StepOutput(self.loss(logits.float(), target, self.class_weights), logits, target)
+
+    def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
+        x, y = self.sample(batch)
+        x, target = self.mix(x, y, batch)
+        x, target = self.transform(x, target, y, batch)
+        return self.forward(model, x, target)
