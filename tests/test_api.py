@@ -121,3 +121,13 @@ def test_seed_streams_keep_their_historic_values():
                                                         + 1_002 * 104_729)
     assert derive_seed(5, "init") == 5 and derive_seed(5, "data") == 5
     assert derive_seed(0, "order", epoch=1) != derive_seed(0, "order", epoch=2)
+
+
+def test_compare_checks_every_run_before_the_first_trains(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", "digits", "--epochs", "1", "--no-progress",
+                 "--strategies", "ERM", "MAMix-DRW", "--set", "mixer.rule=mamixx",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "tailmix: error:" in err and "ERM: mixer" in err
+    assert not out.exists()
