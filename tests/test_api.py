@@ -39,7 +39,7 @@ def test_spec_resolves_shares_and_validates_components_without_data():
     assert spec.composition.mixer == {"preset": "mamix"}
     with pytest.raises(ParameterError, match="'mixer.alpha'"):
         resolve({"strategy": "Mixup", "mixer": {"alpha": -1}})
-    with pytest.raises(ParameterError, match="'loss.params'.*'gama'"):
+    with pytest.raises(ParameterError, match="'loss.gama'"):
         resolve({"strategy": "Focal", "loss": {"gama": 2}})
     with pytest.raises(ParameterError, match="'generative.warmup_epochs'"):
         resolve({"strategy": "M2m", "train": {"epochs": 4}, "generative": {"warmup_epochs": 9}})

@@ -46,17 +46,24 @@ def test_same_seed_same_numbers(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("strategy", ["ERM", "DRW"])
+@pytest.mark.parametrize("strategy", ["ERM", "DRW", "soft-SMOTE"])
 def test_resume_gives_the_same_weights(tmp_path, monkeypatch, strategy):
     cfg = digits_config(epochs=4)
     cfg["strategy"] = strategy
+    at = 2
     if strategy == "DRW":
         cfg["weights"] = {"start_epoch": 2}  # switches exactly at the resume point
+    if strategy == "soft-SMOTE":
+        # Feature-space partners searched at epochs 0 and 2: a run resumed at epoch 3 must
+        # keep the table of epoch 2 (saved in the checkpoint), not search again.
+        cfg["mixer"] = {"space": "feature", "refresh_every": 2}
+        at = 3
     train(cfg, tmp_path / "straight")
 
-    train_interrupted(cfg, tmp_path / "resumed", at_epoch=2, monkeypatch=monkeypatch)
+    train_interrupted(cfg, tmp_path / "resumed", at_epoch=at, monkeypatch=monkeypatch)
     ckpt = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
-    assert ckpt["epoch"] == 2
+    assert ckpt["epoch"] == at
+    assert ("step" in ckpt) == (strategy == "soft-SMOTE")
     train(cfg, tmp_path / "resumed", resume=True)
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)

@@ -676,9 +676,9 @@ def test_every_knob_is_validated(knobs, name):
 
 
 def test_preset_and_call_errors():
-    with pytest.raises(ParameterError, match="'name'"):
+    with pytest.raises(ParameterError, match="'preset'"):
         Mixer.preset("cutmix")
-    with pytest.raises(ParameterError, match="'overrides'"):
+    with pytest.raises(ParameterError, match="'beta'"):
         Mixer.preset("mixup", beta=0.5)
     x, y = torch.rand(4, 3), torch.zeros(4, dtype=torch.long)
     smote = Mixer.preset("smote", class_counts=[4.0])

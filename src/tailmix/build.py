@@ -86,13 +86,30 @@ def _probe_labels(counts: list[int]) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
 
 
+def _own_params(part: dict[str, Any], key: str, reserved: tuple[str, ...],
+                identity: str = "name") -> dict[str, Any]:
+    """A component mapping without its ``name``, refusing the keys the builder sets."""
+    if not isinstance(part, dict) or part.get(identity) is None:
+        raise ParameterError(f"{key}.{identity}", f"the {key}'s registered {identity}", part)
+    for k in part:
+        if k in reserved:
+            raise ParameterError(f"{key}.{k}", "not set in a config (tailmix fills it from "
+                                 "the data and the run)", part[k])
+    return {k: v for k, v in part.items() if k != identity}
+
+
 def make_sampler(part: dict[str, Any], *, counts: list[int] | None, spec: RunSpec,
                  labels: torch.Tensor | None = None, rank: int = 0, world_size: int = 1):
     """The composition's anchor sampler over ``labels`` (CPU); ``counts`` None: from the
     labels (a dataset enlarged by synthetic examples)."""
     from tailmix.samplers import build_sampler
 
-    params = dict(part)
+    params = _own_params(part, "sampler", ("labels", "class_counts", "rank", "world_size",
+                                           "seed"))
+    for k in params:
+        if k != "num_samples":
+            raise ParameterError(f"sampler.{k}", "a sampler parameter (num_samples)", k)
+    params["name"] = part["name"]
     labels = _probe_labels(counts) if labels is None else labels
     return build_sampler(params.pop("name"), labels=labels, class_counts=counts, rank=rank,
                          world_size=world_size, seed=spec.seed, **params)
@@ -103,6 +120,10 @@ def make_mixer(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None 
     knobs; the label rule's parameters may be spelled flat (``q: -0.5``)."""
     from tailmix.mixing import Mixer
 
+    for k in ("class_counts", "num_classes", "neighbours", "generator"):
+        if k in part:
+            raise ParameterError(f"mixer.{k}", "not set in a config (tailmix fills it from "
+                                 "the data and the run)", part[k])
     params = dict(part)
     preset = params.pop("preset", None)
     flat = {k: params.pop(k) for k in ("K", "tau", "q") if k in params}
@@ -115,15 +136,15 @@ def make_mixer(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None 
 def make_loss(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None = None):
     from tailmix.losses import build_loss
 
-    params = dict(part)
-    return build_loss(params.pop("name"), class_counts=counts, **params)
+    params = _own_params(part, "loss", ("class_counts",))
+    return build_loss(part["name"], class_counts=counts, **params)
 
 
 def make_weights(part: dict[str, Any], *, counts: list[int], spec: RunSpec):
     from tailmix.weights import build_weight_schedule
 
-    params = dict(part)
-    return build_weight_schedule(params.pop("name"), class_counts=counts, epochs=spec.epochs,
+    params = _own_params(part, "weights", ("class_counts", "epochs"))
+    return build_weight_schedule(part["name"], class_counts=counts, epochs=spec.epochs,
                                  **params)
 
 
@@ -266,11 +287,10 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                    device=device, amp=amp, channels_last=channels_last,
                    eval_batch_size=spec.eval["batch_size"])
     sampler, step = _strategy_step(spec, generative, sampler, step_kw, model=model, lt=lt,
-                                   out=out if is_main else None, rank=rank,
-                                   world_size=world_size, log=log)
+                                   out=out, rank=rank, world_size=world_size, log=log)
     callbacks = _callbacks(spec, lt, out if is_main else None, real=real, device=device,
-                           amp=amp, channels_last=channels_last, world_size=world_size,
-                           log=log)
+                           amp=amp, channels_last=channels_last, rank=rank,
+                           world_size=world_size, log=log)
     trainer = Trainer(model=model, optimizer=optimizer, lr_schedule=lr, sampler=sampler,
                       step=step, epochs=spec.epochs, batch_size=t["batch_size"],
                       seed=spec.seed, device=device, train_model=train_model, scaler=scaler,
@@ -323,19 +343,19 @@ def _strategy_step(spec: RunSpec, generative: Any, sampler: Any, step_kw: dict[s
 
     path = None if out is None else out / "checkpoints" / SNAPSHOT_NAME
     return sampler, M2mStep(m2m=generative, network=model, seed=spec.seed, rank=rank,
-                            snapshot_path=path, log=log, **step_kw)
+                            snapshot_path=path, save=rank == 0, log=log, **step_kw)
 
 
 def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
-               device: torch.device, amp: Any, channels_last: bool, world_size: int,
-               log: Callable[[str], None]) -> list[cb.Callback]:
+               device: torch.device, amp: Any, channels_last: bool, rank: int,
+               world_size: int, log: Callable[[str], None]) -> list[cb.Callback]:
     e, run = spec.eval, dict(device=device, amp=amp, channels_last=channels_last)
     calls: list[cb.Callback] = [cb.Evaluator(
         inputs=lt.test_inputs, labels=lt.test_labels, augment=lt.augment,
         class_counts=lt.class_counts, every=e["every"], batch_size=e["batch_size"],
         many_threshold=e["many_threshold"], few_threshold=e["few_threshold"],
         posthoc_tau=e["posthoc_tau"], **run)]
-    if spec.log["progress"] and dist_utils.rank() == 0:
+    if spec.log["progress"] and rank == 0:
         calls.append(cb.Progress(label=spec.config.get("name") or spec.strategy))
     if out is not None:
         record = {**spec.to_dict(), "class_counts": lt.class_counts}

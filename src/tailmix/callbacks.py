@@ -241,6 +241,9 @@ class Progress(Callback):
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         self.bar.epoch_done(row)
 
+    def on_fit_end(self, state: TrainState) -> None:
+        self.close()  # before the result files are written
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)

@@ -20,7 +20,6 @@ import yaml
 from tailmix._validation import ParameterError, check_choice, check_number
 
 _NUM = (int, float)
-_ANY = object
 
 # section -> key -> (types, default). ``None`` in types means the key may be null.
 SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
@@ -342,8 +341,25 @@ def resolve(config: dict[str, Any] | RunSpec | None = None) -> RunSpec:
         g["warmup_epochs"] = resolve_warmup(g.get("warmup_epochs", 0.8), epochs)
     spec = RunSpec(config=cfg, composition=Composition(**comp), strategy=cfg["strategy"],
                    epochs=epochs, seed=cfg["train"]["seed"], milestones=milestones)
-    check_components(spec, probe_counts(cfg["dataset"]))
+    try:
+        counts = probe_counts(cfg["dataset"])
+    except ParameterError as e:
+        name = e.name if e.name.startswith("dataset") else f"dataset.{e.name}"
+        raise ParameterError(name, e.expected, e.got) from e
+    _check_model_inputs(cfg)
+    check_components(spec, counts)
     return spec
+
+
+def _check_model_inputs(cfg: dict[str, Any]) -> None:
+    """A vector model for a source known to hold images is an error before any loading."""
+    from tailmix.registry import DATASETS, MODELS
+
+    arch = cfg["model"]["arch"]
+    images = DATASETS.meta(cfg["dataset"]["name"]).get("inputs") == "image"
+    if images and MODELS.meta(arch).get("inputs") == "vector":
+        raise ParameterError("model.arch", f"an image model for {cfg['dataset']['name']!r} "
+                             "(its inputs are images)", arch)
 
 
 def probe_counts(dataset: dict[str, Any]) -> list[int]:
@@ -391,6 +407,8 @@ def check_components(spec: RunSpec, counts: list[int]) -> None:
         except ParameterError as e:
             name = e.name if e.name.startswith(f"{key}.") else f"{key}.{e.name}"
             raise ParameterError(name, e.expected, e.got) from e
+        except TypeError as e:  # a parameter the component's constructor does not take
+            raise ParameterError(key, "parameters the component takes", str(e)) from e
     build.check_head(comp)
     if comp.generative is not None:
         build.make_generative(comp.generative, counts=counts)

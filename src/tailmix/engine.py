@@ -70,9 +70,10 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        step = getattr(self.step, "state_dict", dict)()
         return {"epoch": self.state.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "best": self.state.best}
+                "best": self.state.best, **({"step": step} if step else {})}
 
     def load_state_dict(self, ckpt: dict[str, Any],
                         history: list[dict[str, Any]] | None = None) -> None:
@@ -81,6 +82,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("step") and hasattr(self.step, "load_state_dict"):
+            self.step.load_state_dict(ckpt["step"])
         self.state.epoch, self.state.best = int(ckpt["epoch"]), ckpt.get("best")
         self.state.history = list(history or [])
 

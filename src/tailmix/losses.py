@@ -279,7 +279,7 @@ def build_loss(name: str, *, class_counts: ClassCounts | None, **params: Any) ->
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         expected = f"keyword arguments of the {name!r} loss ({', '.join(accepted) or 'none'})"
-        raise ParameterError("params", expected, unknown)
+        raise ParameterError(unknown[0], expected, unknown)
     if "class_counts" in keywords:
         return loss_class(class_counts=class_counts, **params)
     return loss_class(**params)

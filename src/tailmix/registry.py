@@ -28,7 +28,7 @@ tailmix._validation.ParameterError: The 'widget' parameter must be one of 'round
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from tailmix._validation import ParameterError
@@ -124,7 +124,8 @@ MODELS = Registry("model.arch")
 LOSSES = Registry("loss.name")
 #: Class-weight schedules: ``factory(*, class_counts, epochs, **params) -> WeightSchedule``.
 WEIGHT_SCHEDULES = Registry("weights.name")
-#: Anchor samplers: classes taking ``labels``, ``class_counts``, ``rank``, ``world_size``.
+#: Anchor samplers: classes taking the keywords ``labels``, ``class_counts``, ``num_samples``,
+#: ``rank``, ``world_size`` and ``seed`` (see :class:`tailmix.samplers.AnchorSampler`).
 SAMPLERS = Registry("sampler.name")
 #: Label rules: ``rule(lam, n_anchor, n_partner, **params) -> w``; metadata ``defaults``
 #: (parameter -> default) and ``check`` (``params -> None``, raising on a bad value).
@@ -179,9 +180,3 @@ def import_plugins(modules: list[str] | None, *, param: str = "plugins") -> None
         except ImportError as error:
             raise ParameterError(f"{param}[{i}]", "an importable module name (on sys.path "
                                  "or installed)", f"{module!r} ({error})") from error
-
-
-def factory_of(registry: Registry, name: str, param: str | None = None) -> Callable[..., Any]:
-    """The registered factory ``name``, with the built-in entries loaded first."""
-    load_builtins()
-    return registry.get(name, param)

@@ -369,8 +369,7 @@ class Resampled:
         idx, mask = self.epoch_plan(self.epoch, self.seed)
         if mask is None:
             mask = torch.zeros_like(idx, dtype=torch.bool)
-        where = dict(rank=getattr(self.base, "rank", 0),
-                     world_size=getattr(self.base, "world_size", 1))
+        where = dict(rank=self.base.rank, world_size=self.base.world_size)
         return iter(zip(shard(idx, **where).tolist(), shard(mask, **where).tolist(),
                         strict=True))
 
@@ -436,6 +435,14 @@ class Phased:
     @property
     def num_samples(self) -> int:
         return self.current(self.epoch).num_samples
+
+    @property
+    def rank(self) -> int:
+        return self.before.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.before.world_size
 
     def current(self, epoch: int) -> Any:
         return self.after if epoch >= self.switch_epoch else self.before

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -143,6 +144,23 @@ class MixStep:
                 points = self.inputs
             table.fit(points, self.labels, inputs=self.inputs)
             self._searched_at = epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to draw the same partners: a feature-space neighbour
+        table and the epoch it was searched at (input-space tables are searched again)."""
+        mixer = self.mixer
+        if mixer is None or not mixer.uses_neighbours or mixer.space != "feature" \
+                or not mixer.neighbours.fitted:
+            return {}
+        return {"searched_at": self._searched_at, "neighbours": mixer.neighbours.indices}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        table = self.mixer.neighbours
+        table.indices = state["neighbours"].to(self.labels.device)
+        table.labels, table.inputs = self.labels, self.inputs
+        self._searched_at = state["searched_at"]
 
     # -- once per batch --------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ def _merge(base: dict[str, Any] | None, override: dict[str, Any] | None, key: st
     if not isinstance(override, dict):
         raise ParameterError(key, "a mapping", override)
     ident = "preset" if key == "mixer" else "name"
-    if base is None and ident not in override:
+    if base is None and override.get(ident) is None:
         raise ParameterError(key, f"a mapping with a {ident!r} (strategy {strategy!r} has no "
                              f"{key} to adjust; e.g. {key}: {{{ident}: ...}})", override)
     if base is None or (ident in override and override[ident] != base.get(ident)):

@@ -320,7 +320,7 @@ def build_weight_schedule(
     unknown = [] if open_ended else sorted(set(params) - set(accepted))
     if unknown:
         expected = f"keyword arguments of the {name!r} schedule ({', '.join(accepted) or 'none'})"
-        raise ParameterError("params", expected, unknown)
+        raise ParameterError(unknown[0], expected, unknown)
     if start_epoch is not None:
         start_epoch = check_number("start_epoch", start_epoch, low=0, integer=True)
         if start_epoch > epochs - 1:

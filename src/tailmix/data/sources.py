@@ -4,8 +4,9 @@ A source is a loader registered in :data:`tailmix.registry.DATASETS`, called as
 ``loader(root=..., download=..., **options)``. Its metadata: ``needs_root`` (whether it reads
 a folder or file the user gives; :func:`load_source` then checks ``root`` and passes it as an
 expanded :class:`~pathlib.Path`), ``config`` (the packaged config a bare ``--dataset NAME``
-starts from, or None) and ``sizes`` (``(classes, images in the largest training class)`` of
-the released data, or None when unknown)::
+starts from, or None), ``inputs`` (``"image"`` when the source holds images) and
+``sizes`` (``(classes, images in the largest training class)`` of the released data, or
+None when unknown)::
 
     @DATASETS.register("my_data", needs_root=True, config=None, sizes=(5, 800))
     def my_data(*, root=None, download=False, **options):
@@ -135,7 +136,7 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
 # the CIFAR release reader ignore options).
 
 
-@DATASETS.register("digits", needs_root=False, config="digits", sizes=(10, 133))
+@DATASETS.register("digits", inputs="image", needs_root=False, config="digits", sizes=(10, 133))
 def _digits(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
     return load_digits_dataset()
 
@@ -158,21 +159,23 @@ def _cifar(
     return read_cifar(root, num_classes=10 if name == "cifar10" else 100, download=download)
 
 
-@DATASETS.register("cifar10", needs_root=True, config="cifar10_lt", sizes=(10, 5000))
+@DATASETS.register("cifar10", inputs="image", needs_root=True, config="cifar10_lt",
+                   sizes=(10, 5000))
 def _cifar10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
     return _cifar("cifar10", root, download, options)
 
 
-@DATASETS.register("cifar100", needs_root=True, config="cifar100_lt", sizes=(100, 500))
+@DATASETS.register("cifar100", inputs="image", needs_root=True, config="cifar100_lt",
+                   sizes=(100, 500))
 def _cifar100(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
     return _cifar("cifar100", root, download, options)
 
 
-@DATASETS.register("imagefolder", needs_root=True, config=None, sizes=None)
+@DATASETS.register("imagefolder", inputs="image", needs_root=True, config=None, sizes=None)
 def _imagefolder(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -182,7 +185,7 @@ def _imagefolder(
 
 
 # SVHN's official training split: digit 1 is the largest class (13,861 of 73,257 images).
-@DATASETS.register("svhn", needs_root=True, config="svhn_lt", sizes=(10, 13861))
+@DATASETS.register("svhn", inputs="image", needs_root=True, config="svhn_lt", sizes=(10, 13861))
 def _svhn(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -191,7 +194,8 @@ def _svhn(
     return read_svhn(root, download=download)
 
 
-@DATASETS.register("cinic10", needs_root=True, config="cinic10_lt", sizes=(10, 9000))
+@DATASETS.register("cinic10", inputs="image", needs_root=True, config="cinic10_lt",
+                   sizes=(10, 9000))
 def _cinic10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -200,7 +204,7 @@ def _cinic10(
     return read_cinic10(root, **options)
 
 
-@DATASETS.register("tiny_imagenet", needs_root=True, config="tiny_imagenet_lt",
+@DATASETS.register("tiny_imagenet", inputs="image", needs_root=True, config="tiny_imagenet_lt",
                    sizes=(200, 500))
 def _tiny_imagenet(
     *, root: str | Path | None = None, download: bool = False, **options: Any

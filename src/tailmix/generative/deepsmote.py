@@ -355,6 +355,8 @@ class DeepSMOTE:
         if not isinstance(cache, bool):
             raise ParameterError("cache", "true or false", cache)
         self.cache = cache
+        if cache_dir is not None and not isinstance(cache_dir, (str, Path)):
+            raise ParameterError("cache_dir", "a folder path", cache_dir)
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
         self.num_real: int | None = None
         self.synthetic: SyntheticSet | None = None

@@ -329,7 +329,10 @@ class M2mStep(MixStep):
     seed, rank : int
         The run's seed and this process's rank (for the generation stream).
     snapshot_path : Path, optional
-        Where ``g`` is saved after the warm-up and read back on resume.
+        Where ``g`` is saved after the warm-up and read back on resume (every process
+        reads it; only the one with ``save`` writes it).
+    save : bool
+        Write the snapshot (the process that writes the run folder).
     log : callable
         Receives notes (a resumed run without a saved ``g``).
     **step
@@ -337,12 +340,12 @@ class M2mStep(MixStep):
     """
 
     def __init__(self, *, m2m: M2m, network: nn.Module, seed: int, rank: int = 0,
-                 snapshot_path: Path | None = None,
+                 snapshot_path: Path | None = None, save: bool = True,
                  log: Callable[[str], None] = print, **step: Any):
         super().__init__(**step)
         self.m2m, self.network = m2m.to(self.device), network
         self.seed, self.rank = seed, rank
-        self.snapshot_path, self.log = snapshot_path, log
+        self.snapshot_path, self.save, self.log = snapshot_path, save, log
         self.generator: torch.Generator | None = None
         mean, std = self.augment.mean, self.augment.std
         self.image = self.inputs.dim() == 4
@@ -365,7 +368,7 @@ class M2mStep(MixStep):
         path = self.snapshot_path
         g = M2m.frozen_copy(self.network)
         if epoch == self.m2m.warmup_epochs:
-            if path is not None:
+            if path is not None and self.save:
                 from tailmix.io import save_torch
 
                 save_torch(path, {"epoch": epoch, "model": g.state_dict()})

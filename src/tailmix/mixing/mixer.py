@@ -347,12 +347,12 @@ class Mixer(nn.Module):
         >>> Mixer.preset("smote", k=3).k
         3
         """
-        check_choice("name", name, PRESETS)
+        check_choice("preset", name, PRESETS)
         knobs = list(inspect.signature(cls).parameters)
         unknown = sorted(set(overrides) - set(knobs))
         if unknown:
             raise ParameterError(
-                "overrides", "Mixer knobs (" + ", ".join(knobs) + ")", unknown
+                unknown[0], "one of the Mixer knobs (" + ", ".join(knobs) + ")", unknown
             )
         return cls(**{**PRESETS[name], **overrides})
 
