@@ -251,12 +251,9 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     is_main = rank == 0
     lt = load_data(spec, data)
     counts, comp = lt.class_counts, spec.composition
-    sampler = make_sampler(comp.sampler, counts=counts, spec=spec,
-                           labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
     mixer = None if comp.mixer is None else make_mixer(comp.mixer, counts=counts)
     loss, weights = make_loss(comp.loss, counts=counts), make_weights(comp.weights,
                                                                       counts=counts, spec=spec)
-    check_head(comp)
     generative = None if comp.generative is None else make_generative(comp.generative,
                                                                       counts=counts)
     model = make_model(spec, lt)
@@ -280,8 +277,9 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     real = None
     if generative is not None and hasattr(generative, "transform"):  # DeepSMOTE
         lt, real = generative.transform(lt, device=device, log=log)
-        sampler = make_sampler(comp.sampler, counts=None, spec=spec,
-                               labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
+    # Over an enlarged training set the sampler counts the labels it is given.
+    sampler = make_sampler(comp.sampler, counts=counts if real is None else None, spec=spec,
+                           labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
     step_kw = dict(inputs=lt.train_inputs, labels=lt.train_labels, augment=lt.augment,
                    loss=loss, weights=weights, mixer=mixer, num_classes=lt.num_classes,
                    device=device, amp=amp, channels_last=channels_last,

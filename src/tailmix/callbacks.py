@@ -191,13 +191,10 @@ class Results(Callback):
         self.out, self.facts = out, facts
 
     def on_fit_end(self, state: TrainState) -> None:
-        r = state.result
-        final, best = r.pop("final"), r.pop("best")
-        r.update({"final": final, "best": best, **self.facts,
-                  "train_time_s": state.train_time_s,
-                  "wall_time_s": time.perf_counter() - state.wall_start})
+        state.result = {**state.result, **self.facts, "train_time_s": state.train_time_s,
+                        "wall_time_s": time.perf_counter() - state.wall_start}
         if self.out is not None:
-            write_json(Path(self.out) / "metrics.json", r)
+            write_json(Path(self.out) / "metrics.json", state.result)
 
 
 class Margins(Callback):

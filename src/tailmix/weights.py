@@ -188,8 +188,10 @@ class WeightSchedule:
         return f"WeightSchedule(name={self.name!r}, start_epoch={self.start_epoch})"
 
 
-def _start_or_zero(start_epoch: int | None) -> int:
-    return 0 if start_epoch is None else start_epoch
+def _from_start(name: str, weights: Tensor, start_epoch: int | None) -> WeightSchedule:
+    """Fixed weights from ``start_epoch`` (default 0: the whole run)."""
+    return WeightSchedule(name=name, weights=weights,
+                          start_epoch=0 if start_epoch is None else start_epoch)
 
 
 @WEIGHT_SCHEDULES.register("none")
@@ -208,8 +210,8 @@ def _cb_schedule(
     beta: float = DEFAULT_BETA,
 ) -> WeightSchedule:
     """Class-balanced weights (:func:`class_balanced_weights`) from ``start_epoch`` (default 0)."""
-    weights = class_balanced_weights(check_class_counts(class_counts), beta)
-    return WeightSchedule(name="cb", weights=weights, start_epoch=_start_or_zero(start_epoch))
+    return _from_start("cb", class_balanced_weights(check_class_counts(class_counts), beta),
+                       start_epoch)
 
 
 @WEIGHT_SCHEDULES.register("inverse")
@@ -219,10 +221,8 @@ def _inverse_schedule(
 ) -> WeightSchedule:
     """``n_c ** -power`` weights (:func:`inverse_frequency_weights`) from ``start_epoch``
     (default 0); ``beta`` is ignored."""
-    weights = inverse_frequency_weights(check_class_counts(class_counts), power)
-    return WeightSchedule(
-        name="inverse", weights=weights, start_epoch=_start_or_zero(start_epoch)
-    )
+    return _from_start("inverse", inverse_frequency_weights(check_class_counts(class_counts),
+                                                            power), start_epoch)
 
 
 @WEIGHT_SCHEDULES.register("sqrt_inverse")
@@ -231,10 +231,9 @@ def _sqrt_inverse_schedule(
     beta: float = DEFAULT_BETA,
 ) -> WeightSchedule:
     """``n_c ** -0.5`` weights from ``start_epoch`` (default 0); ``beta`` is ignored."""
-    weights = inverse_frequency_weights(check_class_counts(class_counts), 0.5)
-    return WeightSchedule(
-        name="sqrt_inverse", weights=weights, start_epoch=_start_or_zero(start_epoch)
-    )
+    return _from_start("sqrt_inverse",
+                       inverse_frequency_weights(check_class_counts(class_counts), 0.5),
+                       start_epoch)
 
 
 @WEIGHT_SCHEDULES.register("drw")

@@ -453,7 +453,7 @@ class Mixer(nn.Module):
     def _counts(self, y: Tensor, y_partner: Tensor, device: torch.device) -> Tensor:
         if self.class_counts is not None:
             return self.class_counts.to(device)
-        if self.rule in ("remix", "mamix") or LABEL_RULES.meta(self.rule).get("needs_counts"):
+        if LABEL_RULES.meta(self.rule).get("needs_counts", True):
             raise ParameterError("class_counts", f"the training class counts (the "
                                  f"{self.rule!r} rule reads them)", None)
         c = self.num_classes or int(torch.maximum(y.max(), y_partner.max())) + 1
