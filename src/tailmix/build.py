@@ -28,7 +28,7 @@ from tailmix.engine import Trainer
 __all__ = ["Run", "autocast_dtype", "build_run", "evaluate_checkpoint", "load_data",
            "make_mixer", "resolve_device", "restore", "train"]
 
-_CNN_ARCHS = ("resnet32", "resnet18")
+_CNN_ARCHS = ("resnet32", "resnet18", "resnet50", "resnext50_32x4d")
 
 
 # --------------------------------------------------------------------------- devices
@@ -57,10 +57,11 @@ def autocast_dtype(precision: str, device: torch.device, arch: str) -> torch.dty
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
-    if arch in _CNN_ARCHS:
+    external = arch.startswith(("torchvision:", "timm:"))
+    if arch in _CNN_ARCHS or external:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        if device.type == "cpu":
+        if device.type == "cpu" and not external:
             return torch.bfloat16
     return None
 
@@ -183,29 +184,121 @@ def make_generative(part: dict[str, Any], *, counts: list[int]):
         raise ParameterError(f"generative.{e.name}", e.expected, e.got) from e
 
 
-def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None) -> LongTailData:
+def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
+              log: Callable[[str], None] = print) -> LongTailData:
     """The spec's dataset, cut to its profile; ``raw`` supplies in-memory data for the
-    ``arrays`` source (see :func:`tailmix.data.from_arrays`)."""
-    d = resolve(spec).dataset
+    ``arrays`` source (see :func:`tailmix.data.from_arrays`).
+
+    A source that lists image files (a :class:`~tailmix.data.files.FileDataset`) is scanned
+    for unusable files (``dataset.bad_images``), then decoded into memory or streamed while
+    training (``dataset.in_memory``); a streamed image's size and normalisation come from
+    ``dataset.image_size`` and the backbone's own preprocessing where it has one.
+    """
+    from tailmix.data.files import (
+        FileDataset,
+        first_size,
+        materialise,
+        scan_images,
+        stream_or_memory,
+    )
+
+    spec = resolve(spec)
+    d = spec.dataset
     if raw is None:
-        raw = load_source(d["name"], root=d["root"], download=d["download"], **d["options"])
+        raw = load_source(d["name"], root=d["root"], download=d["download"],
+                          in_memory=d["in_memory"], **d["options"])
     elif d["name"] != "arrays":
         raise ParameterError("dataset.name", "'arrays' when data is passed in", d["name"])
+    kw: dict[str, Any] = {}
+    if isinstance(raw, FileDataset):
+        raw = scan_images(raw, bad_images=d["bad_images"], log=log)
+        pre = _preprocessing(spec)
+        size = d["image_size"] or (pre["input_size"][1] if pre else None)
+        workers = None if d["workers"] == "auto" else d["workers"]
+        n = len(raw.train_files) + len(raw.test_files)
+        side = size or min(first_size(raw))
+        if not stream_or_memory(d["in_memory"], n, 3 * side * side):
+            raw = materialise(raw, size, workers=workers)
+        else:
+            kw = dict(image_size=size, resize=pre["resize"] if pre else None,
+                      mean=pre["mean"] if pre else None, std=pre["std"] if pre else None,
+                      workers=workers, bad_images=d["bad_images"])
+    elif d["image_size"] is not None and raw.is_image:
+        raw = _resized(raw, d["image_size"])
     return prepare_dataset(
         raw, profile=d["profile"], ratio=d["ratio"], n_max=d["n_max"], counts=d["counts"],
         data_seed=d["data_seed"], class_order=d["class_order"],
-        crop_padding=d["crop_padding"], hflip=d["hflip"],
+        crop_padding=d["crop_padding"], hflip=d["hflip"], **kw,
     )
 
 
-def make_model(spec: RunSpec, data: LongTailData) -> nn.Module:
-    """The spec's network for ``data``, initialised from the seed (the ``init`` stream)."""
+def _resized(raw: RawDataset, size: int) -> RawDataset:
+    """In-memory images brought to ``size x size`` (``dataset.image_size``): the shorter
+    side resized (antialiased bilinear), then the central square."""
+    import dataclasses
+
+    import numpy as np
+    import torch.nn.functional as F
+
+    def fit(x: Any) -> Any:
+        h, w = x.shape[2:]
+        if (h, w) == (size, size):
+            return x
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        out = []
+        for s in range(0, len(x), 1024):
+            t = torch.from_numpy(np.ascontiguousarray(x[s:s + 1024])).float()
+            t = F.interpolate(t, size=(nh, nw), mode="bilinear", antialias=True,
+                              align_corners=False)
+            top, left = (nh - size) // 2, (nw - size) // 2
+            t = t[:, :, top:top + size, left:left + size]
+            out.append(t.round().clamp(0, 255).to(torch.uint8).numpy())
+        return np.concatenate(out) if out else x[:, :, :size, :size]
+
+    return dataclasses.replace(raw, train_x=fit(raw.train_x), test_x=fit(raw.test_x))
+
+
+def _preprocessing(spec: RunSpec) -> dict[str, Any] | None:
+    """A torchvision or timm backbone's input size, resize and normalisation (None for the
+    built-in networks, which normalise with the training set's own statistics)."""
+    from tailmix.models import is_external, preprocessing
+
+    m = spec.model
+    return preprocessing(m["arch"], pretrained=m["pretrained"]) if is_external(m["arch"]) \
+        else None
+
+
+def make_model(spec: RunSpec, data: LongTailData, model: nn.Module | None = None, *,
+               log: Callable[[str], None] = print) -> nn.Module:
+    """The spec's network for ``data``, initialised from the seed (the ``init`` stream); a
+    user's ``model`` is adapted instead (:func:`tailmix.models.adapt`: it keeps its own
+    weights; its last linear layer becomes the head unless it has ``features`` and
+    ``head``)."""
     from tailmix import seeding
-    from tailmix.models import build_model
+    from tailmix.models import adapt, build_model
 
     torch.manual_seed(seeding.derive_seed(spec.seed, "init"))
+    head = spec.composition.head
+    if model is not None:
+        return adapt(model, num_classes=data.num_classes, input_shape=data.input_shape,
+                     head=head, log=log)
     return build_model(spec.model["arch"], num_classes=data.num_classes,
-                       input_shape=data.input_shape, head=spec.composition.head)
+                       input_shape=data.input_shape, head=head,
+                       pretrained=spec.model["pretrained"])
+
+
+def check_streaming(spec: RunSpec, data: LongTailData, mixer: Any, generative: Any) -> None:
+    """Refuse the settings that need every training image in memory when images stream."""
+    if not data.streaming:
+        return
+    if mixer is not None and mixer.uses_neighbours and mixer.space == "input":
+        raise ParameterError("mixer.space", "'feature' when images stream from files (a "
+                             "pixel-space neighbour search needs every image in memory; or "
+                             "set dataset.in_memory: true for a dataset that fits)", "input")
+    if generative is not None and hasattr(generative, "transform"):
+        raise ParameterError("dataset.in_memory", "true for DeepSMOTE (it encodes the whole "
+                             "training set at once)", spec.dataset["in_memory"])
 
 
 # --------------------------------------------------------------------------- the run
@@ -240,8 +333,11 @@ class Run:
 
 
 def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
-              data: RawDataset | None = None, log: Callable[[str], None] = print) -> Run:
-    """Build every object of a run from a config (or a resolved spec); nothing trains."""
+              data: RawDataset | None = None, model: nn.Module | None = None,
+              log: Callable[[str], None] = print) -> Run:
+    """Build every object of a run from a config (or a resolved spec); nothing trains.
+    ``model``: a user's network to train instead of ``model.arch`` (see :func:`make_model`).
+    """
     spec = resolve(config)
     t = spec.train
     rank, world_size = dist_utils.rank(), dist_utils.world_size()
@@ -249,29 +345,33 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     check_distributed(t, device, world_size)
     out = Path(out_dir) if out_dir is not None else None
     is_main = rank == 0
-    lt = load_data(spec, data)
+    lt = load_data(spec, data, log=log)
     counts, comp = lt.class_counts, spec.composition
     mixer = None if comp.mixer is None else make_mixer(comp.mixer, counts=counts)
     loss, weights = make_loss(comp.loss, counts=counts), make_weights(comp.weights,
                                                                       counts=counts, spec=spec)
     generative = None if comp.generative is None else make_generative(comp.generative,
                                                                       counts=counts)
-    model = make_model(spec, lt)
-    arch = spec.model["arch"]
+    check_streaming(spec, lt, mixer, generative)
+    net = make_model(spec, lt, model, log=log)
+    arch = "custom" if model is not None else spec.model["arch"]
     amp = autocast_dtype(t["precision"], device, arch)
     cl = t["channels_last"]
     channels_last = (lt.is_image and arch.startswith("resnet")) if cl == "auto" else bool(cl)
-    model = _place(model, t, device, channels_last, world_size)
+    stages = _stage_epochs(spec, net)
+    net = _place(net, t, device, channels_last, world_size)
     lt = lt.to(device)
+    if lt.streaming and device.type == "cuda":
+        lt.train_inputs.pin_memory = lt.test_inputs.pin_memory = True
     loss = loss.to(device)
     mixer = None if mixer is None else mixer.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
-                                weight_decay=t["weight_decay"], nesterov=t["nesterov"])
-    from tailmix.schedules import StepSchedule
+    from tailmix.stages import param_groups
 
-    lr = StepSchedule(base_lr=t["lr"], warmup_epochs=t["warmup_epochs"],
-                      milestones=list(spec.milestones), factors=t["lr_factors"])
-    train_model = _wrap(model, t, device, world_size)
+    optimizer = torch.optim.SGD(
+        param_groups(net, lr=t["lr"], backbone_lr=spec.model["backbone_lr"]), lr=t["lr"],
+        momentum=t["momentum"], weight_decay=t["weight_decay"], nesterov=t["nesterov"])
+    lr = _lr_schedule(spec)
+    train_model = _wrap(net, t, device, world_size, find_unused=bool(stages))
     # fp16 needs loss scaling to keep small gradients from flushing to zero.
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     real = None
@@ -284,16 +384,80 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                    loss=loss, weights=weights, mixer=mixer, num_classes=lt.num_classes,
                    device=device, amp=amp, channels_last=channels_last,
                    eval_batch_size=spec.eval["batch_size"])
-    sampler, step = _strategy_step(spec, generative, sampler, step_kw, model=model, lt=lt,
+    sampler, step = _strategy_step(spec, generative, sampler, step_kw, model=net, lt=lt,
                                    out=out, rank=rank, world_size=world_size, log=log)
     callbacks = _callbacks(spec, lt, out if is_main else None, real=real, device=device,
                            amp=amp, channels_last=channels_last, rank=rank,
-                           world_size=world_size, log=log)
-    trainer = Trainer(model=model, optimizer=optimizer, lr_schedule=lr, sampler=sampler,
-                      step=step, epochs=spec.epochs, batch_size=t["batch_size"],
+                           world_size=world_size, log=log,
+                           model_class=None if model is None else type(model).__qualname__)
+    epochs = spec.epochs
+    if stages:
+        sampler, step, lr, epochs = _crt_stage(spec, sampler, step, lr, step_kw, lt=lt,
+                                               rank=rank, world_size=world_size)
+        from tailmix.stages import Stages
+
+        callbacks.insert(0, Stages(model=net, optimizer=optimizer, seed=spec.seed,
+                                   unfreeze_epoch=stages["unfreeze"], crt_epoch=stages["crt"]))
+    trainer = Trainer(model=net, optimizer=optimizer, lr_schedule=lr, sampler=sampler,
+                      step=step, epochs=epochs, batch_size=t["batch_size"],
                       seed=spec.seed, device=device, train_model=train_model, scaler=scaler,
                       callbacks=callbacks, rank=rank, world_size=world_size)
     return Run(spec, trainer, lt, out, device, amp, is_main, {"generative": generative})
+
+
+def _lr_schedule(spec: RunSpec):
+    """The main run's lr schedule: step decay or cosine, after a linear warm-up."""
+    from tailmix.schedules import CosineSchedule, StepSchedule
+
+    t = spec.train
+    if t["schedule"] == "cosine":
+        return CosineSchedule(base_lr=t["lr"], warmup_epochs=t["warmup_epochs"],
+                              epochs=spec.epochs)
+    return StepSchedule(base_lr=t["lr"], warmup_epochs=t["warmup_epochs"],
+                        milestones=list(spec.milestones), factors=t["lr_factors"])
+
+
+def _stage_epochs(spec: RunSpec, net: nn.Module) -> dict[str, Any]:
+    """The frozen-backbone and cRT epochs ({} when the run has neither); both need a
+    network with a ``head``."""
+    from tailmix.config import resolve_epoch
+
+    m, c = spec.model, spec.config["crt"]
+    unfreeze = resolve_epoch("model.freeze_backbone_epochs", m["freeze_backbone_epochs"],
+                             spec.epochs)
+    crt = spec.epochs if c["epochs"] > 0 else None
+    if not unfreeze and crt is None:
+        return {}
+    if not isinstance(getattr(net, "head", None), nn.Module):
+        raise ParameterError("model", "a network with a head module (model.head) for a frozen "
+                             "backbone or cRT", type(net).__name__)
+    return {"unfreeze": unfreeze, "crt": crt}
+
+
+def _crt_stage(spec: RunSpec, sampler: Any, step: Any, lr: Any, step_kw: dict[str, Any], *,
+               lt: LongTailData, rank: int, world_size: int):
+    """Classifier re-training after the main run: class-balanced anchors, plain
+    cross-entropy, no mixing, cosine lr from ``crt.lr``; the run gets ``crt.epochs`` more."""
+    from tailmix.losses import build_loss
+    from tailmix.samplers import Phased
+    from tailmix.schedules import CosineSchedule, Then
+    from tailmix.stages import PhasedStep
+    from tailmix.steps import MixStep
+
+    c, t = spec.config["crt"], spec.train
+    if c["epochs"] == 0:
+        return sampler, step, lr, spec.epochs
+    switch = spec.epochs
+    balanced = make_sampler({"name": "class_balanced"}, counts=lt.class_counts, spec=spec,
+                            labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
+    after = MixStep(**{**step_kw, "mixer": None, "weights": lambda epoch: None,
+                       "loss": build_loss("ce", class_counts=lt.class_counts).to(
+                           step_kw["device"])})
+    second = CosineSchedule(base_lr=c["lr"] if c["lr"] is not None else t["lr"],
+                            warmup_epochs=0, epochs=c["epochs"])
+    return (Phased(before=sampler, after=balanced, switch_epoch=switch),
+            PhasedStep(step, after, switch_epoch=switch),
+            Then(lr, second, switch_epoch=switch), spec.epochs + c["epochs"])
 
 
 def _place(model: nn.Module, t: dict[str, Any], device: torch.device, channels_last: bool,
@@ -306,11 +470,13 @@ def _place(model: nn.Module, t: dict[str, Any], device: torch.device, channels_l
 
 
 def _wrap(model: nn.Module, t: dict[str, Any], device: torch.device,
-          world_size: int) -> nn.Module:
-    """What the step calls: the network under DDP across processes and ``torch.compile``."""
+          world_size: int, find_unused: bool = False) -> nn.Module:
+    """What the step calls: the network under DDP across processes and ``torch.compile``
+    (``find_unused``: parameters are frozen for some epochs)."""
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=find_unused)
     if t["compile"] is not False:
         mode = None if t["compile"] in (True, "default") else t["compile"]
         model = torch.compile(model, mode=mode)
@@ -346,7 +512,8 @@ def _strategy_step(spec: RunSpec, generative: Any, sampler: Any, step_kw: dict[s
 
 def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
                device: torch.device, amp: Any, channels_last: bool, rank: int,
-               world_size: int, log: Callable[[str], None]) -> list[cb.Callback]:
+               world_size: int, log: Callable[[str], None],
+               model_class: str | None = None) -> list[cb.Callback]:
     e, run = spec.eval, dict(device=device, amp=amp, channels_last=channels_last)
     calls: list[cb.Callback] = [cb.Evaluator(
         inputs=lt.test_inputs, labels=lt.test_labels, augment=lt.augment,
@@ -357,6 +524,8 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
         calls.append(cb.Progress(label=spec.config.get("name") or spec.strategy))
     if out is not None:
         record = {**spec.to_dict(), "class_counts": lt.class_counts}
+        if model_class is not None:  # a user's network: restoring it needs the module
+            record["model_class"] = model_class
         calls.append(cb.Checkpointer(out, config=record, classes=lt.classes,
                                      class_counts=lt.class_counts,
                                      keep_best=spec.log["checkpoint_best"]))
@@ -368,8 +537,9 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
     calls.append(cb.Results(out, facts))
     if out is not None and e["margins"]:
         # The real training set only: DeepSMOTE appends synthetic examples after it.
-        keep = slice(None) if real is None else real
-        calls.append(cb.Margins(out, train=(lt.train_inputs[keep], lt.train_labels[keep]),
+        train = (lt.train_inputs, lt.train_labels) if real is None else (
+            lt.train_inputs[real], lt.train_labels[real])
+        calls.append(cb.Margins(out, train=train,
                                 test=(lt.test_inputs, lt.test_labels), augment=lt.augment,
                                 class_counts=lt.class_counts, batch_size=e["batch_size"],
                                 **run))
@@ -377,14 +547,16 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
 
 
 def train(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
-          data: RawDataset | None = None, resume: bool = False,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          data: RawDataset | None = None, model: nn.Module | None = None,
+          resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` and return the final metrics (``metrics.json``).
 
     ``data``: in-memory arrays wrapped by :func:`tailmix.data.from_arrays`, for a config
     whose ``dataset.name`` is ``arrays`` (pass the same data again to resume).
+    ``model``: any ``nn.Module`` returning logits, trained in place of ``model.arch`` (see
+    :func:`make_model`; pass the same module again to resume).
     """
-    return build_run(config, out_dir, data=data, log=log).fit(resume=resume)
+    return build_run(config, out_dir, data=data, model=model, log=log).fit(resume=resume)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -413,28 +585,39 @@ class Restored:
 
 
 def restore(path: str | Path, *, data_root: str | None = None,
-            device: str = "auto") -> Restored:
+            device: str = "auto", model: nn.Module | None = None) -> Restored:
     """Load a checkpoint safely (``weights_only=True``) with the data it was trained on
-    (``data_root`` overrides the stored dataset root)."""
+    (``data_root`` overrides the stored dataset root). A run of a user's own network needs
+    that network again as ``model`` (its weights are replaced by the checkpoint's)."""
     path = Path(path)
     if not path.is_file():
         raise ParameterError("checkpoint", "an existing checkpoint file", str(path))
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    custom = ckpt["config"].get("model_class")
+    if custom is not None and model is None:
+        raise ParameterError("model", f"the {custom} module this checkpoint was trained with "
+                             "(restore(path, model=...))", None)
     cfg = {k: copy.deepcopy(v) for k, v in ckpt["config"].items()
-           if k not in ("composition", "class_counts")}
+           if k not in ("composition", "class_counts", "model_class")}
     if data_root is not None:
         cfg["dataset"]["root"] = data_root
     cfg["train"]["device"] = device
     spec = resolve(cfg)
     dev = resolve_device(device)
     data = load_data(spec).to(dev)
-    from tailmix.models import build_model
+    from tailmix.models import adapt, build_model
 
-    model = build_model(spec.model["arch"], num_classes=data.num_classes,
-                        input_shape=data.input_shape,
-                        head=ckpt["config"]["composition"]["head"]).to(dev)
+    head = ckpt["config"]["composition"]["head"]
+    if model is not None:
+        model = adapt(model, num_classes=data.num_classes, input_shape=data.input_shape,
+                      head=head, log=lambda _: None)
+    else:  # the weights come from the checkpoint, not a download
+        model = build_model(spec.model["arch"], num_classes=data.num_classes,
+                            input_shape=data.input_shape, head=head)
+    model = model.to(dev)
     model.load_state_dict(ckpt["model"])
-    amp = autocast_dtype(spec.train["precision"], dev, spec.model["arch"])
+    amp = autocast_dtype(spec.train["precision"], dev,
+                         "custom" if custom else spec.model["arch"])
     return Restored(spec, data, model, dev, amp, int(ckpt["epoch"]))
 
 

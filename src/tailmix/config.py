@@ -36,10 +36,17 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "crop_padding": ((int, None), None),
         "hflip": ((bool, None), None),
         "options": ((dict,), {}),
+        "in_memory": ((bool, str), "auto"),
+        "image_size": ((int, None), None),
+        "bad_images": ((str,), "refuse"),
+        "workers": ((int, str), "auto"),
     },
     "model": {
         "arch": ((str,), "resnet32"),
         "head": ((str, None), None),
+        "pretrained": ((bool,), False),
+        "backbone_lr": (_NUM + (None,), None),
+        "freeze_backbone_epochs": (_NUM, 0),
     },
     "train": {
         "epochs": ((int,), 200),
@@ -48,9 +55,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "momentum": (_NUM, 0.9),
         "weight_decay": (_NUM, 2e-4),
         "nesterov": ((bool,), False),
+        "schedule": ((str,), "step"),
         "warmup_epochs": (_NUM, 5),
-        "milestones": ((list,), [0.8, 0.9]),
-        "lr_factors": ((list,), [0.01, 0.0001]),
+        "milestones": ((list, None), None),
+        "lr_factors": ((list, None), None),
         "seed": ((int,), 0),
         "device": ((str,), "auto"),
         "precision": ((str,), "auto"),
@@ -65,6 +73,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "few_threshold": ((int,), 20),
         "margins": ((bool,), True),
         "posthoc_tau": (_NUM, 1.0),
+    },
+    "crt": {
+        "epochs": ((int,), 0),
+        "lr": (_NUM + (None,), None),
+        "weight_decay": (_NUM + (None,), None),
     },
     "log": {
         "progress": ((bool,), True),
@@ -85,6 +98,7 @@ TOP_LEVEL: dict[str, tuple[tuple, Any]] = {
 }
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
+SCHEDULES = ("step", "cosine")
 # train.compile: false, true (= "default"), or a torch.compile mode.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -158,13 +172,30 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
         else:
             known = ", ".join(list(TOP_LEVEL) + list(SCHEMA))
             raise ParameterError(key, f"one of the known top-level keys: {known}", key)
+    _fill_schedule(cfg["train"])
     _check_ranges(cfg)
     return cfg
 
 
+# The step schedule's milestones (shares of the run) and factors when a config gives none.
+STEP_DEFAULTS = {"milestones": [0.8, 0.9], "lr_factors": [0.01, 0.0001]}
+
+
+def _fill_schedule(t: dict[str, Any]) -> None:
+    """Milestones and factors: the step schedule's defaults, none for cosine decay."""
+    check_choice("train.schedule", t["schedule"], SCHEDULES)
+    for key, default in STEP_DEFAULTS.items():
+        if t[key] is None:
+            t[key] = list(default) if t["schedule"] == "step" else []
+    if t["schedule"] == "cosine" and t["milestones"]:
+        raise ParameterError("train.milestones", "none with schedule 'cosine' (it decays "
+                             "smoothly to zero)", t["milestones"])
+
+
 def _check_ranges(cfg: dict[str, Any]) -> None:
     from tailmix.data.dataset import PREPARE_PROFILES
-    from tailmix.models import HEADS
+    from tailmix.data.files import BAD_IMAGES
+    from tailmix.models import HEADS, is_external
     from tailmix.registry import DATASETS, MODELS, STRATEGIES
 
     d, t, e = cfg["dataset"], cfg["train"], cfg["eval"]
@@ -182,12 +213,36 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
                                  "(give --data-root)", None)
         if not d["download"] and not Path(d["root"]).expanduser().exists():
             raise ParameterError("dataset.root", "an existing folder or file", d["root"])
-    MODELS.get(cfg["model"]["arch"], "model.arch")
-    if cfg["model"]["head"] is not None:
-        check_choice("model.head", cfg["model"]["head"], HEADS)
+    if d["in_memory"] != "auto" and not isinstance(d["in_memory"], bool):
+        raise ParameterError("dataset.in_memory", "true, false or 'auto'", d["in_memory"])
+    if d["image_size"] is not None:
+        check_number("dataset.image_size", d["image_size"], low=8, integer=True)
+    check_choice("dataset.bad_images", d["bad_images"], BAD_IMAGES)
+    if isinstance(d["workers"], str):
+        check_choice("dataset.workers", d["workers"], ("auto",))
+    else:
+        check_number("dataset.workers", d["workers"], low=0, integer=True)
+    m = cfg["model"]
+    if not is_external(m["arch"]):
+        MODELS.get(m["arch"], "model.arch")
+    if m["head"] is not None:
+        check_choice("model.head", m["head"], HEADS)
+    if m["backbone_lr"] is not None:
+        check_number("model.backbone_lr", m["backbone_lr"], low=0)
+    c = cfg["crt"]
+    check_number("crt.epochs", c["epochs"], low=0, integer=True)
+    for key in ("lr", "weight_decay"):
+        if c[key] is not None:
+            check_number(f"crt.{key}", c[key], low=0, low_open=key == "lr")
+    check_choice("train.schedule", t["schedule"], SCHEDULES)
     STRATEGIES.get(cfg["strategy"], "strategy")
     epochs = check_number("train.epochs", t["epochs"], low=1, integer=True)
     check_number("train.batch_size", t["batch_size"], low=2, integer=True)
+    freeze = resolve_epoch("model.freeze_backbone_epochs", m["freeze_backbone_epochs"],
+                           epochs)
+    if not 0 <= freeze < epochs:
+        raise ParameterError("model.freeze_backbone_epochs", f"fewer than the run's "
+                             f"{epochs} epochs", m["freeze_backbone_epochs"])
     check_number("train.lr", t["lr"], low=0, low_open=True)
     check_number("train.momentum", t["momentum"], low=0, high=1, high_open=True)
     check_number("train.weight_decay", t["weight_decay"], low=0)
@@ -353,9 +408,12 @@ def resolve(config: dict[str, Any] | RunSpec | None = None) -> RunSpec:
 
 def _check_model_inputs(cfg: dict[str, Any]) -> None:
     """A vector model for a source known to hold images is an error before any loading."""
+    from tailmix.models import is_external
     from tailmix.registry import DATASETS, MODELS
 
     arch = cfg["model"]["arch"]
+    if is_external(arch):
+        return
     images = DATASETS.meta(cfg["dataset"]["name"]).get("inputs") == "image"
     if images and MODELS.meta(arch).get("inputs") == "vector":
         raise ParameterError("model.arch", f"an image model for {cfg['dataset']['name']!r} "

@@ -33,12 +33,15 @@ class Trainer:
         The bare network, on ``device`` (checkpoints and callbacks use it).
     optimizer : torch.optim.Optimizer
     lr_schedule : callable
-        ``(epoch, progress in [0, 1]) -> lr``, applied to every parameter group at each step.
+        ``(epoch, progress in [0, 1]) -> lr``, applied at each step to every parameter group
+        (times the group's ``lr_scale``, when it has one).
     sampler
         ``epoch_plan(epoch, seed, generator) -> (indices, synthetic mask or None)``: the
         whole epoch, the same on every process.
     step : callable
-        ``step(model, batch) -> StepOutput``; optionally ``step.start_epoch(epoch, model)``.
+        ``step(model, batch) -> StepOutput``; optionally ``step.start_epoch(epoch, model)``
+        and ``step.load(index_slices, seed)``, an iterator of ``(raw inputs, keep mask or
+        None)`` per batch read ahead of use (images decoded from files).
     epochs, batch_size, seed : int
         Length of the run, the global batch size, the training seed.
     device : torch.device
@@ -109,16 +112,33 @@ class Trainer:
         n = len(idx)
         n_steps = n // bs + (1 if n % bs >= 2 else 0)  # a batch of one breaks BatchNorm
         self.train_model.train()
+        for cb in self.callbacks:
+            cb.on_epoch_start(self.state, epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen, lr = 0, self.lr_schedule(epoch, 1.0)
         start = time.perf_counter()
-        for s in range(n_steps):
-            sl = slice(s * bs, (s + 1) * bs)
-            batch = Batch(idx[sl], None if mask is None else mask[sl], epoch, gen)
+        slices = [slice(s * bs, (s + 1) * bs) for s in range(n_steps)]
+        # A step that reads its inputs ahead (images decoded from files) gets the plan.
+        load = getattr(self.step, "load", None)
+        loaded = None if load is None else load(
+            [idx[sl] for sl in slices],
+            seeding.derive_seed(self.seed, "decode", epoch=epoch, rank=self.rank))
+        for s, sl in enumerate(slices):
+            index, synthetic = idx[sl], None if mask is None else mask[sl]
+            raw = None
+            if loaded is not None:
+                raw, keep = next(loaded)
+                if keep is not None:  # files that could not be decoded were skipped
+                    keep = keep.to(self.device)
+                    index = index[keep]
+                    synthetic = None if synthetic is None else synthetic[keep]
+                    if len(index) < 2:
+                        continue
+            batch = Batch(index, synthetic, epoch, gen, raw)
             lr = self.lr_schedule(epoch, (s + 1) / n_steps)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             out = self.step(self.train_model, batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out.loss).backward()

@@ -146,6 +146,7 @@ _BY_KIND = {
 # Modules whose import registers the built-in entries.
 _BUILTIN = (
     "tailmix.data.sources",
+    "tailmix.data.lists",
     "tailmix.models",
     "tailmix.losses",
     "tailmix.weights",

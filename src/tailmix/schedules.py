@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from tailmix._validation import check_number
 
-__all__ = ["StepSchedule"]
+__all__ = ["CosineSchedule", "StepSchedule", "Then"]
 
 
 class StepSchedule:
@@ -30,3 +33,49 @@ class StepSchedule:
         if self.warmup > 0 and epoch + progress < self.warmup:
             lr = lr * (epoch + progress) / self.warmup
         return lr
+
+
+class CosineSchedule:
+    """Linear warm-up over the first ``warmup_epochs``, then half a cosine from ``base_lr``
+    down to ``final_lr`` at the end of ``epochs``.
+
+    >>> lr = CosineSchedule(base_lr=0.1, warmup_epochs=0, epochs=10)
+    >>> [round(lr(e, 1.0), 4) for e in (0, 4, 9)]
+    [0.0976, 0.05, 0.0]
+    """
+
+    def __init__(self, *, base_lr: float, warmup_epochs: float, epochs: int,
+                 final_lr: float = 0.0):
+        self.base_lr = check_number("base_lr", base_lr, low=0, low_open=True)
+        self.warmup = check_number("warmup_epochs", warmup_epochs, low=0)
+        self.epochs = check_number("epochs", epochs, low=1, integer=True)
+        self.final_lr = check_number("final_lr", final_lr, low=0)
+
+    def __call__(self, epoch: int, progress: float) -> float:
+        t = epoch + progress
+        if self.warmup > 0 and t < self.warmup:
+            return self.base_lr * t / self.warmup
+        span = max(self.epochs - self.warmup, 1e-12)
+        share = min(max((t - self.warmup) / span, 0.0), 1.0)
+        return self.final_lr + (self.base_lr - self.final_lr) * 0.5 * (1 + math.cos(
+            math.pi * share))
+
+
+class Then:
+    """One schedule until ``switch_epoch``, another after it (counting its epochs from 0):
+    the main run, then a classifier re-training stage.
+
+    >>> lr = Then(StepSchedule(base_lr=0.1, warmup_epochs=0, milestones=[], factors=[]),
+    ...           CosineSchedule(base_lr=0.5, warmup_epochs=0, epochs=2), switch_epoch=3)
+    >>> [round(lr(e, 1.0), 4) for e in (2, 3, 4)]
+    [0.1, 0.25, 0.0]
+    """
+
+    def __init__(self, first: Callable[[int, float], float],
+                 second: Callable[[int, float], float], *, switch_epoch: int):
+        self.first, self.second, self.switch_epoch = first, second, switch_epoch
+
+    def __call__(self, epoch: int, progress: float) -> float:
+        if epoch < self.switch_epoch:
+            return self.first(epoch, progress)
+        return self.second(epoch - self.switch_epoch, progress)

@@ -11,6 +11,7 @@ init        the network's initial weights (global torch seed)           -
 order       the sampler's order of examples in an epoch (CPU)           epoch
 batch       crops, flips, partners, lam and resampled anchors (device)  epoch, rank
 generation  a generative step's draws (M2m's slots, seeds, noise)       epoch, rank
+decode      random-resized crops of images decoded from files (CPU)     epoch, rank
 ========== ============================================================ =================
 
 >>> derive_seed(0, "order", epoch=1) == derive_seed(0, "order", epoch=1)
@@ -28,12 +29,13 @@ from tailmix._validation import check_choice, check_number
 
 __all__ = ["STREAMS", "derive_seed", "generator"]
 
-STREAMS = ("data", "init", "order", "batch", "generation")
+STREAMS = ("data", "init", "order", "batch", "generation", "decode")
 
 # Salt of the batch stream (rank 0), and of the stream another rank crops and mixes with.
 _BATCH_SALT = 1
 _RANK_SALT = 1_000
 _GENERATION_TAG = 0x4D326D
+_DECODE_TAG = 0x4A5047
 
 
 def derive_seed(seed: int, stream: str, *, epoch: int = 0, rank: int = 0) -> int:
@@ -43,7 +45,7 @@ def derive_seed(seed: int, stream: str, *, epoch: int = 0, rank: int = 0) -> int
     ----------
     seed : int
         The run's seed (``train.seed``; ``dataset.data_seed`` for the ``data`` stream).
-    stream : {"data", "init", "order", "batch", "generation"}
+    stream : {"data", "init", "order", "batch", "generation", "decode"}
     epoch, rank : int
         0-based epoch and process rank; ignored by ``data`` and ``init``; ``order`` is the
         same on every process (each keeps its shard of one sequence).
@@ -61,8 +63,9 @@ def derive_seed(seed: int, stream: str, *, epoch: int = 0, rank: int = 0) -> int
         return seed
     if stream == "order":
         return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
-    if stream == "generation":
-        state = np.random.SeedSequence([seed, epoch, rank, _GENERATION_TAG])
+    if stream in ("generation", "decode"):
+        tag = _GENERATION_TAG if stream == "generation" else _DECODE_TAG
+        state = np.random.SeedSequence([seed, epoch, rank, tag])
         return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
     salt = _BATCH_SALT if rank == 0 else _RANK_SALT + rank
     return (seed * 1_000_003 + epoch * 7_919 + salt * 104_729) % (2**63 - 1)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Batch", "MixStep", "StepOutput", "autocast", "predict"]
+__all__ = ["Batch", "MixStep", "StepOutput", "autocast", "iter_batches", "predict"]
 
 
 @dataclass
@@ -38,12 +38,16 @@ class Batch:
         0-based epoch.
     generator : torch.Generator
         The epoch's ``batch`` stream on the device (crops, flips, partners, lam).
+    raw : Tensor or None
+        The batch's raw inputs when they were read ahead (images decoded from files), else
+        None (the step indexes its in-memory inputs).
     """
 
     index: Tensor
     synthetic: Tensor | None
     epoch: int
     generator: torch.Generator
+    raw: Tensor | None = None
 
 
 @dataclass
@@ -71,8 +75,8 @@ def predict(model: nn.Module, inputs: Tensor, augment: nn.Module, *, batch_size:
     was_training = model.training
     model.eval()
     outs = []
-    for s in range(0, len(inputs), batch_size):
-        x = augment(inputs[s:s + batch_size].to(device, non_blocking=True), train=False)
+    for raw in iter_batches(inputs, batch_size):
+        x = augment(raw.to(device, non_blocking=True), train=False)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
@@ -80,6 +84,16 @@ def predict(model: nn.Module, inputs: Tensor, augment: nn.Module, *, batch_size:
         outs.append(out.float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def iter_batches(inputs: Any, batch_size: int):
+    """Consecutive batches of raw inputs: slices of a tensor, or images decoded ahead by
+    worker processes (:class:`tailmix.data.files.ImageFiles`)."""
+    if hasattr(inputs, "batches"):
+        yield from inputs.batches(batch_size)
+        return
+    for s in range(0, len(inputs), batch_size):
+        yield inputs[s:s + batch_size]
 
 
 class MixStep:
@@ -164,9 +178,16 @@ class MixStep:
 
     # -- once per batch --------------------------------------------------------------------
 
+    def load(self, slices: list[Tensor], seed: int):
+        """Read the epoch's batches ahead when the inputs are files (None: in memory)."""
+        if not hasattr(self.inputs, "epoch_batches"):
+            return None
+        return iter(self.inputs.epoch_batches([s.cpu() for s in slices], seed))
+
     def sample(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The batch's augmented inputs and labels."""
-        raw = self.inputs[batch.index].to(self.device, non_blocking=True)
+        raw = batch.raw if batch.raw is not None else self.inputs[batch.index]
+        raw = raw.to(self.device, non_blocking=True)
         return self.augment(raw, batch.generator), self.labels[batch.index]
 
     def mix(self, x: Tensor, y: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:

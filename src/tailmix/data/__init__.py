@@ -12,3 +12,4 @@ __all__ = [
     "from_arrays",
     "load_digits_dataset", "load_source", "prepare_dataset", "subsample_indices",
 ]
+from tailmix.data import lists  # noqa: E402,F401  (registers the list-file sources)

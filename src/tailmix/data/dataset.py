@@ -11,6 +11,7 @@ import torch
 from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.augment import BatchAugment
 from tailmix.data.base import RawDataset
+from tailmix.data.files import FileDataset, ImageFiles, default_workers
 from tailmix.data.profiles import NAMED_PROFILES, subsample_indices
 from tailmix.data.profiles import class_counts as profile_counts
 
@@ -21,8 +22,9 @@ PREPARE_PROFILES = ("exp", "step", "counts", "original", *NAMED_PROFILES)
 class LongTailData:
     """Training and test tensors with the class counts that losses, samplers and mixers read.
 
-    Images are one ``uint8`` tensor (N, C, H, W); feature vectors one ``float32`` tensor
-    (N, D). ``augment`` turns a raw batch into normalised network inputs.
+    Images are one ``uint8`` tensor (N, C, H, W), or an :class:`~tailmix.data.files.ImageFiles`
+    that decodes them from disk when used (``streaming``); feature vectors one ``float32``
+    tensor (N, D). ``augment`` turns a raw batch into normalised network inputs.
     """
 
     train_inputs: torch.Tensor
@@ -47,6 +49,11 @@ class LongTailData:
     def is_image(self) -> bool:
         return self.train_inputs.dim() == 4
 
+    @property
+    def streaming(self) -> bool:
+        """Whether images are decoded from files while training (not held in memory)."""
+        return isinstance(self.train_inputs, ImageFiles)
+
     def to(self, device: torch.device | str, *, pin_fallback: bool = True) -> LongTailData:
         """Move every tensor to ``device``.
 
@@ -60,6 +67,9 @@ class LongTailData:
         out.test_labels = self.test_labels.to(device)
         for key in ("train_inputs", "test_inputs"):
             t = getattr(self, key)
+            if isinstance(t, ImageFiles):
+                setattr(out, key, t.to(device))
+                continue
             try:
                 setattr(out, key, t.to(device))
             except torch.OutOfMemoryError:
@@ -83,7 +93,7 @@ def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_dataset(
-    raw: RawDataset,
+    raw: RawDataset | FileDataset,
     *,
     profile: str = "exp",
     ratio: float = 100.0,
@@ -93,6 +103,12 @@ def prepare_dataset(
     class_order: Sequence[int] | None = None,
     crop_padding: int | None = None,
     hflip: bool | None = None,
+    image_size: int | None = None,
+    resize: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    workers: int | None = None,
+    bad_images: str = "refuse",
 ) -> LongTailData:
     """Cut a raw dataset to a long-tailed profile (DESIGN section 1) and wrap it as tensors.
 
@@ -111,8 +127,14 @@ def prepare_dataset(
         A permutation of the classes: class ``class_order[c]`` of the source becomes class c
         (so profiles can put any class at the head or tail).
     crop_padding, hflip:
-        Augmentation; defaults: padding H / 8 for images (4 for 32x32), flip where the
-        source allows it.
+        Augmentation; defaults: padding H / 8 for images (4 for 32x32; 0 for images streamed
+        from files, which get a random-resized crop instead), flip where the source allows it.
+    image_size, resize, mean, std, workers, bad_images:
+        For a :class:`~tailmix.data.files.FileDataset` (streamed): the side of the decoded
+        square (default the first training image's shorter side), the evaluation resize
+        before the centre crop, the normalisation (default estimated from up to 512
+        training images), the decoding worker processes and what to do with a file that
+        cannot be decoded (``refuse`` or ``skip``).
     """
     check_choice("profile", profile, PREPARE_PROFILES)
     if profile in NAMED_PROFILES:
@@ -120,7 +142,12 @@ def prepare_dataset(
         profile, n_max, class_order = named["profile"], named["n_max"], named["class_order"]
     data_seed = check_number("data_seed", data_seed, low=0, integer=True)
     c = raw.num_classes
-    train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y
+    files = isinstance(raw, FileDataset)
+    if files:
+        train_x, test_x = None, None
+        train_y, test_y = np.asarray(raw.train_y), np.asarray(raw.test_y)
+    else:
+        train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y
     classes = list(raw.classes)
     for key, y in (("train labels", train_y), ("test labels", test_y)):
         if len(y) and (y.min() < 0 or y.max() >= c):
@@ -155,6 +182,11 @@ def prepare_dataset(
                 f"{counts_out[k]} from profile {profile!r}",
             )
         keep = subsample_indices(train_y, counts_out, seed=data_seed)
+    if files:
+        return _file_data(raw, keep, train_y[keep], test_y, counts_out, classes,
+                          crop_padding=crop_padding, hflip=hflip, image_size=image_size,
+                          resize=resize, mean=mean, std=std, workers=workers,
+                          bad_images=bad_images)
     train_x, train_y = train_x[keep], train_y[keep]
     mean, std = _channel_stats(train_x)
     is_image = train_x.ndim == 4
@@ -176,3 +208,36 @@ def prepare_dataset(
         name=raw.name,
         source_indices=keep,
     )
+
+
+def _file_data(raw: FileDataset, keep: np.ndarray, train_y: np.ndarray, test_y: np.ndarray,
+               counts: Sequence[int], classes: list[str], *, crop_padding: int | None,
+               hflip: bool | None, image_size: int | None, resize: int | None,
+               mean: Sequence[float] | None, std: Sequence[float] | None,
+               workers: int | None, bad_images: str) -> LongTailData:
+    """Long-tailed data whose images stream from ``raw``'s files."""
+    from tailmix.data.files import first_size
+
+    if image_size is None:
+        image_size = min(first_size(raw))
+    kw = dict(size=int(image_size), resize=resize, bad_images=bad_images,
+              workers=default_workers() if workers is None else int(workers))
+    reader = raw.reader
+    train = ImageFiles(reader, [raw.train_files[int(i)] for i in keep], **kw)
+    test = ImageFiles(reader, list(raw.test_files), **kw)
+    if mean is None or std is None:
+        # Channel statistics of a seeded sample of the training images (evaluation crop).
+        pick = np.random.default_rng(0).permutation(len(train))[:512]
+        sample = np.concatenate([b.numpy() for b in train.subset(np.sort(pick)).batches(128)])
+        est_mean, est_std = _channel_stats(sample)
+        mean = est_mean if mean is None else mean
+        std = est_std if std is None else std
+    augment = BatchAugment(
+        mean=torch.as_tensor(mean, dtype=torch.float32),
+        std=torch.as_tensor(std, dtype=torch.float32),
+        crop_padding=crop_padding or 0, hflip=raw.hflip if hflip is None else hflip)
+    return LongTailData(
+        train_inputs=train, train_labels=torch.from_numpy(train_y.astype(np.int64)),
+        test_inputs=test, test_labels=torch.from_numpy(np.asarray(test_y, dtype=np.int64)),
+        class_counts=[int(n) for n in counts], classes=classes, augment=augment,
+        name=raw.name, source_indices=keep)

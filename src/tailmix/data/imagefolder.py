@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from tailmix._validation import ParameterError, check_choice
 from tailmix.data.base import RawDataset
 from tailmix.data.download import DatasetError
+from tailmix.data.files import FileDataset, first_size, stream_or_memory
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -407,7 +408,8 @@ def read_imagefolder(
     test_split: str = "test",
     cache_dir: str | os.PathLike | None = None,
     name: str | None = None,
-) -> RawDataset:
+    in_memory: bool | str = True,
+) -> RawDataset | FileDataset:
     """Read an image dataset laid out as ``SPLIT/CLASS/IMAGE`` in a folder or a zip.
 
     Parameters
@@ -421,10 +423,15 @@ def read_imagefolder(
         Where to keep the decoded arrays; default ``$TAILMIX_CACHE`` or ``~/.cache/tailmix``.
     name:
         The dataset's name in reports; default the source's file or folder name.
+    in_memory:
+        True: decode every image now (all of one size) into arrays; False: list the files,
+        to be decoded while training (a :class:`~tailmix.data.files.FileDataset`);
+        ``"auto"``: in memory when the decoded images, at the first image's size, fit in
+        :data:`~tailmix.data.files.IN_MEMORY_LIMIT`.
 
     Returns
     -------
-    RawDataset
+    RawDataset or FileDataset
         Classes are the sorted class-folder names of the training split; images within a
         class are in file-name order.
 
@@ -447,7 +454,8 @@ def read_imagefolder(
     if name is not None and not isinstance(name, str):
         raise ParameterError("name", "a str or None", name)
     with ImageSource(source, expect=(train_split, test_split)) as src:
-        return _read_splits(src, train_split, test_split, cache_dir, name, kind="imagefolder")
+        return _read_splits(src, train_split, test_split, cache_dir, name, kind="imagefolder",
+                            in_memory=in_memory)
 
 
 def _read_splits(
@@ -458,7 +466,8 @@ def _read_splits(
     name: str | None,
     *,
     kind: str,
-) -> RawDataset:
+    in_memory: bool | str = True,
+) -> RawDataset | FileDataset:
     train = _split_members(src, train_split)
     test = _split_members(src, test_split)
     classes = list(train)
@@ -480,7 +489,15 @@ def _read_splits(
         test_y=test_y,
         splits=(train_split, test_split),
     )
-    return build_dataset(src, plan, cache_dir=cache_dir, name=name or _safe_stem(src.path))
+    name = name or _safe_stem(src.path)
+    files = FileDataset(root=src.path, prefix=src.prefix, train_files=train_names,
+                        train_y=train_y, test_files=test_names, test_y=test_y,
+                        classes=list(classes), name=name)
+    if in_memory is not True:
+        w, h = first_size(files)
+        if stream_or_memory(in_memory, len(train_names) + len(test_names), 3 * w * h):
+            return files
+    return build_dataset(src, plan, cache_dir=cache_dir, name=name)
 
 
 def read_cinic10(

@@ -6,7 +6,9 @@ a folder or file the user gives; :func:`load_source` then checks ``root`` and pa
 expanded :class:`~pathlib.Path`), ``config`` (the packaged config a bare ``--dataset NAME``
 starts from, or None), ``inputs`` (``"image"`` when the source holds images) and
 ``sizes`` (``(classes, images in the largest training class)`` of the released data, or
-None when unknown)::
+None when unknown), and ``streams`` (True when the source can list files to be decoded
+while training: it is then called with ``in_memory`` - True, False or ``"auto"`` - and may
+return a :class:`~tailmix.data.files.FileDataset`)::
 
     @DATASETS.register("my_data", needs_root=True, config=None, sizes=(5, 800))
     def my_data(*, root=None, download=False, **options):
@@ -122,6 +124,8 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
         ``data_root``), and whatever the source's reader raises.
     """
     loader = DATASETS.get(name, "dataset")
+    if not DATASETS.meta(name).get("streams"):
+        options.pop("in_memory", None)
     if DATASETS.meta(name).get("needs_root"):
         if root is None:
             raise ParameterError("data_root", f"a folder or file holding {name!r}", None)
@@ -156,11 +160,12 @@ def _cifar(
         raw = read_imagefolder(root, **options)
         raw.name = name
         return raw
+    options.pop("in_memory", None)
     return read_cifar(root, num_classes=10 if name == "cifar10" else 100, download=download)
 
 
 @DATASETS.register("cifar10", inputs="image", needs_root=True, config="cifar10_lt",
-                   sizes=(10, 5000))
+                   sizes=(10, 5000), streams=True)
 def _cifar10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -168,14 +173,15 @@ def _cifar10(
 
 
 @DATASETS.register("cifar100", inputs="image", needs_root=True, config="cifar100_lt",
-                   sizes=(100, 500))
+                   sizes=(100, 500), streams=True)
 def _cifar100(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
     return _cifar("cifar100", root, download, options)
 
 
-@DATASETS.register("imagefolder", inputs="image", needs_root=True, config=None, sizes=None)
+@DATASETS.register("imagefolder", inputs="image", needs_root=True, config=None, sizes=None,
+                   streams=True)
 def _imagefolder(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:

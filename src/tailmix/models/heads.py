@@ -20,6 +20,9 @@ class CosineHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,427 @@
+"""Images read lazily from disk: a dataset as file names and labels, decoded while training.
+
+A :class:`FileDataset` is what a streaming source returns: the training and test files (paths
+relative to a folder or members of a zip) with their labels. :func:`tailmix.data.prepare_dataset`
+cuts it to a long-tailed profile like any dataset and wraps each split as an
+:class:`ImageFiles`, which stands where an in-memory ``uint8`` tensor stands elsewhere: it has a
+length, a shape ``(N, 3, S, S)`` and indexing, and it decodes.
+
+Decoding runs in ``DataLoader`` worker processes with Pillow. JPEGs are decoded at a reduced
+scale when the output allows (``Image.draft``), so a large photo costs a fraction of a full
+decode. Training images get a random-resized crop (scale 0.08-1, aspect 3/4-4/3) to ``S x S``,
+drawn from the run's ``decode`` stream per sample (the same crops for any number of workers);
+evaluation images are resized (shorter side to ``resize``) and centre-cropped. Flips and
+normalisation stay in the on-device :class:`~tailmix.data.augment.BatchAugment`.
+
+A file that cannot be decoded is reported with its path, and refused (the run stops, the last
+checkpoint stays) or skipped (dropped from its batch) by the ``bad_images`` setting;
+:func:`scan_images` finds most such files before training from their headers and ends.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import sys
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from tailmix._validation import ParameterError, check_choice
+from tailmix.data.download import DatasetError
+
+__all__ = ["BAD_IMAGES", "IN_MEMORY_LIMIT", "FileDataset", "ImageFiles", "decode_image",
+           "default_workers", "materialise", "scan_images", "stream_or_memory"]
+
+BAD_IMAGES = ("refuse", "skip")
+#: Decoded training and test pixels above which ``in_memory: auto`` streams (bytes).
+IN_MEMORY_LIMIT = 2 * 1024**3
+# The resize before the evaluation centre crop: the shorter side to S / 0.875 (224 -> 256).
+EVAL_CROP_SHARE = 0.875
+_DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+                  ValueError, EOFError, zipfile.BadZipFile, KeyError)
+
+
+def default_workers() -> int:
+    """Decoding worker processes: the CPU count less one for the training process, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Reader:
+    """Bytes of files under a folder or members of a zip; a process opens its own handle."""
+
+    def __init__(self, root: str | Path | None, prefix: str = ""):
+        self.root = None if root is None else Path(root)
+        self.prefix = prefix
+        self.is_zip = self.root is not None and self.root.is_file()
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = -1
+
+    def where(self, name: str) -> str:
+        if self.root is None:
+            return name
+        if self.is_zip:
+            return f"{self.root}:{self.prefix}{name}"
+        return str(self.root / (self.prefix + name))
+
+    def read(self, name: str) -> bytes:
+        if not self.is_zip:
+            return Path(self.where(name)).read_bytes()
+        if self._zip is None or self._pid != os.getpid():  # a forked worker opens its own
+            self._zip = zipfile.ZipFile(self.root)
+            self._pid = os.getpid()
+        return self._zip.read(self.prefix + name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_zip": None, "_pid": -1}
+
+
+@dataclass
+class FileDataset:
+    """A dataset as image files and labels, read when used.
+
+    Attributes
+    ----------
+    root : Path or None
+        The folder the names are relative to, or a ``.zip`` whose members they are; None when
+        the names are full paths.
+    train_files, test_files : list of str
+        Relative POSIX paths (or zip members) of each split's images.
+    train_y, test_y : ndarray
+        ``int64`` labels in ``0..len(classes) - 1``, one per file.
+    classes : list of str
+    name : str
+    hflip : bool
+        Whether horizontal flips suit the images.
+    prefix : str
+        A folder inside ``root`` every name is under (a zip holding one top-level folder).
+    """
+
+    root: Path | None
+    train_files: list[str]
+    train_y: np.ndarray
+    test_files: list[str]
+    test_y: np.ndarray
+    classes: list[str]
+    name: str = "files"
+    hflip: bool = True
+    prefix: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def is_image(self) -> bool:
+        return True
+
+    @property
+    def reader(self) -> _Reader:
+        return _Reader(self.root, self.prefix)
+
+
+def decode_image(data: bytes, size: int, *, resize: int | None = None,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """Decode encoded image bytes to an RGB ``uint8`` array ``(3, size, size)``.
+
+    With ``rng``: a random-resized crop (area 8-100 % of the image, aspect ratio 3/4-4/3,
+    ten tries, then the central crop of the clamped ratio). Without: shorter side resized to
+    ``resize`` (default ``size / 0.875``), then the central ``size x size``. JPEGs are
+    decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that keeps the crop at least ``size``
+    pixels. Raises what Pillow raises for an unreadable file.
+    """
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+        if rng is None:
+            short = resize or max(size, round(size / EVAL_CROP_SHARE))
+            scale = short / min(w, h)
+            cw, ch = size / scale, size / scale
+            box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+        else:
+            box = _random_box(w, h, rng)
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        if im.format == "JPEG":
+            # The draft keeps the image at least this large, so the box stays >= size px.
+            im.draft("RGB", (max(1, math.ceil(w * size / bw)), max(1, math.ceil(h * size / bh))))
+            fx, fy = im.size[0] / w, im.size[1] / h
+            box = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
+        im = im.convert("RGB")
+        out = im.resize((size, size), Image.Resampling.BILINEAR, box=box,
+                        reducing_gap=None if rng is None else 2.0)
+        return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _random_box(w: int, h: int, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    area = w * h
+    log_ratio = (math.log(3 / 4), math.log(4 / 3))
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        ratio = math.exp(rng.uniform(*log_ratio))
+        cw, ch = math.sqrt(target * ratio), math.sqrt(target / ratio)
+        if 0 < cw <= w and 0 < ch <= h:
+            x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+            return (x0, y0, x0 + cw, y0 + ch)
+    ratio = min(max(w / h, 3 / 4), 4 / 3)
+    cw, ch = (w, w / ratio) if w / h < ratio else (h * ratio, h) if w / h > ratio else (w, h)
+    return ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+_JPEG_END = b"\xff\xd9"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def _header_problem(reader: _Reader, name: str) -> str | None:
+    """Why a file cannot be used (unreadable, not an image, cut short), or None."""
+    try:
+        data = reader.read(name)
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        return f"cannot be read ({e.__class__.__name__}: {e})"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            w, h = im.size
+    except _DECODE_ERRORS as e:
+        return f"is not an image Pillow reads ({e})"
+    if w < 1 or h < 1:
+        return "has no pixels"
+    tail = data[-1024:]
+    if fmt == "JPEG" and _JPEG_END not in tail:
+        return "is cut short (no JPEG end marker)"
+    if fmt == "PNG" and _PNG_END not in tail:
+        return "is cut short (no PNG end chunk)"
+    return None
+
+
+def scan_images(data: FileDataset, *, bad_images: str = "refuse",
+                log=print) -> FileDataset:
+    """Check every file's header and end before training.
+
+    ``refuse``: raise :class:`~tailmix.data.download.DatasetError` with the count of bad files
+    and the first few paths. ``skip``: report them and return the dataset without them.
+    """
+    check_choice("dataset.bad_images", bad_images, BAD_IMAGES)
+    reader = data.reader
+    names = [*data.train_files, *data.test_files]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        problems = list(pool.map(lambda n: _header_problem(reader, n), names, chunksize=64))
+    bad = [(n, p) for n, p in zip(names, problems, strict=True) if p is not None]
+    if not bad:
+        return data
+    listing = "; ".join(f"{reader.where(n)} {p}" for n, p in bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    if bad_images == "refuse":
+        raise DatasetError(f"{len(bad)} of {len(names)} image files cannot be used: {listing}"
+                           f"{more}. Fix or remove them, or set dataset.bad_images: skip to "
+                           "train without them.")
+    log(f"tailmix: skipping {len(bad)} of {len(names)} image files that cannot be used: "
+        f"{listing}{more}")
+    dropped = {n for n, _ in bad}
+    keep_train = [i for i, n in enumerate(data.train_files) if n not in dropped]
+    keep_test = [i for i, n in enumerate(data.test_files) if n not in dropped]
+    return replace(data, train_files=[data.train_files[i] for i in keep_train],
+                   train_y=data.train_y[keep_train],
+                   test_files=[data.test_files[i] for i in keep_test],
+                   test_y=data.test_y[keep_test])
+
+
+def first_size(data: FileDataset) -> tuple[int, int]:
+    """(width, height) of the first training image, from its header."""
+    reader = data.reader
+    name = data.train_files[0]
+    try:
+        with Image.open(io.BytesIO(reader.read(name))) as im:
+            return im.size
+    except (*_DECODE_ERRORS, OSError) as e:
+        raise DatasetError(f"Cannot read image {reader.where(name)}: {e}") from e
+
+
+def stream_or_memory(setting: Any, n_images: int, image_bytes: int) -> bool:
+    """Whether to stream: ``in_memory`` is True (never), False (always) or ``"auto"``
+    (stream when the decoded images would pass :data:`IN_MEMORY_LIMIT`)."""
+    if setting == "auto":
+        return n_images * image_bytes > IN_MEMORY_LIMIT
+    return not setting
+
+
+# --------------------------------------------------------------------------- decoding sets
+
+
+class _Decode(torch.utils.data.Dataset):
+    """Item ``(index, seed)`` -> ``(3, S, S)`` uint8 array, or None for a skipped bad file.
+    ``seed`` None decodes for evaluation."""
+
+    def __init__(self, files: ImageFiles):
+        self.reader, self.names = files.reader, files.names
+        self.size, self.resize, self.bad_images = files.size, files.resize, files.bad_images
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, item: tuple[int, int | None]) -> np.ndarray | None:
+        i, seed = item
+        name = self.names[i]
+        try:
+            rng = None if seed is None else np.random.default_rng(seed)
+            return decode_image(self.reader.read(name), self.size, resize=self.resize, rng=rng)
+        except _DECODE_ERRORS as e:
+            where = self.reader.where(name)
+            if self.bad_images == "skip":
+                print(f"tailmix: skipping unreadable image {where}: {e}", file=sys.stderr)
+                return None
+            raise DatasetError(f"Cannot decode image {where}: {e} (set dataset.bad_images: "
+                               "skip to drop such files from their batch)") from e
+
+
+def _collate(items: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    keep = [a is not None for a in items]
+    arrays = [a for a in items if a is not None]
+    if not arrays:
+        return torch.zeros(0, dtype=torch.uint8), torch.tensor(keep)
+    x = torch.from_numpy(np.stack(arrays))
+    return x, None if all(keep) else torch.tensor(keep)
+
+
+class _Batches(torch.utils.data.Sampler):
+    def __init__(self, batches: list[list[tuple[int, int | None]]]):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+@dataclass
+class ImageFiles:
+    """A split of image files standing in for a ``uint8`` tensor ``(N, 3, S, S)``.
+
+    Indexing decodes (for evaluation, in this process); :meth:`batches` and
+    :meth:`epoch_batches` decode in ``workers`` worker processes, ahead of use.
+    """
+
+    reader: _Reader
+    names: list[str]
+    size: int
+    resize: int | None = None
+    workers: int = field(default_factory=default_workers)
+    bad_images: str = "refuse"
+    pin_memory: bool = False
+
+    # -- what a tensor has ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.names), 3, self.size, self.size))
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def dim(self) -> int:
+        return 4
+
+    def to(self, *args: Any, **kwargs: Any) -> ImageFiles:
+        return self
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> ImageFiles:
+        return replace(self, names=[self.names[int(i)] for i in index])
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        """Decoded images (evaluation transform) for an int, slice, or index tensor/array."""
+        if isinstance(index, slice):
+            picks = range(len(self.names))[index]
+        elif isinstance(index, int):
+            return self[[index]][0]
+        else:
+            picks = torch.as_tensor(index).reshape(-1).tolist()
+        dec = _Decode(self)
+        out = [dec[(int(i), None)] for i in picks]
+        if any(a is None for a in out):
+            raise DatasetError("An image was skipped where every image is needed (evaluation "
+                               "or a mixing partner); see the messages above.")
+        if not out:
+            return torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(out))
+
+    # -- decoding ahead ---------------------------------------------------------------------
+
+    def _loader(self, batches: list[list[tuple[int, int | None]]]) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            _Decode(self), batch_sampler=_Batches(batches), num_workers=self.workers,
+            collate_fn=_collate, pin_memory=self.pin_memory,
+            prefetch_factor=4 if self.workers else None)
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Every image in order, evaluation transform, ``batch_size`` at a time."""
+        n = len(self.names)
+        plan = [[(i, None) for i in range(s, min(s + batch_size, n))]
+                for s in range(0, n, batch_size)]
+        for x, keep in self._loader(plan):
+            if keep is not None:
+                raise DatasetError("An image was skipped where every image is needed "
+                                   "(evaluation); see the messages above.")
+            yield x
+
+    def epoch_batches(self, slices: Sequence[torch.Tensor], seed: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Training batches for the planned index slices: ``(images, keep)``, ``keep`` None
+        or the mask of the slice's files that decoded (``bad_images: skip``). Each sample's
+        crop comes from ``(seed, its position in the epoch)``."""
+        plan, pos = [], 0
+        for s in slices:
+            ids = s.tolist()
+            plan.append([(i, _sample_seed(seed, pos + j)) for j, i in enumerate(ids)])
+            pos += len(ids)
+        return iter(self._loader(plan))
+
+
+def _sample_seed(seed: int, position: int) -> int:
+    return int(np.random.SeedSequence([seed, position]).generate_state(1, dtype=np.uint64)[0])
+
+
+def materialise(data: FileDataset, size: int | None, *, workers: int | None = None,
+                log=print):
+    """Decode every image once (evaluation transform at ``size``; None: the first image's
+    shorter side) into an in-memory :class:`~tailmix.data.base.RawDataset`."""
+    from tailmix.data.base import RawDataset
+
+    if size is None:
+        size = min(first_size(data))
+    out = {}
+    for key, names in (("train_x", data.train_files), ("test_x", data.test_files)):
+        files = ImageFiles(data.reader, list(names), size, resize=size,
+                           workers=default_workers() if workers is None else workers)
+        parts = list(files.batches(512))
+        out[key] = (torch.cat(parts).numpy() if parts
+                    else np.zeros((0, 3, size, size), dtype=np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return RawDataset(train_x=out["train_x"], train_y=data.train_y, test_x=out["test_x"],
+                          test_y=data.test_y, classes=list(data.classes), name=data.name,
+                          hflip=data.hflip)
+
+
+def check_names(names: Sequence[str], key: str) -> None:
+    """Reject absolute paths and ``..`` parts in a list of relative names."""
+    for n in names:
+        if n.startswith("/") or ".." in n.split("/"):
+            raise ParameterError(key, "paths relative to the dataset root", n)
