@@ -3,6 +3,7 @@ sources, on miniatures written in each release's layout with the released list-f
 
 import hashlib
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -350,3 +351,25 @@ def test_read_class_names(tmp_path):
     (tmp_path / "c.txt").write_text("\n\n")
     with pytest.raises(DatasetError, match="names no classes"):
         read_class_names(tmp_path / "c.txt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", sorted(LAYOUTS))
+def test_release_config_streams_a_run(releases, source, tmp_path):
+    """The shipped config of each release trains, streaming, on its miniature (a small
+    network and one short epoch stand in for the protocol's)."""
+    from tailmix.cli import main
+
+    root, splits = releases[source]
+    out = tmp_path / "run"
+    args = ["train", "-c", source, "--data-root", str(root), "--out", str(out), "--epochs", "1",
+            "--no-progress", "--set", "model.arch=small_cnn", "--set", "model.pretrained=false",
+            "--set", "model.backbone_lr=null", "--set", "dataset.image_size=16",
+            "--set", "dataset.workers=0", "--set", "train.batch_size=16",
+            "--set", "train.warmup_epochs=0", "--set", "train.device=cpu"]
+    if source == "places_lt":
+        args += ["--set", "train.milestones=[]", "--set", "train.lr_factors=[]"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["class_counts"] == COUNTS
+    assert 0.0 <= metrics["final"]["top1"] <= 100.0

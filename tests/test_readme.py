@@ -76,3 +76,22 @@ def test_python_api_snippet_runs(tmp_path, monkeypatch):
     exec(compile(block, "README: From Python", "exec"), namespace)
     assert namespace["result"]["final"]["balanced_accuracy"] > 50
     assert (tmp_path / "runs" / "mine" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_own_model_snippet_runs(tmp_path, monkeypatch):
+    blocks = _blocks(_section("Your own model"), "python")
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README: Your own model", "exec"), namespace)
+    assert namespace["result"]["final"]["balanced_accuracy"] > 60
+    assert (tmp_path / "runs" / "my-net" / "metrics.json").is_file()
+    # The YAML shown there resolves (the backbone is not built: that needs timm).
+    import yaml
+
+    from tailmix.config import resolve_config
+
+    (config,) = _blocks(_section("Your own model"), "yaml")
+    cfg = resolve_config(yaml.safe_load(config))
+    assert cfg["model"]["pretrained"] and cfg["crt"]["epochs"] == 10

@@ -209,22 +209,23 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
                           in_memory=d["in_memory"], **d["options"])
     elif d["name"] != "arrays":
         raise ParameterError("dataset.name", "'arrays' when data is passed in", d["name"])
+    pre = _preprocessing(spec)
+    size = d["image_size"] or (pre["input_size"][1] if pre else None)
     kw: dict[str, Any] = {}
+    if pre is not None:  # a torchvision or timm backbone normalises its own way
+        kw.update(mean=pre["mean"], std=pre["std"])
     if isinstance(raw, FileDataset):
         raw = scan_images(raw, bad_images=d["bad_images"], log=log)
-        pre = _preprocessing(spec)
-        size = d["image_size"] or (pre["input_size"][1] if pre else None)
         workers = None if d["workers"] == "auto" else d["workers"]
         n = len(raw.train_files) + len(raw.test_files)
         side = size or min(first_size(raw))
         if not stream_or_memory(d["in_memory"], n, 3 * side * side):
             raw = materialise(raw, size, workers=workers)
         else:
-            kw = dict(image_size=size, resize=pre["resize"] if pre else None,
-                      mean=pre["mean"] if pre else None, std=pre["std"] if pre else None,
+            kw.update(image_size=size, resize=pre["resize"] if pre else None,
                       workers=workers, bad_images=d["bad_images"])
-    elif d["image_size"] is not None and raw.is_image:
-        raw = _resized(raw, d["image_size"])
+    if size is not None and raw.is_image and not isinstance(raw, FileDataset):
+        raw = _resized(raw, size)
     return prepare_dataset(
         raw, profile=d["profile"], ratio=d["ratio"], n_max=d["n_max"], counts=d["counts"],
         data_seed=d["data_seed"], class_order=d["class_order"],

@@ -52,7 +52,7 @@ class PhasedStep:
         if hasattr(step, "start_epoch"):
             step.start_epoch(epoch, model)
 
-    def load(self, slices: list[torch.Tensor], seed: int, *, epoch: int | None = None):
+    def load(self, slices: list[torch.Tensor], seed: int):
         # Both steps read the same inputs; the first decides how they are read.
         return self.before.load(slices, seed) if hasattr(self.before, "load") else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -80,15 +81,29 @@ class LongTailData:
 
 
 def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if x.ndim == 4:
-        axes = (0, 2, 3)
-        scale = 255.0
+    """Per-channel mean and standard deviation (images in [0, 1], vectors as they are).
+
+    ``uint8`` images are summed exactly in integers a chunk at a time, so memory stays at
+    one chunk whatever the dataset's size (a float64 copy of 20,000 images of 96x96 is
+    4.4 GB).
+    """
+    if x.ndim == 4 and x.dtype == np.uint8:
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        sums = np.zeros(x.shape[1], np.int64)
+        squares = np.zeros(x.shape[1], np.int64)
+        for s in range(0, len(x), 1024):
+            chunk = x[s:s + 1024].astype(np.int64)
+            sums += chunk.sum(axis=(0, 2, 3))
+            squares += (chunk * chunk).sum(axis=(0, 2, 3))
+        # Exact integers until the last division: n * sum(x^2) - sum(x)^2 = n^2 var.
+        mean = np.array([int(a) / (n * 255) for a in sums])
+        std = np.array([math.sqrt(n * int(b) - int(a) * int(a)) / (n * 255)
+                        for a, b in zip(sums, squares, strict=True)])
     else:
-        axes = (0,)
-        scale = 1.0
-    xf = x.astype(np.float64) / scale
-    mean = xf.mean(axis=axes)
-    std = xf.std(axis=axes)
+        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        scale = 255.0 if x.ndim == 4 else 1.0
+        xf = x.astype(np.float64) / scale
+        mean, std = xf.mean(axis=axes), xf.std(axis=axes)
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
@@ -129,12 +144,14 @@ def prepare_dataset(
     crop_padding, hflip:
         Augmentation; defaults: padding H / 8 for images (4 for 32x32; 0 for images streamed
         from files, which get a random-resized crop instead), flip where the source allows it.
-    image_size, resize, mean, std, workers, bad_images:
+    mean, std:
+        Per-channel normalisation (a pretrained backbone's); default the training set's own
+        statistics (for streamed images, estimated from up to 512 of them).
+    image_size, resize, workers, bad_images:
         For a :class:`~tailmix.data.files.FileDataset` (streamed): the side of the decoded
         square (default the first training image's shorter side), the evaluation resize
-        before the centre crop, the normalisation (default estimated from up to 512
-        training images), the decoding worker processes and what to do with a file that
-        cannot be decoded (``refuse`` or ``skip``).
+        before the centre crop, the decoding worker processes and what to do with a file
+        that cannot be decoded (``refuse`` or ``skip``).
     """
     check_choice("profile", profile, PREPARE_PROFILES)
     if profile in NAMED_PROFILES:
@@ -188,12 +205,14 @@ def prepare_dataset(
                           resize=resize, mean=mean, std=std, workers=workers,
                           bad_images=bad_images)
     train_x, train_y = train_x[keep], train_y[keep]
-    mean, std = _channel_stats(train_x)
+    if mean is None or std is None:
+        mean, std = _channel_stats(train_x)
     is_image = train_x.ndim == 4
     if crop_padding is None:
         crop_padding = max(1, train_x.shape[2] // 8) if is_image else 0
     augment = BatchAugment(
-        mean=torch.from_numpy(mean), std=torch.from_numpy(std),
+        mean=torch.as_tensor(mean, dtype=torch.float32),
+        std=torch.as_tensor(std, dtype=torch.float32),
         crop_padding=crop_padding if is_image else 0,
         hflip=(raw.hflip if hflip is None else hflip) and is_image,
     )

@@ -84,6 +84,21 @@ class _Reader:
             self._pid = os.getpid()
         return self._zip.read(self.prefix + name)
 
+    def peek(self, name: str, head: int = 1 << 16, tail: int = 1024
+             ) -> tuple[bytes, bytes, int]:
+        """The first ``head`` and last ``tail`` bytes of a file, and its size, reading only
+        those from a folder (a zip member is read whole)."""
+        if self.is_zip:
+            data = self.read(name)
+            return data[:head], data[-tail:], len(data)
+        with open(self.where(name), "rb") as f:
+            first = f.read(head)
+            size = f.seek(0, os.SEEK_END)
+            if size <= head:
+                return first, first[-tail:], size
+            f.seek(max(0, size - tail))
+            return first, f.read(), size
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_zip": None, "_pid": -1}
 
@@ -188,18 +203,25 @@ _PNG_END = b"IEND\xaeB`\x82"
 def _header_problem(reader: _Reader, name: str) -> str | None:
     """Why a file cannot be used (unreadable, not an image, cut short), or None."""
     try:
-        data = reader.read(name)
-    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        data, tail, size = reader.peek(name)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, (w, h) = im.format, im.size
+        except _DECODE_ERRORS:
+            if size <= len(data):
+                raise
+            data = reader.read(name)  # a header longer than the first bytes read
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, (w, h) = im.format, im.size
+    except (FileNotFoundError, PermissionError, IsADirectoryError, KeyError,
+            zipfile.BadZipFile) as e:
         return f"cannot be read ({e.__class__.__name__}: {e})"
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            w, h = im.size
+    except UnidentifiedImageError:
+        return "is not an image Pillow reads"
     except _DECODE_ERRORS as e:
-        return f"is not an image Pillow reads ({e})"
+        return f"is damaged ({e})"
     if w < 1 or h < 1:
         return "has no pixels"
-    tail = data[-1024:]
     if fmt == "JPEG" and _JPEG_END not in tail:
         return "is cut short (no JPEG end marker)"
     if fmt == "PNG" and _PNG_END not in tail:
