@@ -229,7 +229,7 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
     return prepare_dataset(
         raw, profile=d["profile"], ratio=d["ratio"], n_max=d["n_max"], counts=d["counts"],
         data_seed=d["data_seed"], class_order=d["class_order"],
-        crop_padding=d["crop_padding"], hflip=d["hflip"], **kw,
+        crop_padding=d["crop_padding"], hflip=d["hflip"], validation=d["validation"], **kw,
     )
 
 
@@ -511,6 +511,19 @@ def _strategy_step(spec: RunSpec, generative: Any, sampler: Any, step_kw: dict[s
                             snapshot_path=path, save=rank == 0, log=log, **step_kw)
 
 
+def input_record(data: LongTailData) -> dict[str, Any]:
+    """What a trained network reads, saved in its checkpoints: the shape of one input
+    (``(C, H, W)`` or ``(D,)``), whether it is an image, the normalisation applied to raw
+    inputs (pixels / 255 for images, then ``(x - mean) / std`` per channel or feature), and
+    for images decoded from files the evaluation transform (``image_size`` square after the
+    shorter side is resized to ``resize``; None: ``image_size / 0.875``)."""
+    files = data.test_inputs if data.streaming else None
+    return {"shape": [int(d) for d in data.input_shape], "image": data.is_image,
+            "mean": data.augment.mean.cpu().tolist(), "std": data.augment.std.cpu().tolist(),
+            "image_size": None if files is None else files.size,
+            "resize": None if files is None else files.resize}
+
+
 def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
                device: torch.device, amp: Any, channels_last: bool, rank: int,
                world_size: int, log: Callable[[str], None],
@@ -520,7 +533,9 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
         inputs=lt.test_inputs, labels=lt.test_labels, augment=lt.augment,
         class_counts=lt.class_counts, every=e["every"], batch_size=e["batch_size"],
         many_threshold=e["many_threshold"], few_threshold=e["few_threshold"],
-        posthoc_tau=e["posthoc_tau"], **run)]
+        posthoc_tau=e["posthoc_tau"], patience=e["patience"],
+        best_path=None if out is None else out / "checkpoints" / "best.pt",
+        validation=None if lt.val_labels is None else (lt.val_inputs, lt.val_labels), **run)]
     if spec.log["progress"] and rank == 0:
         calls.append(cb.Progress(label=spec.config.get("name") or spec.strategy))
     if out is not None:
@@ -529,12 +544,19 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
             record["model_class"] = model_class
         calls.append(cb.Checkpointer(out, config=record, classes=lt.classes,
                                      class_counts=lt.class_counts,
-                                     keep_best=spec.log["checkpoint_best"]))
+                                     keep_best=spec.log["checkpoint_best"]
+                                     or lt.val_labels is not None,
+                                     inputs=input_record(lt)))
         if spec.log["tensorboard"]:
             calls.append(cb.TensorBoard(out, log=log))
     facts = {"strategy": spec.strategy, "dataset": lt.name, "epochs": spec.epochs,
              "seed": spec.seed, "class_counts": lt.class_counts, "classes": lt.classes,
-             "device": str(device), "world_size": world_size}
+             "device": str(device), "world_size": world_size,
+             "train_subset": {"images": len(lt.source_indices if lt.source_indices is not None
+                                            else lt.train_labels),
+                              "sha256": lt.subset_sha256},
+             **({"validation_images": len(lt.val_labels)} if lt.val_labels is not None
+                else {})}
     calls.append(cb.Results(out, facts))
     if out is not None and e["margins"]:
         # The real training set only: DeepSMOTE appends synthetic examples after it.

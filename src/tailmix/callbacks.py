@@ -44,6 +44,8 @@ class TrainState:
         The best evaluated epoch so far (top-1 on the test set: optimistic).
     improved : bool
         Whether the epoch just finished set a new best.
+    stop : bool
+        Set by a callback to end training after this epoch (early stopping).
     snapshot : callable
         Returns the trainer's resumable state (model, optimiser, scaler, epoch, best).
     result : dict
@@ -59,6 +61,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     improved: bool = False
+    stop: bool = False
     result: dict[str, Any] = field(default_factory=dict)
     wall_start: float = field(default_factory=time.perf_counter)
 
@@ -86,7 +89,15 @@ class Callback:
 
 
 class Evaluator(Callback):
-    """Test-set metrics every ``every`` epochs and at the end; keeps the best epoch.
+    """Evaluation every ``every`` epochs and at the end; model selection.
+
+    Without a validation set, the test set is evaluated every ``every`` epochs and the best
+    of those epochs is reported as ``best``, labelled as chosen on the test set. With one,
+    only the validation set is evaluated during training: the epoch with the best validation
+    balanced accuracy is kept (in memory) and selected, training stops early after
+    ``patience`` evaluations without improvement, and the test set is read once at the end:
+    for the final network (``final``) and the selected one (``selected``), each with the
+    post-hoc logit adjustment at the tau that is best on the validation set.
 
     Parameters
     ----------
@@ -103,63 +114,148 @@ class Evaluator(Callback):
     many_threshold, few_threshold : int
         Shot-group thresholds.
     posthoc_tau : float
-        Strength of the post-hoc logit adjustment reported at the end.
+        Strength of the post-hoc logit adjustment reported at the end (without validation).
+    validation : (inputs, labels), optional
+        A held-out validation set.
+    patience : int, optional
+        Validation evaluations without improvement before training stops.
+    best_path : Path, optional
+        Where the selected epoch's checkpoint is saved (read back when a run resumes).
     """
+
+    #: The taus tried for the post-hoc adjustment on the validation set.
+    TAUS = tuple(round(0.25 * k, 2) for k in range(9))
 
     def __init__(self, *, inputs: Tensor, labels: Tensor, augment: nn.Module,
                  class_counts: list[int], every: int, batch_size: int, device: torch.device,
                  amp: torch.dtype | None = None, channels_last: bool = False,
                  many_threshold: int = 100, few_threshold: int = 20,
-                 posthoc_tau: float = 1.0):
+                 posthoc_tau: float = 1.0, validation: tuple[Any, Tensor] | None = None,
+                 patience: int | None = None, best_path: Path | None = None):
         self.inputs, self.labels, self.augment = inputs, labels, augment
         self.class_counts, self.every = class_counts, every
         self.run = dict(batch_size=batch_size, device=device, amp=amp,
                         channels_last=channels_last)
         self.thresholds = dict(many_threshold=many_threshold, few_threshold=few_threshold)
         self.posthoc_tau = posthoc_tau
+        self.validation, self.patience, self.best_path = validation, patience, best_path
+        self.best_state: dict[str, Tensor] | None = None
+        self.stale = 0
 
-    def evaluate(self, model: nn.Module, *, full: bool = False) -> dict[str, Any]:
+    def on_fit_start(self, state: TrainState) -> None:
+        """A resumed run takes back its selected network and its count of evaluations
+        without improvement."""
+        if self.validation is None or state.best is None or self.best_state is not None:
+            return
+        if self.best_path is not None and Path(self.best_path).is_file():
+            ckpt = torch.load(self.best_path, map_location="cpu", weights_only=True)
+            self.best_state = ckpt["model"]
+        best = state.best["epoch"]
+        self.stale = sum(1 for h in state.history
+                         if h["epoch"] > best and "val_balanced_accuracy" in h)
+    def _metrics(self, logits: Tensor, labels: Tensor) -> dict[str, Any]:
         from tailmix.metrics import compute_metrics
 
+        return compute_metrics(logits, labels, self.class_counts, **self.thresholds)
+
+    def _adjusted(self, logits: Tensor, labels: Tensor, tau: float) -> dict[str, Any]:
+        from tailmix.losses import posthoc_adjust
+
+        counts = torch.tensor(self.class_counts, device=logits.device)
+        ma = self._metrics(posthoc_adjust(logits, counts, tau=tau), labels)
+        return {**{k: ma[k] for k in ("top1", "balanced_accuracy", "many_shot", "medium_shot",
+                                      "few_shot", "macro_f1")}, "tau": tau}
+
+    def evaluate(self, model: nn.Module, *, full: bool = False,
+                 tau: float | None = None) -> dict[str, Any]:
+        """Test-set metrics (``full``: with the post-hoc adjustment at ``tau``, default
+        ``posthoc_tau``)."""
         logits = predict(model, self.inputs, self.augment, **self.run)
-        m = compute_metrics(logits, self.labels, self.class_counts, **self.thresholds)
+        m = self._metrics(logits, self.labels)
         m["test_loss"] = float(F.cross_entropy(logits, self.labels))
         if full:
-            from tailmix.losses import posthoc_adjust
-
-            counts = torch.tensor(self.class_counts, device=logits.device)
-            adj = posthoc_adjust(logits, counts, tau=self.posthoc_tau)
-            ma = compute_metrics(adj, self.labels, self.class_counts, **self.thresholds)
-            m["posthoc_la"] = {k: ma[k] for k in ("top1", "balanced_accuracy", "many_shot",
-                                                  "medium_shot", "few_shot", "macro_f1")}
-            m["posthoc_la"]["tau"] = self.posthoc_tau
+            m["posthoc_la"] = self._adjusted(logits, self.labels,
+                                             self.posthoc_tau if tau is None else tau)
         return m
+
+    def _validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
+        """Validation metrics and the post-hoc tau that is best on them."""
+        inputs, labels = self.validation
+        logits = predict(model, inputs, self.augment, **self.run)
+        m = self._metrics(logits, labels)
+        m["val_loss"] = float(F.cross_entropy(logits, labels))
+        scores = [(self._adjusted(logits, labels, t)["balanced_accuracy"], -t)
+                  for t in self.TAUS]
+        return m, -max(scores)[1]
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         state.improved = False
         if row["epoch"] % self.every and row["epoch"] != state.epochs:
             return
-        m = self.evaluate(state.model)
-        row.update({k: m[k] for k in SUMMARY_KEYS if k in m})
-        if state.best is None or m["top1"] > state.best["top1"]:
-            state.best = {"epoch": row["epoch"], "top1": m["top1"],
-                          "balanced_accuracy": m["balanced_accuracy"]}
+        if self.validation is None:
+            m = self.evaluate(state.model)
+            row.update({k: m[k] for k in SUMMARY_KEYS if k in m})
+            if state.best is None or m["top1"] > state.best["top1"]:
+                state.best = {"epoch": row["epoch"], "top1": m["top1"],
+                              "balanced_accuracy": m["balanced_accuracy"]}
+                state.improved = True
+            return
+        m, _ = self._validate(state.model)
+        row.update({"val_top1": m["top1"], "val_balanced_accuracy": m["balanced_accuracy"],
+                    "val_loss": m["val_loss"]})
+        score = m["balanced_accuracy"]
+        if state.best is None or score > state.best["val_balanced_accuracy"]:
+            state.best = {"epoch": row["epoch"], "val_top1": m["top1"],
+                          "val_balanced_accuracy": score}
             state.improved = True
+            self.best_state = {k: v.detach().to("cpu", copy=True)
+                               for k, v in state.model.state_dict().items()}
+            self.stale = 0
+        else:
+            self.stale += 1
+            if self.patience is not None and self.stale >= self.patience:
+                state.stop = True
 
     def on_fit_end(self, state: TrainState) -> None:
-        state.result["final"] = self.evaluate(state.model, full=True)
-        state.result["best"] = {**(state.best or {}), "note": "best evaluated epoch, chosen "
-                                "on the test set: optimistic, report 'final'"}
+        if self.validation is None:
+            state.result["final"] = self.evaluate(state.model, full=True)
+            state.result["best"] = {**(state.best or {}), "note": "best evaluated epoch, "
+                                    "chosen on the test set: optimistic, report 'final'"}
+            return
+        model = state.model
+        val, tau = self._validate(model)
+        state.result["final"] = {**self.evaluate(model, full=True, tau=tau),
+                                 "epoch": state.epoch}
+        state.result["validation"] = {"final": val}
+        if self.best_state is None:
+            return
+        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.best_state)
+        try:
+            val_sel, tau_sel = self._validate(model)
+            selected = self.evaluate(model, full=True, tau=tau_sel)
+        finally:
+            model.load_state_dict(current)
+        state.result["selected"] = {**selected, "epoch": state.best["epoch"],
+                                    "note": "epoch chosen on the validation set (balanced "
+                                    "accuracy); test set read once, at the end"}
+        state.result["validation"]["selected"] = val_sel
 
 
 class Checkpointer(Callback):
     """Writes ``config.yaml`` at the start, then after every epoch ``history.jsonl`` and
-    ``checkpoints/last.pt`` (and ``best.pt`` when the epoch set a new best)."""
+    ``checkpoints/last.pt`` (and ``best.pt`` when the epoch set a new best).
+
+    A checkpoint holds the trainer's state, the resolved config, the class names and counts,
+    and ``inputs``: what the network reads (:func:`tailmix.build.input_record`), so that it
+    can predict without the training data."""
 
     def __init__(self, out: Path, *, config: dict[str, Any], classes: list[str],
-                 class_counts: list[int], keep_best: bool = True):
+                 class_counts: list[int], keep_best: bool = True,
+                 inputs: dict[str, Any] | None = None):
         self.out, self.config, self.keep_best = Path(out), config, keep_best
-        self.extra = {"config": config, "classes": classes, "class_counts": class_counts}
+        self.extra = {"config": config, "classes": classes, "class_counts": class_counts,
+                      **({"inputs": inputs} if inputs else {})}
 
     def checkpoint(self, state: TrainState) -> dict[str, Any]:
         return {"version": CHECKPOINT_VERSION, **state.snapshot(), **self.extra}

@@ -312,6 +312,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag_names(e: ParameterError, flags: dict[str, str]) -> ParameterError:
+    """A library error re-named after the command-line flag that set the parameter."""
+    name = flags.get(e.name)
+    return e if name is None else ParameterError(name, e.expected, e.got)
+
+
+def _parse_prior(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ParameterError("--prior", "comma-separated class probabilities, one per class "
+                             "(e.g. 0.5,0.3,0.2)", text) from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict the class of every input with a trained run; write a CSV table."""
+    from tailmix.predict import Predictor
+
+    flags = {"checkpoint": "--checkpoint", "device": "--device", "batch_size": "--batch-size",
+             "adjust": "--adjust", "prior": "--prior", "run": "RUN", "inputs": "INPUTS"}
+    try:
+        prior = _parse_prior(args.prior)
+        pred = Predictor.from_run(args.run, device=args.device, checkpoint=args.checkpoint,
+                                  batch_size=args.batch_size)
+        rows = pred.predict_table(args.inputs, adjust=args.adjust, prior=prior, out=args.out)
+    except ParameterError as e:
+        raise _flag_names(e, flags) from e
+    how = (f", post-hoc adjusted (tau {args.adjust:g})" if args.adjust is not None
+           else ", for the given test prior" if prior is not None else "")
+    print(f"wrote {len(rows)} predictions to {args.out} ({len(pred.classes)} classes{how})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a trained run's network (with its normalisation) to ONNX or TorchScript."""
+    from tailmix.export import export
+
+    flags = {"format": "--format", "checkpoint": "--checkpoint", "run": "RUN"}
+    try:
+        export(args.run, out=args.out, format=args.format, checkpoint=args.checkpoint)
+    except ParameterError as e:
+        raise _flag_names(e, flags) from e
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tailmix",
@@ -376,6 +423,32 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", help="output folder (default: the run folder for one run; "
                    "a report-<a>-vs-<b> folder beside the runs for several)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("predict", help="predict classes of images or feature vectors with a "
+                       "trained run; writes a CSV table")
+    p.add_argument("run", metavar="RUN", help="run folder or checkpoint .pt file")
+    p.add_argument("inputs", metavar="INPUTS", nargs="+", help="image files, folders of "
+                   "images (searched recursively), a .npy array or a .csv of feature vectors")
+    p.add_argument("--out", "-o", required=True, help="the CSV to write: input, prediction, "
+                   "probability, p_<class>...")
+    p.add_argument("--adjust", type=float, metavar="TAU", help="post-hoc logit adjustment: "
+                   "logits - TAU * log(training prior); 1 suits a balanced test set")
+    p.add_argument("--prior", metavar="P1,P2,...", help="the test set's class prior, one "
+                   "value per class (normalised): logits + log(prior) - log(training prior)")
+    p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, help="inputs per forward pass (default: the "
+                   "run's eval.batch_size)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a trained run's network to ONNX or TorchScript "
+                       "(raw inputs in, logits out), checked against the checkpoint")
+    p.add_argument("run", metavar="RUN", help="run folder or checkpoint .pt file")
+    p.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    p.add_argument("--out", "-o", required=True, help="the file to write; the class names go "
+                   "to FILE.classes.json too")
+    p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -40,6 +40,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "image_size": ((int, None), None),
         "bad_images": ((str,), "refuse"),
         "workers": ((int, str), "auto"),
+        "validation": ((dict, None), None),
     },
     "model": {
         "arch": ((str,), "resnet32"),
@@ -73,6 +74,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "few_threshold": ((int,), 20),
         "margins": ((bool,), True),
         "posthoc_tau": (_NUM, 1.0),
+        "patience": ((int, None), None),
     },
     "crt": {
         "epochs": ((int,), 0),
@@ -218,6 +220,7 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     if d["image_size"] is not None:
         check_number("dataset.image_size", d["image_size"], low=8, integer=True)
     check_choice("dataset.bad_images", d["bad_images"], BAD_IMAGES)
+    _check_validation(d["validation"])
     if isinstance(d["workers"], str):
         check_choice("dataset.workers", d["workers"], ("auto",))
     else:
@@ -269,6 +272,26 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     check_number("eval.many_threshold", e["many_threshold"], low=e["few_threshold"],
                  integer=True)
     check_number("eval.posthoc_tau", e["posthoc_tau"], low=0)
+    if e["patience"] is not None:
+        check_number("eval.patience", e["patience"], low=1, integer=True)
+        if d["validation"] is None:
+            raise ParameterError("eval.patience", "null without dataset.validation (early "
+                                 "stopping on the test set would select on it)", e["patience"])
+
+
+def _check_validation(v: dict[str, Any] | None) -> None:
+    """``{per_class: n}`` (balanced) or ``{share: s}`` (following the profile)."""
+    if v is None:
+        return
+    expected = "{per_class: N} (N images of every class) or {share: S} (0 < S < 1 of each"
+    expected += " class's training count)"
+    if len(v) != 1 or next(iter(v)) not in ("per_class", "share"):
+        raise ParameterError("dataset.validation", expected, v)
+    if "per_class" in v:
+        check_number("dataset.validation.per_class", v["per_class"], low=1, integer=True)
+    else:
+        check_number("dataset.validation.share", v["share"], low=0, high=1, low_open=True,
+                     high_open=True)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -181,6 +181,8 @@ class Trainer:
                 state.history.append(row)
                 for cb in self.callbacks:
                     cb.on_epoch_end(state, row)
+                if state.stop:  # early stopping: every process decides alike
+                    break
             for cb in self.callbacks:
                 cb.on_fit_end(state)
         finally:

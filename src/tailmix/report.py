@@ -662,9 +662,11 @@ def _posthoc(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _metrics_table(metrics: dict[str, Any]) -> tuple[_Table, str]:
     final = metrics.get("final") or {}
-    best = metrics.get("best") or {}
+    selected = metrics.get("selected")
+    best = selected or metrics.get("best") or {}
     best_epoch = best.get("epoch")
-    best_header = "best epoch (chosen on test set)"
+    best_header = ("epoch chosen on the validation set" if selected
+                   else "best epoch (chosen on test set)")
     if best_epoch is not None:
         best_header += f", epoch {best_epoch}"
     header = ["metric (%)", "final (last epoch)", best_header]
@@ -687,6 +689,9 @@ def _metrics_table(metrics: dict[str, Any]) -> tuple[_Table, str]:
         "test set, which flatters a method; it is shown for comparison with papers that "
         "report it."
     )
+    if selected:
+        note = ("Test metrics of the final epoch and of the epoch with the best validation "
+                "balanced accuracy; the test set was read once, after training.")
     return _Table(header, rows), note
 
 
@@ -784,7 +789,7 @@ def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
         "ECE",
         "slope (train)",
         "slope (test)",
-        "best top-1 †",
+        "selected / best top-1 †",
     ]
     if has_posthoc:
         header.append("top-1 + post-hoc LA")
@@ -795,11 +800,11 @@ def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
         margins = run.margins or {}
         values = [final.get(k) for k, _ in _METRIC_ROWS]
         slopes = [(margins.get(s) or {}).get("slope") for s in ("train", "test")]
-        best = metrics.get("best") or {}
+        best = metrics.get("selected") or metrics.get("best") or {}
         row = [run.label] + [_fmt_pct(v) for v in values] + [_fmt_slope(s) for s in slopes]
         best_text = _fmt_pct(best.get("top1"))
         if best.get("epoch") is not None and best_text != _MISSING:
-            best_text += f" (ep. {best['epoch']})"
+            best_text += f" (ep. {best['epoch']}{', val.' if 'selected' in metrics else ''})"
         row.append(best_text)
         if has_posthoc:
             row.append(_fmt_pct(_posthoc(metrics).get("top1")))
@@ -816,7 +821,8 @@ def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
         "Final-epoch test metrics in percent (best per column in bold; ECE: lower is better). "
         "Slope: fitted slope of log(mean margin) on log(n_c)."
     )
-    table.footnote = "† best epoch chosen on the test set; it flatters a method."
+    table.footnote = ("† the epoch chosen on the validation set (val.) for runs with one, "
+                      "else the best epoch chosen on the test set, which flatters a method.")
     missing = [f"{r.label}: {', '.join(r.notes)}" for r in runs if r.notes]
     if missing:
         table.paragraphs.append("Missing files. " + "; ".join(missing) + ".")

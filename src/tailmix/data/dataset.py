@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,12 @@ from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.augment import BatchAugment
 from tailmix.data.base import RawDataset
 from tailmix.data.files import FileDataset, ImageFiles, default_workers
-from tailmix.data.profiles import NAMED_PROFILES, subsample_indices
+from tailmix.data.profiles import (
+    NAMED_PROFILES,
+    numpy_shuffle_indices,
+    subset_digest,
+    subsample_indices,
+)
 from tailmix.data.profiles import class_counts as profile_counts
 
 PREPARE_PROFILES = ("exp", "step", "counts", "original", *NAMED_PROFILES)
@@ -37,6 +43,14 @@ class LongTailData:
     augment: BatchAugment
     name: str = "dataset"
     source_indices: np.ndarray | None = field(default=None, repr=False)
+    val_inputs: Any = field(default=None, repr=False)
+    val_labels: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def subset_sha256(self) -> str | None:
+        """SHA-256 of the source indices of the training images kept (see
+        :func:`~tailmix.data.profiles.subset_digest`)."""
+        return None if self.source_indices is None else subset_digest(self.source_indices)
 
     @property
     def num_classes(self) -> int:
@@ -66,8 +80,12 @@ class LongTailData:
         out.augment = self.augment.to(device)
         out.train_labels = self.train_labels.to(device)
         out.test_labels = self.test_labels.to(device)
-        for key in ("train_inputs", "test_inputs"):
+        if self.val_labels is not None:
+            out.val_labels = self.val_labels.to(device)
+        for key in ("train_inputs", "test_inputs", "val_inputs"):
             t = getattr(self, key)
+            if t is None:
+                continue
             if isinstance(t, ImageFiles):
                 setattr(out, key, t.to(device))
                 continue
@@ -124,6 +142,7 @@ def prepare_dataset(
     std: Sequence[float] | None = None,
     workers: int | None = None,
     bad_images: str = "refuse",
+    validation: dict[str, Any] | None = None,
 ) -> LongTailData:
     """Cut a raw dataset to a long-tailed profile (DESIGN section 1) and wrap it as tensors.
 
@@ -152,11 +171,18 @@ def prepare_dataset(
         square (default the first training image's shorter side), the evaluation resize
         before the centre crop, the decoding worker processes and what to do with a file
         that cannot be decoded (``refuse`` or ``skip``).
+    validation:
+        A held-out validation set carved out of the training pool *before* the long-tailed
+        cut (seeded by ``data_seed``): ``{"per_class": n}`` takes n images of every class
+        (balanced), ``{"share": s}`` takes round(s * n_c) (at least one) of each class c,
+        following the profile. The profile then cuts what is left.
     """
     check_choice("profile", profile, PREPARE_PROFILES)
+    selection = "torch"
     if profile in NAMED_PROFILES:
         named = NAMED_PROFILES[profile]
         profile, n_max, class_order = named["profile"], named["n_max"], named["class_order"]
+        selection = named.get("selection", "torch")
     data_seed = check_number("data_seed", data_seed, low=0, integer=True)
     c = raw.num_classes
     files = isinstance(raw, FileDataset)
@@ -182,28 +208,50 @@ def prepare_dataset(
     if len(empty):
         raise ParameterError("dataset", "at least one training image in every class",
                              f"no images for class {classes[empty[0]]!r}")
+    val_idx = None
+    pool = np.arange(len(train_y))
+    if validation is not None:
+        if "share" in validation:  # following the profile: counts of the whole pool first
+            counts_all = _profile(profile, available, n_max, ratio, counts, classes)
+            want = [max(1, round(validation["share"] * n)) for n in counts_all]
+            over = [k for k in range(c) if counts_all[k] + want[k] > available[k]]
+            if over:
+                k = over[0]
+                raise ParameterError(
+                    "dataset.validation", f"a share that leaves class {classes[k]!r} its "
+                    f"{counts_all[k]} training images (it has {available[k]}; lower "
+                    "dataset.n_max or the share)", validation)
+        else:
+            want = [int(validation["per_class"])] * c
+            short = [k for k in range(c) if want[k] >= available[k]]
+            if short:
+                k = short[0]
+                raise ParameterError(
+                    "dataset.validation.per_class", f"fewer than the {available[k]} images "
+                    f"of class {classes[k]!r}", want[k])
+        val_idx = _carve(train_y, want, seed=data_seed)
+        pool = np.setdiff1d(pool, val_idx, assume_unique=True)
+        available = np.bincount(train_y[pool], minlength=c)
     if profile == "original":
-        keep = np.arange(len(train_y))
+        keep = pool
         counts_out = available.tolist()
     else:
-        if n_max is None:
-            n_max = int(available.max())
-        counts_out = profile_counts(profile, num_classes=c, n_max=n_max, ratio=ratio,
-                                    counts=counts)
-        short = [k for k in range(c) if counts_out[k] > available[k]]
-        if short:
-            k = short[0]
-            raise ParameterError(
-                "dataset.profile",
-                f"at most {available[k]} images for class {classes[k]!r} (what the source has)",
-                f"{counts_out[k]} from profile {profile!r}",
-            )
-        keep = subsample_indices(train_y, counts_out, seed=data_seed)
+        counts_out = _profile(profile, available, n_max, ratio, counts, classes,
+                              held_out=val_idx is not None)
+        choose = numpy_shuffle_indices if selection == "numpy_shuffle" else subsample_indices
+        keep = pool[choose(train_y[pool], counts_out, seed=data_seed)]
     if files:
-        return _file_data(raw, keep, train_y[keep], test_y, counts_out, classes,
+        data = _file_data(raw, keep, train_y[keep], test_y, counts_out, classes,
                           crop_padding=crop_padding, hflip=hflip, image_size=image_size,
                           resize=resize, mean=mean, std=std, workers=workers,
                           bad_images=bad_images)
+        if val_idx is not None:
+            data.val_inputs = data.train_inputs.subset_names(
+                [raw.train_files[int(i)] for i in val_idx])
+            data.val_labels = torch.from_numpy(train_y[val_idx].astype(np.int64))
+        return data
+    if val_idx is not None:
+        val_x, val_y = train_x[val_idx], train_y[val_idx]
     train_x, train_y = train_x[keep], train_y[keep]
     if mean is None or std is None:
         mean, std = _channel_stats(train_x)
@@ -226,7 +274,38 @@ def prepare_dataset(
         augment=augment,
         name=raw.name,
         source_indices=keep,
+        val_inputs=None if val_idx is None else torch.from_numpy(np.ascontiguousarray(val_x)),
+        val_labels=None if val_idx is None else torch.from_numpy(val_y.astype(np.int64)),
     )
+
+
+def _profile(profile: str, available: np.ndarray, n_max: int | None, ratio: float,
+             counts: Sequence[int] | None, classes: list[str], *,
+             held_out: bool = False) -> list[int]:
+    """A profile's counts over a pool with ``available`` images per class."""
+    c = len(available)
+    if n_max is None:
+        n_max = int(available.max())
+    out = profile_counts(profile, num_classes=c, n_max=n_max, ratio=ratio, counts=counts)
+    short = [k for k in range(c) if out[k] > available[k]]
+    if short:
+        k = short[0]
+        where = " after the validation images" if held_out else ""
+        raise ParameterError(
+            "dataset.profile",
+            f"at most {available[k]} images for class {classes[k]!r} (what the source "
+            f"has{where})", f"{out[k]} from profile {profile!r}",
+        )
+    return out
+
+
+def _carve(labels: np.ndarray, want: Sequence[int], *, seed: int) -> np.ndarray:
+    """``want[c]`` seeded indices of each class c (its own stream of the data seed),
+    sorted."""
+    rng = np.random.default_rng([int(seed), 0x56414C])
+    picks = [rng.choice(np.flatnonzero(labels == k), size=n, replace=False)
+             for k, n in enumerate(want)]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
 
 
 def _file_data(raw: FileDataset, keep: np.ndarray, train_y: np.ndarray, test_y: np.ndarray,

@@ -367,6 +367,10 @@ class ImageFiles:
     def subset(self, index: Sequence[int] | np.ndarray) -> ImageFiles:
         return replace(self, names=[self.names[int(i)] for i in index])
 
+    def subset_names(self, names: Sequence[str]) -> ImageFiles:
+        """Other files of the same source, read the same way."""
+        return replace(self, names=list(names))
+
     def __getitem__(self, index: Any) -> torch.Tensor:
         """Decoded images (evaluation transform) for an int, slice, or index tensor/array."""
         if isinstance(index, slice):

@@ -15,9 +15,20 @@ PROFILES = ("exp", "step", "counts", "none")
 # Named profiles: a base profile with fixed settings, for benchmarks whose conventions differ
 # from the defaults. ``svhn_reference`` is the reference package's SVHN-LT: n_max capped at
 # 1000 and the classes ordered 1, 2, ..., 9, 0 so that digit 0 is the smallest class.
+#
+# ``ldam_drw`` is the subset most CIFAR-LT papers train on: the exp profile over the whole
+# pool (n_max = 5000 for CIFAR-10, 500 for CIFAR-100, counts equal to ``exp``'s) with the
+# images chosen as the LDAM-DRW code does (``imbalance_cifar.py`` of Cao et al., NeurIPS 2019,
+# github.com/kaidic/LDAM-DRW, reused by most later CIFAR-LT code): NumPy's global generator
+# seeded once with the data seed (``np.random.seed(0)`` there), then, class by class in label
+# order, ``np.random.shuffle`` of the class's indices in the release's order and the first
+# n_c kept. It reproduces their subset on the official python release (whose order tailmix
+# reads unchanged), not on a copy with its own file order.
 NAMED_PROFILES: dict[str, dict] = {
     "svhn_reference": {"profile": "exp", "n_max": 1000,
                        "class_order": [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]},
+    "ldam_drw": {"profile": "exp", "n_max": None, "class_order": None,
+                 "selection": "numpy_shuffle"},
 }
 
 
@@ -96,3 +107,35 @@ def subsample_indices(labels: np.ndarray, counts: Sequence[int], *, seed: int = 
         perm = torch.randperm(len(idx), generator=gen).numpy()
         keep.append(idx[perm[: counts[c]]])
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def numpy_shuffle_indices(labels: np.ndarray, counts: Sequence[int], *,
+                          seed: int = 0) -> np.ndarray:
+    """The LDAM-DRW code's choice (see ``ldam_drw`` in :data:`NAMED_PROFILES`): one NumPy
+    legacy generator seeded with ``seed``; for each class in order, its indices (ascending)
+    shuffled in place and the first ``counts[c]`` kept. Returns them sorted.
+
+    >>> numpy_shuffle_indices(np.array([0, 1, 0, 1, 0, 1]), [2, 1], seed=0)
+    array([2, 4, 5])
+    """
+    labels = np.asarray(labels)
+    rng = np.random.RandomState(int(seed))  # the global generator np.random.seed(seed) sets
+    keep = []
+    for c in range(len(counts)):
+        idx = np.flatnonzero(labels == c)
+        if counts[c] > len(idx):
+            raise ParameterError(f"class counts[{c}]",
+                                 f"at most the {len(idx)} images class {c} has in the source",
+                                 int(counts[c]))
+        rng.shuffle(idx)
+        keep.append(idx[: counts[c]])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def subset_digest(indices: np.ndarray) -> str:
+    """SHA-256 of the sorted source indices of a training subset (as little-endian int64):
+    two runs with the same digest trained on the same images of the same source."""
+    import hashlib
+
+    data = np.sort(np.asarray(indices, dtype=np.int64)).astype("<i8").tobytes()
+    return hashlib.sha256(data).hexdigest()
