@@ -95,3 +95,30 @@ def test_own_model_snippet_runs(tmp_path, monkeypatch):
     (config,) = _blocks(_section("Your own model"), "yaml")
     cfg = resolve_config(yaml.safe_load(config))
     assert cfg["model"]["pretrained"] and cfg["crt"]["epochs"] == 10
+
+
+@pytest.mark.slow
+def test_predict_and_export_snippet_runs(tmp_path, monkeypatch):
+    """The README's prediction example on a digits run, a folder of its test images as PNGs
+    and the run exported to ONNX (what the commands above it make)."""
+    import numpy as np
+    from PIL import Image
+
+    from tailmix.cli import main
+    from tailmix.data import load_source
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "-c", "digits", "--epochs", "3", "--out", "runs/mix",
+                 "--no-progress"]) == 0
+    raw = load_source("digits")
+    (tmp_path / "photos").mkdir()
+    for i in range(12):
+        Image.fromarray(raw.test_x[i, 0]).save(tmp_path / "photos" / f"{i:02d}.png")
+    assert main(["export", "runs/mix", "--format", "onnx", "--out", "mix.onnx"]) == 0
+    (block,) = _blocks(_section("After training: predict and export"), "python")
+    namespace: dict = {}
+    exec(compile(block, "README: predict and export", "exec"), namespace)
+    assert len(namespace["rows"]) == 12 and namespace["classes"] == namespace["pred"].classes
+    torch_logits = namespace["pred"].logits(namespace["x"]).numpy()
+    assert np.abs(namespace["logits"] - torch_logits).max() < 1e-3
+    assert (tmp_path / "predictions.csv").is_file()

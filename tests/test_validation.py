@@ -44,6 +44,13 @@ def test_validation_is_carved_before_the_cut_and_balanced():
     share = load_data(config(dataset={"validation": {"share": 0.1}}))
     expect = [max(1, round(0.1 * n)) for n in share.class_counts]
     assert np.bincount(share.val_labels.numpy(), minlength=10).tolist() == expect
+    # With the source's own counts ('original'), a share of each class's images.
+    original = load_data(config(dataset={"profile": "original", "n_max": None,
+                                         "validation": {"share": 0.2}}))
+    pool = np.bincount(original.val_labels.numpy(), minlength=10) + np.array(
+        original.class_counts)
+    assert np.bincount(original.val_labels.numpy(), minlength=10).tolist() == \
+        [max(1, round(0.2 * n)) for n in pool]
 
 
 def test_validation_errors_name_the_key():

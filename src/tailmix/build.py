@@ -212,6 +212,7 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
     pre = _preprocessing(spec)
     size = d["image_size"] or (pre["input_size"][1] if pre else None)
     kw: dict[str, Any] = {}
+    decoded = None
     if pre is not None:  # a torchvision or timm backbone normalises its own way
         kw.update(mean=pre["mean"], std=pre["std"])
     if isinstance(raw, FileDataset):
@@ -220,17 +221,20 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
         n = len(raw.train_files) + len(raw.test_files)
         side = size or min(first_size(raw))
         if not stream_or_memory(d["in_memory"], n, 3 * side * side):
-            raw = materialise(raw, size, workers=workers)
+            raw = materialise(raw, side, workers=workers)
+            decoded = {"image_size": side, "resize": side}
         else:
             kw.update(image_size=size, resize=pre["resize"] if pre else None,
                       workers=workers, bad_images=d["bad_images"])
     if size is not None and raw.is_image and not isinstance(raw, FileDataset):
         raw = _resized(raw, size)
-    return prepare_dataset(
+    data = prepare_dataset(
         raw, profile=d["profile"], ratio=d["ratio"], n_max=d["n_max"], counts=d["counts"],
         data_seed=d["data_seed"], class_order=d["class_order"],
         crop_padding=d["crop_padding"], hflip=d["hflip"], validation=d["validation"], **kw,
     )
+    data.decoded = decoded
+    return data
 
 
 def _resized(raw: RawDataset, size: int) -> RawDataset:
@@ -516,12 +520,14 @@ def input_record(data: LongTailData) -> dict[str, Any]:
     (``(C, H, W)`` or ``(D,)``), whether it is an image, the normalisation applied to raw
     inputs (pixels / 255 for images, then ``(x - mean) / std`` per channel or feature), and
     for images decoded from files the evaluation transform (``image_size`` square after the
-    shorter side is resized to ``resize``; None: ``image_size / 0.875``)."""
+    shorter side is resized to ``resize``; None: ``image_size / 0.875``), also for images
+    decoded from files into memory (None for images that came as arrays)."""
     files = data.test_inputs if data.streaming else None
+    decode = ({"image_size": files.size, "resize": files.resize} if files is not None
+              else data.decoded or {"image_size": None, "resize": None})
     return {"shape": [int(d) for d in data.input_shape], "image": data.is_image,
             "mean": data.augment.mean.cpu().tolist(), "std": data.augment.std.cpu().tolist(),
-            "image_size": None if files is None else files.size,
-            "resize": None if files is None else files.resize}
+            **decode}
 
 
 def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,

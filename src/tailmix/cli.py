@@ -146,14 +146,19 @@ def _print_summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
     for key in REPORT_KEYS:
         table.add_column(short.get(key, METRIC_NAMES[key]), justify="right", no_wrap=True)
     table.add_column("LA", justify="right", no_wrap=True)
+    selected = any("selected" in r for _, r in rows)
+    if selected:  # runs with a validation set: test top-1 at the epoch chosen on it
+        table.add_column("sel.", justify="right", no_wrap=True)
+        table.caption += "; sel.: top-1 at the validation-selected epoch"
 
     def f(v: Any) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     for name, r in rows:
         m = r["final"]
+        extra = [f((r.get("selected") or {}).get("top1"))] if selected else []
         table.add_row(name, *(f(m.get(k)) for k in REPORT_KEYS),
-                      f((m.get("posthoc_la") or {}).get("top1")))
+                      f((m.get("posthoc_la") or {}).get("top1")), *extra)
     Console().print(table)
 
 
@@ -314,8 +319,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _flag_names(e: ParameterError, flags: dict[str, str]) -> ParameterError:
     """A library error re-named after the command-line flag that set the parameter."""
-    name = flags.get(e.name)
-    return e if name is None else ParameterError(name, e.expected, e.got)
+    return ParameterError(flags.get(e.name, e.name), e.expected, e.got)
 
 
 def _parse_prior(text: str | None) -> list[float] | None:
@@ -333,7 +337,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tailmix.predict import Predictor
 
     flags = {"checkpoint": "--checkpoint", "device": "--device", "batch_size": "--batch-size",
-             "adjust": "--adjust", "prior": "--prior", "run": "RUN", "inputs": "INPUTS"}
+             "adjust": "--adjust", "prior": "--prior", "run": "RUN", "inputs": "INPUTS",
+             "out": "--out"}
     try:
         prior = _parse_prior(args.prior)
         pred = Predictor.from_run(args.run, device=args.device, checkpoint=args.checkpoint,
@@ -351,7 +356,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained run's network (with its normalisation) to ONNX or TorchScript."""
     from tailmix.export import export
 
-    flags = {"format": "--format", "checkpoint": "--checkpoint", "run": "RUN"}
+    flags = {"format": "--format", "checkpoint": "--checkpoint", "run": "RUN", "out": "--out"}
     try:
         export(args.run, out=args.out, format=args.format, checkpoint=args.checkpoint)
     except ParameterError as e:
@@ -453,11 +458,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tailmix.data.download import DatasetError
+
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ParameterError as e:
+        print(f"tailmix: error: {e}", file=sys.stderr)
+        return 2
+    except DatasetError as e:  # a dataset's files: missing, malformed, undecodable
         print(f"tailmix: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

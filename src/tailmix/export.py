@@ -29,7 +29,7 @@ import torch
 
 from tailmix import __version__
 from tailmix._validation import ParameterError, check_choice
-from tailmix.predict import Predictor
+from tailmix.predict import Predictor, checkpoint_path, write_output
 
 __all__ = ["FORMATS", "TOLERANCE", "export"]
 
@@ -89,7 +89,12 @@ def export(path: str | os.PathLike, *, out: str | os.PathLike, format: str = "on
     if format == "onnx":
         _require_onnx()
     out = Path(out)
-    pred = Predictor.from_run(path, device="cpu", checkpoint=checkpoint, model=model)
+    source = checkpoint_path(path, checkpoint)
+    side = Path(f"{out}.classes.json")
+    if out.is_dir() or out.resolve() == source.resolve():
+        raise ParameterError("out", "a file path for the exported model (not a folder, not "
+                             "the checkpoint)", str(out))
+    pred = Predictor.from_run(source, device="cpu", model=model)
     network = pred.network.cpu().float().eval()
     probe = _probe_batch(pred, _PROBE, seed=0)
     other = _probe_batch(pred, _OTHER, seed=1)
@@ -110,11 +115,9 @@ def export(path: str | os.PathLike, *, out: str | os.PathLike, format: str = "on
                              f"checkpoint's logits within {TOLERANCE:g} x logit scale "
                              f"({TOLERANCE * scale:.3g}); try the other format",
                              f"{format}: max abs difference {diff:.3g}")
-    from tailmix.io import atomic_write_bytes, write_json
-
-    atomic_write_bytes(out, data)
-    side = Path(f"{out}.classes.json")
-    write_json(side, {**meta, "format": format, "file": out.name, "check": check})
+    write_output(out, data)
+    text = json.dumps({**meta, "format": format, "file": out.name, "check": check}, indent=2)
+    write_output(side, (text + "\n").encode("utf-8"))
     log(f"exported {format} to {out} (classes in {side.name}); logits match the checkpoint: "
         f"max abs difference {diff:.2e} <= {TOLERANCE:g} x logit scale {scale:.3g} on "
         f"batches of {_PROBE} and {_OTHER}")

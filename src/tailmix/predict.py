@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_choice, check_number
 
-__all__ = ["CHECKPOINTS", "InferenceNetwork", "Predictor", "checkpoint_path"]
+__all__ = ["CHECKPOINTS", "InferenceNetwork", "Predictor", "checkpoint_path", "write_output",
+           "write_table"]
 
 #: The checkpoints of a run folder that ``checkpoint=`` names.
 CHECKPOINTS = ("last", "best")
@@ -632,14 +633,32 @@ def _read_csv(path: Path, width: int) -> np.ndarray:
 def write_table(path: str | os.PathLike, rows: Sequence[dict[str, Any]],
                 header: Sequence[str]) -> Path:
     """Prediction rows as CSV (probabilities to 6 significant digits), written atomically."""
-    from tailmix.io import atomic_write_text
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in rows:
         w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r.values()])
-    return atomic_write_text(path, buf.getvalue())
+    return write_output(path, buf.getvalue().encode("utf-8"))
+
+
+def write_output(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`tailmix.io.atomic_write_bytes`).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``out``, for a folder or a path that cannot be written.
+    """
+    from tailmix.io import atomic_write_bytes
+
+    p = Path(path)
+    if p.is_dir():
+        raise ParameterError("out", "a file path (not a folder)", str(p))
+    try:
+        return atomic_write_bytes(p, data)
+    except OSError as e:
+        raise ParameterError("out", "a path where a file can be written",
+                             f"{p}: {e.strerror or e}") from e
 
 
 def _restore_old(file: Path, device: str, model: nn.Module | None

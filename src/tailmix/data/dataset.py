@@ -17,8 +17,8 @@ from tailmix.data.files import FileDataset, ImageFiles, default_workers
 from tailmix.data.profiles import (
     NAMED_PROFILES,
     numpy_shuffle_indices,
-    subset_digest,
     subsample_indices,
+    subset_digest,
 )
 from tailmix.data.profiles import class_counts as profile_counts
 
@@ -45,6 +45,9 @@ class LongTailData:
     source_indices: np.ndarray | None = field(default=None, repr=False)
     val_inputs: Any = field(default=None, repr=False)
     val_labels: torch.Tensor | None = field(default=None, repr=False)
+    #: How images read from files were decoded: ``{"image_size", "resize"}`` (the
+    #: evaluation transform) when they were decoded into memory, else None.
+    decoded: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def subset_sha256(self) -> str | None:
@@ -211,7 +214,16 @@ def prepare_dataset(
     val_idx = None
     pool = np.arange(len(train_y))
     if validation is not None:
-        if "share" in validation:  # following the profile: counts of the whole pool first
+        if "share" in validation and profile == "original":  # a share of every class
+            want = [max(1, round(validation["share"] * n)) for n in available]
+            short = [k for k in range(c) if want[k] >= available[k]]
+            if short:
+                k = short[0]
+                raise ParameterError(
+                    "dataset.validation.share", f"a share that leaves class "
+                    f"{classes[k]!r} a training image (it has {available[k]})",
+                    validation["share"])
+        elif "share" in validation:  # following the profile: counts of the whole pool first
             counts_all = _profile(profile, available, n_max, ratio, counts, classes)
             want = [max(1, round(validation["share"] * n)) for n in counts_all]
             over = [k for k in range(c) if counts_all[k] + want[k] > available[k]]
