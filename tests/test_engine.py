@@ -109,7 +109,8 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["train", "--dataset", "digits", "--arch", "small_cnn", "--epochs", "2",
                  "--ratio", "10", "--set", "dataset.n_max=100", "--precision", "fp32",
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--set", "train.warmup_epochs=1", "--set", "train.milestones=[]",
+                 "--set", "train.lr_factors=[]", "--out", str(out), "--no-progress"]) == 0
     assert (out / "metrics.json").is_file()
     capsys.readouterr()
     assert main(["eval", str(out / "checkpoints" / "last.pt")]) == 0

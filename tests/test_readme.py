@@ -109,6 +109,7 @@ def test_predict_and_export_snippet_runs(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     assert main(["train", "-c", "digits", "--epochs", "3", "--out", "runs/mix",
+                 "--set", "train.milestones=[]", "--set", "train.lr_factors=[]",
                  "--no-progress"]) == 0
     raw = load_source("digits")
     (tmp_path / "photos").mkdir()

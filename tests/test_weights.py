@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,33 @@ def test_class_balanced_exact_values():
     got = class_balanced_weights([1, 2, 4], beta=0.5)
     assert got.tolist() == pytest.approx([15 / 11, 10 / 11, 8 / 11], rel=1e-6)
     assert got.dtype == torch.float32
+
+
+def test_class_balanced_exact_fractions_for_unsorted_counts():
+    # beta = 3/4 (exact in binary), counts (3, 1, 2), in that order:
+    # (1 - b) / (1 - b**n) = (1/4) / (37/64), 1, (1/4) / (7/16) = 16/37, 1, 4/7;
+    # their sum is 519/259, so times 3 / sum: 112/173, 259/173, 148/173 (they sum to 3).
+    got = class_balanced_weights([3, 1, 2], beta=0.75)
+    assert got.tolist() == pytest.approx([112 / 173, 259 / 173, 148 / 173], rel=1e-7)
+
+
+@pytest.mark.parametrize("name", ["cb", "drw"])
+def test_schedules_give_effective_number_weights_at_the_default_beta(name):
+    """The schedules' own default beta is 0.9999; expected values in exact rationals."""
+    counts = [100, 10, 1, 37]
+    beta = Fraction(0.9999)  # the float's exact value
+    raw = [(1 - beta) / (1 - beta**n) for n in counts]
+    expected = [float(len(counts) * r / sum(raw)) for r in raw]
+    schedule = build_weight_schedule(name, class_counts=counts, epochs=10)
+    got = schedule(schedule.start_epoch)
+    assert got.dtype == torch.float32
+    # rounding to float32 costs at most 2 ** -24 relative; twice that leaves room for the
+    # float64 arithmetic before it (a wrong beta or formula is off by far more)
+    assert got.tolist() == pytest.approx(expected, rel=2**-23, abs=0)
+    # cb weights from the start; drw from 0.8 of the run
+    assert schedule.start_epoch == (0 if name == "cb" else 8)
+    if name == "drw":
+        assert schedule(7) is None
 
 
 def test_class_balanced_uniform_at_beta_zero():

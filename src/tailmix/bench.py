@@ -13,6 +13,13 @@ A suite is a YAML file::
 ``run_suite`` trains every cell into ``results/<name>/runs/<dataset>-r<ratio>/<strategy>-s<seed>``
 (finished runs are skipped, interrupted ones resume from their last checkpoint), then writes
 ``table.md``, ``table.csv`` and one comparison report per dataset and ratio.
+
+A cell's folder that holds a run trained with another config than the suite's current one
+for it (the suite was edited since) is stale: ``run_suite`` refuses it, naming the cell and
+the first key that differs, before anything trains; ``retrain_stale=True`` (``tailmix bench
+--retrain-stale``) moves the old run aside and trains the cell again. Refusing is the
+default because a suite's runs can take hours: an edit should not silently throw them away,
+nor a table mix runs of two configs.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ PUBLISHED: dict[tuple[str, int], dict[str, float]] = {
 
 SUITE_KEYS = ("name", "description", "base_config", "overrides", "data_root", "grid")
 GRID_KEYS = ("strategies", "ratios", "seeds", "datasets", "overrides", "tag")
+
+#: Config keys that say where or how a run ran, not what it computed: a cell whose
+#: ``config.yaml`` differs from the suite only in these is not stale.
+MACHINE_KEYS = ("dataset.root", "dataset.download", "dataset.workers", "train.device",
+                "log.progress", "log.tensorboard")
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
             raise ParameterError(f"suite.{key}", "one of " + ", ".join(SUITE_KEYS), key)
     if not spec.get("name"):
         raise ParameterError("suite.name", "a non-empty name", spec.get("name"))
+    spec["name"] = _check_folder_name("suite.name", spec["name"])
     base = load_config_file(spec["base_config"]) if spec.get("base_config") else {}
     _deep_update(base, spec.get("overrides") or {})
     root = data_root or spec.get("data_root")
@@ -130,8 +143,10 @@ def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
         if not isinstance(over, dict):
             raise ParameterError(f"suite.grid[{i}].overrides", "a mapping of config changes",
                                  over)
-        extra = dict(tag=str(block.get("tag") or ""),
-                     overrides=json.dumps(over, sort_keys=True))
+        tag = str(block.get("tag") or "")
+        if tag:
+            _check_folder_name(f"suite.grid[{i}].tag", tag)
+        extra = dict(tag=tag, overrides=json.dumps(over, sort_keys=True))
         for ds in block.get("datasets", [default_ds]):
             for ratio in block.get("ratios", [(base.get("dataset") or {}).get("ratio", 100)]):
                 for strategy in block.get("strategies", ["ERM"]):
@@ -153,13 +168,115 @@ def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
     return suite
 
 
+def _check_folder_name(key: str, name: Any) -> str:
+    """A name used as one folder under the results folder: no path separators, no ``.`` or
+    ``..``, nothing absolute (it could write outside ``--out``)."""
+    number = isinstance(name, (int, float)) and not isinstance(name, bool)
+    text = str(name) if number else name if isinstance(name, str) else None
+    if (text is None or text.strip() in ("", ".", "..") or "/" in text or "\\" in text
+            or "\0" in text or Path(text).is_absolute() or text != text.strip()):
+        raise ParameterError(key, "a plain folder name (no '/', '\\', '..' or absolute "
+                             "path: the runs go in a folder of that name under --out)", name)
+    return text
+
+
+_ABSENT = object()
+
+
+def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{dotted key: value}`` (leaves: anything but a mapping)."""
+    if not isinstance(cfg, dict) or (prefix and not cfg):
+        return {prefix: cfg}
+    flat: dict[str, Any] = {}
+    for k, v in cfg.items():
+        flat.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return flat
+
+
+def config_difference(run_dir: str | Path, config: dict[str, Any]
+                      ) -> tuple[str, Any, Any] | None:
+    """How the run in ``run_dir`` (its ``config.yaml``) differs from ``config`` resolved:
+    the first differing key, its value in the run and in ``config``; None when they agree
+    up to :data:`MACHINE_KEYS`, or when the folder holds no run."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        return None
+    try:
+        was = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        was = None
+    if not isinstance(was, dict):
+        return ("config.yaml", "unreadable", "a mapping")
+    from tailmix.config import default_config
+
+    was = {k: v for k, v in was.items() if k not in ("class_counts", "model_class")}
+    # Through YAML as config.yaml was: tuples become lists, numbers keep their type.
+    now = yaml.safe_load(yaml.safe_dump(resolve(config).to_dict(), sort_keys=False))
+    default = _flat(default_config())
+    for key, value in _flat(now).items():
+        if key in MACHINE_KEYS or any(key.startswith(m + ".") for m in MACHINE_KEYS):
+            continue
+        node: Any = was
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is _ABSENT:  # a key newer than the run: a difference only if it is set
+            if key in default and value == default[key]:
+                continue
+            return key, "<absent>", value
+        if node != value:
+            return key, node, value
+    return None  # keys only the run has: settings this version no longer has
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move a stale run out of its cell's folder (kept beside it, never deleted)."""
+    from tailmix.io import LOCK_NAME, lock_folder
+
+    lock_folder(run_dir, name=f"suite cell {run_dir}")  # nobody is training into it now
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
+        n += 1
+    run_dir.rename(aside)  # the lock goes with it, and is removed there
+    (aside / LOCK_NAME).unlink(missing_ok=True)
+    return aside
+
+
 def run_suite(suite: Suite, out_root: str | Path = "results", *,
-              log: Callable[[str], None] = print, train_missing: bool = True) -> Path:
-    """Train every unfinished cell, then write the tables and reports; return the folder."""
+              log: Callable[[str], None] = print, train_missing: bool = True,
+              retrain_stale: bool = False) -> Path:
+    """Train every unfinished cell, then write the tables and reports; return the folder.
+
+    Every cell's folder is checked before anything trains: one holding a run of another
+    config than the suite's current one for the cell (:func:`config_difference`) is
+    refused, or with ``retrain_stale`` moved aside (``<folder>.stale-N``) and trained
+    again.
+
+    Raises
+    ------
+    ParameterError
+        Naming the stale cell and the first key that differs.
+    """
     from tailmix.build import train
 
     out = Path(out_root) / suite.name
     runs = out / "runs"
+    stale = []
+    for cell in suite.cells:
+        diff = config_difference(runs / cell.folder, suite.config(cell))
+        if diff is None:
+            continue
+        if not retrain_stale or not train_missing:
+            key, was, now = diff
+            raise ParameterError(f"suite cell {cell.folder}", "a run trained with the suite's "
+                                 "current config for it (`tailmix bench --retrain-stale` "
+                                 "retrains stale runs, keeping the old ones aside)",
+                                 f"{key}: {was!r} in its config.yaml, {now!r} in the suite")
+        stale.append(cell)
+    for cell in stale:
+        key = config_difference(runs / cell.folder, suite.config(cell))[0]
+        aside = _set_aside(runs / cell.folder)
+        log(f"{cell.folder}: stale ({key} differs from the suite), moved to {aside.name}; "
+            "it will be trained again")
     for i, cell in enumerate(suite.cells, 1):
         run_dir = runs / cell.folder
         if (run_dir / "metrics.json").is_file():

@@ -25,8 +25,8 @@ from tailmix.config import RunSpec, resolve
 from tailmix.data import LongTailData, RawDataset, load_source, prepare_dataset
 from tailmix.engine import Trainer
 
-__all__ = ["Run", "autocast_dtype", "build_run", "evaluate_checkpoint", "load_data",
-           "make_mixer", "resolve_device", "restore", "train"]
+__all__ = ["Run", "autocast_dtype", "build_run", "check_resumable", "evaluate_checkpoint",
+           "load_checkpoint", "load_data", "make_mixer", "resolve_device", "restore", "train"]
 
 _CNN_ARCHS = ("resnet32", "resnet18", "resnet50", "resnext50_32x4d")
 
@@ -35,16 +35,40 @@ _CNN_ARCHS = ("resnet32", "resnet18", "resnet50", "resnext50_32x4d")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``train.device``, for a malformed name (``cuda:abc``) or a device this
+        machine does not have (``cuda`` without a GPU, ``cuda:3`` with two, ``mps`` off
+        Apple silicon).
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", dist_utils.local_rank())
         return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("train.device", "a device that exists here ('cpu' or 'auto')", name)
-    if dev.type == "cuda" and dev.index is None and dist_utils.world_size() > 1:
-        dev = torch.device("cuda", dist_utils.local_rank())
+    spelled = "'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index) or 'mps'"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ParameterError("train.device", spelled, name) from None
+    here = "a device that exists here ('cpu' or 'auto')"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError("train.device", here, name)
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ParameterError("train.device", f"{here}: this machine has {count} GPU(s), "
+                                 f"cuda:0 to cuda:{count - 1}", name)
+        if dev.index is None and dist_utils.world_size() > 1:
+            dev = torch.device("cuda", dist_utils.local_rank())
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ParameterError("train.device", here, name)
+    elif dev.type != "cpu":
+        raise ParameterError("train.device", spelled, name)
     return dev
 
 
@@ -321,20 +345,79 @@ class Run:
     amp: torch.dtype | None
     is_main: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = print
 
-    def resume(self) -> None:
-        """Continue from ``out/checkpoints/last.pt`` and the history written before it."""
+    def resume(self, *, longer: bool = True) -> None:
+        """Continue from ``out/checkpoints/last.pt`` and the history written before it.
+
+        The checkpoint, ``config.yaml`` and ``history.jsonl`` must agree with each other
+        and with this run (:func:`check_resumable`); ``longer``: this run may have more
+        epochs than the checkpoint's (a finished run trained further), else the epochs
+        must be the same. Temporary files a killed write left in the folder are removed.
+        """
         path = None if self.out is None else self.out / "checkpoints" / "last.pt"
         if path is None or not path.is_file():
             raise ParameterError("resume", "a run folder with checkpoints/last.pt",
                                  str(self.out))
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        self.trainer.load_state_dict(ckpt, cb.read_history(self.out, int(ckpt["epoch"])))
+        if self.is_main:
+            from tailmix.io import remove_stale_temporaries
 
-    def fit(self, *, resume: bool = False) -> dict[str, Any]:
-        if resume:
-            self.resume()
-        return self.trainer.fit()
+            removed = remove_stale_temporaries(self.out)
+            if removed:
+                self.log(f"{self.out}: removed {len(removed)} temporary file(s) of a write "
+                         "that was interrupted")
+        ckpt = load_checkpoint(path, name="resume", map_location=self.device)
+        history = cb.read_history(self.out)
+        check_resumable(self.spec, ckpt, self.out, path=path, history=history,
+                        class_counts=self.data.class_counts,
+                        model_class=self.extra.get("model_class"), longer=longer)
+        mismatch = _weights_mismatch(self.trainer.model, ckpt["model"])
+        if mismatch:
+            raise ParameterError("resume", "a checkpoint of this run's network "
+                                 f"({self.spec.model['arch']})", f"{path}: {mismatch}")
+        epoch = int(ckpt["epoch"])
+        try:
+            self.trainer.load_state_dict(ckpt, [h for h in history if h["epoch"] <= epoch])
+        except (KeyError, TypeError, ValueError) as e:  # the optimiser's or a step's state
+            raise ParameterError("resume", "a checkpoint of this run's optimiser and "
+                                 "strategy", f"{path}: {type(e).__name__}: {e}") from e
+
+    def fit(self, *, resume: bool = False, longer: bool = True) -> dict[str, Any]:
+        """Train (``resume``: from the run folder's last checkpoint, see :meth:`resume`)
+        and return the final metrics.
+
+        While it trains, this process owns the run folder: ``out/.lock`` (rank 0's pid and
+        host) keeps another process from training into it, and is removed at the end, also
+        when training fails or is interrupted.
+        """
+        lock = self._lock()
+        try:
+            if resume:
+                self.resume(longer=longer)
+            return self.trainer.fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock(self) -> Any:
+        """Rank 0 takes the run folder's lock; every process learns whether it could."""
+        from tailmix.io import lock_folder
+
+        if self.out is None:
+            return None
+        lock, error = None, None
+        if self.is_main:
+            try:
+                lock = lock_folder(self.out, name="--out", log=self.log)
+            except ParameterError as e:
+                error = e
+        try:
+            _agree(error, self.out)
+        except ParameterError:
+            if lock is not None:
+                lock.release()
+            raise
+        return lock
 
 
 def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
@@ -350,6 +433,14 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     check_distributed(t, device, world_size)
     out = Path(out_dir) if out_dir is not None else None
     is_main = rank == 0
+    if out is not None:  # before the data loads; rank 0 checks, every process learns it
+        error = None
+        if is_main:
+            try:
+                check_out(out)
+            except ParameterError as e:
+                error = e
+        _agree(error, out)
     lt = load_data(spec, data, log=log)
     counts, comp = lt.class_counts, spec.composition
     mixer = None if comp.mixer is None else make_mixer(comp.mixer, counts=counts)
@@ -407,7 +498,35 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                       step=step, epochs=epochs, batch_size=t["batch_size"],
                       seed=spec.seed, device=device, train_model=train_model, scaler=scaler,
                       callbacks=callbacks, rank=rank, world_size=world_size)
-    return Run(spec, trainer, lt, out, device, amp, is_main, {"generative": generative})
+    extra = {"generative": generative,
+             "model_class": None if model is None else type(model).__qualname__}
+    return Run(spec, trainer, lt, out, device, amp, is_main, extra, log)
+
+
+def _agree(error: ParameterError | None, out: Path) -> None:
+    """Raise ``error`` (rank 0's refusal of the run folder, or None) on every process: the
+    others must not go on to wait for it in a collective."""
+    if dist_utils.world_size() > 1:
+        failed = dist_utils.all_reduce_sum(torch.tensor([float(error is not None)]))
+        if error is None and failed.item():
+            raise ParameterError("--out", "a run folder that rank 0 can take",
+                                 f"{out} (refused on rank 0)")
+    if error is not None:
+        raise error
+
+
+def check_out(out: Path, *, name: str = "--out") -> None:
+    """Refuse a run folder that is an existing file, or that another live process is
+    training into (its ``.lock``); nothing is created."""
+    from tailmix.io import check_unlocked
+
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ParameterError(name, "a folder (the run folder to write into)",
+                                     f"{out}: {folder} is an existing file")
+            break
+    check_unlocked(out, name=name)
 
 
 def _lr_schedule(spec: RunSpec):
@@ -563,7 +682,6 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
                               "sha256": lt.subset_sha256},
              **({"validation_images": len(lt.val_labels)} if lt.val_labels is not None
                 else {})}
-    calls.append(cb.Results(out, facts))
     if out is not None and e["margins"]:
         # The real training set only: DeepSMOTE appends synthetic examples after it.
         train = (lt.train_inputs, lt.train_labels) if real is None else (
@@ -572,6 +690,8 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
                                 test=(lt.test_inputs, lt.test_labels), augment=lt.augment,
                                 class_counts=lt.class_counts, batch_size=e["batch_size"],
                                 **run))
+    # Last: metrics.json marks a finished run, so it is written after every other file.
+    calls.append(cb.Results(out, facts))
     return calls
 
 
@@ -613,15 +733,82 @@ class Restored:
                        batch_size=self.spec.eval["batch_size"])
 
 
+#: The keys a checkpoint must hold (besides its network's weights, ``model``).
+_CHECKPOINT_KEYS = ("model", "config", "epoch")
+
+
+def load_checkpoint(path: str | Path, *, name: str = "checkpoint",
+                    map_location: Any = "cpu") -> dict[str, Any]:
+    """A tailmix checkpoint, loaded safely (``weights_only=True``).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``name`` and the file: missing, empty, truncated or corrupted, holding
+        Python objects beyond tensors and plain data (never unpickled), or a torch file that
+        is not a tailmix checkpoint (a bare state dict, say).
+    """
+    from tailmix.io import load_torch
+
+    what = "a tailmix checkpoint (a run's checkpoints/last.pt or best.pt)"
+    ckpt = load_torch(path, name=name, what=what, map_location=map_location)
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor)
+                                               for v in ckpt.values()):
+        raise ParameterError(name, f"{what}, holding the network's weights with the run's "
+                             "config and epoch", f"{path}: a bare state dict of "
+                             f"{len(ckpt)} tensors")
+    if not isinstance(ckpt, dict):
+        raise ParameterError(name, what, f"{path}: a torch file holding a "
+                             f"{type(ckpt).__name__}")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
+        raise ParameterError(name, f"{what}, holding " + ", ".join(_CHECKPOINT_KEYS),
+                             f"{path}: a torch file without " + (", ".join(missing) or
+                                                                 "a config mapping"))
+    return ckpt
+
+
+def _weights_mismatch(model: nn.Module, state: Any) -> str | None:
+    """Why ``state`` cannot be ``model``'s weights, in words (None: it can)."""
+    if not isinstance(state, dict):
+        return f"its weights are a {type(state).__name__}, not a state dict"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and isinstance(state[k], torch.Tensor)
+              and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return None
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    parts = ([f"{len(missing)} of the network's parameters missing ({few(missing)})"]
+             if missing else [])
+    parts += [f"{len(unexpected)} parameters the network has not ({few(unexpected)})"] \
+        if unexpected else []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape ({k}: {tuple(state[k].shape)} in the "
+                     f"file, {tuple(own[k].shape)} in the network)")
+    return "weights of another network: " + "; ".join(parts)
+
+
 def restore(path: str | Path, *, data_root: str | None = None,
             device: str = "auto", model: nn.Module | None = None) -> Restored:
     """Load a checkpoint safely (``weights_only=True``) with the data it was trained on
     (``data_root`` overrides the stored dataset root). A run of a user's own network needs
-    that network again as ``model`` (its weights are replaced by the checkpoint's)."""
+    that network again as ``model`` (its weights are replaced by the checkpoint's).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``checkpoint``, for a file that is not a readable tailmix checkpoint
+        (:func:`load_checkpoint`) or whose weights are not those of its network; naming
+        ``model`` for a user's network that is missing or another one.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ParameterError("checkpoint", "an existing checkpoint file", str(path))
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     custom = ckpt["config"].get("model_class")
     if custom is not None and model is None:
         raise ParameterError("model", f"the {custom} module this checkpoint was trained with "
@@ -629,25 +816,119 @@ def restore(path: str | Path, *, data_root: str | None = None,
     cfg = {k: copy.deepcopy(v) for k, v in ckpt["config"].items()
            if k not in ("composition", "class_counts", "model_class")}
     if data_root is not None:
-        cfg["dataset"]["root"] = data_root
-    cfg["train"]["device"] = device
+        cfg.setdefault("dataset", {})["root"] = data_root
+    cfg.setdefault("train", {})["device"] = device
     spec = resolve(cfg)
     dev = resolve_device(device)
     data = load_data(spec).to(dev)
     from tailmix.models import adapt, build_model
 
-    head = ckpt["config"]["composition"]["head"]
+    head = (ckpt["config"].get("composition") or {}).get("head", spec.composition.head)
     if model is not None:
         model = adapt(model, num_classes=data.num_classes, input_shape=data.input_shape,
                       head=head, log=lambda _: None)
     else:  # the weights come from the checkpoint, not a download
         model = build_model(spec.model["arch"], num_classes=data.num_classes,
                             input_shape=data.input_shape, head=head)
+    mismatch = _weights_mismatch(model, ckpt["model"])
+    if mismatch:
+        net = custom or spec.model["arch"]
+        raise ParameterError("model" if custom else "checkpoint",
+                             f"the weights of the {net} network its config names",
+                             f"{path}: {mismatch}")
     model = model.to(dev)
     model.load_state_dict(ckpt["model"])
     amp = autocast_dtype(spec.train["precision"], dev,
                          "custom" if custom else spec.model["arch"])
     return Restored(spec, data, model, dev, amp, int(ckpt["epoch"]))
+
+
+#: What identifies a run: a resumed run must agree with its checkpoint on each.
+RUN_IDENTITY = ("strategy", "train.epochs", "train.seed", "model.arch", "model_class",
+                "dataset.name", "dataset.profile", "dataset.ratio", "dataset.n_max",
+                "dataset.counts", "dataset.data_seed", "dataset.validation")
+
+
+_ABSENT = object()
+
+
+def _dotted(cfg: dict[str, Any], key: str) -> Any:
+    """``cfg``'s value at a dotted key; ``_ABSENT`` when it has none."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Path,
+                    history: list[dict[str, Any]], class_counts: list[int] | None = None,
+                    model_class: str | None = None, longer: bool = True) -> None:
+    """Refuse to resume ``spec`` from a run folder whose files disagree with it or with
+    each other.
+
+    The checkpoint's config, ``out/config.yaml`` (when there is one) and ``spec`` must
+    agree on :data:`RUN_IDENTITY` (strategy, epochs, seed, architecture, dataset and its
+    profile); ``longer``: ``spec`` may have more epochs than the checkpoint (a finished run
+    trained further). The checkpoint's class counts must be the data's, and ``history``
+    (``history.jsonl``) must hold epochs 1 to the checkpoint's (and at most the one after,
+    whose checkpoint was not written yet).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``resume`` and saying what differs, where.
+    """
+    import yaml
+
+    epoch = ckpt["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ParameterError("resume", "a checkpoint with the number of epochs it finished",
+                             f"{path}: epoch {epoch!r}")
+    sources = {"the checkpoint": ckpt["config"]}
+    saved = Path(out) / "config.yaml"
+    if saved.is_file():
+        try:
+            sources["config.yaml"] = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ParameterError("resume", "a run folder whose config.yaml is valid YAML",
+                                 f"{saved}: {str(e).splitlines()[0]}") from e
+        if not isinstance(sources["config.yaml"], dict):
+            raise ParameterError("resume", "a run folder whose config.yaml is a mapping",
+                                 str(saved))
+    sources["this run"] = {**spec.config, "model_class": model_class}
+    base = sources["the checkpoint"]
+    for key in RUN_IDENTITY:
+        # model_class is recorded for a user's network only; any other key a file lacks
+        # (written by another version) cannot be compared.
+        values = {where: (cfg.get(key) if key == "model_class" else _dotted(cfg, key))
+                  for where, cfg in sources.items()}
+        values = {where: v for where, v in values.items() if v is not _ABSENT}
+        wanted = next(iter(values.values()))
+        for where, value in values.items():
+            if value == wanted or (key == "train.epochs" and longer and where == "this run"
+                                   and isinstance(value, int) and isinstance(wanted, int)
+                                   and value > wanted):
+                continue
+            said = ", ".join(f"{w} {v!r}" for w, v in values.items())
+            raise ParameterError("resume", f"a run folder whose checkpoint, config.yaml and "
+                                 f"history agree with the run resumed ({key} differs)",
+                                 f"{key}: {said} ({out})")
+    if epoch > spec.epochs:
+        raise ParameterError("resume", f"a run of at least the checkpoint's {epoch} epochs",
+                             f"train.epochs: {spec.epochs} ({path})")
+    if class_counts is not None and ckpt.get("class_counts", base.get("class_counts")) \
+            not in (None, list(class_counts)):
+        raise ParameterError("resume", "the data the run was trained on (the checkpoint's "
+                             "class counts)", f"class counts {list(class_counts)}, the "
+                             f"checkpoint {ckpt.get('class_counts')} ({path})")
+    epochs = [h["epoch"] for h in history]
+    if epochs[:epoch] != list(range(1, epoch + 1)) or epochs[epoch:] not in ([], [epoch + 1]):
+        shown = (f"epochs {epochs[0]} to {epochs[-1]} ({len(epochs)} rows)" if epochs
+                 else "no rows")
+        raise ParameterError("resume", f"a history.jsonl holding epochs 1 to {epoch}, those "
+                             "of the checkpoint", f"{Path(out) / 'history.jsonl'}: {shown}")
 
 
 def evaluate_checkpoint(path: str | Path, *, data_root: str | None = None,

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailmix.io import atomic_write_text, save_torch, write_json, write_yaml
+from tailmix._validation import ParameterError
+from tailmix.io import atomic_write_text, dumps_json, load_torch, save_torch, write_json, write_yaml
 from tailmix.metrics import SUMMARY_KEYS
 from tailmix.steps import predict
 
@@ -148,7 +149,10 @@ class Evaluator(Callback):
         if self.validation is None or state.best is None or self.best_state is not None:
             return
         if self.best_path is not None and Path(self.best_path).is_file():
-            ckpt = torch.load(self.best_path, map_location="cpu", weights_only=True)
+            ckpt = load_torch(self.best_path, name="resume")
+            if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+                raise ParameterError("resume", "a tailmix checkpoint holding 'model' (the "
+                                     "selected epoch's network)", str(self.best_path))
             self.best_state = ckpt["model"]
         best = state.best["epoch"]
         self.stale = sum(1 for h in state.history
@@ -267,26 +271,52 @@ class Checkpointer(Callback):
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         if state.improved and self.keep_best:
             save_torch(self.out / "checkpoints" / "best.pt", self.checkpoint(state))
-        text = "".join(json.dumps(h) + "\n" for h in state.history)
+        text = "".join(dumps_json(h) + "\n" for h in state.history)
         atomic_write_text(self.out / "history.jsonl", text)
         save_torch(self.out / "checkpoints" / "last.pt", self.checkpoint(state))
 
 
-def read_history(out: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    """The rows of ``out/history.jsonl`` up to epoch ``upto_epoch`` (a resumed run's past)."""
+def read_history(out: Path, upto_epoch: int | None = None) -> list[dict[str, Any]]:
+    """The rows of ``out/history.jsonl`` up to epoch ``upto_epoch`` (a resumed run's past;
+    None: every row).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``resume``, for a line that is not a JSON row with an integer ``epoch``.
+    """
     path = Path(out) / "history.jsonl"
     if not path.is_file():
         return []
-    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return [h for h in rows if h["epoch"] <= upto_epoch]
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise ParameterError("resume", "a history.jsonl of one JSON row per epoch, each "
+                                 "with its 'epoch'", f"{path}, line {i}: {line[:60]!r}")
+        rows.append(row)
+    return rows if upto_epoch is None else [h for h in rows if h["epoch"] <= upto_epoch]
 
 
 class Results(Callback):
     """Writes ``metrics.json``: the final metrics (from :class:`Evaluator`) and the run's
-    facts (strategy, dataset, seed, ...) given here."""
+    facts (strategy, dataset, seed, ...) given here.
+
+    ``metrics.json`` marks a finished run (``compare`` and ``bench`` skip a folder holding
+    one), so it is removed when fitting starts and written by the last callback of the run,
+    after every other result file."""
 
     def __init__(self, out: Path | None, facts: dict[str, Any]):
         self.out, self.facts = out, facts
+
+    def on_fit_start(self, state: TrainState) -> None:
+        if self.out is not None:
+            (Path(self.out) / "metrics.json").unlink(missing_ok=True)
 
     def on_fit_end(self, state: TrainState) -> None:
         state.result = {**state.result, **self.facts, "train_time_s": state.train_time_s,

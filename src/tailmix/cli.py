@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from tailmix import __version__
 from tailmix._validation import ParameterError
@@ -55,7 +55,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config a command line asks for: file, then flags, then --set."""
-    from tailmix.config import load_config_file, set_path
+    from tailmix.config import load_config_file, parse_set, set_path
 
     cfg = load_config_file(args.config) if args.config else _dataset_default(args)
     for flag, key in FLAG_KEYS.items():
@@ -65,10 +65,8 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
                 value = int(value)
             set_path(cfg, key, value)
     for item in args.set:
-        if "=" not in item:
-            raise ParameterError("--set", "KEY=VALUE", item)
-        key, value = item.split("=", 1)
-        set_path(cfg, key.strip(), yaml.safe_load(value))
+        key, value = parse_set(item)
+        set_path(cfg, key, value)
     if getattr(args, "no_progress", False):
         set_path(cfg, "log.progress", False)
     return cfg
@@ -95,24 +93,69 @@ def _default_out(cfg: dict[str, Any]) -> Path:
     return Path("runs") / f"{name}-r{ratio}" / f"{strategy}-s{seed}"
 
 
+# Flags of `tailmix train` a resumed run honours: they cannot change what it computes.
+RESUME_FLAGS = ("device", "data_root", "no_progress")
+
+
+def _out_folder(path: str | Path, flag: str = "--out") -> Path:
+    """A folder to write into: refused when it is an existing file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ParameterError(flag, "a folder (the run folder to write into)",
+                             f"{path}: an existing file")
+    return path
+
+
+def _resume_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config of the run ``--resume`` names (its ``config.yaml``), with the flags that
+    cannot change the run applied; any other flag is refused, not ignored."""
+    from tailmix.config import load_config_file
+
+    run = Path(args.resume)
+    given = ["--config"] if args.config else []
+    given += [f"--{flag.replace('_', '-')}" for flag in FLAG_KEYS
+              if flag not in RESUME_FLAGS and getattr(args, flag, None) is not None]
+    given += ["--set"] if args.set else []
+    if args.out and Path(args.out).resolve() != run.resolve():
+        given.append("--out")
+    if given:
+        raise ParameterError(", ".join(given), "left out with --resume: a resumed run keeps "
+                             "the config it started with (--device, --data-root and "
+                             "--no-progress may be given; start a new run with --out to "
+                             "change anything else)", " ".join(given))
+    if not (run / "config.yaml").is_file():
+        raise ParameterError("--resume", "a run folder holding config.yaml and "
+                             "checkpoints/last.pt", str(run))
+    cfg = load_config_file(run / "config.yaml")
+    for k in ("composition", "class_counts", "model_class"):
+        cfg.pop(k, None)
+    if not isinstance(cfg.get("train"), dict) or not isinstance(cfg.get("dataset"), dict):
+        raise ParameterError("--resume", "a run folder whose config.yaml is a tailmix run's",
+                             str(run / "config.yaml"))
+    if args.device is not None:
+        cfg["train"]["device"] = args.device
+    if args.data_root is not None:
+        cfg["dataset"]["root"] = args.data_root
+    if args.no_progress:
+        cfg.setdefault("log", {})["progress"] = False
+    return cfg
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tailmix import distributed
 
     if args.resume:
-        from tailmix.config import load_config_file
-
-        run = Path(args.resume)
-        cfg = load_config_file(run / "config.yaml")
-        for k in ("composition", "class_counts"):
-            cfg.pop(k, None)
-        out = run
+        cfg = _resume_config(args)
+        out = _out_folder(args.resume, "--resume")
     else:
         cfg = build_config(args)
-        out = Path(args.out) if args.out else _default_out(cfg)
+        out = _out_folder(args.out) if args.out else _default_out(cfg)
     # Under torchrun every process runs this command; rank 0 alone writes and prints.
     distributed.init_from_env()
     try:
         result = _fit(cfg, out, resume=bool(args.resume))
+    except ParameterError as e:
+        raise _flag_names(e, {"resume": "--resume"}) from e
     finally:
         distributed.destroy()
     if result is not None:
@@ -127,7 +170,8 @@ def _fit(cfg: dict[str, Any], out: Path, *, resume: bool) -> dict[str, Any] | No
     from tailmix.build import build_run
 
     run = build_run(cfg, out)
-    result = run.fit(resume=resume)
+    # A resumed run is the one config.yaml describes: no more epochs than it had.
+    result = run.fit(resume=resume, longer=False)
     return result if run.is_main else None
 
 
@@ -174,17 +218,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
+    from tailmix.bench import config_difference
     from tailmix.build import train
     from tailmix.config import resolve
 
     base = build_config(args)
-    out_root = Path(args.out)
+    out_root = _out_folder(args.out)
     rows, run_dirs = [], []
     for name in args.strategies:  # every run is checked before the first one trains
         try:
             resolve({**base, "strategy": name})
         except ParameterError as e:
             raise ParameterError(f"{name}: {e.name}", e.expected, e.got) from e
+        out = _out_folder(out_root / name)
+        # A run trained (or started) with other settings is not reused or continued.
+        diff = None if args.force else config_difference(out, {**base, "strategy": name})
+        if diff is not None:
+            key, was, now = diff
+            raise ParameterError(f"run {out}", "a run trained with this command's config "
+                                 "(--force retrains it)",
+                                 f"{key}: {was!r} in its config.yaml, {now!r} now")
     for name in args.strategies:
         cfg = {**base, "strategy": name}
         out = out_root / name
@@ -273,25 +326,19 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from tailmix.report import build_report
 
-    html, md = build_report([Path(r) for r in args.run_dirs],
-                            Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else None
+    html, md = build_report([Path(r) for r in args.run_dirs], out, explicit=out is not None)
     print(f"report written to {html}\nsummary: {md}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config or a suite (every cell) without loading data or training."""
-    import yaml as _yaml
-
-    from tailmix.config import load_config_file, resolve
+    from tailmix.config import load_config_file, read_yaml, resolve
 
     path = Path(args.target)
     if path.is_file():
-        try:
-            spec = _yaml.safe_load(path.read_text(encoding="utf-8"))
-        except _yaml.YAMLError as e:
-            raise ParameterError("config", f"valid YAML in {path}", str(e).split("\n")[0]) \
-                from e
+        spec = read_yaml(path, name="config")  # malformed YAML: the file, line and column
         if isinstance(spec, dict) and "grid" in spec:
             from tailmix.bench import load_suite
 
@@ -309,12 +356,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from tailmix.bench import load_suite, run_suite
+    from tailmix.config import read_yaml
 
+    if Path(args.suite).is_file():
+        read_yaml(args.suite, name="suite")  # malformed YAML: the file, line and column
     suite = load_suite(args.suite, data_root=args.data_root)
-    out = run_suite(suite, args.out, train_missing=not args.table_only)
+    out = run_suite(suite, _out_folder(args.out), train_missing=not args.table_only,
+                    retrain_stale=args.retrain_stale)
     print((out / "table.md").read_text())
     print(f"tables and reports written to {out}")
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _flag_names(e: ParameterError, flags: dict[str, str]) -> ParameterError:
@@ -400,6 +455,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results folder (default results/)")
     p.add_argument("--table-only", action="store_true",
                    help="only rebuild tables and reports from finished runs")
+    p.add_argument("--retrain-stale", action="store_true",
+                   help="retrain runs whose config.yaml differs from the suite's current "
+                   "config for them (default: refuse, naming the run and the first "
+                   "difference); the old run is moved aside, not deleted")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("check", help="validate a config or a benchmark suite (every run) "
@@ -457,8 +516,29 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Reading or writing files: what a user can fix (permissions, a read-only or a full disk).
+_DISK_ERRORS = {code: hint for code, hint in (
+    (errno.EACCES, "check the permissions of the file or its folder"),
+    (errno.EPERM, "check the permissions of the file or its folder"),
+    (errno.EROFS, "choose a folder on a writable file system"),
+    (errno.ENOSPC, "the disk is full: free some space or choose another folder"),
+    (getattr(errno, "EDQUOT", None), "the disk quota is used up")) if code is not None}
+
+
+def _disk_error(e: OSError) -> str:
+    """One line for an ``OSError`` of :data:`_DISK_ERRORS`, naming the path."""
+    where = e.filename if e.filename is not None else "a file"
+    return f"{where}: {e.strerror or os.strerror(e.errno)} ({_DISK_ERRORS[e.errno]})"
+
+
 def main(argv: list[str] | None = None) -> int:
     from tailmix.data.download import DatasetError
+
+    try:  # tailmix.engine's error for a run that cannot go on (a diverged loss, ...)
+        from tailmix.engine import TrainingError
+    except ImportError:  # pragma: no cover - an engine without it
+        class TrainingError(RuntimeError):  # type: ignore[no-redef]
+            """Never raised: stands in for the engine's."""
 
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -470,6 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as e:  # a dataset's files: missing, malformed, undecodable
         print(f"tailmix: error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        print(f"tailmix: error: {_one_line(str(e))}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        print(f"tailmix: error: {_disk_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tailmix: interrupted; `tailmix train --resume RUN_DIR` continues the run",
               file=sys.stderr)

@@ -11,6 +11,11 @@ nothing writes into a config afterwards.
 from __future__ import annotations
 
 import copy
+import inspect
+import math
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,9 @@ import yaml
 from tailmix._validation import ParameterError, check_choice, check_number
 
 _NUM = (int, float)
+
+# The warm-up a config that names none gets: 5 epochs, or one fewer than a shorter run's.
+DEFAULT_WARMUP_EPOCHS = 5
 
 # section -> key -> (types, default). ``None`` in types means the key may be null.
 SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
@@ -57,7 +65,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "weight_decay": (_NUM, 2e-4),
         "nesterov": ((bool,), False),
         "schedule": ((str,), "step"),
-        "warmup_epochs": (_NUM, 5),
+        "warmup_epochs": (_NUM, DEFAULT_WARMUP_EPOCHS),
         "milestones": ((list, None), None),
         "lr_factors": ((list, None), None),
         "seed": ((int,), 0),
@@ -111,7 +119,14 @@ def _type_name(types: tuple) -> str:
     return " or ".join(names.get(t, str(t)) for t in types)
 
 
+# A number with an exponent but no dot or no exponent sign (1e-3, 5E2): YAML 1.1 reads it
+# as a string; ``--set`` values read it as a float, and a config file gets a hint.
+EXPONENT_NUMBER = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
 def _check_type(key: str, value: Any, types: tuple) -> Any:
+    """``value`` if it is one of ``types`` (a finite number where numbers go), else a
+    :class:`ParameterError` naming ``key``."""
     if value is None and None in types:
         return None
     if isinstance(value, bool) and bool not in types:
@@ -119,8 +134,50 @@ def _check_type(key: str, value: Any, types: tuple) -> Any:
     if float in types and isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, tuple(t for t in types if t is not None)):
-        raise ParameterError(key, _type_name(types), value)
+        expected = _type_name(types)
+        if float in types and isinstance(value, str) and EXPONENT_NUMBER.match(value.strip()):
+            expected += (f" (YAML reads {value.strip()} as a string: write it with a dot and a "
+                         f"signed exponent, e.g. {_yaml_float(value)})")
+        raise ParameterError(key, expected, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(key, "a finite number", value)
     return value
+
+
+def _yaml_float(text: str) -> str:
+    """``1e-3`` spelled so that YAML 1.1 reads a float: ``1.0e-3``."""
+    mantissa, exponent = re.split("[eE]", text.strip().replace("_", ""))
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}"
+
+
+_INT64 = 2**63
+
+
+def _refuse_non_finite(config: Mapping[str, Any]) -> None:
+    """A NaN or infinity anywhere in ``config`` (YAML's ``.nan``, ``.inf``), or an int
+    beyond 64 bits, is an error naming its key (``train.lr``, ``train.milestones[1]``,
+    ``mixer.q``)."""
+    stack: list[tuple[str, Any]] = [(str(k), v) for k, v in config.items()]
+    seen: set[int] = set()
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(key, "a finite number", value)
+        if isinstance(value, int) and not -_INT64 <= value < _INT64:
+            raise ParameterError(key, "a finite number (an int within 64 bits)",
+                                 f"an int of {len(str(abs(value)))} digits")
+        if isinstance(value, (dict, list)):
+            if id(value) in seen:  # YAML anchors can make a structure hold itself
+                continue
+            seen.add(id(value))
+            if isinstance(value, dict):
+                stack.extend((f"{key}.{sub}", v) for sub, v in value.items())
+            else:
+                stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
 def default_config() -> dict[str, Any]:
@@ -154,7 +211,19 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     config = copy.deepcopy(config or {})
     from tailmix.registry import import_plugins
 
+    known = ", ".join(list(TOP_LEVEL) + list(SCHEMA))
+    for key in config:
+        if not isinstance(key, str) or key not in TOP_LEVEL and key not in SCHEMA:
+            # 7, null, "" are named by their repr
+            name = key if isinstance(key, str) and key.strip() else repr(key)
+            raise ParameterError(name, f"one of the known top-level keys: {known}", key)
+    _refuse_non_finite(config)
     plugins = config.get("plugins")
+    if isinstance(plugins, list):
+        for i, module in enumerate(plugins):
+            if not isinstance(module, str) or not _MODULE_NAME.match(module):
+                raise ParameterError(f"plugins[{i}]", "an importable module name (dotted "
+                                     "identifiers, e.g. my_package.tailmix_parts)", module)
     import_plugins(plugins if isinstance(plugins, list) else None)
     cfg = default_config()
     for key, value in config.items():
@@ -164,34 +233,83 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise ParameterError(key, "a mapping", value)
             for sub, subvalue in value.items():
-                if sub not in SCHEMA[key]:
+                if not isinstance(sub, str) or sub not in SCHEMA[key]:
                     raise ParameterError(
                         f"{key}.{sub}", "one of the known keys: " + ", ".join(SCHEMA[key]),
                         sub)
                 cfg[key][sub] = _check_type(f"{key}.{sub}", subvalue, SCHEMA[key][sub][0])
-        elif key in TOP_LEVEL:
-            cfg[key] = _check_type(key, value, TOP_LEVEL[key][0])
         else:
-            known = ", ".join(list(TOP_LEVEL) + list(SCHEMA))
-            raise ParameterError(key, f"one of the known top-level keys: {known}", key)
-    _fill_schedule(cfg["train"])
+            cfg[key] = _check_type(key, value, TOP_LEVEL[key][0])
+    given = config.get("train") or {}
+    _fill_schedule(cfg["train"], warmup_given="warmup_epochs" in given)
     _check_ranges(cfg)
     return cfg
 
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 # The step schedule's milestones (shares of the run) and factors when a config gives none.
 STEP_DEFAULTS = {"milestones": [0.8, 0.9], "lr_factors": [0.01, 0.0001]}
 
 
-def _fill_schedule(t: dict[str, Any]) -> None:
-    """Milestones and factors: the step schedule's defaults, none for cosine decay."""
+def _fill_schedule(t: dict[str, Any], *, warmup_given: bool = True) -> None:
+    """Milestones, factors and warm-up a config leaves out: the step schedule's defaults
+    (those of its milestones that fall on distinct epochs inside the run; on a short run
+    the first of two that meet keeps its factor), none for cosine decay; a warm-up of
+    :data:`DEFAULT_WARMUP_EPOCHS`, at most the run's epochs less one."""
     check_choice("train.schedule", t["schedule"], SCHEDULES)
+    epochs = check_number("train.epochs", t["epochs"], low=1, integer=True)
+    step = t["schedule"] == "step"
+    if step and t["milestones"] is None and t["lr_factors"] is None:
+        kept: dict[int, tuple[float, float]] = {}
+        for share, factor in zip(*STEP_DEFAULTS.values(), strict=True):
+            epoch = resolve_epoch("train.milestones", share, epochs)
+            if 1 <= epoch < epochs and epoch not in kept:
+                kept[epoch] = (share, factor)
+        t["milestones"] = [share for share, _ in kept.values()]
+        t["lr_factors"] = [factor for _, factor in kept.values()]
     for key, default in STEP_DEFAULTS.items():
         if t[key] is None:
-            t[key] = list(default) if t["schedule"] == "step" else []
+            t[key] = list(default) if step else []
     if t["schedule"] == "cosine" and t["milestones"]:
         raise ParameterError("train.milestones", "none with schedule 'cosine' (it decays "
                              "smoothly to zero)", t["milestones"])
+    if not warmup_given:
+        t["warmup_epochs"] = min(DEFAULT_WARMUP_EPOCHS, epochs - 1)
+
+
+def _check_schedule(t: dict[str, Any], epochs: int) -> tuple[int, ...]:
+    """The lr milestones as epochs: each inside the run (epochs 1 to ``epochs - 1``), each
+    after the one before it once shares are resolved; a warm-up shorter than the run."""
+    check_number("train.warmup_epochs", t["warmup_epochs"], low=0)
+    if t["warmup_epochs"] >= epochs:
+        raise ParameterError("train.warmup_epochs", f"fewer epochs than the run's {epochs} "
+                             "(the lr would never reach train.lr)", t["warmup_epochs"])
+    if len(t["milestones"]) != len(t["lr_factors"]):
+        raise ParameterError("train.lr_factors", f"{len(t['milestones'])} factors, one per "
+                             "milestone", t["lr_factors"])
+    out: list[int] = []
+    for i, given in enumerate(t["milestones"]):
+        key = f"train.milestones[{i}]"
+        ep = resolve_epoch(key, given, epochs)
+        share = "" if ep == given else f" ({given} of the run is epoch {ep})"
+        if not 1 <= ep <= epochs - 1:
+            inside = (f"an epoch inside the {epochs}-epoch run, 1 to {epochs - 1}"
+                      if epochs > 1 else "none: a 1-epoch run has no epoch to step at")
+            raise ParameterError(key, inside + share, given)
+        if out and ep == out[-1]:
+            before = t["milestones"][i - 1]
+            raise ParameterError(
+                key, f"a later epoch than train.milestones[{i - 1}]: train.milestones[{i - 1}] "
+                f"({before}) and train.milestones[{i}] ({given}) both land on epoch {ep} of the "
+                f"{epochs}-epoch run (drop one, or give more epochs)", given)
+        if out and ep < out[-1]:
+            raise ParameterError(key, f"a later epoch than train.milestones[{i - 1}] (epoch "
+                                 f"{out[-1]}): milestones in increasing order" + share, given)
+        out.append(ep)
+    for i, f in enumerate(t["lr_factors"]):
+        check_number(f"train.lr_factors[{i}]", f, low=0, low_open=True)
+    return tuple(out)
 
 
 def _check_ranges(cfg: dict[str, Any]) -> None:
@@ -209,6 +327,7 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     check_number("dataset.data_seed", d["data_seed"], low=0, integer=True)
     if d["crop_padding"] is not None:
         check_number("dataset.crop_padding", d["crop_padding"], low=0, integer=True)
+    _check_profile_keys(d)
     if DATASETS.meta(d["name"]).get("needs_root"):
         if d["root"] is None:
             raise ParameterError("dataset.root", f"a folder or file holding {d['name']!r} "
@@ -228,6 +347,8 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     m = cfg["model"]
     if not is_external(m["arch"]):
         MODELS.get(m["arch"], "model.arch")
+    _check_crop_padding(d, external=is_external(m["arch"]))
+    check_source_options(d["name"], d["options"])
     if m["head"] is not None:
         check_choice("model.head", m["head"], HEADS)
     if m["backbone_lr"] is not None:
@@ -249,15 +370,7 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     check_number("train.lr", t["lr"], low=0, low_open=True)
     check_number("train.momentum", t["momentum"], low=0, high=1, high_open=True)
     check_number("train.weight_decay", t["weight_decay"], low=0)
-    check_number("train.warmup_epochs", t["warmup_epochs"], low=0)
-    if len(t["milestones"]) != len(t["lr_factors"]):
-        raise ParameterError("train.lr_factors", f"{len(t['milestones'])} factors, one per "
-                             "milestone", t["lr_factors"])
-    for i, m in enumerate(t["milestones"]):
-        ep = resolve_epoch(f"train.milestones[{i}]", m, epochs)
-        check_number(f"train.milestones[{i}]", ep, low=0, integer=True)
-    for i, f in enumerate(t["lr_factors"]):
-        check_number(f"train.lr_factors[{i}]", f, low=0, low_open=True)
+    _check_schedule(t, epochs)
     check_choice("train.precision", t["precision"], PRECISIONS)
     if isinstance(t["channels_last"], str):
         check_choice("train.channels_last", t["channels_last"], ("auto",))
@@ -279,6 +392,186 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
                                  "stopping on the test set would select on it)", e["patience"])
 
 
+def _check_profile_keys(d: dict[str, Any]) -> None:
+    """Keys a profile would ignore are errors: ``counts`` outside the ``counts`` profile,
+    ``n_max`` and ``class_order`` with a named profile that fixes them; ``class_order``
+    holds ints only (``1.0`` is not a class)."""
+    from tailmix.data.profiles import NAMED_PROFILES
+
+    profile = d["profile"]
+    if d["counts"] is not None and profile != "counts":
+        raise ParameterError("dataset.counts", f"null with profile {profile!r} (the counts "
+                             "are read with profile 'counts' only)", d["counts"])
+    if profile == "counts":
+        counts = d["counts"]
+        if counts is None or len(counts) < 2:
+            raise ParameterError("dataset.counts", "a list of at least two positive ints "
+                                 "(one per class) with profile 'counts'", counts)
+        for i, n in enumerate(counts):
+            check_number(f"dataset.counts[{i}]", n, low=1, integer=True)
+    if profile in NAMED_PROFILES:
+        named = NAMED_PROFILES[profile]
+        for key, unset in (("n_max", "the largest class of the source"),
+                           ("class_order", "the source's order")):
+            if d[key] is not None:
+                fixed = unset if named.get(key) is None else named[key]
+                raise ParameterError(f"dataset.{key}", f"null with profile {profile!r} (it "
+                                     f"fixes {key}: {fixed})", d[key])
+    order = d["class_order"]
+    if order is not None:
+        expected = "a permutation of the class indices 0..C-1 (ints)"
+        if any(isinstance(k, bool) or not isinstance(k, int) for k in order):
+            raise ParameterError("dataset.class_order", expected, order)
+        if sorted(order) != list(range(len(order))):
+            raise ParameterError("dataset.class_order", expected, order)
+
+
+# Image sides of the built-in sources that read a fixed release (``image_size`` metadata
+# of a registered source takes precedence).
+_IMAGE_SIDES = {"digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32, "cinic10": 32,
+                "tiny_imagenet": 64}
+
+
+def _image_side(d: dict[str, Any], *, external: bool) -> int | None:
+    """The side of the images a dataset section trains on, where known without reading."""
+    from tailmix.registry import DATASETS
+
+    if d["image_size"] is not None:
+        return d["image_size"]
+    if external:  # a torchvision or timm backbone may resize to its own input size
+        return None
+    meta = DATASETS.meta(d["name"])
+    if meta.get("image_size") is not None:
+        return meta["image_size"]
+    if d["name"] in _IMAGE_SIDES and _is_builtin(DATASETS.get(d["name"])):
+        return _IMAGE_SIDES[d["name"]]
+    return None
+
+
+def _check_crop_padding(d: dict[str, Any], *, external: bool) -> None:
+    side = _image_side(d, external=external)
+    if d["crop_padding"] is not None and side is not None and d["crop_padding"] >= side:
+        raise ParameterError("dataset.crop_padding", f"smaller than the {side}-pixel side of "
+                             f"the {d['name']!r} images", d["crop_padding"])
+
+
+def _is_builtin(loader: Any) -> bool:
+    return getattr(loader, "__module__", None) == "tailmix.data.sources"
+
+
+# --------------------------------------------------------------------------- dataset options
+
+# load_source's own keywords: a config sets them as dataset keys, never as options.
+_NOT_OPTIONS = {
+    "name": "not an option: dataset.name names the source",
+    "root": "not an option: set dataset.root (or --data-root)",
+    "download": "not an option: set dataset.download",
+    "in_memory": "not an option: set dataset.in_memory",
+}
+
+# The readers behind the built-in sources, as (module, function); an entry's keyword-only
+# parameters, less those the source itself passes, are the options it takes.
+_BUILTIN_READERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "digits": (),
+    "svhn": (("tailmix.data.svhn", "read_svhn"),),
+    "cifar10": (("tailmix.data.cifar", "read_cifar"),
+                ("tailmix.data.imagefolder", "read_imagefolder")),
+    "cifar100": (("tailmix.data.cifar", "read_cifar"),
+                 ("tailmix.data.imagefolder", "read_imagefolder")),
+    "imagefolder": (("tailmix.data.imagefolder", "read_imagefolder"),),
+    "cinic10": (("tailmix.data.imagefolder", "read_cinic10"),),
+    "tiny_imagenet": (("tailmix.data.tinyimagenet", "read_tiny_imagenet"),),
+    "arrays": (),
+}
+# Reader keywords a built-in source sets itself (``num_classes`` of CIFAR, the report
+# ``name`` that load_source's own ``name`` shadows).
+_PASSED_BY_SOURCE = {"download", "in_memory", "num_classes", "name"}
+# Options a source reads through to a reader that checks their values.
+_OPTION_CHECKS = ("train_split", "test_split", "eval_split", "cache_dir")
+
+
+def _keywords(function: Any) -> tuple[str, ...] | None:
+    """The keyword parameters ``function`` takes, or None when it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                      inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+
+def source_options(name: str) -> tuple[str, ...] | None:
+    """The options (``dataset.options`` keys) the dataset source ``name`` takes.
+
+    From the source's ``options`` metadata where it was registered with one; for the
+    built-in sources, the keyword-only parameters of the readers they call (less those the
+    source passes itself); else the keywords of the loader's signature. None when the
+    loader takes ``**options`` and checks them itself.
+
+    >>> source_options("cinic10")
+    ('eval_split', 'cache_dir')
+    >>> source_options("digits")
+    ()
+    """
+    import importlib
+
+    from tailmix.registry import DATASETS
+
+    loader = DATASETS.get(name, "dataset.name")
+    meta = DATASETS.meta(name)
+    if meta.get("options") is not None:
+        return tuple(meta["options"])
+    if name in _BUILTIN_READERS and _is_builtin(loader):
+        out: list[str] = []
+        for module, function in _BUILTIN_READERS[name]:
+            reader = getattr(importlib.import_module(module), function)
+            for p in inspect.signature(reader).parameters.values():
+                if (p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in out
+                        and p.name not in _PASSED_BY_SOURCE):
+                    out.append(p.name)
+        return tuple(out)
+    keywords = _keywords(loader)
+    if keywords is None:
+        return None
+    return tuple(k for k in keywords if k not in _NOT_OPTIONS)
+
+
+def check_source_options(name: str, options: Mapping[str, Any]) -> None:
+    """Check a dataset section's ``options`` against what the source ``name`` takes, before
+    any data is read.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``dataset.options.<key>``: for a key the source does not take (the message
+        lists those it does), one of load_source's own keywords (``root``, ``download``,
+        ``in_memory``, ``name``), or a bad value of a built-in reader's option.
+    """
+    if not isinstance(options, Mapping):
+        raise ParameterError("dataset.options", "a mapping of the source's options", options)
+    accepted = source_options(name)
+    for key, value in options.items():
+        param = f"dataset.options.{key}"
+        if not isinstance(key, str):
+            raise ParameterError(param, "an option name (a string)", key)
+        if key in _NOT_OPTIONS:
+            raise ParameterError(param, _NOT_OPTIONS[key], value)
+        if accepted is not None and key not in accepted:
+            listed = ", ".join(repr(k) for k in accepted)
+            raise ParameterError(param, f"an option {name!r} takes ({listed})" if accepted
+                                 else f"absent: {name!r} takes no options", value)
+    from tailmix.registry import DATASETS
+
+    if name in _BUILTIN_READERS and _is_builtin(DATASETS.get(name)):
+        from tailmix.data.imagefolder import check_reader_options
+
+        check_reader_options({k: v for k, v in options.items() if k in _OPTION_CHECKS},
+                             prefix="dataset.options.",
+                             eval_splits=("test", "valid") if name == "cinic10" else None)
+
+
 def _check_validation(v: dict[str, Any] | None) -> None:
     """``{per_class: n}`` (balanced) or ``{share: s}`` (following the profile)."""
     if v is None:
@@ -294,14 +587,94 @@ def _check_validation(v: dict[str, Any] | None) -> None:
                      high_open=True)
 
 
+# --------------------------------------------------------------------------- YAML
+
+
+class _SetValueLoader(yaml.SafeLoader):
+    """YAML for ``--set`` values: plain ``1e-3``, ``5E+2`` read as floats (YAML 1.1 wants
+    ``1.0e-3``); quoted, they stay strings."""
+
+
+_SetValueLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_NUMBER,
+                                      list("-+0123456789."))
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """``line L, column C: what is wrong`` (1-based) from a PyYAML error on ``text``."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        what = ": ".join(str(p) for p in (error.context, error.problem) if p)
+        if mark is not None:
+            return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+        return what
+    if isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow
+        at = error.position
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        return (f"line {line}, column {column}: character #x{error.character:04x} is not "
+                f"allowed in YAML ({error.reason}; a binary file?)")
+    return str(error).split("\n")[0]
+
+
+def parse_yaml(text: str, *, name: str, where: str, loader: type = yaml.SafeLoader) -> Any:
+    """Parse one YAML document; malformed YAML is a :class:`ParameterError` naming ``name``
+    and saying where (``where``, line and column) and what is wrong."""
+    try:
+        return yaml.load(text, Loader=loader)  # a SafeLoader (subclass): plain data only
+    except yaml.YAMLError as error:
+        raise ParameterError(name, "valid YAML", f"{where}, {_yaml_problem(error, text)}") from None
+    except RecursionError:
+        raise ParameterError(name, "valid YAML", f"{where}: nested too deeply") from None
+
+
+def read_yaml(path: str | os.PathLike, *, name: str = "config") -> Any:
+    """Read a YAML file: its one document, whatever it holds.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    name : str, default "config"
+        The parameter errors name (``"suite"`` for a suite file).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``name``, with the file and the problem: unreadable (missing, a folder, no
+        permission), not UTF-8 text (a binary file: where the first bad byte is), or not
+        valid YAML (line, column and what the parser expected).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ParameterError(name, "a readable YAML file",
+                             f"{path}: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ParameterError(name, "a YAML file (UTF-8 text)",
+                             f"{path}, line {line}, column {column}: byte "
+                             f"0x{data[error.start]:02x} is not UTF-8 text (a binary file?)"
+                             ) from None
+    return parse_yaml(text, name=name, where=str(path))
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file (a mapping), with a clear error for anything else; a bare
-    name (``cifar10_lt``) reads the config shipped with tailmix."""
+    name (``cifar10_lt``) reads the config shipped with tailmix.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``config``: no such file or shipped config, a file that is not UTF-8 text,
+        malformed YAML (with the line and column), or YAML that is not a mapping.
+    """
     from tailmix.shipped import config_path
 
     path = config_path(path)
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+    data = read_yaml(path, name="config")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -309,9 +682,39 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def parse_set(item: str) -> tuple[str, Any]:
+    """A ``--set KEY=VALUE`` argument: the dotted key and the value read as YAML.
+
+    Plain numbers with an exponent (``1e-3``, ``5E+2``) are floats, though YAML 1.1 reads
+    them as strings; a quoted value stays a string.
+
+    >>> parse_set("train.lr=1e-3")
+    ('train.lr', 0.001)
+    >>> parse_set("mixer.q=-0.5"), parse_set("name='1e-3'")
+    (('mixer.q', -0.5), ('name', '1e-3'))
+
+    Raises
+    ------
+    ParameterError
+        Naming ``--set``, with the argument: no ``=``, an empty key or key part
+        (``train..lr``), or a value that is not valid YAML (with the column).
+    """
+    expected = "KEY=VALUE with a dotted config key (e.g. train.lr=0.05)"
+    if not isinstance(item, str) or "=" not in item:
+        raise ParameterError("--set", expected, item)
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part.strip() for part in key.split(".")):
+        raise ParameterError("--set", expected, item)
+    value = parse_yaml(text, name="--set", where=f"{item} (its value)", loader=_SetValueLoader)
+    return key, value
+
+
 def set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``config['a']['b'] = value`` for ``dotted = 'a.b'``, creating sections."""
     parts = dotted.split(".")
+    if not dotted or any(not p for p in parts):
+        raise ParameterError(dotted, "a dotted config key (e.g. train.lr)", dotted)
     node = config
     for p in parts[:-1]:
         if node.get(p) is None:
@@ -406,8 +809,7 @@ def resolve(config: dict[str, Any] | RunSpec | None = None) -> RunSpec:
 
     cfg = resolve_config(config)
     epochs = cfg["train"]["epochs"]
-    milestones = tuple(resolve_epoch(f"train.milestones[{i}]", m, epochs)
-                       for i, m in enumerate(cfg["train"]["milestones"]))
+    milestones = _check_schedule(cfg["train"], epochs)
     comp = compose(cfg)
     w = comp["weights"]
     if w.get("start_epoch") is not None:
@@ -460,7 +862,9 @@ def probe_counts(dataset: dict[str, Any]) -> list[int]:
                                 counts=d["counts"])
         return [100, 10]
     num_classes, largest = sizes
-    if d["class_order"] is not None and sorted(d["class_order"]) != list(range(num_classes)):
+    if d["class_order"] is not None and (
+            any(isinstance(k, bool) or not isinstance(k, int) for k in d["class_order"])
+            or sorted(d["class_order"]) != list(range(num_classes))):
         raise ParameterError("dataset.class_order", f"a permutation of 0..{num_classes - 1}",
                              d["class_order"])
     if profile == "original":

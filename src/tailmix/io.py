@@ -2,21 +2,38 @@
 
 Files get the permissions a plain ``open`` would give them (0666 less the user's umask),
 not the 0600 of a temporary file; JSON holds no bare NaN or Infinity (non-finite numbers are
-written as null).
+written as null). A write that fails (a full disk, a read-only folder) raises ``OSError``
+naming the file it was writing, and leaves no temporary file behind.
+
+Also here: the lock that makes one process the owner of a run folder
+(:func:`lock_folder`), and :func:`load_torch`, which reads a torch file safely and says what
+is wrong with one it cannot read.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tailmix._validation import ParameterError
 
 TMP_SUFFIX = ".tmp"
+#: The name of a run folder's lock file.
+LOCK_NAME = ".lock"
+# What tempfile.mkstemp makes for atomic_write_bytes: ".<name>.<8 random characters>.tmp".
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}" + re.escape(TMP_SUFFIX) + "$")
 
 
 def _umask() -> int:
@@ -28,8 +45,11 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from e
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -37,11 +57,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
         raise
     return path
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` naming ``path``, the file being written, rather than its temporary file or
+    nothing (a write to a full disk names no file); a folder it could not make keeps its
+    own name."""
+    if error.errno is None or (error.filename is not None
+                               and Path(error.filename) in Path(path).parents):
+        return error
+    return OSError(error.errno, error.strerror, str(path))  # the errno's own subclass
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -69,10 +101,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files a killed atomic write left in ``folder`` (recursively)."""
+    """Delete the temporary files a killed atomic write left in ``folder`` (recursively).
+
+    Only names an atomic write makes (``.<name>.<8 characters>.tmp``) are removed; call it
+    on a folder no other process is writing into (a run folder whose lock this process
+    holds).
+    """
     removed = []
     for tmp in Path(folder).rglob(f".*{TMP_SUFFIX}"):
-        if tmp.is_file():
+        if _TEMPORARY.match(tmp.name) and tmp.is_file():
             tmp.unlink()
             removed.append(tmp)
     return removed
@@ -96,3 +133,183 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     buf = _io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- reading torch files
+
+
+def load_torch(path: str | os.PathLike, *, name: str = "checkpoint",
+               what: str = "a checkpoint written by tailmix", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with a :class:`ParameterError` naming
+    ``name`` and the file for one that cannot be read: missing, empty, truncated or
+    corrupted, or holding Python objects other than tensors and plain data (tailmix never
+    unpickles those: it could run code from the file). ``what`` says what was expected.
+
+    An ``OSError`` reading the file (permissions) propagates as it is.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(name, f"an existing file ({what})", str(path))
+    size = path.stat().st_size
+    if size == 0:
+        raise ParameterError(name, what, f"{path}: an empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        held = f"a {found.group(1)} object" if found else "objects other than tensors"
+        raise ParameterError(
+            name, f"{what}, holding only tensors and plain data (tailmix does not unpickle "
+            "other Python objects: that could run code from the file)",
+            f"{path}: it holds {held}") from None
+    except Exception:
+        raise ParameterError(name, what, f"{path}: unreadable as a torch file ({size} bytes; "
+                             "truncated, corrupted or another kind of file)") from None
+
+
+# --------------------------------------------------------------------------- run folder lock
+
+
+@dataclass
+class FolderLock:
+    """This process's claim on a folder: ``path`` holds ``token`` until :meth:`release`."""
+
+    path: Path
+    token: str
+
+    def release(self) -> None:
+        """Remove the lock file if it is still this claim's (never another process's)."""
+        try:
+            if _read_lock(self.path)[1].get("token") == self.token:
+                self.path.unlink()
+        except OSError:  # gone, or a folder that became unwritable: nothing to release
+            pass
+
+
+def _read_lock(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """A lock file's text (None: no file) and what it says (empty when unreadable)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, {}
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = None
+    if isinstance(info, int) and not isinstance(info, bool):  # a bare pid
+        info = {"pid": info}
+    return text, info if isinstance(info, dict) else {}
+
+
+def _holder(path: Path, info: dict[str, Any]) -> str | None:
+    """Who holds a lock, in words; None when it is stale (its process is gone)."""
+    pid, host = info.get("pid"), info.get("host")
+    since = f" since {info['since']}" if info.get("since") else ""
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        try:  # a lock being written right now, or a broken one
+            young = time.time() - path.stat().st_mtime < 30
+        except FileNotFoundError:
+            return None
+        return "a process that is writing it now" if young else None
+    if host not in (None, socket.gethostname()):
+        return f"pid {pid} on host {host}{since}"  # another machine's process: assume alive
+    if pid <= 0:
+        return None
+    if os.name != "posix":
+        return f"pid {pid}{since}"  # no safe liveness test: assume alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:  # it exists but belongs to another user
+        pass
+    return f"pid {pid}{since}"
+
+
+def check_unlocked(folder: str | os.PathLike, *, name: str = "--out") -> None:
+    """Raise :class:`ParameterError` naming ``name`` when a live process holds
+    ``folder``'s lock (nothing is created; :func:`lock_folder` takes the lock)."""
+    path = Path(folder) / LOCK_NAME
+    text, info = _read_lock(path)
+    if text is not None:
+        who = _holder(path, info)
+        if who is not None:
+            raise _locked(name, Path(folder), path, who)
+
+
+def _locked(name: str, folder: Path, path: Path, who: str) -> ParameterError:
+    return ParameterError(name, "a run folder that no other process is training into "
+                          f"(remove {path} if that process is gone)",
+                          f"{folder}, held by {who}")
+
+
+def lock_folder(folder: str | os.PathLike, *, name: str = "--out",
+                log: Callable[[str], None] = print) -> FolderLock:
+    """Make this process the one owner of ``folder`` (created if need be) until the lock is
+    released: ``folder/.lock`` is created atomically (``O_CREAT | O_EXCL``) holding this
+    process's pid, host and start time.
+
+    A lock held by a live process (or by a process on another host, whose liveness cannot
+    be told from here) raises :class:`ParameterError` naming ``name`` and the holder; a
+    lock whose process has died is taken over, with a line to ``log``.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(name, "a folder (the run folder to write into)",
+                             f"{folder}: an existing file")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": uuid.uuid4().hex}
+    for _ in range(10):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            text, info = _read_lock(path)
+            if text is None:
+                continue  # released in between: try again
+            who = _holder(path, info)
+            if who is not None:
+                raise _locked(name, folder, path, who) from None
+            if _take_over(path, text):
+                was = (f"process {info['pid']} on {info.get('host') or 'this host'}"
+                       if "pid" in info else "a process")
+                log(f"{folder}: taking over the lock of {was}, which is no longer running "
+                    "(a run that was stopped without cleaning up)")
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(me) + "\n")
+        return FolderLock(path, me["token"])
+    raise ParameterError(name, "a run folder that no other process is training into",
+                         f"{folder}: its lock kept changing hands")
+
+
+def _take_over(path: Path, text: str) -> bool:
+    """Remove the stale lock ``path`` whose content is ``text``, unless another process
+    replaced it meanwhile (then it is put back); whether it was removed."""
+    aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    try:
+        if aside.read_text(encoding="utf-8") == text:
+            return True
+        try:  # a fresh lock taken in between: it goes back, unless a newer one exists
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.rename(aside, path)
+        return False
+    finally:
+        aside.unlink(missing_ok=True)

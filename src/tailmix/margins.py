@@ -78,8 +78,9 @@ def _segment_quantile(sorted_values: Tensor, starts: Tensor, counts: Tensor, q: 
 
 
 def _host_list(values: Tensor, valid: list[bool]) -> list[float | None]:
+    """Rounded host floats; None where not ``valid`` or not finite (strict JSON)."""
     return [
-        round(v, _DECIMALS) if ok else None
+        round(v, _DECIMALS) if ok and math.isfinite(v) else None
         for v, ok in zip(values.cpu().tolist(), valid, strict=True)
     ]
 
@@ -100,8 +101,8 @@ def class_margin_stats(margins: Tensor, labels: Tensor, num_classes: int) -> dic
     -------
     dict
         Lists of length C: ``mean``, ``median``, ``p10`` (10th percentile, linear
-        interpolation as numpy's default), ``min`` (``None`` for a class without examples)
-        and ``count``.
+        interpolation as numpy's default), ``min`` (``None`` for a class without examples,
+        or where the value is not finite: logits with NaN or inf) and ``count``.
 
     Examples
     --------
@@ -228,7 +229,8 @@ def margin_report(
     dict
         JSON-ready ``{"class_counts": [...], "train": {...}, "test": {...}}`` where each
         split holds the lists of :func:`class_margin_stats` plus ``slope``, ``intercept``
-        and ``n_used`` from :func:`fit_margin_slope`.
+        and ``n_used`` from :func:`fit_margin_slope`. It holds no NaN or inf: a value that
+        is not finite (a network whose logits are) is None.
     """
     _check_logits_labels(train_logits, train_labels, "train_")
     _check_logits_labels(test_logits, test_labels, "test_")

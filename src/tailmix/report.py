@@ -137,9 +137,47 @@ def load_run(run_dir: str | Path) -> RunRecord:
     margins = _read_optional(path / "margins.json", json.loads, notes)
     config = config if isinstance(config, dict) else None
     metrics = metrics if isinstance(metrics, dict) else None
-    margins = margins if isinstance(margins, dict) else None
+    margins = _clean_margins(margins)
     label = (metrics or {}).get("strategy") or _config_value(config, "strategy") or path.name
     return RunRecord(path, str(label), config, metrics, history, margins, notes)
+
+
+_MARGIN_LISTS = ("mean", "median", "p10", "min", "count")
+
+
+def _clean_counts(value: Any) -> list[float] | None:
+    """Class counts as a list of finite numbers >= 0, or None for anything else."""
+    if isinstance(value, list) and value and all(_is_number(n) and n >= 0 for n in value):
+        return value
+    return None
+
+
+def _clean_margins(margins: Any) -> dict[str, Any] | None:
+    """``margins.json`` in the shape the figures and tables read, whatever the file held.
+
+    Anything but an object is None; ``class_counts`` is kept only as a list of finite
+    numbers >= 0; a ``train`` or ``test`` split only as an object, its per-class entries
+    only as lists (their non-numbers are skipped where they are read) and its ``slope`` and
+    ``intercept`` only as finite numbers. A run that diverged leaves all of them null.
+    """
+    if not isinstance(margins, dict):
+        return None
+    clean = dict(margins)
+    clean["class_counts"] = _clean_counts(margins.get("class_counts"))
+    for name in ("train", "test"):
+        split = margins.get(name)
+        if not isinstance(split, dict):
+            clean.pop(name, None)
+            continue
+        split = dict(split)
+        for key in _MARGIN_LISTS:
+            if not isinstance(split.get(key), list):
+                split[key] = []
+        for key in ("slope", "intercept"):
+            if not _is_number(split.get(key)):
+                split[key] = None
+        clean[name] = split
+    return clean
 
 
 # ----------------------------------------------------------------------------- config
@@ -200,7 +238,8 @@ def _config_summary(run: RunRecord) -> list[tuple[str, str]]:
         if value is None and name in ("dataset", "strategy", "epochs", "seed"):
             value = metrics.get(name)
         rows.append((name, _fmt_value(value)))
-    counts = metrics.get("class_counts") or (run.margins or {}).get("class_counts")
+    counts = _clean_counts(metrics.get("class_counts")) or (run.margins or {}).get(
+        "class_counts")
     if counts:
         positive = [n for n in counts if n > 0]
         ratio = f", n_max / n_min = {max(counts)} / {min(positive)}" if positive else ""
@@ -237,7 +276,9 @@ def _fmt_pct(value: Any) -> str:
 
 
 def _fmt_slope(value: Any) -> str:
-    return f"{value:+.3f}" if _is_number(value) else _MISSING
+    if not _is_number(value):
+        return _MISSING
+    return f"{value:+.3f}" if abs(value) < 1e4 else f"{value:+.3g}"
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -500,7 +541,9 @@ def _fit_curve(split: dict[str, Any], counts: list[int]) -> tuple[np.ndarray, np
     if not (_is_number(slope) and _is_number(intercept) and positive):
         return None
     xs = np.geomspace(min(positive), max(positive), 50)
-    return xs, math.exp(intercept) * xs**slope
+    with np.errstate(over="ignore", invalid="ignore"):
+        ys = np.exp(float(intercept)) * xs ** float(slope)
+    return (xs, ys) if np.isfinite(ys).all() else None  # an absurd fit is not drawn
 
 
 def _margin_points(split: dict[str, Any], counts: list[int], key: str = "mean"):
@@ -510,8 +553,14 @@ def _margin_points(split: dict[str, Any], counts: list[int], key: str = "mean"):
 
 
 def _fig_margins(margins: dict[str, Any]) -> Figure | None:
+    """Margins against class size per split; None when no split has a finite margin of a
+    class with examples (no margins.json content to draw)."""
     counts = margins.get("class_counts") or []
-    splits = [s for s in ("train", "test") if isinstance(margins.get(s), dict)]
+    splits = [
+        s for s in ("train", "test")
+        if isinstance(margins.get(s), dict)
+        and any(_margin_points(margins[s], counts, key)[0] for key in ("p10", "median", "mean"))
+    ]
     if not counts or not splits:
         return None
     fig = _new_figure(12, 4.6)
@@ -577,27 +626,35 @@ def _fig_compare_curves(runs: list[RunRecord]) -> Figure | None:
 
 
 def _fig_compare_margins(runs: list[RunRecord]) -> Figure | None:
-    usable = [r for r in runs if r.margins and r.margins.get("class_counts")]
-    if not usable:
+    """Mean margins of every run that has some; None when none has a finite one."""
+    points: dict[str, list[tuple[RunRecord, list, list]]] = {"train": [], "test": []}
+    for run in runs:
+        counts = (run.margins or {}).get("class_counts")
+        for name, found in points.items():
+            split = (run.margins or {}).get(name)
+            if counts and isinstance(split, dict):
+                xs, ys = _margin_points(split, counts)
+                if xs:
+                    found.append((run, xs, ys))
+    if not points["train"] and not points["test"]:
         return None
     fig = _new_figure(12, 4.8)
     axes = fig.subplots(1, 2, sharey=True)
     colors = dict(zip([r.label for r in runs], _run_colors(len(runs)), strict=True))
     for ax, name in zip(axes, ("train", "test"), strict=True):
-        for run in usable:
-            split = run.margins.get(name)
-            if not isinstance(split, dict):
-                continue
-            counts = run.margins["class_counts"]
+        for run, xs, ys in points[name]:
+            split = run.margins[name]
             color = colors[run.label]
-            xs, ys = _margin_points(split, counts)
             label = f"{run.label} (slope {_fmt_slope(split.get('slope'))})"
             ax.scatter(xs, ys, s=22, color=color, label=label, zorder=3)
-            curve = _fit_curve(split, counts)
+            curve = _fit_curve(split, run.margins["class_counts"])
             if curve is not None:
                 ax.plot(*curve, color=color, linestyle="--", linewidth=1.3)
         ax.axhline(0.0, color="0.3", linewidth=0.8)
-        ax.set_xscale("log")
+        if points[name]:
+            ax.set_xscale("log")
+        else:
+            _empty_note(ax, f"no finite {name} margins")
         _finish_axes(
             ax,
             f"Mean {name} margin per class",
@@ -765,9 +822,15 @@ def _run_sections(run: RunRecord, prefix: str, level: int) -> list[_Section]:
             "dashed line is the least-squares fit of log(mean margin) on log(n_c) over classes "
             "with a positive mean margin; LDAM's analysis suggests a slope near -0.25."
         )
+    elif run.margins is not None:
+        margins.paragraphs.append(
+            "No margins figure: margins.json holds no finite margins (a run whose loss "
+            "diverged leaves them empty)."
+        )
     else:
         margins.paragraphs.append(
-            "No margins: margins.json is missing (compute it with `tailmix margins RUN_DIR`)."
+            "No margins: margins.json is missing or unreadable (compute it with `tailmix "
+            "margins RUN_DIR`)."
         )
     sections.append(margins)
     for section in sections:
@@ -839,7 +902,8 @@ def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
     if image is not None:
         margins.images.append(image)
     else:
-        margins.paragraphs.append("No run has a margins.json: no margins to compare.")
+        margins.paragraphs.append("No run has a margins.json with finite margins: no "
+                                  "margins to compare.")
     return [table, curves, margins]
 
 
@@ -993,6 +1057,98 @@ def _output_paths(run_dirs: list[Path], out: str | Path | None) -> tuple[Path, P
     return folder / f"{stem}.html", folder / f"{stem}.md", folder / f"{stem}_files"
 
 
+#: The file a report leaves in every folder it writes to: which of the folder's files are
+#: its own (JSON, ``{"written_by": "tailmix report", "files": [names]}``).
+MARKER = ".tailmix-report"
+# What a run folder holds (any of them): what `tailmix train` writes.
+_RUN_FILES = ("config.yaml", "metrics.json", "history.jsonl")
+# How the pages this module writes begin: recognises reports written before the marker.
+_HTML_START = b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+_MD_STARTS = (b"# tailmix run report", b"# tailmix comparison of")
+_OUT = "-o/--out"
+
+
+def _marked(folder: Path) -> set[str] | None:
+    """The names the folder's marker lists; None without a marker (an unreadable marker
+    marks the folder but lists nothing)."""
+    path = folder / MARKER
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    files = data.get("files") if isinstance(data, dict) else None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+
+
+def _is_our_page(path: Path) -> bool:
+    """Whether ``path`` is an HTML page or Markdown summary this module wrote."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(400)
+    except OSError:
+        return False
+    if path.suffix.lower() == ".md":
+        return head.startswith(_MD_STARTS)
+    return head.startswith(_HTML_START) and b"<title>tailmix " in head
+
+
+def _is_ours(path: Path, marked: set[str] | None, pages: tuple[Path, Path]) -> bool:
+    """Whether the existing ``path`` (a page or the figure folder) may be rewritten."""
+    if marked is not None and path.name in marked:
+        return True
+    if path.is_file():
+        return _is_our_page(path)
+    entries = list(path.iterdir())
+    # A figure folder from before the marker: PNG files only, beside a page of ours.
+    return not entries or (all(e.is_file() and e.suffix == ".png" for e in entries)
+                           and any(p.is_file() and _is_our_page(p) for p in pages))
+
+
+def _is_report_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a report: a marker, or a page of ours (an older report)."""
+    if (folder / MARKER).is_file():
+        return True
+    return any(e.suffix.lower() in (".html", ".md") and e.is_file() and _is_our_page(e)
+               for e in folder.iterdir())
+
+
+def _check_output(html_path: Path, md_path: Path, image_dir: Path, *, named_page: bool,
+                  explicit: bool) -> set[str] | None:
+    """Refuse an output that could harm the user's files; return the folder's marked names.
+
+    See :func:`build_report` for the rules.
+    """
+    folder = html_path.parent
+    for path in (folder, *folder.parents):  # the first one that exists must be a folder
+        if path.exists():
+            if not path.is_dir():
+                raise ParameterError(_OUT, "a folder or an .html path (a file is in the way)",
+                                     str(path))
+            break
+    for path, kind in ((html_path, "file"), (md_path, "file"), (image_dir, "folder")):
+        if path.exists() and path.is_dir() != (kind == "folder"):
+            raise ParameterError(_OUT, f"a place where {path.name} can be written as a {kind}",
+                                 str(path))
+    if not folder.is_dir():
+        return None
+    marked = _marked(folder)
+    if explicit:
+        return marked
+    if (not named_page and marked is None and not any((folder / f).is_file() for f in _RUN_FILES)
+            and not _is_report_folder(folder) and any(folder.iterdir())):
+        raise ParameterError(
+            _OUT, f"a new or empty folder, a run folder, or a folder tailmix report wrote "
+            f"(marked by {MARKER}); name it with {_OUT} to write into it anyway", str(folder))
+    for path in (html_path, md_path, image_dir):
+        if path.exists() and not _is_ours(path, marked, (html_path, md_path)):
+            raise ParameterError(
+                _OUT, f"a place where {path.name} is new or was written by tailmix report "
+                f"(this one was not); name it with {_OUT} to overwrite it", str(path))
+    return marked
+
+
 def _unique_labels(runs: list[RunRecord]) -> None:
     seen: dict[str, int] = {}
     for run in runs:
@@ -1007,7 +1163,11 @@ def _unique_labels(runs: list[RunRecord]) -> None:
 
 
 def build_report(
-    run_dirs: Sequence[str | Path], out: str | Path | None = None, *, per_run: bool = True
+    run_dirs: Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    per_run: bool = True,
+    explicit: bool = False,
 ) -> tuple[Path, Path]:
     """Write an HTML report and a Markdown summary for one or several runs.
 
@@ -1027,12 +1187,38 @@ def build_report(
     per_run
         With several runs, also add each run's own sections after the comparison (the
         default); False keeps the page to the comparison, for large grids.
+    explicit
+        Whether the user named ``out`` (the command line's ``-o``): then it is written
+        wherever it is, overwriting what is there. Needs ``out``.
 
     Returns
     -------
     tuple of Path
         The HTML and Markdown paths written (the Markdown's figures are in the folder
         ``<stem>_files`` beside them).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``run_dirs`` for a missing run folder, ``out`` for a ``.md`` path, and
+        ``-o/--out`` for an output the rules below refuse.
+
+    Notes
+    -----
+    A report never overwrites a file it did not write, nor litters a folder that is not
+    its own, unless the user named the place (``explicit``). Every folder it writes to gets
+    a marker, ``.tailmix-report``, listing the report's files there. Without ``explicit``:
+
+    * a folder ``out`` (or the default) must be new, empty, a run folder (it holds
+      ``config.yaml``, ``metrics.json`` or ``history.jsonl``) or a report folder (it has the
+      marker, or a report page written before markers existed); an ``.html`` path names
+      the files themselves, so its folder may hold anything;
+    * an existing ``<stem>.html``, ``<stem>.md`` or ``<stem>_files/`` is rewritten only if
+      the marker lists it or it is recognisably a report page of this module (by its first
+      line; for the figure folder: PNG files only, beside such a page).
+
+    Whatever ``explicit`` says, ``out`` cannot run through an existing file, and the pages
+    and figure folder cannot replace a folder or file of the other kind.
     """
     if isinstance(run_dirs, (str, Path)) or not isinstance(run_dirs, Sequence) or not run_dirs:
         raise ParameterError("run_dirs", "a non-empty sequence of run folders", run_dirs)
@@ -1040,7 +1226,15 @@ def build_report(
     for path in paths:
         if not path.is_dir():
             raise ParameterError("run_dirs", "existing run folders", str(path))
+    if not isinstance(explicit, bool):
+        raise ParameterError("explicit", "true or false", explicit)
+    if explicit and out is None:
+        raise ParameterError("explicit", "False when out is None (only a place the user "
+                             "named is explicit)", explicit)
     html_path, md_path, image_dir = _output_paths(paths, out)
+    named_page = out is not None and html_path.parent != Path(out)
+    marked = _check_output(html_path, md_path, image_dir, named_page=named_page,
+                           explicit=explicit)
 
     runs = [load_run(p) for p in paths]
     _unique_labels(runs)
@@ -1083,6 +1277,9 @@ def build_report(
         if run is not None:
             md_parts.append(f"## Run: {run.label}")
         md_parts += [_md_section(s, image_dir.name) for s in sections]
+    ours = sorted((marked or set()) | {html_path.name, md_path.name, image_dir.name})
+    marker = {"written_by": "tailmix report", "files": ours}
+    atomic_write_text(html_path.parent / MARKER, json.dumps(marker, indent=1) + "\n")
     for _, sections in groups:
         for section in sections:
             for img in section.images:

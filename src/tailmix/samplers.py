@@ -20,6 +20,7 @@ balance (SMOTE's anchors); :class:`Phased` switches samplers at an epoch.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -271,6 +272,7 @@ def build_sampler(
     rank: int = 0,
     world_size: int = 1,
     seed: int = 0,
+    **params: Any,
 ) -> AnchorSampler:
     """Build an anchor sampler by name (any registered in :data:`SAMPLERS`).
 
@@ -282,6 +284,9 @@ def build_sampler(
         proportional to ``sqrt(n_c)``.
     labels, class_counts, num_samples, rank, world_size
         See :class:`AnchorSampler`.
+    **params
+        Further keywords of a registered sampler class that takes them; any keyword the
+        class's constructor does not take is an error.
 
     Returns
     -------
@@ -290,17 +295,39 @@ def build_sampler(
     Raises
     ------
     ParameterError
-        On an unknown name, ``world_size < 1``, ``rank`` outside ``[0, world_size)``, or
-        labels and counts that disagree.
+        On an unknown name, a keyword the sampler does not take (naming it and listing those
+        it does), ``world_size < 1``, ``rank`` outside ``[0, world_size)``, or labels and
+        counts that disagree.
     """
-    return SAMPLERS.get(name, "name")(
+    sampler = SAMPLERS.get(name, "name")
+    if params:
+        accepted = _keywords(sampler)
+        for key, value in params.items():
+            if accepted is not None and key not in accepted:
+                listed = ", ".join(repr(k) for k in accepted)
+                raise ParameterError(key, f"a parameter the {name!r} sampler takes "
+                                     f"({listed})", value)
+    return sampler(
         labels=labels,
         class_counts=class_counts,
         num_samples=num_samples,
         rank=rank,
         world_size=world_size,
         seed=seed,
+        **params,
     )
+
+
+def _keywords(factory: Any) -> tuple[str, ...] | None:
+    """The keywords ``factory`` (a class or function) takes; None if it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                      inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
 
 class Resampled:

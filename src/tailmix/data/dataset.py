@@ -179,6 +179,13 @@ def prepare_dataset(
         cut (seeded by ``data_seed``): ``{"per_class": n}`` takes n images of every class
         (balanced), ``{"share": s}`` takes round(s * n_c) (at least one) of each class c,
         following the profile. The profile then cuts what is left.
+
+    Raises
+    ------
+    ParameterError
+        Before any training: naming ``dataset`` for a source of fewer than two classes or
+        with an empty test set; ``dataset.crop_padding`` for padding of at least the
+        images' side (a crop could hold no image); and the profile's own errors.
     """
     check_choice("profile", profile, PREPARE_PROFILES)
     selection = "torch"
@@ -195,6 +202,12 @@ def prepare_dataset(
     else:
         train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y
     classes = list(raw.classes)
+    if c < 2:
+        raise ParameterError("dataset", "at least two classes (a classifier cannot learn "
+                             "from one)", f"{raw.name!r} with {c} class: {classes}")
+    if len(test_y) == 0:
+        raise ParameterError("dataset", "a test set of at least one image",
+                             f"{raw.name!r} with an empty test set")
     for key, y in (("train labels", train_y), ("test labels", test_y)):
         if len(y) and (y.min() < 0 or y.max() >= c):
             raise ParameterError(key, f"labels in 0..{c - 1}", f"labels in {y.min()}..{y.max()}")
@@ -270,6 +283,8 @@ def prepare_dataset(
     is_image = train_x.ndim == 4
     if crop_padding is None:
         crop_padding = max(1, train_x.shape[2] // 8) if is_image else 0
+    elif is_image:
+        _check_crop_padding(crop_padding, min(train_x.shape[2:]), raw.name)
     augment = BatchAugment(
         mean=torch.as_tensor(mean, dtype=torch.float32),
         std=torch.as_tensor(std, dtype=torch.float32),
@@ -289,6 +304,14 @@ def prepare_dataset(
         val_inputs=None if val_idx is None else torch.from_numpy(np.ascontiguousarray(val_x)),
         val_labels=None if val_idx is None else torch.from_numpy(val_y.astype(np.int64)),
     )
+
+
+def _check_crop_padding(padding: int, side: int, name: str) -> None:
+    """Padding of at least the image's side lets a random crop hold no image at all."""
+    padding = check_number("dataset.crop_padding", padding, low=0, integer=True)
+    if padding >= side:
+        raise ParameterError("dataset.crop_padding", f"smaller than the {side}-pixel side of "
+                             f"the {name!r} images", padding)
 
 
 def _profile(profile: str, available: np.ndarray, n_max: int | None, ratio: float,
@@ -330,6 +353,8 @@ def _file_data(raw: FileDataset, keep: np.ndarray, train_y: np.ndarray, test_y: 
 
     if image_size is None:
         image_size = min(first_size(raw))
+    if crop_padding:
+        _check_crop_padding(crop_padding, int(image_size), raw.name)
     kw = dict(size=int(image_size), resize=resize, bad_images=bad_images,
               workers=default_workers() if workers is None else int(workers))
     reader = raw.reader

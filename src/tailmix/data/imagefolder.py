@@ -19,10 +19,11 @@ import tempfile
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,6 +38,7 @@ __all__ = [
     "ImagePlan",
     "ImageSource",
     "build_dataset",
+    "check_reader_options",
     "decode_images",
     "default_cache_dir",
     "is_image_name",
@@ -401,6 +403,68 @@ def _check_split_name(name: str, value: object) -> str:
     return value
 
 
+def _check_cache_dir(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value)):
+        raise ParameterError(name, "a str or os.PathLike path or None", value)
+
+
+def _refuse_unknown(reader: str, unknown: Mapping[str, Any], known: Sequence[str]) -> None:
+    """A keyword ``reader`` does not take is a :class:`ParameterError` naming it."""
+    for key, value in unknown.items():
+        listed = ", ".join(repr(k) for k in known)
+        raise ParameterError(key, f"a keyword {reader} takes ({listed})", value)
+
+
+def check_reader_options(
+    options: Mapping[str, Any],
+    *,
+    prefix: str = "",
+    eval_splits: Sequence[str] | None = None,
+) -> None:
+    """Check the values of the image-folder readers' options found in ``options``.
+
+    Parameters
+    ----------
+    options:
+        Any of ``train_split``, ``test_split`` (folder names, different from each other, the
+        defaults ``"train"`` and ``"test"`` included), ``eval_split`` (one of
+        ``eval_splits``) and ``cache_dir`` (a path); other keys are not looked at.
+    prefix:
+        Put before a key in error messages (``"dataset.options."``).
+    eval_splits:
+        The accepted ``eval_split`` values (CINIC-10's ``("test", "valid")``).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``prefix + key`` for the first bad value.
+
+    Examples
+    --------
+    >>> check_reader_options({"train_split": "train", "test_split": "val"})
+    >>> check_reader_options({"test_split": "train"}, prefix="dataset.options.")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tailmix._validation.ParameterError: The 'dataset.options.test_split' parameter must be ...
+    """
+    for key in ("train_split", "test_split"):
+        if key in options:
+            _check_split_name(prefix + key, options[key])
+    if "train_split" in options or "test_split" in options:
+        train = options.get("train_split", "train")
+        test = options.get("test_split", "test")
+        if train == test:
+            key = "test_split" if "test_split" in options else "train_split"
+            raise ParameterError(prefix + key, "a folder other than the "
+                                 f"{'train' if key == 'test_split' else 'test'} split's "
+                                 f"{train!r}", options[key])
+    if "eval_split" in options and eval_splits is not None:
+        check_choice(prefix + "eval_split", options["eval_split"], eval_splits)
+    if "cache_dir" in options:
+        _check_cache_dir(prefix + "cache_dir", options["cache_dir"])
+
+
 def read_imagefolder(
     source: str | os.PathLike,
     *,
@@ -409,6 +473,7 @@ def read_imagefolder(
     cache_dir: str | os.PathLike | None = None,
     name: str | None = None,
     in_memory: bool | str = True,
+    **unknown: Any,
 ) -> RawDataset | FileDataset:
     """Read an image dataset laid out as ``SPLIT/CLASS/IMAGE`` in a folder or a zip.
 
@@ -428,6 +493,9 @@ def read_imagefolder(
         to be decoded while training (a :class:`~tailmix.data.files.FileDataset`);
         ``"auto"``: in memory when the decoded images, at the first image's size, fit in
         :data:`~tailmix.data.files.IN_MEMORY_LIMIT`.
+    **unknown:
+        Refused: any other keyword (a misspelt option) is a :class:`ParameterError`
+        naming it.
 
     Returns
     -------
@@ -442,15 +510,18 @@ def read_imagefolder(
     DatasetError
         If the layout differs (the message says what was found), a class folder is empty, the
         splits' classes differ, an image cannot be decoded or images differ in size.
+    ParameterError
+        For a bad or unknown keyword, naming it.
     """
+    _refuse_unknown("read_imagefolder", unknown,
+                    ("train_split", "test_split", "cache_dir", "name", "in_memory"))
     train_split = _check_split_name("train_split", train_split)
     test_split = _check_split_name("test_split", test_split)
     if train_split == test_split:
         raise ParameterError(
             "test_split", f"a folder other than train_split={train_split!r}", test_split
         )
-    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
-        raise ParameterError("cache_dir", "a str or os.PathLike path or None", cache_dir)
+    _check_cache_dir("cache_dir", cache_dir)
     if name is not None and not isinstance(name, str):
         raise ParameterError("name", "a str or None", name)
     with ImageSource(source, expect=(train_split, test_split)) as src:
@@ -505,6 +576,7 @@ def read_cinic10(
     *,
     eval_split: str = "test",
     cache_dir: str | os.PathLike | None = None,
+    **unknown: Any,
 ) -> RawDataset:
     """Read CINIC-10 from its released layout ``{train,valid,test}/CLASS/IMAGE``.
 
@@ -516,15 +588,17 @@ def read_cinic10(
         ``"test"`` or ``"valid"``: which split serves as the test set.
     cache_dir:
         As in :func:`read_imagefolder`.
+    **unknown:
+        Refused: any other keyword is a :class:`ParameterError` naming it.
 
     Returns
     -------
     RawDataset
         90,000 training images of 32x32 in 10 classes, and 90,000 evaluation images.
     """
+    _refuse_unknown("read_cinic10", unknown, ("eval_split", "cache_dir"))
     eval_split = check_choice("eval_split", eval_split, ("test", "valid"))
-    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
-        raise ParameterError("cache_dir", "a str or os.PathLike path or None", cache_dir)
+    _check_cache_dir("cache_dir", cache_dir)
     with ImageSource(root, expect=("train", "valid", "test")) as src:
         missing = [s for s in ("train", "valid", "test") if s not in src.dirs]
         if missing:

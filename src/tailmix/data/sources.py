@@ -57,6 +57,13 @@ def from_arrays(
 
     Images are uint8 (N, C, H, W) (or (N, H, W) for one channel); feature vectors are
     (N, D) and stored as float32. Labels must be integers in ``0..C-1``.
+
+    Raises
+    ------
+    ParameterError
+        Naming the array, for a wrong shape or type, labels out of range, or feature vectors
+        that are not all finite after the conversion to float32 (NaN, inf, or beyond
+        float32's +-3.4e38): the message counts them and gives the first row.
     """
     arrays = {}
     for key, value in (("train_x", train_x), ("test_x", test_x), ("train_y", train_y),
@@ -72,7 +79,7 @@ def from_arrays(
             if a.dtype != np.uint8:
                 raise ParameterError(key, "uint8 images (N, C, H, W)", f"dtype {a.dtype}")
         elif a.ndim == 2:
-            a = a.astype(np.float32)
+            a = _finite_features(key, a)
         else:
             raise ParameterError(key, "an array of shape (N, C, H, W) or (N, D)", a.shape)
         arrays[key] = a
@@ -94,6 +101,24 @@ def from_arrays(
                                  f"labels in {y.min()}..{y.max()}")
     return RawDataset(**arrays, classes=classes or [str(c) for c in range(num_classes)],
                       name=name, hflip=hflip)
+
+
+def _finite_features(key: str, a: np.ndarray) -> np.ndarray:
+    """``a`` as float32 feature vectors, all finite; else a ParameterError naming ``key``."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            out = a.astype(np.float32)
+    except (TypeError, ValueError):
+        raise ParameterError(key, "numeric feature vectors (N, D)", f"dtype {a.dtype}") from None
+    finite = np.isfinite(out)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        row, col = (int(i) for i in np.argwhere(~finite)[0])
+        raise ParameterError(
+            key, "finite feature vectors (no NaN or inf, and within float32's +-3.4e38)",
+            f"{bad} non-finite value{'s' if bad > 1 else ''}, the first in row {row} "
+            f"(column {col}: {a[row, col].item()!r})")
+    return out
 
 
 def load_source(name: str, *, root: str | Path | None = None, download: bool = False,

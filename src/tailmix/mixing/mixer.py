@@ -29,7 +29,7 @@ from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.mixing.label_rules import LABEL_RULES, _label_weight, resolve_rule_params
 from tailmix.mixing.neighbours import knn_indices
 
-__all__ = ["PRESETS", "Mixer", "NeighbourTable", "sample_beta"]
+__all__ = ["MIN_ALPHA", "PRESETS", "Mixer", "NeighbourTable", "sample_beta"]
 
 ANCHORS = ("instance", "class_balanced", "oversample")
 PARTNERS = ("random", "knn_class", "knn_any")
@@ -61,6 +61,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mamix": dict(anchors="instance", partner="random", lam="beta", alpha=1.0, rule="mamix"),
 }
 
+#: The smallest Beta shape a :class:`Mixer` takes. ``Beta(alpha, alpha)`` puts about
+#: ``1e-6 ** alpha`` of its mass within ``1e-6`` of 0 or 1: at ``alpha = 1e-3`` that is 98.6%,
+#: so nearly every "mixed" example is one of its two sources. Below it a value is a slip
+#: (``1e-300`` for ``1e-3``) rather than a setting, and samplers stop being trustworthy: on
+#: the CPU, torch's ``Beta`` returns exactly 0.5 for 24% of draws at ``alpha = 1e-3``, 87%
+#: at ``1e-4`` and all at ``1e-10`` (the Gamma draws underflow), where the true limit puts
+#: all the mass at 0 and 1.
+MIN_ALPHA = 1e-3
+
 # Images converted to float at once while downscaling for the input-space kNN.
 _POOL_CHUNK = 4096
 # Gamma proposals drawn per sample; all of them are rejected with probability < 0.05 ** 12.
@@ -80,7 +89,10 @@ def sample_beta(
     Each Beta sample is ``G1 / (G1 + G2)`` with ``G1, G2 ~ Gamma(alpha)``, drawn by the
     Marsaglia-Tsang method (a fixed number of proposals per sample, the first accepted one
     kept, so there is no data-dependent loop), boosted by ``U ** (1 / alpha)`` for
-    ``alpha < 1`` and combined in log space so tiny ``alpha`` cannot give ``0 / 0``.
+    ``alpha < 1`` and combined in log space so tiny ``alpha`` cannot give ``0 / 0``. When
+    ``alpha`` is so small that both boosts overflow (``log U / alpha = -inf``: below about
+    ``1e-38`` in float32, ``1e-308`` in float64) the larger ``U`` decides, as it does in the
+    limit, so the result is 0 or 1, never NaN, for every ``alpha > 0``.
 
     Parameters
     ----------
@@ -103,9 +115,16 @@ def sample_beta(
     if alpha == 1.0:
         return torch.rand(shape, generator=generator, device=device, dtype=dtype)
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    log_g1 = _log_gamma_sample(alpha, shape, generator, device, work)
-    log_g2 = _log_gamma_sample(alpha, shape, generator, device, work)
-    return torch.sigmoid(log_g1 - log_g2).to(dtype)
+    base1, log_u1 = _log_gamma_sample(alpha, shape, generator, device, work)
+    base2, log_u2 = _log_gamma_sample(alpha, shape, generator, device, work)
+    if log_u1 is None or log_u2 is None:
+        return torch.sigmoid(base1 - base2).to(dtype)
+    # log G = base + log U / alpha. When both boosts overflow to -inf, inf - inf is NaN;
+    # then the U terms, combined before dividing, decide (lam 0 or 1), the bases on a tie.
+    logit = (base1 + log_u1 / alpha) - (base2 + log_u2 / alpha)
+    log_u = log_u1 - log_u2
+    limit = torch.where(log_u == 0, base1 - base2, log_u / alpha)
+    return torch.sigmoid(torch.where(torch.isnan(logit), limit, logit)).to(dtype)
 
 
 def _log_gamma_sample(
@@ -114,8 +133,13 @@ def _log_gamma_sample(
     generator: torch.Generator,
     device: torch.device,
     dtype: torch.dtype,
-) -> Tensor:
-    """``log`` of ``Gamma(alpha, 1)`` samples (Marsaglia and Tsang, 2000)."""
+) -> tuple[Tensor, Tensor | None]:
+    """``log`` of ``Gamma(alpha, 1)`` samples (Marsaglia and Tsang, 2000).
+
+    For ``alpha >= 1``: ``(log G, None)``. For ``alpha < 1`` the sample is boosted,
+    ``G = G' * U ** (1 / alpha)`` with ``G' ~ Gamma(alpha + 1)``: ``(log G', log U)``, for
+    the caller to combine (``log G' + log U / alpha``).
+    """
     boosted = alpha < 1.0
     a = alpha + 1.0 if boosted else alpha
     d = a - 1.0 / 3.0
@@ -130,9 +154,9 @@ def _log_gamma_sample(
     first = accepted.to(torch.uint8).argmax(dim=0, keepdim=True)
     log_g = math.log(d) + log_v.gather(0, first).squeeze(0)
     log_g = torch.where(accepted.any(dim=0), log_g, math.log(d))  # never in practice
-    if boosted:
-        log_g = log_g + torch.log(torch.rand(shape, **kw).clamp_min(tiny)) / alpha
-    return log_g
+    if not boosted:
+        return log_g, None
+    return log_g, torch.log(torch.rand(shape, **kw).clamp_min(tiny))
 
 
 class NeighbourTable:
@@ -246,7 +270,7 @@ class Mixer(nn.Module):
     lam : {"uniform", "beta"}, default "beta"
         Distribution of the partner's share: ``Uniform(0, 1)`` or ``Beta(alpha, alpha)``.
     alpha : float, default 1.0
-        Beta shape, ``> 0``.
+        Beta shape, at least :data:`MIN_ALPHA` (``1e-3``; below it almost nothing is mixed).
     lam_per : {"batch", "example"}, default "batch"
         One ``lam`` for the batch or one per example.
     rule : str, default "soft"
@@ -309,7 +333,7 @@ class Mixer(nn.Module):
         self.anchors = check_choice("anchors", anchors, ANCHORS)
         self.partner = check_choice("partner", partner, PARTNERS)
         self.lam = check_choice("lam", lam, LAM_DISTRIBUTIONS)
-        self.alpha = check_number("alpha", alpha, low=0.0, low_open=True)
+        self.alpha = _check_alpha(alpha)
         self.lam_per = check_choice("lam_per", lam_per, LAM_PER)
         self.rule = check_choice("rule", rule, LABEL_RULES)
         if rule_params is not None and not isinstance(rule_params, Mapping):
@@ -491,6 +515,17 @@ class Mixer(nn.Module):
         target.scatter_add_(1, y.unsqueeze(1), w.unsqueeze(1))
         target.scatter_add_(1, y_partner.unsqueeze(1), (1.0 - w).unsqueeze(1))
         return x_mix, target
+
+
+def _check_alpha(alpha: Any) -> float:
+    """A Mixer's Beta shape: a finite number, at least :data:`MIN_ALPHA`."""
+    expected = (f"a number >= {MIN_ALPHA:g} (below it Beta(alpha, alpha) puts over 98% of "
+                "lam within 1e-6 of 0 or 1: almost nothing would be mixed)")
+    try:
+        alpha = check_number("alpha", alpha, low=MIN_ALPHA)
+    except ParameterError:
+        raise ParameterError("alpha", expected, alpha) from None
+    return alpha
 
 
 def _paste_boxes(
