@@ -454,3 +454,11 @@ def test_predict_table_from_arrays_with_ids(digits_run, digits_test):
     assert sum(rows[0][f"p_{c}"] for c in p.classes) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ParameterError, match="'ids'"):
         p.predict_table(digits_test[:3], ids=["a"])
+
+
+def test_a_broken_checkpoint_is_named_without_torch_advice(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(ParameterError) as err:
+        Predictor.from_run(bad)
+    assert str(bad) in str(err.value) and "weights_only=False" not in str(err.value)

@@ -107,11 +107,9 @@ def checkpoint_path(path: str | os.PathLike, checkpoint: str = "last") -> Path:
 
 
 def _load(file: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file is the user's to fix
-        raise ParameterError("run", "a tailmix checkpoint (.pt) readable with "
-                             "torch.load(weights_only=True)", f"{file}: {e}") from e
+    from tailmix.build import load_checkpoint
+
+    ckpt = load_checkpoint(file, name="run")  # says what the file is, never how to unpickle
     keys = ("model", "config", "classes", "class_counts")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
         raise ParameterError("run", "a tailmix checkpoint holding " + ", ".join(keys),
