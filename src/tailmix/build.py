@@ -21,7 +21,7 @@ from torch import nn
 from tailmix import callbacks as cb
 from tailmix import distributed as dist_utils
 from tailmix._validation import ParameterError
-from tailmix.config import RunSpec, resolve
+from tailmix.config import ABSENT, RunSpec, get_path, resolve
 from tailmix.data import LongTailData, RawDataset, load_source, prepare_dataset
 from tailmix.engine import Trainer
 
@@ -849,17 +849,6 @@ RUN_IDENTITY = ("strategy", "train.epochs", "train.seed", "model.arch", "model_c
                 "dataset.counts", "dataset.data_seed", "dataset.validation")
 
 
-_ABSENT = object()
-
-
-def _dotted(cfg: dict[str, Any], key: str) -> Any:
-    """``cfg``'s value at a dotted key; ``_ABSENT`` when it has none."""
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
 
 
 def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Path,
@@ -902,9 +891,9 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
     for key in RUN_IDENTITY:
         # model_class is recorded for a user's network only; any other key a file lacks
         # (written by another version) cannot be compared.
-        values = {where: (cfg.get(key) if key == "model_class" else _dotted(cfg, key))
+        values = {where: (cfg.get(key) if key == "model_class" else get_path(cfg, key))
                   for where, cfg in sources.items()}
-        values = {where: v for where, v in values.items() if v is not _ABSENT}
+        values = {where: v for where, v in values.items() if v is not ABSENT}
         wanted = next(iter(values.values()))
         for where, value in values.items():
             if value == wanted or (key == "train.epochs" and longer and where == "this run"

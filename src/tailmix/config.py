@@ -710,6 +710,20 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key, value
 
 
+#: What :func:`get_path` returns for a key the config does not hold.
+ABSENT = object()
+
+
+def get_path(config: dict[str, Any], dotted: str) -> Any:
+    """``config['a']['b']`` for ``dotted = 'a.b'``, or :data:`ABSENT` when there is none."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return ABSENT
+        node = node[part]
+    return node
+
+
 def set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``config['a']['b'] = value`` for ``dotted = 'a.b'``, creating sections."""
     parts = dotted.split(".")

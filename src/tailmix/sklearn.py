@@ -31,6 +31,7 @@ except ImportError as error:  # scikit-learn < 1.6
                       "validate_data); upgrade it with pip install -U scikit-learn") from error
 
 from tailmix._validation import ParameterError, check_number
+from tailmix.config import ABSENT, get_path
 
 __all__ = ["TailmixClassifier"]
 
@@ -73,13 +74,6 @@ def _kept_rng() -> Any:
     return torch.random.fork_rng(devices=devices)
 
 
-def _has_key(config: dict[str, Any], dotted: str) -> bool:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -372,7 +366,7 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
     def _renamed(self, error: ParameterError) -> ParameterError:
         """A config error named after the constructor parameter that filled the key."""
         param = _PARAM_OF_KEY.get(error.name)
-        if param is None or _has_key(self.config or {}, error.name):
+        if param is None or get_path(self.config or {}, error.name) is not ABSENT:
             return error
         return ParameterError(param, error.expected, error.got)
 
