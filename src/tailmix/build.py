@@ -480,6 +480,10 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                    loss=loss, weights=weights, mixer=mixer, num_classes=lt.num_classes,
                    device=device, amp=amp, channels_last=channels_last,
                    eval_batch_size=spec.eval["batch_size"])
+    gradient = make_gradient(spec.config["sam"], counts=counts, epochs=spec.epochs,
+                             world_size=world_size)
+    if gradient is not None and gradient.tail is not None:
+        step_kw["split_classes"] = True
     sampler, step = _strategy_step(spec, generative, sampler, step_kw, model=net, lt=lt,
                                    out=out, rank=rank, world_size=world_size, log=log)
     callbacks = _callbacks(spec, lt, out if is_main else None, real=real, device=device,
@@ -497,10 +501,36 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     trainer = Trainer(model=net, optimizer=optimizer, lr_schedule=lr, sampler=sampler,
                       step=step, epochs=epochs, batch_size=t["batch_size"],
                       seed=spec.seed, device=device, train_model=train_model, scaler=scaler,
-                      callbacks=callbacks, rank=rank, world_size=world_size)
+                      callbacks=callbacks, rank=rank, world_size=world_size,
+                      gradient=gradient)
     extra = {"generative": generative,
              "model_class": None if model is None else type(model).__qualname__}
     return Run(spec, trainer, lt, out, device, amp, is_main, extra, log)
+
+
+def make_gradient(sam: dict[str, Any], *, counts: list[int], epochs: int,
+                  world_size: int = 1) -> Any:
+    """The run's gradient rule from its ``sam`` section: None (one plain backward pass)
+    when ``sam.rho`` is null, else :class:`tailmix.sam.SAM`, made sharpness-aware for the
+    classes with fewer than ``sam.tail_below`` training examples only when that is set."""
+    if sam.get("rho") is None:
+        return None
+    from tailmix.config import resolve_epoch
+    from tailmix.sam import SAM
+
+    tail = None
+    if sam.get("tail_below") is not None:
+        if world_size > 1:
+            raise ParameterError("sam.tail_below", "null with several processes (ImbSAM "
+                                 "takes two backward passes of one forward pass, which DDP "
+                                 "does not synchronise)", sam["tail_below"])
+        tail = torch.tensor(counts) < sam["tail_below"]
+        if not bool(tail.any()):
+            raise ParameterError("sam.tail_below", f"a class size above the smallest class "
+                                 f"({min(counts)} examples), so that some class is a tail "
+                                 "class", sam["tail_below"])
+    start = resolve_epoch("sam.start", sam.get("start", 0), epochs)
+    return SAM(rho=sam["rho"], start_epoch=start, tail=tail)
 
 
 def _agree(error: ParameterError | None, out: Path) -> None:

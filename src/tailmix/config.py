@@ -84,6 +84,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "posthoc_tau": (_NUM, 1.0),
         "patience": ((int, None), None),
     },
+    "sam": {
+        "rho": (_NUM + (None,), None),
+        "start": (_NUM, 0),
+        "tail_below": (_NUM + (None,), None),
+    },
     "crt": {
         "epochs": ((int,), 0),
         "lr": (_NUM + (None,), None),
@@ -198,6 +203,19 @@ def resolve_epoch(name: str, value: Any, epochs: int) -> int:
         # A share of the run always lands inside it (at most the last epoch).
         return min(int(round(value * epochs)), max(epochs - 1, 0))
     return int(value)
+
+
+def _check_sam(sam: dict[str, Any], epochs: int) -> None:
+    """``sam.rho`` (null: off) > 0; ``sam.start`` an epoch of the run or a share of it;
+    ``sam.tail_below`` a class size (null: every class)."""
+    if sam["rho"] is not None:
+        check_number("sam.rho", sam["rho"], low=0, low_open=True)
+    start = resolve_epoch("sam.start", sam["start"], epochs)
+    if not 0 <= start < epochs:
+        raise ParameterError("sam.start", f"an epoch before the run's end (0 to {epochs - 1}) "
+                             "or a share of the run in (0, 1)", sam["start"])
+    if sam["tail_below"] is not None:
+        check_number("sam.tail_below", sam["tail_below"], low=0, low_open=True)
 
 
 def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -361,6 +379,7 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     check_choice("train.schedule", t["schedule"], SCHEDULES)
     STRATEGIES.get(cfg["strategy"], "strategy")
     epochs = check_number("train.epochs", t["epochs"], low=1, integer=True)
+    _check_sam(cfg["sam"], epochs)
     check_number("train.batch_size", t["batch_size"], low=2, integer=True)
     freeze = resolve_epoch("model.freeze_backbone_epochs", m["freeze_backbone_epochs"],
                            epochs)

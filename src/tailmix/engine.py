@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tailmix import distributed as dist_utils
 from tailmix import seeding
 from tailmix.callbacks import Callback, TrainState
+from tailmix.sam import Plain
 from tailmix.steps import Batch
 
 __all__ = ["Trainer", "TrainingError"]
@@ -72,6 +73,10 @@ class Trainer:
     callbacks : sequence of Callback
     rank, world_size : int
         This process and the number of processes.
+    gradient : gradient rule, optional
+        How a step's loss becomes gradients, ``rule.backward(out, model, optimizer,
+        scaler, epoch) -> losses checked`` (:mod:`tailmix.sam`); default one backward pass
+        (:class:`tailmix.sam.Plain`).
 
     Notes
     -----
@@ -99,7 +104,8 @@ class Trainer:
                  step: Callable[..., Any], epochs: int, batch_size: int, seed: int,
                  device: torch.device, train_model: nn.Module | None = None,
                  scaler: torch.amp.GradScaler | None = None,
-                 callbacks: Sequence[Callback] = (), rank: int = 0, world_size: int = 1):
+                 callbacks: Sequence[Callback] = (), rank: int = 0, world_size: int = 1,
+                 gradient: Any = None):
         self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
         self.sampler, self.step = sampler, step
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
@@ -107,6 +113,7 @@ class Trainer:
         self.train_model = model if train_model is None else train_model
         self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
         self.callbacks = list(callbacks)
+        self.gradient = Plain() if gradient is None else gradient
         self.state = TrainState(model=model, epochs=epochs, snapshot=self.state_dict)
 
     # -- state ---------------------------------------------------------------------------
@@ -180,11 +187,12 @@ class Trainer:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             out = self.step(self.train_model, batch)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(out.loss).backward()
+            checked = self.gradient.backward(out, self.train_model, self.optimizer,
+                                             self.scaler, epoch)
             # Unscaling first (a no-op without fp16 loss scaling) lets the check's wait also
             # cover the scaler's own overflow flag, read inside scaler.step.
             self.scaler.unscale_(self.optimizer)
-            self._check_loss(out.loss, epoch, s, n_steps, lr)
+            self._check_loss(checked, epoch, s, n_steps, lr)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             with torch.no_grad():

@@ -89,6 +89,21 @@ class SoftTargetLoss(nn.Module):
         Tensor
             A scalar, in the promoted floating dtype of ``logits`` (at least ``float32``).
         """
+        terms, total = self._weighted_terms(logits, target, class_weights)
+        return terms.sum() / total
+
+    def class_terms(
+        self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None
+    ) -> Tensor:
+        """The loss split by target class: ``(C,)`` shares that sum to :meth:`forward`'s
+        value (up to rounding). Column ``k`` holds the terms ``v_k y_ik l_ik`` of every
+        example, so a soft target's mass on class ``k`` counts toward ``k``."""
+        terms, total = self._weighted_terms(logits, target, class_weights)
+        return terms.sum(0) / total
+
+    def _weighted_terms(self, logits: Tensor, target: Tensor,
+                        class_weights: Tensor | None) -> tuple[Tensor, Tensor | int]:
+        """Checks; then the ``(B, C)`` terms ``v_k y_ik l_ik`` and their normaliser."""
         if logits.ndim != 2:
             raise ParameterError("logits", "a tensor of shape (B, C)", tuple(logits.shape))
         dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -102,13 +117,13 @@ class SoftTargetLoss(nn.Module):
         z, y = logits.to(dtype), target.to(dtype)
         per_class = self._per_class_loss(z, y)
         if class_weights is None:
-            return (y * per_class).sum() / z.shape[0]
+            return y * per_class, z.shape[0]
         if class_weights.shape != (num_classes,):
             raise ParameterError(
                 "class_weights", f"a tensor of shape ({num_classes},)", tuple(class_weights.shape)
             )
         weighted_target = y * class_weights.to(device=z.device, dtype=dtype)
-        return (weighted_target * per_class).sum() / weighted_target.sum()
+        return weighted_target * per_class, weighted_target.sum()
 
     def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError

@@ -53,11 +53,18 @@ class Batch:
 @dataclass
 class StepOutput:
     """What a step returns: the loss to minimise, and the logits and (soft) targets it was
-    computed from (for the epoch's running accuracy)."""
+    computed from (for the epoch's running accuracy).
+
+    ``recompute`` (optional) runs the forward pass again on the same inputs and targets
+    (a second pass at other weights: SAM); ``class_terms`` (optional) is the loss split by
+    target class, ``(C,)`` summing to ``loss`` (ImbSAM).
+    """
 
     loss: Tensor
     logits: Tensor
     target: Tensor
+    recompute: Callable[[], StepOutput] | None = None
+    class_terms: Tensor | None = None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -121,13 +128,18 @@ class MixStep:
         Feed images in channels-last memory format.
     eval_batch_size : int
         Batch size of the feature pass of a feature-space neighbour search.
+    split_classes : bool
+        Also return the loss split by target class (``StepOutput.class_terms``; the loss
+        is then their sum), for a gradient rule that treats classes apart (ImbSAM).
     """
 
     def __init__(self, *, inputs: Tensor, labels: Tensor, augment: nn.Module, loss: nn.Module,
                  weights: Callable[[int], Tensor | None], mixer: nn.Module | None = None,
                  num_classes: int, device: torch.device, amp: torch.dtype | None = None,
-                 channels_last: bool = False, eval_batch_size: int = 1024):
+                 channels_last: bool = False, eval_batch_size: int = 1024,
+                 split_classes: bool = False):
         self.inputs, self.labels, self.augment = inputs, labels, augment
+        self.split_classes = split_classes
         self.loss, self.weights, self.mixer = loss, weights, mixer
         self.num_classes, self.device, self.amp = num_classes, device, amp
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
@@ -212,7 +224,13 @@ class MixStep:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
             logits = model(x)
-        return StepOutput(self.loss(logits.float(), target, self.class_weights), logits, target)
+        terms = None
+        if self.split_classes:
+            terms = self.loss.class_terms(logits.float(), target, self.class_weights)
+            loss = terms.sum()
+        else:
+            loss = self.loss(logits.float(), target, self.class_weights)
+        return StepOutput(loss, logits, target, lambda: self.forward(model, x, target), terms)
 
     def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
         x, y = self.sample(batch)

@@ -1,4 +1,5 @@
-"""Batched, device-resident augmentation: random crop with padding, flip, normalisation.
+"""Batched, device-resident augmentation: random crop with padding, flip, policy, cutout,
+normalisation.
 
 Everything is a tensor op on the whole batch, on whatever device the batch lives on; there
 is no per-image Python.
@@ -9,23 +10,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tailmix._validation import ParameterError, check_number
+from tailmix.data.autoaugment import Cutout
+
 
 class BatchAugment(nn.Module):
     """Turn a batch of raw inputs into normalised float inputs, augmenting when training.
 
     Images: ``uint8`` (B, C, H, W) -> float (B, C, H, W): random crop of the original size
     from the zero-padded image (``crop_padding`` pixels each side), horizontal flip with
-    probability 0.5 when ``hflip``, then per-channel normalisation. Feature vectors: float
-    (B, D) -> standardised (B, D), no augmentation.
+    probability 0.5 when ``hflip``, then ``policy`` (e.g.
+    :class:`tailmix.data.autoaugment.RandAugment`) on the [0, 1] images when given, then a
+    ``cutout`` x ``cutout`` hole set to 0 (:class:`tailmix.data.autoaugment.Cutout`) when
+    ``cutout > 0``, then per-channel normalisation. Evaluation (``train=False``) only
+    normalises. Feature vectors: float (B, D) -> standardised (B, D), no augmentation.
+
+    With no policy and no cutout the output and the use of the generator are those of the
+    crop-and-flip pipeline alone, so seeded runs made without them reproduce exactly.
     """
 
     def __init__(self, *, mean: torch.Tensor, std: torch.Tensor, crop_padding: int = 0,
-                 hflip: bool = False):
+                 hflip: bool = False, policy: nn.Module | None = None, cutout: int = 0):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
         self.crop_padding = int(crop_padding)
         self.hflip = bool(hflip)
+        if policy is not None and not isinstance(policy, nn.Module):
+            raise ParameterError("policy", "an nn.Module taking (x, generator) or None", policy)
+        self.policy = policy
+        self.cutout = check_number("cutout", cutout, low=0, integer=True)
+        self.cutout_op = Cutout(size=self.cutout) if self.cutout > 0 else None
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
@@ -53,4 +68,8 @@ class BatchAugment(nn.Module):
         if self.hflip:
             flip = torch.rand(b, device=x.device, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if self.policy is not None:
+            x = self.policy(x, generator=generator)
+        if self.cutout_op is not None:
+            x = self.cutout_op(x, generator=generator)
         return self._normalise(x)

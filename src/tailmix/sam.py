@@ -1,0 +1,178 @@
+"""How a step's loss becomes gradients: plainly, or sharpness-aware (SAM, ImbSAM).
+
+The trainer hands every step's :class:`~tailmix.steps.StepOutput` to a *gradient rule*,
+``rule.backward(out, model, optimizer, scaler, epoch) -> losses``, which leaves the
+gradients to apply in ``.grad`` and returns the loss values whose finiteness the trainer
+checks before the optimiser step. :class:`Plain` is one backward pass. :class:`SAM`
+(Foret et al., 2021) takes the step on the gradient at the worst nearby weights::
+
+    e = rho * g / ||g||,   g = grad L(w)        (the ascent to the worst point nearby)
+    grad used = grad L(w + e)                     (the same mixed batch, a second pass)
+
+With ``tail`` classes (ImbSAM, Zhou et al., 2023) only the tail classes' share of the loss
+is made sharpness-aware; the head classes' share keeps its plain gradient::
+
+    L = L_head + L_tail    (the loss split by target class, see SoftTargetLoss.class_terms)
+    e = rho * grad L_tail(w) / ||grad L_tail(w)||
+    grad used = grad L_head(w) + grad L_tail(w + e)
+
+Both passes see the same inputs and targets (the step's ``recompute``), so a mixed batch
+is mixed once. The second pass does not move the batch-norm running statistics (their
+momentum is set to 0 for it): the perturbed weights are not the model's. With several
+processes (SAM only) the ascent direction is the gradient averaged over them, as the step's
+is, and the second pass is synchronised as usual. ImbSAM's split pass (two backward passes
+of one forward) runs in a single process: DDP synchronises one backward per forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tailmix._validation import ParameterError, check_number
+
+__all__ = ["SAM", "Plain"]
+
+
+class Plain:
+    """One backward pass of the step's loss (through the loss scaler)."""
+
+    def backward(self, out: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, epoch: int) -> Tensor:
+        scaler.scale(out.loss).backward()
+        return out.loss.detach()
+
+    def __repr__(self) -> str:
+        return "Plain()"
+
+
+class SAM:
+    """Sharpness-aware gradients, from epoch ``start_epoch`` on (plain ones before).
+
+    Parameters
+    ----------
+    rho : float
+        Radius of the weight perturbation (the L2 norm of ``e``), ``> 0``.
+    start_epoch : int, default 0
+        First 0-based epoch with sharpness-aware steps.
+    tail : BoolTensor, optional
+        ``(C,)`` the classes whose loss share is made sharpness-aware (ImbSAM); None: the
+        whole loss (SAM). Needs a step whose output carries ``class_terms``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> SAM(rho=0.05, tail=torch.tensor([False, True]))
+    SAM(rho=0.05, start_epoch=0, tail=[1])
+    """
+
+    def __init__(self, *, rho: float, start_epoch: int = 0, tail: Tensor | None = None):
+        self.rho = check_number("sam.rho", rho, low=0.0, low_open=True)
+        self.start_epoch = check_number("sam.start", start_epoch, low=0, integer=True)
+        if tail is not None:
+            tail = torch.as_tensor(tail, dtype=torch.bool)
+            if tail.ndim != 1 or not bool(tail.any()):
+                raise ParameterError("sam.tail_below", "a count under which at least one "
+                                     "class falls", tail.tolist())
+        self.tail = tail
+        self._plain = Plain()
+
+    def backward(self, out: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, epoch: int) -> Tensor:
+        if epoch < self.start_epoch:
+            return self._plain.backward(out, model, optimizer, scaler, epoch)
+        recompute = getattr(out, "recompute", None)
+        if recompute is None:
+            raise ParameterError("sam", "a step that can recompute its loss on the same "
+                                 "batch (StepOutput.recompute)", type(out).__name__)
+        params = [p for group in optimizer.param_groups for p in group["params"]
+                  if p.requires_grad]
+        head_grads = None
+        if self.tail is None:
+            scaler.scale(out.loss).backward()
+        else:
+            tail = self._tail(out)
+            head_grads = self._head_then_tail(out, tail, model, params, scaler)
+        eps = self._ascend(params)
+        optimizer.zero_grad(set_to_none=True)
+        with _frozen_batchnorm_statistics(model):
+            again = recompute()
+        second = again.loss if self.tail is None else (again.class_terms * tail).sum()
+        scaler.scale(second).backward()
+        with torch.no_grad():
+            for p, e in zip(params, eps, strict=True):
+                if e is not None:
+                    p.sub_(e)
+            if head_grads is not None:
+                for p, h in zip(params, head_grads, strict=True):
+                    if h is not None:
+                        p.grad = h if p.grad is None else p.grad.add_(h)
+        return torch.stack([out.loss.detach().float(), second.detach().float()])
+
+    def _tail(self, out: Any) -> Tensor:
+        terms = getattr(out, "class_terms", None)
+        if terms is None:
+            raise ParameterError("sam.tail_below", "a step whose loss is split by class "
+                                 "(StepOutput.class_terms)", None)
+        return self.tail.to(terms.device, terms.dtype)
+
+    def _head_then_tail(self, out: Any, tail: Tensor, model: nn.Module,
+                        params: list[Tensor], scaler: torch.amp.GradScaler
+                        ) -> list[Tensor | None]:
+        """Backward the head share (kept aside), then the tail share (left in ``.grad``)."""
+        terms = out.class_terms
+        scaler.scale((terms * (1 - tail)).sum()).backward(retain_graph=True)
+        head = [None if p.grad is None else p.grad.clone() for p in params]
+        for p in params:
+            p.grad = None
+        scaler.scale((terms * tail).sum()).backward()
+        return head
+
+    @torch.no_grad()
+    def _ascend(self, params: list[Tensor]) -> list[Tensor | None]:
+        """Move the weights to ``w + e``; return ``e``. A non-finite gradient (an fp16
+        overflow) gives ``e = 0``: the scaler then skips the step as usual. The gradients
+        may be loss-scaled: the direction does not depend on the scale."""
+        grads = [p.grad for p in params]
+        present = [g for g in grads if g is not None]
+        if not present:
+            return [None] * len(params)
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in present]))
+        scale = torch.where(torch.isfinite(norm), self.rho / (norm + 1e-12), 0.0)
+        eps = []
+        for p, g in zip(params, grads, strict=True):
+            if g is None:
+                eps.append(None)
+                continue
+            e = torch.nan_to_num(g.float() * scale, nan=0.0, posinf=0.0, neginf=0.0)
+            e = e.to(p.dtype)
+            p.add_(e)
+            eps.append(e)
+        return eps
+
+    def __repr__(self) -> str:
+        tail = None if self.tail is None else torch.nonzero(self.tail).flatten().tolist()
+        return f"SAM(rho={self.rho:g}, start_epoch={self.start_epoch}, tail={tail})"
+
+
+@contextlib.contextmanager
+def _frozen_batchnorm_statistics(model: nn.Module):
+    """Batch-norm layers normalise with the batch as usual but keep their running
+    statistics (momentum 0) inside the block."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats and m.training]
+    saved = [(m.momentum, m.num_batches_tracked.clone()
+              if m.num_batches_tracked is not None else None) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
