@@ -258,7 +258,29 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
         crop_padding=d["crop_padding"], hflip=d["hflip"], validation=d["validation"], **kw,
     )
     data.decoded = decoded
+    _add_policy(spec.config["augment"], data)
     return data
+
+
+def _add_policy(a: dict[str, Any], data: LongTailData) -> None:
+    """Put the ``augment`` section's policy and cutout into the data's batch augmentation
+    (after crop and flip, before normalisation)."""
+    policy = a.get("policy") or "none"
+    if policy == "none" and not a.get("cutout"):
+        return
+    if not data.is_image:
+        raise ParameterError("augment.policy" if policy != "none" else "augment.cutout",
+                             "none for inputs that are not images",
+                             policy if policy != "none" else a["cutout"])
+    from tailmix.data.autoaugment import Cutout, build_policy
+
+    knobs = {"autoaugment": {}, "trivialaugment": {"num_bins": a["bins"]},
+             "randaugment": {"num_ops": a["num_ops"], "magnitude": a["magnitude"],
+                             "num_bins": a["bins"]}}
+    aug = data.augment
+    aug.policy = build_policy(policy, **knobs.get(policy, {}))
+    aug.cutout = int(a["cutout"])
+    aug.cutout_op = Cutout(size=aug.cutout) if aug.cutout > 0 else None
 
 
 def _resized(raw: RawDataset, size: int) -> RawDataset:
@@ -490,6 +512,8 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                            amp=amp, channels_last=channels_last, rank=rank,
                            world_size=world_size, log=log,
                            model_class=None if model is None else type(model).__qualname__)
+    if spec.model["max_norm"] is not None:
+        callbacks.insert(0, cb.MaxNorm(net, spec.model["max_norm"]))
     epochs = spec.epochs
     if stages:
         sampler, step, lr, epochs = _crt_stage(spec, sampler, step, lr, step_kw, lt=lt,
@@ -688,7 +712,7 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
         inputs=lt.test_inputs, labels=lt.test_labels, augment=lt.augment,
         class_counts=lt.class_counts, every=e["every"], batch_size=e["batch_size"],
         many_threshold=e["many_threshold"], few_threshold=e["few_threshold"],
-        posthoc_tau=e["posthoc_tau"], patience=e["patience"],
+        posthoc_tau=e["posthoc_tau"], patience=e["patience"], tau_norm=e["tau_norm"],
         best_path=None if out is None else out / "checkpoints" / "best.pt",
         validation=None if lt.val_labels is None else (lt.val_inputs, lt.val_labels), **run)]
     if spec.log["progress"] and rank == 0:

@@ -5,6 +5,7 @@ none of them sees the trainer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -116,6 +117,9 @@ class Evaluator(Callback):
         Shot-group thresholds.
     posthoc_tau : float
         Strength of the post-hoc logit adjustment reported at the end (without validation).
+    tau_norm : float, optional
+        Also report the final metrics with the classifier tau-normalised at this tau
+        (:func:`tau_normalised`).
     validation : (inputs, labels), optional
         A held-out validation set.
     patience : int, optional
@@ -132,8 +136,10 @@ class Evaluator(Callback):
                  amp: torch.dtype | None = None, channels_last: bool = False,
                  many_threshold: int = 100, few_threshold: int = 20,
                  posthoc_tau: float = 1.0, validation: tuple[Any, Tensor] | None = None,
-                 patience: int | None = None, best_path: Path | None = None):
+                 patience: int | None = None, best_path: Path | None = None,
+                 tau_norm: float | None = None):
         self.inputs, self.labels, self.augment = inputs, labels, augment
+        self.tau_norm = tau_norm
         self.class_counts, self.every = class_counts, every
         self.run = dict(batch_size=batch_size, device=device, amp=amp,
                         channels_last=channels_last)
@@ -180,6 +186,13 @@ class Evaluator(Callback):
         if full:
             m["posthoc_la"] = self._adjusted(logits, self.labels,
                                              self.posthoc_tau if tau is None else tau)
+            if self.tau_norm is not None:
+                with tau_normalised(model, self.tau_norm):
+                    normed = predict(model, self.inputs, self.augment, **self.run)
+                tn = self._metrics(normed, self.labels)
+                m["tau_norm"] = {**{k: tn[k] for k in ("top1", "balanced_accuracy",
+                                                       "many_shot", "medium_shot", "few_shot",
+                                                       "macro_f1")}, "tau": self.tau_norm}
         return m
 
     def _validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
@@ -244,6 +257,48 @@ class Evaluator(Callback):
                                     "note": "epoch chosen on the validation set (balanced "
                                     "accuracy); test set read once, at the end"}
         state.result["validation"]["selected"] = val_sel
+
+
+def classifier_weight(model: nn.Module) -> Tensor:
+    """The ``(C, D)`` weight of ``model.head`` (a linear or cosine classifier)."""
+    weight = getattr(getattr(model, "head", None), "weight", None)
+    if not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise ParameterError("model.head", "a classifier with a (classes, features) weight "
+                             "(tau-normalisation and MaxNorm scale its rows)",
+                             type(getattr(model, "head", None)).__name__)
+    return weight
+
+
+@contextlib.contextmanager
+def tau_normalised(model: nn.Module, tau: float):
+    """Inside the block the classifier's rows are ``w_c / ||w_c|| ** tau`` (Kang et al.,
+    2020: tau 0 leaves them, tau 1 gives every class a unit-norm row); restored after."""
+    weight = classifier_weight(model)
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.div_(weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(tau))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+class MaxNorm(Callback):
+    """Keep every class's classifier row within an L2 norm of ``threshold`` after each
+    optimiser step (the projection of the weight-balancing recipe, Alshammari et al., 2022:
+    rows longer than ``threshold`` are scaled back onto it, shorter ones stay)."""
+
+    def __init__(self, model: nn.Module, threshold: float):
+        self.weight = classifier_weight(model)
+        self.threshold = float(threshold)
+
+    @torch.no_grad()
+    def on_step_end(self, state: TrainState, step: int, steps: int, loss_sum: Tensor,
+                    seen: int, lr: float) -> None:
+        w = self.weight
+        norms = w.norm(dim=1, keepdim=True)
+        w.mul_((self.threshold / norms.clamp_min(1e-12)).clamp(max=1.0))
 
 
 class Checkpointer(Callback):

@@ -56,6 +56,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "pretrained": ((bool,), False),
         "backbone_lr": (_NUM + (None,), None),
         "freeze_backbone_epochs": (_NUM, 0),
+        "max_norm": (_NUM + (None,), None),
     },
     "train": {
         "epochs": ((int,), 200),
@@ -83,6 +84,14 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "margins": ((bool,), True),
         "posthoc_tau": (_NUM, 1.0),
         "patience": ((int, None), None),
+        "tau_norm": (_NUM + (None,), None),
+    },
+    "augment": {
+        "policy": ((str, None), None),
+        "num_ops": ((int,), 2),
+        "magnitude": (_NUM, 9),
+        "bins": ((int,), 31),
+        "cutout": ((int,), 0),
     },
     "sam": {
         "rho": (_NUM + (None,), None),
@@ -203,6 +212,19 @@ def resolve_epoch(name: str, value: Any, epochs: int) -> int:
         # A share of the run always lands inside it (at most the last epoch).
         return min(int(round(value * epochs)), max(epochs - 1, 0))
     return int(value)
+
+
+AUGMENT_POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
+
+
+def _check_augment(a: dict[str, Any]) -> None:
+    """``augment``: a policy name (null: none), its knobs, a cutout size (0: none)."""
+    if a["policy"] is not None:
+        check_choice("augment.policy", a["policy"], AUGMENT_POLICIES)
+    check_number("augment.num_ops", a["num_ops"], low=1, integer=True)
+    bins = check_number("augment.bins", a["bins"], low=2, integer=True)
+    check_number("augment.magnitude", a["magnitude"], low=0, high=bins - 1)
+    check_number("augment.cutout", a["cutout"], low=0, integer=True)
 
 
 def _check_sam(sam: dict[str, Any], epochs: int) -> None:
@@ -371,6 +393,10 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
         check_choice("model.head", m["head"], HEADS)
     if m["backbone_lr"] is not None:
         check_number("model.backbone_lr", m["backbone_lr"], low=0)
+    if m["max_norm"] is not None:
+        check_number("model.max_norm", m["max_norm"], low=0, low_open=True)
+    if cfg["eval"]["tau_norm"] is not None:
+        check_number("eval.tau_norm", cfg["eval"]["tau_norm"], low=0)
     c = cfg["crt"]
     check_number("crt.epochs", c["epochs"], low=0, integer=True)
     for key in ("lr", "weight_decay"):
@@ -380,6 +406,7 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     STRATEGIES.get(cfg["strategy"], "strategy")
     epochs = check_number("train.epochs", t["epochs"], low=1, integer=True)
     _check_sam(cfg["sam"], epochs)
+    _check_augment(cfg["augment"])
     check_number("train.batch_size", t["batch_size"], low=2, integer=True)
     freeze = resolve_epoch("model.freeze_backbone_epochs", m["freeze_backbone_epochs"],
                            epochs)

@@ -149,12 +149,16 @@ class MixStep:
     # -- once per epoch --------------------------------------------------------------------
 
     def start_epoch(self, epoch: int, model: nn.Module) -> None:
-        """Set the epoch's class weights; search a mixer's neighbours when due (input
-        space once, feature space every ``refresh_every`` epochs). ``model`` is the bare
+        """Set the epoch's class weights; index a mixer's class pool once; search its
+        neighbours when due (input space once, feature space every ``refresh_every``
+        epochs). ``model`` is the bare
         network (not compiled or wrapped)."""
         w = self.weights(epoch)
         self.class_weights = None if w is None else w.to(self.device, torch.float32)
         mixer = self.mixer
+        pool = getattr(mixer, "pool", None)
+        if pool is not None and pool.labels.shape[0] != self.labels.shape[0]:
+            pool.fit(self.labels, inputs=self.inputs, num_classes=self.num_classes)
         if mixer is None or not mixer.uses_neighbours:
             return
         table = mixer.neighbours

@@ -250,6 +250,44 @@ def _drw_schedule(
     return WeightSchedule(name="drw", weights=weights, start_epoch=start_epoch)
 
 
+class CumulativeSchedule(WeightSchedule):
+    """Weights that move from uniform to re-balanced along the run (the cumulative
+    learning of BBN, Zhou et al. 2020, as class weights): at epoch ``t`` the weights are
+    ``(1 - a) * uniform + a * weights`` with ``a = ((t - start) / (epochs - start)) ** 2``
+    (0 before ``start_epoch``), so the loss leans on the instance-balanced view early and on
+    the re-balanced one late. The loss normalises by the weighted target mass, so this is
+    the blend of the two weightings, not exactly the blend of the two losses."""
+
+    def __init__(self, *, weights: Tensor, start_epoch: int, epochs: int):
+        super().__init__(name="cumulative", weights=weights, start_epoch=start_epoch)
+        self.epochs = epochs
+        self._uniform = _normalise(torch.ones_like(weights))
+
+    def share(self, epoch: int) -> float:
+        """``a``: the re-balanced weights' share at the 0-based ``epoch``."""
+        if epoch < self.start_epoch:
+            return 0.0
+        return ((epoch - self.start_epoch) / max(self.epochs - self.start_epoch, 1)) ** 2
+
+    def __call__(self, epoch: int) -> Tensor | None:
+        epoch = check_number("epoch", epoch, low=0, integer=True)
+        a = self.share(epoch)
+        if a == 0.0:
+            return None
+        return _normalise((1.0 - a) * self._uniform + a * self.weights)
+
+
+@WEIGHT_SCHEDULES.register("cumulative")
+def _cumulative_schedule(
+    *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
+    beta: float = DEFAULT_BETA,
+) -> WeightSchedule:
+    """Uniform weights moving to class-balanced ones (``beta``) along the run, quadratically
+    from ``start_epoch`` (default 0): :class:`CumulativeSchedule`."""
+    weights = class_balanced_weights(check_class_counts(class_counts), beta)
+    return CumulativeSchedule(weights=weights, start_epoch=start_epoch or 0, epochs=epochs)
+
+
 # Keywords every schedule factory may take, set by build_weight_schedule itself.
 _COMMON_KEYWORDS = ("class_counts", "epochs", "start_epoch", "beta")
 
@@ -284,7 +322,8 @@ def build_weight_schedule(
         ``"none"``: never weight. ``"cb"``: class-balanced weights (effective number, ``beta``).
         ``"inverse"``: ``n_c ** -power`` (``power`` keyword, default 1). ``"sqrt_inverse"``:
         ``n_c ** -0.5``. ``"drw"`` (deferred re-weighting): no weighting before
-        ``start_epoch``, class-balanced weights from it on.
+        ``start_epoch``, class-balanced weights from it on. ``"cumulative"``: uniform
+        weights moving quadratically to class-balanced ones from ``start_epoch``.
     class_counts : sequence of numbers, ndarray or Tensor
         Training examples per class, all positive.
     epochs : int

@@ -29,13 +29,13 @@ from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.mixing.label_rules import LABEL_RULES, _label_weight, resolve_rule_params
 from tailmix.mixing.neighbours import knn_indices
 
-__all__ = ["MIN_ALPHA", "PRESETS", "Mixer", "NeighbourTable", "sample_beta"]
+__all__ = ["MIN_ALPHA", "PRESETS", "ClassPool", "Mixer", "NeighbourTable", "sample_beta"]
 
 ANCHORS = ("instance", "class_balanced", "oversample")
-PARTNERS = ("random", "knn_class", "knn_any")
+PARTNERS = ("random", "knn_class", "knn_any", "balanced")
 LAM_DISTRIBUTIONS = ("uniform", "beta")
 LAM_PER = ("batch", "example")
-INPUT_MODES = ("interpolate", "cutmix")
+INPUT_MODES = ("interpolate", "cutmix", "either")
 SPACES = ("input", "feature")
 
 #: The paper's named mixers (DESIGN section 2), as constructor keywords.
@@ -251,6 +251,82 @@ class NeighbourTable:
                 f"rows={self.indices.shape[0]})")
 
 
+class ClassPool:
+    """Partners from the whole training set, drawn by class: class ``c`` with probability
+    proportional to ``n_c ** q``, then one of its examples uniformly.
+
+    ``q = 0`` draws classes uniformly (class-balanced partners), ``q = 1`` as often as the
+    data has them (an example uniformly from the whole set), ``q`` in between flattens
+    the distribution; a negative ``q`` favours the tail further.
+
+    Parameters
+    ----------
+    q : float, default 0.0
+        The power of the class sizes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> pool = ClassPool(q=0.0).fit(torch.tensor([0, 0, 0, 1]))
+    >>> partners = pool.partners(1000, torch.Generator().manual_seed(0))
+    >>> round((pool.labels[partners] == 1).float().mean().item(), 1)
+    0.5
+    """
+
+    def __init__(self, *, q: float = 0.0):
+        self.q = check_number("partner_q", q)
+        self.labels = torch.empty(0, dtype=torch.long)
+        self.inputs: Tensor | None = None
+        self._order = self._start = self._counts = self._probs = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.labels.shape[0] > 0
+
+    def fit(self, labels: Tensor, *, inputs: Tensor | None = None,
+            num_classes: int | None = None) -> ClassPool:
+        """Index ``labels`` (``(N,)``) by class; ``inputs`` is what partners are read from
+        by default. Returns self."""
+        labels = labels.long()
+        counts = torch.bincount(labels, minlength=num_classes or 0)
+        self._order = torch.argsort(labels, stable=True)
+        self._start = torch.cumsum(counts, 0) - counts
+        self._counts = counts
+        present = counts > 0
+        weight = torch.where(present, counts.double().clamp_min(1) ** self.q, 0.0)
+        self._probs = (weight / weight.sum()).float()
+        self.labels, self.inputs = labels, inputs
+        return self
+
+    def class_probabilities(self) -> Tensor:
+        """``(C,)`` the probability of drawing each class."""
+        return self._probs
+
+    def partners(self, n: int, generator: torch.Generator | None = None,
+                 device: torch.device | None = None) -> Tensor:
+        """``n`` dataset indices, drawn as the class doc says."""
+        if not self.fitted:
+            raise ParameterError("partner", "a fitted class pool (call pool.fit(labels))",
+                                 "an empty pool")
+        device = self.labels.device if device is None else device
+        probs = self._probs.to(device)
+        cls = torch.multinomial(probs, n, replacement=True, generator=generator)
+        u = torch.rand(n, generator=generator, device=device)
+        counts = self._counts.to(device)[cls]
+        within = torch.minimum((u * counts).long(), counts - 1)
+        return self._order.to(device)[self._start.to(device)[cls] + within]
+
+    def to(self, device: torch.device | str) -> ClassPool:
+        if self.fitted:
+            self.labels = self.labels.to(device)
+            self._order, self._start = self._order.to(device), self._start.to(device)
+            self._counts, self._probs = self._counts.to(device), self._probs.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        return f"ClassPool(q={self.q:g}, rows={self.labels.shape[0]})"
+
+
 class Mixer(nn.Module):
     """The SMOTE-to-Mixup family as one callable: ``mixer(x, y) -> (x_mix, soft_target)``.
 
@@ -264,9 +340,13 @@ class Mixer(nn.Module):
         Which examples are mixed each epoch. Not applied here: a sampler plans the epoch
         (:class:`tailmix.samplers.Resampled`); with ``"oversample"`` the loop passes the
         plan's ``synthetic`` mask and only those slots are mixed.
-    partner : {"random", "knn_class", "knn_any"}, default "random"
-        A permutation of the batch, or one of the anchor's ``k`` nearest neighbours within
-        its class or over all classes (from :attr:`neighbours`, by dataset index).
+    partner : {"random", "knn_class", "knn_any", "balanced"}, default "random"
+        A permutation of the batch, one of the anchor's ``k`` nearest neighbours within
+        its class or over all classes (from :attr:`neighbours`, by dataset index), or an
+        example of the whole training set drawn by class (:attr:`pool`, a
+        :class:`ClassPool`: class-balanced at ``partner_q = 0``).
+    partner_q : float, default 0.0
+        The class-size power of ``"balanced"`` partners.
     lam : {"uniform", "beta"}, default "beta"
         Distribution of the partner's share: ``Uniform(0, 1)`` or ``Beta(alpha, alpha)``.
     alpha : float, default 1.0
@@ -278,9 +358,13 @@ class Mixer(nn.Module):
         ``remix``, ``mamix``).
     rule_params : mapping, optional
         The rule's parameters (``K``, ``tau`` for remix; ``q`` for mamix).
-    input_mode : {"interpolate", "cutmix"}, default "interpolate"
+    input_mode : {"interpolate", "cutmix", "either"}, default "interpolate"
         Blend whole inputs, or paste a box of the partner into the anchor (images only;
-        ``lam`` becomes the pasted box's area share after clipping).
+        ``lam`` becomes the pasted box's area share after clipping), or, per example,
+        paste with probability ``cutmix_prob`` and blend otherwise (Mixup and CutMix in one
+        batch).
+    cutmix_prob : float, default 0.5
+        The share of pasted examples with ``input_mode="either"``.
     k : int, default 5
         Neighbours per example for the kNN partners.
     space : {"input", "feature"}, default "input"
@@ -316,12 +400,14 @@ class Mixer(nn.Module):
         num_classes: int | None = None,
         anchors: str = "instance",
         partner: str = "random",
+        partner_q: float = 0.0,
         lam: str = "beta",
         alpha: float = 1.0,
         lam_per: str = "batch",
         rule: str = "soft",
         rule_params: Mapping[str, float] | None = None,
         input_mode: str = "interpolate",
+        cutmix_prob: float = 0.5,
         k: int = 5,
         space: str = "input",
         downscale: int | None = None,
@@ -342,6 +428,9 @@ class Mixer(nn.Module):
             )
         self.rule_params = resolve_rule_params(rule, rule_params)
         self.input_mode = check_choice("input_mode", input_mode, INPUT_MODES)
+        self.cutmix_prob = check_number("cutmix_prob", cutmix_prob, low=0, high=1)
+        self.partner_q = check_number("partner_q", partner_q)
+        self.pool = ClassPool(q=self.partner_q) if partner == "balanced" else None
         self.k = check_number("k", k, low=1, integer=True)
         self.space = check_choice("space", space, SPACES)
         self.refresh_every = check_number("refresh_every", refresh_every, low=1, integer=True)
@@ -383,7 +472,7 @@ class Mixer(nn.Module):
     @property
     def uses_neighbours(self) -> bool:
         """Whether partners come from a neighbour table (and so need dataset indices)."""
-        return self.partner != "random"
+        return self.partner in ("knn_class", "knn_any")
 
     def _apply(self, fn, recurse=True):
         # The neighbour table moves with the mixer (its tensors are integer: only the
@@ -392,17 +481,23 @@ class Mixer(nn.Module):
         table = self.neighbours
         if table is not None:
             table.indices, table.labels = fn(table.indices), fn(table.labels)
+        if self.pool is not None and self.pool.fitted:
+            self.pool.to(fn(self.pool.labels).device)
         return module
 
     def extra_repr(self) -> str:
         parts = [f"anchors={self.anchors!r}", f"partner={self.partner!r}"]
         if self.uses_neighbours:
             parts += [f"k={self.k}", f"space={self.space!r}"]
+        if self.pool is not None:
+            parts.append(f"partner_q={self.partner_q:g}")
         lam = f"beta({self.alpha:g})" if self.lam == "beta" else "uniform"
         parts += [f"lam={lam}", f"lam_per={self.lam_per!r}", f"rule={self.rule!r}"]
         parts += [f"{name}={value:g}" for name, value in self.rule_params.items()]
         if self.input_mode != "interpolate":
             parts.append(f"input_mode={self.input_mode!r}")
+        if self.input_mode == "either":
+            parts.append(f"cutmix_prob={self.cutmix_prob:g}")
         return ", ".join(parts)
 
     def forward(
@@ -442,7 +537,17 @@ class Mixer(nn.Module):
         _check_batch(x, y, index, synthetic)
         g = generator if generator is not None else self.generator
         mixed = synthetic
-        if not self.uses_neighbours:
+        if self.pool is not None:
+            pool = self.pool
+            if fetch is None:
+                if pool.inputs is None:
+                    raise ParameterError("pool", "a fitted class pool (call "
+                                         "mixer.pool.fit(labels, inputs=inputs))", pool)
+                fetch = pool.inputs.__getitem__
+            partner = pool.partners(x.shape[0], g, x.device)
+            x_partner = fetch(partner).to(x.dtype)
+            y_partner = pool.labels[partner].to(y.device)
+        elif not self.uses_neighbours:
             perm = torch.randperm(x.shape[0], generator=g, device=x.device)
             x_partner, y_partner = x[perm], y[perm]
         else:
@@ -496,12 +601,18 @@ class Mixer(nn.Module):
         lam = self._draw_lam(batch, generator, x.device)
         if mixed is not None:
             lam = torch.where(mixed, lam, 0.0)
+        if self.input_mode != "interpolate" and x.ndim != 4:
+            raise ParameterError(
+                "input_mode", "'interpolate' for inputs that are not images", self.input_mode
+            )
         if self.input_mode == "cutmix":
-            if x.ndim != 4:
-                raise ParameterError(
-                    "input_mode", "'interpolate' for inputs that are not images", "cutmix"
-                )
             x_mix, lam = _paste_boxes(x, x_partner, lam, self.lam_per == "batch", generator)
+        elif self.input_mode == "either":
+            pasted, area = _paste_boxes(x, x_partner, lam, self.lam_per == "batch", generator)
+            paste = torch.rand(batch, generator=generator, device=x.device) < self.cutmix_prob
+            blended = torch.lerp(x, x_partner, lam.to(x.dtype).view(batch, 1, 1, 1))
+            x_mix = torch.where(paste.view(batch, 1, 1, 1), pasted, blended)
+            lam = torch.where(paste, area.to(lam.dtype), lam)
         else:
             weight = lam.to(x.dtype).view(batch, *([1] * (x.ndim - 1)))
             x_mix = torch.lerp(x, x_partner, weight)
