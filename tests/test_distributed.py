@@ -399,7 +399,7 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
 
 
     def train(arg):
-        out, lr = arg.rsplit(":", 1)
+        out, lr, *flags = arg.split(":")  # name:lr, or name:lr:sam
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
                             nn.Linear(64, 10))
@@ -416,6 +416,8 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
             "eval": {"every": 2, "margins": False},
             "log": {"progress": False, "checkpoint_best": False},
         }
+        if "sam" in flags:
+            cfg["sam"] = {"rho": 0.05}
         run = build_run(cfg, out, data=data, model=net, log=lambda _: None)
         assert run.trainer.world_size == distributed.world_size()
         run.fit()
@@ -487,6 +489,35 @@ def test_two_processes_average_gradients_like_one_process(tmp_path):
     assert len(losses("one")) == 2
     assert losses("two") == pytest.approx(losses("one"), rel=1e-5, abs=0)
     assert losses("doubled") != pytest.approx(losses("one"), rel=1e-3, abs=0)
+
+
+@pytest.mark.slow
+def test_sam_with_two_processes_trains_like_one_process(tmp_path):
+    """SAM's ascent uses the gradient averaged over the processes and its second pass is
+    averaged again, so two processes of 32 take the steps one process of 64 takes."""
+    worker = tmp_path / "equivalence.py"
+    worker.write_text(EQUIVALENCE_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "TAILMIX_CACHE": str(tmp_path / "cache")}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(worker),
+           "two:0.1:sam", "one:0.1:sam", "plain:0.1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+    def weights(name):
+        return torch.load(tmp_path / f"{name}.pt", weights_only=True)
+
+    def gap(a, b):
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    two, one, plain = weights("two-rank0-of-2"), weights("one-rank0-of-1"), \
+        weights("plain-rank0-of-1")
+    assert gap(one, two) < 1e-5, gap(one, two)  # rounding only, as without SAM
+    assert gap(one, plain) > 1e-3, gap(one, plain)  # SAM's steps are not the plain ones
 
 
 @pytest.mark.slow

@@ -171,3 +171,14 @@ def test_bad_sam_settings_name_the_key(sam, key):
     with pytest.raises(ParameterError) as info:
         _sam_run(**sam)
     assert info.value.name == key
+
+
+def test_sam_under_loss_scaling_gives_the_unscaled_gradient():
+    model, reference = Quadratic(), Quadratic()
+    _run(SAM(rho=0.5), reference)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    opt.zero_grad()
+    SAM(rho=0.5).backward(_output(model), model, opt, scaler, 0)
+    scaler.unscale_(opt)
+    torch.testing.assert_close(model.w.grad, reference.w.grad, rtol=1e-6, atol=1e-6)

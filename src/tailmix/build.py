@@ -506,6 +506,13 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                              world_size=world_size)
     if gradient is not None and gradient.tail is not None:
         step_kw["split_classes"] = True
+    term = make_consistency(spec.config["consistency"], net, split=gradient is not None
+                            and gradient.tail is not None, world_size=world_size)
+    if term is not None:
+        term = term.to(device)
+        optimizer.add_param_group({"params": list(term.parameters()), "lr": t["lr"],
+                                   "lr_scale": 1.0})
+        step_kw["consistency"] = term
     sampler, step = _strategy_step(spec, generative, sampler, step_kw, model=net, lt=lt,
                                    out=out, rank=rank, world_size=world_size, log=log)
     callbacks = _callbacks(spec, lt, out if is_main else None, real=real, device=device,
@@ -530,6 +537,25 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     extra = {"generative": generative,
              "model_class": None if model is None else type(model).__qualname__}
     return Run(spec, trainer, lt, out, device, amp, is_main, extra, log)
+
+
+def make_consistency(c: dict[str, Any], net: nn.Module, *, split: bool = False,
+                     world_size: int = 1) -> Any:
+    """The ``consistency`` section's two-view term (None when ``consistency.weight`` is
+    null), sized to the network's features."""
+    if c.get("weight") is None:
+        return None
+    if world_size > 1:
+        raise ParameterError("consistency.weight", "null with several processes (the "
+                             "views' feature pass runs outside DDP)", c["weight"])
+    if split:
+        raise ParameterError("consistency.weight", "null with sam.tail_below (ImbSAM splits "
+                             "the loss by class; the two-view term has no class)",
+                             c["weight"])
+    from tailmix.consistency import TwoViewTerm
+
+    width = cb.classifier_weight(net).shape[1]
+    return TwoViewTerm(width, dim=c.get("dim", 128), weight=c["weight"])
 
 
 def make_gradient(sam: dict[str, Any], *, counts: list[int], epochs: int,

@@ -93,6 +93,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "bins": ((int,), 31),
         "cutout": ((int,), 0),
     },
+    "consistency": {
+        "weight": (_NUM + (None,), None),
+        "dim": ((int,), 128),
+    },
     "sam": {
         "rho": (_NUM + (None,), None),
         "start": (_NUM, 0),
@@ -266,6 +270,7 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
                                      "identifiers, e.g. my_package.tailmix_parts)", module)
     import_plugins(plugins if isinstance(plugins, list) else None)
     cfg = default_config()
+    _strategy_settings(cfg, config.get("strategy"))
     for key, value in config.items():
         if key in SCHEMA:
             if value is None:
@@ -284,6 +289,19 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     _fill_schedule(cfg["train"], warmup_given="warmup_epochs" in given)
     _check_ranges(cfg)
     return cfg
+
+
+def _strategy_settings(cfg: dict[str, Any], name: Any) -> None:
+    """Put a named strategy's own settings (``Strategy.settings``) over the defaults; the
+    config's keys then go over them."""
+    import tailmix.strategies  # noqa: F401  (the catalogue registers itself)
+    from tailmix.registry import STRATEGIES
+
+    if not isinstance(name, str) or name not in STRATEGIES:
+        return
+    for section, values in getattr(STRATEGIES.get(name, "strategy"), "settings", {}).items():
+        for key, value in values.items():
+            cfg[section][key] = copy.deepcopy(value)
 
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -407,6 +425,9 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     epochs = check_number("train.epochs", t["epochs"], low=1, integer=True)
     _check_sam(cfg["sam"], epochs)
     _check_augment(cfg["augment"])
+    if cfg["consistency"]["weight"] is not None:
+        check_number("consistency.weight", cfg["consistency"]["weight"], low=0, low_open=True)
+    check_number("consistency.dim", cfg["consistency"]["dim"], low=4, integer=True)
     check_number("train.batch_size", t["batch_size"], low=2, integer=True)
     freeze = resolve_epoch("model.freeze_backbone_epochs", m["freeze_backbone_epochs"],
                            epochs)

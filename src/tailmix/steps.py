@@ -131,15 +131,19 @@ class MixStep:
     split_classes : bool
         Also return the loss split by target class (``StepOutput.class_terms``; the loss
         is then their sum), for a gradient rule that treats classes apart (ImbSAM).
+    consistency : nn.Module, optional
+        A two-view term (:class:`tailmix.consistency.TwoViewTerm`): a second augmentation
+        of the batch's anchors, and ``consistency(features(view 1), features(view 2))``
+        added to the loss (the views are not mixed; the classifier's input is).
     """
 
     def __init__(self, *, inputs: Tensor, labels: Tensor, augment: nn.Module, loss: nn.Module,
                  weights: Callable[[int], Tensor | None], mixer: nn.Module | None = None,
                  num_classes: int, device: torch.device, amp: torch.dtype | None = None,
                  channels_last: bool = False, eval_batch_size: int = 1024,
-                 split_classes: bool = False):
+                 split_classes: bool = False, consistency: nn.Module | None = None):
         self.inputs, self.labels, self.augment = inputs, labels, augment
-        self.split_classes = split_classes
+        self.split_classes, self.consistency = split_classes, consistency
         self.loss, self.weights, self.mixer = loss, weights, mixer
         self.num_classes, self.device, self.amp = num_classes, device, amp
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
@@ -178,14 +182,20 @@ class MixStep:
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to draw the same partners: a feature-space neighbour
         table and the epoch it was searched at (input-space tables are searched again)."""
+        state: dict[str, Any] = {}
+        if self.consistency is not None:
+            state["consistency"] = self.consistency.state_dict()
         mixer = self.mixer
         if mixer is None or not mixer.uses_neighbours or mixer.space != "feature" \
                 or not mixer.neighbours.fitted:
-            return {}
-        return {"searched_at": self._searched_at, "neighbours": mixer.neighbours.indices}
+            return state
+        return {**state, "searched_at": self._searched_at,
+                "neighbours": mixer.neighbours.indices}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not state:
+        if self.consistency is not None and "consistency" in state:
+            self.consistency.load_state_dict(state["consistency"])
+        if "neighbours" not in state:
             return
         table = self.mixer.neighbours
         table.indices = state["neighbours"].to(self.labels.device)
@@ -200,11 +210,13 @@ class MixStep:
             return None
         return iter(self.inputs.epoch_batches([s.cpu() for s in slices], seed))
 
+    def _raw(self, batch: Batch) -> Tensor:
+        raw = batch.raw if batch.raw is not None else self.inputs[batch.index]
+        return raw.to(self.device, non_blocking=True)
+
     def sample(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The batch's augmented inputs and labels."""
-        raw = batch.raw if batch.raw is not None else self.inputs[batch.index]
-        raw = raw.to(self.device, non_blocking=True)
-        return self.augment(raw, batch.generator), self.labels[batch.index]
+        return self.augment(self._raw(batch), batch.generator), self.labels[batch.index]
 
     def mix(self, x: Tensor, y: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
         """Mixed inputs and soft targets (one-hot targets without a mixer)."""
@@ -222,8 +234,10 @@ class MixStep:
         """A hook for strategies that change a mixed batch (identity here)."""
         return x, target
 
-    def forward(self, model: nn.Module, x: Tensor, target: Tensor) -> StepOutput:
-        """Forward pass and the class-weighted soft-target loss."""
+    def forward(self, model: nn.Module, x: Tensor, target: Tensor,
+                views: tuple[Tensor, Tensor] | None = None) -> StepOutput:
+        """Forward pass and the class-weighted soft-target loss (plus the two-view term
+        on ``views`` when the step has one)."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
@@ -234,10 +248,21 @@ class MixStep:
             loss = terms.sum()
         else:
             loss = self.loss(logits.float(), target, self.class_weights)
-        return StepOutput(loss, logits, target, lambda: self.forward(model, x, target), terms)
+        if views is not None:
+            both = torch.cat(views)
+            if self.channels_last and both.dim() == 4:
+                both = both.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.amp):
+                f1, f2 = model.features(both).float().chunk(2)
+            loss = loss + self.consistency(f1, f2)
+        return StepOutput(loss, logits, target,
+                          lambda: self.forward(model, x, target, views), terms)
 
     def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
         x, y = self.sample(batch)
+        views = None
+        if self.consistency is not None:
+            views = (x, self.augment(self._raw(batch), batch.generator))
         x, target = self.mix(x, y, batch)
         x, target = self.transform(x, target, y, batch)
-        return self.forward(model, x, target)
+        return self.forward(model, x, target, views)
