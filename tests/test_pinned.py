@@ -63,6 +63,10 @@ CATALOGUE = {
             "generative": {"name": "m2m", "warmup_epochs": 8, "steps": 10, "step_size": 0.1,
                            "lam": 0.5, "gamma": 0.9, "beta": 0.999},
             "head": "linear"},
+    "tailmix-LT": {"sampler": _INSTANCE,
+                   "mixer": {"preset": "mamix", "partner": "balanced", "partner_q": 0.0,
+                             "input_mode": "either", "cutmix_prob": 0.5},
+                   "loss": _CE, "weights": _DRW, "generative": None, "head": "linear"},
     "DeepSMOTE": {"sampler": _INSTANCE, "mixer": None, "loss": _CE, "weights": _NONE,
                   "generative": {"name": "deepsmote", "ae_epochs": 50, "latent_dim": 300,
                                  "k": 5},
@@ -125,7 +129,9 @@ def test_strategy_builds_its_pinned_parts(name):
     if expected["mixer"] is None:
         assert step.mixer is None
     else:
-        knobs = MIXER_KNOBS[expected["mixer"]["preset"]]
+        # the preset's knobs, under the ones the strategy sets itself
+        knobs = {**MIXER_KNOBS[expected["mixer"]["preset"]],
+                 **{k: v for k, v in expected["mixer"].items() if k != "preset"}}
         got = {k: getattr(step.mixer, k) for k in knobs}
         got["rule_params"] = dict(got["rule_params"])
         assert got == knobs
