@@ -9,12 +9,9 @@ the GPU.
 
 Run: ``python benchmarks/augment_cost.py [--device all|cpu|cuda] [--repeats 30] [--threads N]``
 
-Measured on AMD EPYC, 2 cores shared with a training job, torch 2.13.0+cpu, no GPU,
-``--threads 1 --repeats 10``, two runs (ms per batch): crop+flip 3.7-4.0, + cutout 16
-3.8-3.9, + AutoAugment 8.2-10.8, + RandAugment 9.9-11.4, + TrivialAugment 6.6-10.1,
-+ AutoAugment + cutout 9.0-14.6 (about 9 000-35 000 images/s). With torch's default of 2
-threads on those busy cores every figure was 18-70x slower (crop+flip 73 ms, RandAugment
-734 ms): the threads wait for each other, so use ``--threads 1`` on a shared machine.
+Figures: ``benchmarks/README.md``. On a machine shared with a training job, pass
+``--threads 1``: two threads on busy cores wait for each other and every figure comes out
+many times slower.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ echo "== train_speed.py" | tee "$out/speed.txt"
 $py benchmarks/train_speed.py --data-root "$data" --device cuda --steps 200 --repeats 3 2>&1 \
     | tee -a "$out/speed.txt"
 $py benchmarks/mixer_cost.py --device cuda 2>&1 | tee -a "$out/speed.txt"
+$py benchmarks/augment_cost.py --device cuda 2>&1 | tee -a "$out/speed.txt"
 
 # The 200-epoch run eagerly, then with CUDA graphs through torch.compile.
 for compile in false reduce-overhead; do
