@@ -94,3 +94,20 @@ def test_bad_settings_name_the_key(section, key, value):
     with pytest.raises(ParameterError) as info:
         resolve_config(cfg)
     assert info.value.name == f"{section}.{key}"
+
+
+@pytest.mark.parametrize("key, value", [("max_norm", 1.0), ("tau_norm", 1.0)])
+def test_row_scaling_is_refused_on_a_cosine_head_before_training(key, value):
+    from conftest import digits_config
+
+    from tailmix.build import build_run
+
+    cfg = digits_config(epochs=2)
+    cfg["strategy"] = "LDAM-DRW"
+    section = "model" if key == "max_norm" else "eval"
+    cfg.setdefault(section, {})[key] = value
+    if section == "model":
+        cfg["model"]["arch"] = "small_cnn"
+    with pytest.raises(ParameterError) as info:
+        build_run(cfg, None, log=lambda _: None)
+    assert info.value.name == f"{section}.{key}"

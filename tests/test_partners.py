@@ -18,12 +18,12 @@ def _labels():
         torch.randperm(sum(COUNTS), generator=torch.Generator().manual_seed(1))]
 
 
-@pytest.mark.parametrize("q", [0.0, 0.5, 1.0, -0.5])
+@pytest.mark.parametrize("q", [0.0, 0.5, 1.0, -0.5, -1.0])
 def test_pool_class_frequencies_follow_n_to_the_q(q):
     labels = _labels()
     pool = ClassPool(q=q).fit(labels)
     n = np.array(COUNTS, dtype=float)
-    target = n ** q / (n ** q).sum()
+    target = n ** -q / (n ** -q).sum()  # q 0: balanced, -1: as the data, 1: inverse
     np.testing.assert_allclose(pool.class_probabilities().numpy(), target, rtol=1e-6)
     drawn = pool.partners(200_000, torch.Generator().manual_seed(0))
     freq = np.bincount(labels[drawn].numpy(), minlength=4) / len(drawn)

@@ -166,6 +166,7 @@ def test_sam_changes_the_steps_only_from_its_start():
     ({"rho": 0.1, "start": 4}, "sam.start"), ({"rho": 0.1, "start": 1.5}, "sam.start"),
     ({"rho": 0.1, "tail_below": -1}, "sam.tail_below"),
     ({"rho": 0.1, "tail_below": 1}, "sam.tail_below"),  # no class that small
+    ({"tail_below": 30}, "sam.rho"), ({"start": 0.5}, "sam.rho"),  # SAM is off
 ])
 def test_bad_sam_settings_name_the_key(sam, key):
     with pytest.raises(ParameterError) as info:
@@ -182,3 +183,26 @@ def test_sam_under_loss_scaling_gives_the_unscaled_gradient():
     SAM(rho=0.5).backward(_output(model), model, opt, scaler, 0)
     scaler.unscale_(opt)
     torch.testing.assert_close(model.w.grad, reference.w.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_sam_stops_at_its_end_epoch():
+    a, b = Quadratic(), Quadratic()
+    _run(SAM(rho=1.0, end_epoch=3), a, epoch=3)
+    _run(Plain(), b)
+    torch.testing.assert_close(a.w.grad, b.w.grad)
+
+
+def test_a_crt_stage_after_sam_and_consistency_is_plain():
+    from conftest import digits_config
+
+    from tailmix.build import build_run
+
+    cfg = digits_config(epochs=3)
+    cfg["strategy"] = "Mixup"
+    cfg["sam"] = {"rho": 0.05}
+    cfg["consistency"] = {"weight": 0.5}
+    cfg["crt"] = {"epochs": 1, "lr": 0.1}
+    run = build_run(cfg, None, log=lambda _: None)
+    assert run.trainer.gradient.end_epoch == 3
+    after = run.trainer.step.after
+    assert after.consistency is None and not after.split_classes

@@ -268,10 +268,14 @@ def _add_policy(a: dict[str, Any], data: LongTailData) -> None:
     policy = a.get("policy") or "none"
     if policy == "none" and not a.get("cutout"):
         return
+    key, value = ("augment.policy", policy) if policy != "none" else \
+        ("augment.cutout", a["cutout"])
     if not data.is_image:
-        raise ParameterError("augment.policy" if policy != "none" else "augment.cutout",
-                             "none for inputs that are not images",
-                             policy if policy != "none" else a["cutout"])
+        raise ParameterError(key, "none for inputs that are not images", value)
+    channels = data.train_inputs.shape[1] if hasattr(data.train_inputs, "shape") else 3
+    if policy != "none" and channels not in (1, 3):
+        raise ParameterError(key, f"none for images of {channels} channels (the policies "
+                             "take grey or RGB images)", value)
     from tailmix.data.autoaugment import Cutout, build_policy
 
     knobs = {"autoaugment": {}, "trivialaugment": {"num_bins": a["bins"]},
@@ -350,6 +354,10 @@ def check_streaming(spec: RunSpec, data: LongTailData, mixer: Any, generative: A
     if generative is not None and hasattr(generative, "transform"):
         raise ParameterError("dataset.in_memory", "true for DeepSMOTE (it encodes the whole "
                              "training set at once)", spec.dataset["in_memory"])
+    if mixer is not None and mixer.pool is not None:
+        raise ParameterError("dataset.in_memory", "true for partners drawn from the whole "
+                             "training set (mixer.partner: balanced reads any image at any "
+                             "step; or a partner from the batch)", spec.dataset["in_memory"])
 
 
 # --------------------------------------------------------------------------- the run
@@ -507,7 +515,8 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     if gradient is not None and gradient.tail is not None:
         step_kw["split_classes"] = True
     term = make_consistency(spec.config["consistency"], net, split=gradient is not None
-                            and gradient.tail is not None, world_size=world_size)
+                            and gradient.tail is not None, world_size=world_size,
+                            is_image=lt.is_image)
     if term is not None:
         term = term.to(device)
         optimizer.add_param_group({"params": list(term.parameters()), "lr": t["lr"],
@@ -519,6 +528,7 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                            amp=amp, channels_last=channels_last, rank=rank,
                            world_size=world_size, log=log,
                            model_class=None if model is None else type(model).__qualname__)
+    _check_head(spec, net)
     if spec.model["max_norm"] is not None:
         callbacks.insert(0, cb.MaxNorm(net, spec.model["max_norm"]))
     epochs = spec.epochs
@@ -539,12 +549,35 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     return Run(spec, trainer, lt, out, device, amp, is_main, extra, log)
 
 
+def _check_head(spec: RunSpec, net: nn.Module) -> None:
+    """``model.max_norm`` and ``eval.tau_norm`` scale the classifier's rows: they need a
+    linear head with a (classes, features) weight, checked before training."""
+    from tailmix.models.heads import CosineHead
+
+    for key, value in (("model.max_norm", spec.model["max_norm"]),
+                       ("eval.tau_norm", spec.eval["tau_norm"])):
+        if value is None:
+            continue
+        try:
+            cb.classifier_weight(net)
+        except ParameterError:
+            raise ParameterError(key, "null for a network without a linear classifier head "
+                                 "(it scales the head's rows)", value) from None
+        if isinstance(getattr(net, "head", None), CosineHead):
+            raise ParameterError(key, "null with a cosine head (it normalises its rows "
+                                 "itself, so scaling them changes nothing)", value)
+
+
 def make_consistency(c: dict[str, Any], net: nn.Module, *, split: bool = False,
-                     world_size: int = 1) -> Any:
+                     world_size: int = 1, is_image: bool = True) -> Any:
     """The ``consistency`` section's two-view term (None when ``consistency.weight`` is
     null), sized to the network's features."""
     if c.get("weight") is None:
         return None
+    if not is_image:
+        raise ParameterError("consistency.weight", "null for inputs that are not images "
+                             "(they are not augmented: the two views would be the same)",
+                             c["weight"])
     if world_size > 1:
         raise ParameterError("consistency.weight", "null with several processes (the "
                              "views' feature pass runs outside DDP)", c["weight"])
@@ -556,6 +589,11 @@ def make_consistency(c: dict[str, Any], net: nn.Module, *, split: bool = False,
 
     width = cb.classifier_weight(net).shape[1]
     return TwoViewTerm(width, dim=c.get("dim", 128), weight=c["weight"])
+
+
+def _without_run_extras(step_kw: dict[str, Any]) -> dict[str, Any]:
+    """A later stage's step arguments: no two-view term, no loss split by class."""
+    return {**step_kw, "consistency": None, "split_classes": False}
 
 
 def make_gradient(sam: dict[str, Any], *, counts: list[int], epochs: int,
@@ -580,7 +618,8 @@ def make_gradient(sam: dict[str, Any], *, counts: list[int], epochs: int,
                                  f"({min(counts)} examples), so that some class is a tail "
                                  "class", sam["tail_below"])
     start = resolve_epoch("sam.start", sam.get("start", 0), epochs)
-    return SAM(rho=sam["rho"], start_epoch=start, tail=tail)
+    # Plain steps again after the main run (a cRT stage fits the head alone).
+    return SAM(rho=sam["rho"], start_epoch=start, end_epoch=epochs, tail=tail)
 
 
 def _agree(error: ParameterError | None, out: Path) -> None:
@@ -654,7 +693,7 @@ def _crt_stage(spec: RunSpec, sampler: Any, step: Any, lr: Any, step_kw: dict[st
     switch = spec.epochs
     balanced = make_sampler({"name": "class_balanced"}, counts=lt.class_counts, spec=spec,
                             labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
-    after = MixStep(**{**step_kw, "mixer": None, "weights": lambda epoch: None,
+    after = MixStep(**{**_without_run_extras(step_kw), "mixer": None, "weights": lambda epoch: None,
                        "loss": build_loss("ce", class_counts=lt.class_counts).to(
                            step_kw["device"])})
     second = CosineSchedule(base_lr=c["lr"] if c["lr"] is not None else t["lr"],

@@ -227,7 +227,10 @@ def _check_augment(a: dict[str, Any]) -> None:
         check_choice("augment.policy", a["policy"], AUGMENT_POLICIES)
     check_number("augment.num_ops", a["num_ops"], low=1, integer=True)
     bins = check_number("augment.bins", a["bins"], low=2, integer=True)
-    check_number("augment.magnitude", a["magnitude"], low=0, high=bins - 1)
+    if a["policy"] == "randaugment":
+        check_number("augment.magnitude", a["magnitude"], low=0, high=bins - 1)
+    else:
+        check_number("augment.magnitude", a["magnitude"], low=0)
     check_number("augment.cutout", a["cutout"], low=0, integer=True)
 
 
@@ -236,6 +239,10 @@ def _check_sam(sam: dict[str, Any], epochs: int) -> None:
     ``sam.tail_below`` a class size (null: every class)."""
     if sam["rho"] is not None:
         check_number("sam.rho", sam["rho"], low=0, low_open=True)
+    elif sam["tail_below"] is not None or sam["start"] != 0:
+        key = "sam.tail_below" if sam["tail_below"] is not None else "sam.start"
+        raise ParameterError("sam.rho", f"a radius > 0 when {key} is set (null turns SAM "
+                             "off)", None)
     start = resolve_epoch("sam.start", sam["start"], epochs)
     if not 0 <= start < epochs:
         raise ParameterError("sam.start", f"an epoch before the run's end (0 to {epochs - 1}) "

@@ -58,6 +58,9 @@ class SAM:
         Radius of the weight perturbation (the L2 norm of ``e``), ``> 0``.
     start_epoch : int, default 0
         First 0-based epoch with sharpness-aware steps.
+    end_epoch : int, optional
+        First 0-based epoch with plain steps again (a later stage, such as cRT); None: to
+        the end.
     tail : BoolTensor, optional
         ``(C,)`` the classes whose loss share is made sharpness-aware (ImbSAM); None: the
         whole loss (SAM). Needs a step whose output carries ``class_terms``.
@@ -69,9 +72,11 @@ class SAM:
     SAM(rho=0.05, start_epoch=0, tail=[1])
     """
 
-    def __init__(self, *, rho: float, start_epoch: int = 0, tail: Tensor | None = None):
+    def __init__(self, *, rho: float, start_epoch: int = 0, end_epoch: int | None = None,
+                 tail: Tensor | None = None):
         self.rho = check_number("sam.rho", rho, low=0.0, low_open=True)
         self.start_epoch = check_number("sam.start", start_epoch, low=0, integer=True)
+        self.end_epoch = end_epoch
         if tail is not None:
             tail = torch.as_tensor(tail, dtype=torch.bool)
             if tail.ndim != 1 or not bool(tail.any()):
@@ -82,7 +87,8 @@ class SAM:
 
     def backward(self, out: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, epoch: int) -> Tensor:
-        if epoch < self.start_epoch:
+        if epoch < self.start_epoch or (self.end_epoch is not None
+                                        and epoch >= self.end_epoch):
             return self._plain.backward(out, model, optimizer, scaler, epoch)
         recompute = getattr(out, "recompute", None)
         if recompute is None:
@@ -96,16 +102,16 @@ class SAM:
         else:
             tail = self._tail(out)
             head_grads = self._head_then_tail(out, tail, model, params, scaler)
-        eps = self._ascend(params)
+        saved = [p.detach().clone() for p in params]
+        self._ascend(params)
         optimizer.zero_grad(set_to_none=True)
         with _frozen_batchnorm_statistics(model):
             again = recompute()
         second = again.loss if self.tail is None else (again.class_terms * tail).sum()
         scaler.scale(second).backward()
         with torch.no_grad():
-            for p, e in zip(params, eps, strict=True):
-                if e is not None:
-                    p.sub_(e)
+            for p, w in zip(params, saved, strict=True):
+                p.copy_(w)  # back to w exactly
             if head_grads is not None:
                 for p, h in zip(params, head_grads, strict=True):
                     if h is not None:
@@ -132,27 +138,21 @@ class SAM:
         return head
 
     @torch.no_grad()
-    def _ascend(self, params: list[Tensor]) -> list[Tensor | None]:
-        """Move the weights to ``w + e``; return ``e``. A non-finite gradient (an fp16
+    def _ascend(self, params: list[Tensor]) -> None:
+        """Move the weights to ``w + e``. A non-finite gradient (an fp16
         overflow) gives ``e = 0``: the scaler then skips the step as usual. The gradients
         may be loss-scaled: the direction does not depend on the scale."""
         grads = [p.grad for p in params]
         present = [g for g in grads if g is not None]
         if not present:
-            return [None] * len(params)
+            return
         norm = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(g.float()) for g in present]))
         scale = torch.where(torch.isfinite(norm), self.rho / (norm + 1e-12), 0.0)
-        eps = []
         for p, g in zip(params, grads, strict=True):
-            if g is None:
-                eps.append(None)
-                continue
-            e = torch.nan_to_num(g.float() * scale, nan=0.0, posinf=0.0, neginf=0.0)
-            e = e.to(p.dtype)
-            p.add_(e)
-            eps.append(e)
-        return eps
+            if g is not None:
+                e = torch.nan_to_num(g.float() * scale, nan=0.0, posinf=0.0, neginf=0.0)
+                p.add_(e.to(p.dtype))
 
     def __repr__(self) -> str:
         tail = None if self.tail is None else torch.nonzero(self.tail).flatten().tolist()

@@ -253,16 +253,16 @@ class NeighbourTable:
 
 class ClassPool:
     """Partners from the whole training set, drawn by class: class ``c`` with probability
-    proportional to ``n_c ** q``, then one of its examples uniformly.
+    proportional to ``n_c ** -q``, then one of its examples uniformly.
 
-    ``q = 0`` draws classes uniformly (class-balanced partners), ``q = 1`` as often as the
-    data has them (an example uniformly from the whole set), ``q`` in between flattens
-    the distribution; a negative ``q`` favours the tail further.
+    ``q = 0`` draws classes uniformly (class-balanced partners, as in GLMC), ``q > 0``
+    favours the tail further (``q = 1``: inversely to the class sizes), ``q = -1`` draws
+    as often as the data has them (an example uniformly from the whole set).
 
     Parameters
     ----------
     q : float, default 0.0
-        The power of the class sizes.
+        Minus the power of the class sizes.
 
     Examples
     --------
@@ -288,13 +288,15 @@ class ClassPool:
         """Index ``labels`` (``(N,)``) by class; ``inputs`` is what partners are read from
         by default. Returns self."""
         labels = labels.long()
-        counts = torch.bincount(labels, minlength=num_classes or 0)
-        self._order = torch.argsort(labels, stable=True)
-        self._start = torch.cumsum(counts, 0) - counts
-        self._counts = counts
+        device = labels.device
+        # The bookkeeping in float64 on the CPU (some devices have no float64), then moved.
+        counts = torch.bincount(labels.cpu(), minlength=num_classes or 0)
         present = counts > 0
-        weight = torch.where(present, counts.double().clamp_min(1) ** self.q, 0.0)
-        self._probs = (weight / weight.sum()).float()
+        weight = torch.where(present, counts.double().clamp_min(1) ** -self.q, 0.0)
+        self._probs = (weight / weight.sum()).float().to(device)
+        self._order = torch.argsort(labels, stable=True)
+        self._start = (torch.cumsum(counts, 0) - counts).to(device)
+        self._counts = counts.to(device)
         self.labels, self.inputs = labels, inputs
         return self
 
@@ -302,13 +304,13 @@ class ClassPool:
         """``(C,)`` the probability of drawing each class."""
         return self._probs
 
-    def partners(self, n: int, generator: torch.Generator | None = None,
-                 device: torch.device | None = None) -> Tensor:
-        """``n`` dataset indices, drawn as the class doc says."""
+    def partners(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` dataset indices, drawn as the class doc says, on the generator's device
+        (the pool's without one)."""
         if not self.fitted:
             raise ParameterError("partner", "a fitted class pool (call pool.fit(labels))",
                                  "an empty pool")
-        device = self.labels.device if device is None else device
+        device = self.labels.device if generator is None else generator.device
         probs = self._probs.to(device)
         cls = torch.multinomial(probs, n, replacement=True, generator=generator)
         u = torch.rand(n, generator=generator, device=device)
@@ -344,9 +346,11 @@ class Mixer(nn.Module):
         A permutation of the batch, one of the anchor's ``k`` nearest neighbours within
         its class or over all classes (from :attr:`neighbours`, by dataset index), or an
         example of the whole training set drawn by class (:attr:`pool`, a
-        :class:`ClassPool`: class-balanced at ``partner_q = 0``).
+        :class:`ClassPool`: class-balanced at ``partner_q = 0``; its ``inputs`` must be
+        what the network takes, like ``x``, unless the call's ``fetch`` maps indices to
+        such inputs).
     partner_q : float, default 0.0
-        The class-size power of ``"balanced"`` partners.
+        ``"balanced"`` partners: class ``c`` drawn with probability ``~ n_c ** -q``.
     lam : {"uniform", "beta"}, default "beta"
         Distribution of the partner's share: ``Uniform(0, 1)`` or ``Beta(alpha, alpha)``.
     alpha : float, default 1.0
@@ -539,14 +543,15 @@ class Mixer(nn.Module):
         mixed = synthetic
         if self.pool is not None:
             pool = self.pool
+            if fetch is None and pool.inputs is None:
+                raise ParameterError("pool", "a fitted class pool (call "
+                                     "mixer.pool.fit(labels, inputs=inputs))", pool)
+            partner = pool.partners(x.shape[0], g)
             if fetch is None:
-                if pool.inputs is None:
-                    raise ParameterError("pool", "a fitted class pool (call "
-                                         "mixer.pool.fit(labels, inputs=inputs))", pool)
-                fetch = pool.inputs.__getitem__
-            partner = pool.partners(x.shape[0], g, x.device)
-            x_partner = fetch(partner).to(x.dtype)
-            y_partner = pool.labels[partner].to(y.device)
+                inputs = pool.inputs
+                fetch = lambda idx: inputs[idx.to(inputs.device)]  # noqa: E731
+            x_partner = fetch(partner).to(device=x.device, dtype=x.dtype)
+            y_partner = pool.labels[partner.to(pool.labels.device)].to(y.device)
         elif not self.uses_neighbours:
             perm = torch.randperm(x.shape[0], generator=g, device=x.device)
             x_partner, y_partner = x[perm], y[perm]
