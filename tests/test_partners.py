@@ -129,3 +129,22 @@ def test_a_run_with_balanced_partners_and_either_learns():
     assert mixer.pool is not None and not mixer.uses_neighbours
     rows = [run.trainer.train_epoch(e) for e in range(3)]
     assert mixer.pool.fitted and rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+@pytest.mark.parametrize("rule", ["hard", "soft", "remix", "mamix"])
+@pytest.mark.parametrize("partner", ["random", "balanced"])
+@pytest.mark.parametrize("mode", ["interpolate", "cutmix", "either"])
+def test_every_combination_mixes_with_every_label_rule(rule, partner, mode):
+    labels = _labels()
+    images = torch.rand(len(labels), 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    mixer = Mixer(class_counts=COUNTS, partner=partner, input_mode=mode, rule=rule,
+                  lam_per="example")
+    if mixer.pool is not None:
+        mixer.pool.fit(labels, inputs=images)
+    idx = torch.arange(64)
+    x_mix, target = mixer(images[idx], labels[idx], idx,
+                          generator=torch.Generator().manual_seed(1))
+    assert x_mix.shape == (64, 3, 6, 6) and target.shape == (64, 4)
+    assert torch.allclose(target.sum(1), torch.ones(64)) and bool((target >= 0).all())
+    assert float(x_mix.min()) >= 0 and float(x_mix.max()) <= 1  # convex or pasted
+    assert not torch.equal(x_mix, images[idx])  # something was mixed
