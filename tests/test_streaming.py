@@ -211,7 +211,8 @@ def test_streaming_refuses_what_needs_every_image_in_memory(folder):
     with pytest.raises(ParameterError, match="'dataset.in_memory'.*DeepSMOTE"):
         build_run(stream_config(folder, strategy="DeepSMOTE"), None, log=lambda _: None)
     with pytest.raises(ParameterError, match="'dataset.in_memory'.*whole training set"):
-        build_run(stream_config(folder, strategy="tailmix-LT"), None, log=lambda _: None)
+        build_run(stream_config(folder, strategy="MAMix-DRW", mixer={"partner": "balanced"}),
+                  None, log=lambda _: None)
     # What the error proposes works: SMOTE's partners from a feature-space table.
     run = build_run(stream_config(folder, strategy="SMOTE", mixer={"space": "feature"}), None,
                     log=lambda _: None)

@@ -61,12 +61,6 @@ for _s in [
              "minority slots take majority examples translated toward the slot's class",
              generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
                          "step_size": 0.1, "lam": 0.5, "gamma": 0.9, "beta": 0.999}),
-    Strategy("tailmix-LT", "MAMix-DRW with class-balanced partners from the whole training "
-             "set, Mixup or CutMix per example, AutoAugment and Cutout on the device",
-             mixer={"preset": "mamix", "partner": "balanced", "partner_q": 0.0,
-                    "input_mode": "either", "cutmix_prob": 0.5},
-             weights=dict(_DRW),
-             settings={"augment": {"policy": "autoaugment", "cutout": 16}}),
     Strategy("DeepSMOTE", "SMOTE in an autoencoder's latent space tops every class up to "
              "n_max with decoded images", generative={"name": "deepsmote", "ae_epochs": 50,
                                                       "latent_dim": 300, "k": 5}),
