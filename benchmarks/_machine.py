@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -24,3 +27,23 @@ def describe() -> str:
     return (f"machine: {cpu_model()}, {os.cpu_count()} cores, torch threads "
             f"{torch.get_num_threads()}, GPU {gpu}; torch {torch.__version__}; "
             f"python {platform.python_version()}")
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int,
+                   device: torch.device) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup``, waiting for a
+    CUDA device to finish each call."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

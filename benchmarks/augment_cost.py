@@ -17,12 +17,9 @@ many times slower.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
-from _machine import describe
+from _machine import describe, median_seconds
 
 from tailmix.data import BatchAugment
 from tailmix.data.autoaugment import AutoAugment, RandAugment, TrivialAugment
@@ -41,24 +38,6 @@ def pipelines() -> dict[str, dict]:
         "+ TrivialAugment 31 bins": {"policy": TrivialAugment(num_bins=31)},
         "+ AutoAugment + cutout 16": {"policy": AutoAugment(), "cutout": 16},
     }
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int,
-                   device: torch.device) -> float:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run(device: torch.device, batch: int, repeats: int) -> None:

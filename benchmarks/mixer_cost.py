@@ -16,36 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from _machine import cpu_model
+from _machine import cpu_model, median_seconds
 
 from tailmix.mixing import Mixer
 from tailmix.models import build_model
 
 # CIFAR-10 at imbalance ratio 100 (DESIGN section 1).
 CIFAR10_LT_COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device):
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -437,6 +437,23 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
 ''')
 
 
+def _equivalence_runs(work: Path, *runs: str) -> None:
+    """Train the equivalence worker's first run under torchrun with two processes, then the
+    others in one process; each saves its weights as ``<name>-rank<r>-of-<n>.pt``."""
+    worker = work / "equivalence.py"
+    worker.write_text(EQUIVALENCE_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "TAILMIX_CACHE": str(work / "cache")}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(worker),
+           *runs]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+
 @pytest.mark.slow
 def test_two_processes_average_gradients_like_one_process(tmp_path):
     """A global batch of 64 split 32/32 over two processes trains the same network as one
@@ -444,18 +461,7 @@ def test_two_processes_average_gradients_like_one_process(tmp_path):
     mean gradient of the whole batch. The shards rebuild each global batch exactly (512
     examples, no padding, no ragged last batch) and the network has no BatchNorm, whose
     per-process batch statistics would make the two runs differ by more than rounding."""
-    worker = tmp_path / "equivalence.py"
-    worker.write_text(EQUIVALENCE_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "TAILMIX_CACHE": str(tmp_path / "cache")}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(worker),
-           "two:0.1", "one:0.1", "doubled:0.2"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    _equivalence_runs(tmp_path, "two:0.1", "one:0.1", "doubled:0.2")
 
     def weights(name):
         return torch.load(tmp_path / f"{name}.pt", weights_only=True)
@@ -495,18 +501,7 @@ def test_two_processes_average_gradients_like_one_process(tmp_path):
 def test_sam_with_two_processes_trains_like_one_process(tmp_path):
     """SAM's ascent uses the gradient averaged over the processes and its second pass is
     averaged again, so two processes of 32 take the steps one process of 64 takes."""
-    worker = tmp_path / "equivalence.py"
-    worker.write_text(EQUIVALENCE_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "TAILMIX_CACHE": str(tmp_path / "cache")}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(worker),
-           "two:0.1:sam", "one:0.1:sam", "plain:0.1"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    _equivalence_runs(tmp_path, "two:0.1:sam", "one:0.1:sam", "plain:0.1")
 
     def weights(name):
         return torch.load(tmp_path / f"{name}.pt", weights_only=True)
