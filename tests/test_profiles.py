@@ -68,6 +68,28 @@ def test_prepare_dataset_counts_travel_and_test_stays_balanced():
     assert data.train_inputs.dtype.is_floating_point is False
 
 
+def test_the_default_head_count_is_the_most_the_pool_can_give():
+    """Without n_max the head class gets as many images as the profile can keep for every
+    class: the source's largest class when the head holds it, fewer when it does not."""
+    x = np.zeros((300, 1, 4, 4), np.uint8)
+    y = np.repeat(np.arange(4), [90, 100, 60, 50])
+    raw = from_arrays(x, y, x[:8], np.repeat(np.arange(4), 2))
+    assert prepare_dataset(raw, profile="exp", ratio=10).class_counts == [90, 41, 19, 9]
+    assert prepare_dataset(raw, profile="exp", ratio=10,
+                           class_order=[1, 0, 2, 3]).class_counts == [100, 46, 21, 10]
+    assert prepare_dataset(raw, profile="step", ratio=2).class_counts == [90, 90, 45, 45]
+    with pytest.raises(ParameterError, match="at most 90 images for class '0'"):
+        prepare_dataset(raw, profile="exp", ratio=10, n_max=91)
+
+
+def test_digits_without_n_max_loads():
+    from tailmix.build import load_data
+    from tailmix.config import resolve
+
+    spec = resolve({"dataset": {"name": "digits", "ratio": 10}})
+    assert load_data(spec).class_counts == [128, 99, 76, 59, 46, 35, 27, 21, 16, 12]
+
+
 def test_prepare_dataset_errors():
     x = np.zeros((10, 1, 4, 4), np.uint8)
     y = np.array([0] * 9 + [1])

@@ -159,7 +159,8 @@ def prepare_dataset(
     ratio:
         Imbalance ratio n_max / n_min for ``exp`` and ``step``.
     n_max:
-        Images of the largest class; default the largest class in the source.
+        Images of the largest class; default the most the source can give it: its largest
+        class, lowered until every class holds what the profile asks of it.
     class_order:
         A permutation of the classes: class ``class_order[c]`` of the source becomes class c
         (so profiles can put any class at the head or tail).
@@ -319,8 +320,11 @@ def _profile(profile: str, available: np.ndarray, n_max: int | None, ratio: floa
              held_out: bool = False) -> list[int]:
     """A profile's counts over a pool with ``available`` images per class."""
     c = len(available)
-    if n_max is None:
+    if n_max is None:  # the largest head count the pool can honour in this class order
         n_max = int(available.max())
+        while n_max > 1 and _short(profile_counts(profile, num_classes=c, n_max=n_max,
+                                                  ratio=ratio, counts=counts), available):
+            n_max -= 1
     out = profile_counts(profile, num_classes=c, n_max=n_max, ratio=ratio, counts=counts)
     short = [k for k in range(c) if out[k] > available[k]]
     if short:
@@ -332,6 +336,10 @@ def _profile(profile: str, available: np.ndarray, n_max: int | None, ratio: floa
             f"has{where})", f"{out[k]} from profile {profile!r}",
         )
     return out
+
+
+def _short(counts: Sequence[int], available: np.ndarray) -> bool:
+    return any(n > a for n, a in zip(counts, available, strict=True))
 
 
 def _carve(labels: np.ndarray, want: Sequence[int], *, seed: int) -> np.ndarray:
