@@ -320,15 +320,17 @@ def _profile(profile: str, available: np.ndarray, n_max: int | None, ratio: floa
              held_out: bool = False) -> list[int]:
     """A profile's counts over a pool with ``available`` images per class."""
     c = len(available)
+
+    def cut(head: int) -> list[int]:
+        return profile_counts(profile, num_classes=c, n_max=head, ratio=ratio, counts=counts)
+
     if n_max is None:  # the largest head count the pool can honour in this class order
         n_max = int(available.max())
-        while n_max > 1 and _short(profile_counts(profile, num_classes=c, n_max=n_max,
-                                                  ratio=ratio, counts=counts), available):
+        while n_max > 1 and _first_short(cut(n_max), available) is not None:
             n_max -= 1
-    out = profile_counts(profile, num_classes=c, n_max=n_max, ratio=ratio, counts=counts)
-    short = [k for k in range(c) if out[k] > available[k]]
-    if short:
-        k = short[0]
+    out = cut(n_max)
+    k = _first_short(out, available)
+    if k is not None:
         where = " after the validation images" if held_out else ""
         raise ParameterError(
             "dataset.profile",
@@ -338,8 +340,10 @@ def _profile(profile: str, available: np.ndarray, n_max: int | None, ratio: floa
     return out
 
 
-def _short(counts: Sequence[int], available: np.ndarray) -> bool:
-    return any(n > a for n, a in zip(counts, available, strict=True))
+def _first_short(counts: Sequence[int], available: np.ndarray) -> int | None:
+    """The first class the pool holds fewer images of than ``counts`` asks (None: none)."""
+    return next((k for k, (n, a) in enumerate(zip(counts, available, strict=True)) if n > a),
+                None)
 
 
 def _carve(labels: np.ndarray, want: Sequence[int], *, seed: int) -> np.ndarray:
