@@ -23,6 +23,7 @@ from _machine import describe
 
 from tailmix.build import restore
 from tailmix.callbacks import tau_normalised
+from tailmix.steps import autocast, predict
 
 TAUS = (-0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
 RULES = ("la", "norm")
@@ -41,11 +42,13 @@ def sweep(run: Path, taus: tuple[float, ...], data_root: str | None, *, rule: st
     def top1(logits: torch.Tensor) -> float:
         return round((logits.argmax(1) == labels).float().mean().item() * 100, 2)
 
-    if rule == "norm":
+    if rule == "norm":  # one pass for the features; only the head is applied per tau
+        feats = predict(r.model, r.data.test_inputs, r.data.augment, device=r.device,
+                        amp=r.amp, batch_size=r.spec.eval["batch_size"], features=True)
         out = {}
         for tau in taus:
-            with tau_normalised(r.model, tau):
-                out[tau] = top1(r.logits(r.data.test_inputs))
+            with torch.no_grad(), tau_normalised(r.model, tau), autocast(r.device, r.amp):
+                out[tau] = top1(r.model.head(feats).float())
         return out
     logits = r.logits(r.data.test_inputs)  # float32, no gradients
     log_prior = torch.tensor(r.data.class_counts, dtype=torch.float32).log()
