@@ -77,6 +77,19 @@ def test_check_validates_a_config_by_name_and_refuses_a_bad_one(tmp_path, capsys
     assert "tailmix: error:" in capsys.readouterr().err
 
 
+def test_check_applies_set_before_validating(tmp_path, capsys):
+    assert main(["check", "digits", "--set", "strategy=Remix-DRW", "--set", "train.epochs=70"]) == 0
+    assert "valid (Remix-DRW on digits, 70 epochs)" in capsys.readouterr().out
+    assert main(["check", "digits", "--set", "sam.rho=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tailmix: error:") and "'sam.rho'" in err and "-1" in err
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\nbase_config: digits\ngrid:\n  - strategies: [ERM]\n"
+                     "    seeds: [0]\n")
+    assert main(["check", str(suite), "--set", "train.lr=0.1"]) == 2
+    assert "'--set'" in capsys.readouterr().err
+
+
 def test_plugins_must_import(tmp_path):
     with pytest.raises(ParameterError, match=r"'plugins\[0\]'"):
         resolve({"plugins": ["no_such_tailmix_plugin"]})

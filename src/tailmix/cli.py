@@ -334,7 +334,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config or a suite (every cell) without loading data or training."""
-    from tailmix.config import load_config_file, read_yaml, resolve
+    from tailmix.config import load_config_file, parse_set, read_yaml, resolve, set_path
 
     path = Path(args.target)
     if path.is_file():
@@ -342,12 +342,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         if isinstance(spec, dict) and "grid" in spec:
             from tailmix.bench import load_suite
 
+            if args.set:
+                raise ParameterError("--set", "a config to set keys of (a suite sets its "
+                                     "runs' keys in its own overrides)",
+                                     f"{path}: a suite")
             suite = load_suite(path, data_root=args.data_root)
             print(f"{path}: suite {suite.name!r}, {len(suite.cells)} runs, all valid")
             return 0
     cfg = load_config_file(args.target)
     if args.data_root:
         cfg.setdefault("dataset", {})["root"] = args.data_root
+    for item in args.set:
+        key, value = parse_set(item)
+        set_path(cfg, key, value)
     spec = resolve(cfg)
     print(f"{args.target}: valid ({spec.strategy} on {spec.dataset['name']}, "
           f"{spec.epochs} epochs)")
@@ -465,6 +472,9 @@ def make_parser() -> argparse.ArgumentParser:
                        "without loading data or training")
     p.add_argument("target", help="config YAML, shipped config name, or suite YAML")
     p.add_argument("--data-root", help="override the dataset root")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a config key before checking, as `tailmix train --set` does "
+                   "(configs only)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("strategies", help="list the named strategies")
