@@ -55,7 +55,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config a command line asks for: file, then flags, then --set."""
-    from tailmix.config import load_config_file, parse_set, set_path
+    from tailmix.config import load_config_file, set_path
 
     cfg = load_config_file(args.config) if args.config else _dataset_default(args)
     for flag, key in FLAG_KEYS.items():
@@ -64,12 +64,18 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
             if key == "dataset.ratio" and float(value).is_integer():
                 value = int(value)
             set_path(cfg, key, value)
-    for item in args.set:
-        key, value = parse_set(item)
-        set_path(cfg, key, value)
+    _apply_sets(cfg, args.set)
     if getattr(args, "no_progress", False):
         set_path(cfg, "log.progress", False)
     return cfg
+
+
+def _apply_sets(cfg: dict[str, Any], items: list[str]) -> None:
+    """Apply ``--set KEY=VALUE`` arguments to ``cfg`` in order."""
+    from tailmix.config import parse_set, set_path
+
+    for item in items:
+        set_path(cfg, *parse_set(item))
 
 
 def _dataset_default(args: argparse.Namespace) -> dict[str, Any]:
@@ -334,7 +340,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config or a suite (every cell) without loading data or training."""
-    from tailmix.config import load_config_file, parse_set, read_yaml, resolve, set_path
+    from tailmix.config import load_config_file, read_yaml, resolve
 
     path = Path(args.target)
     if path.is_file():
@@ -352,9 +358,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config_file(args.target)
     if args.data_root:
         cfg.setdefault("dataset", {})["root"] = args.data_root
-    for item in args.set:
-        key, value = parse_set(item)
-        set_path(cfg, key, value)
+    _apply_sets(cfg, args.set)
     spec = resolve(cfg)
     print(f"{args.target}: valid ({spec.strategy} on {spec.dataset['name']}, "
           f"{spec.epochs} epochs)")
