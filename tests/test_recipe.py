@@ -48,3 +48,33 @@ def test_a_strategy_with_settings_trains_end_to_end(recipe):
     rows = [run.trainer.train_epoch(e) for e in range(2)]
     assert all(math.isfinite(r["train_loss"]) for r in rows)
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp_path):
+    """cRT starts after the main epochs, which it leaves as they are: a finished run
+    resumed with ``crt`` added (same strategy, seed and epochs) ends where the run trained
+    with ``crt`` from the start ends, to the last digit."""
+    import json
+    import shutil
+
+    from conftest import digits_config
+
+    from tailmix.build import train
+
+    plain = digits_config(epochs=4)  # evaluated every 2 epochs: at 4 with or without cRT
+    plain["strategy"] = "MAMix-DRW"
+    with_crt = {**plain, "crt": {"epochs": 2, "lr": 0.1}}
+    train(plain, tmp_path / "plain", log=lambda _: None)
+    whole = train(with_crt, tmp_path / "whole", log=lambda _: None)
+    shutil.copytree(tmp_path / "plain", tmp_path / "after",
+                    ignore=shutil.ignore_patterns("metrics.json", "margins.json"))
+    after = train(with_crt, tmp_path / "after", resume=True, log=lambda _: None)
+    assert after["final"] == whole["final"] and after["best"] == whole["best"]
+
+    def rows(name):
+        lines = (tmp_path / name / "history.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items()
+                 if k not in ("epoch_time_s", "images_per_s")} for line in lines]
+
+    assert rows("after") == rows("whole") and len(rows("whole")) == 6
+    assert rows("after")[:4] == rows("plain")
