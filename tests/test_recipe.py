@@ -1,4 +1,5 @@
-"""A named strategy's own settings: defaults under the run's config."""
+"""A named strategy's own settings: defaults under the run's config; the cRT stage added to
+a finished run."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
 
     from conftest import digits_config
 
-    from tailmix.build import train
+    from tailmix import train
 
     plain = digits_config(epochs=4)  # evaluated every 2 epochs: at 4 with or without cRT
     plain["strategy"] = "MAMix-DRW"
