@@ -55,12 +55,12 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
     """cRT starts after the main epochs, which it leaves as they are: a finished run
     resumed with ``crt`` added (same strategy, seed and epochs) ends where the run trained
     with ``crt`` from the start ends, to the last digit."""
-    import json
     import shutil
 
     from conftest import digits_config
 
     from tailmix import train
+    from tailmix.callbacks import read_history
 
     plain = digits_config(epochs=4)  # evaluated every 2 epochs: at 4 with or without cRT
     plain["strategy"] = "MAMix-DRW"
@@ -71,10 +71,9 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
     after = train(with_crt, tmp_path / "after", resume=True, log=lambda _: None)
     assert after["final"] == whole["final"] and after["best"] == whole["best"]
 
-    def rows(name):
-        lines = (tmp_path / name / "history.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items()
-                 if k not in ("epoch_time_s", "images_per_s")} for line in lines]
+    def rows(name):  # the history without its timings
+        return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")}
+                for row in read_history(tmp_path / name)]
 
     assert rows("after") == rows("whole") and len(rows("whole")) == 6
     assert rows("after")[:4] == rows("plain")
