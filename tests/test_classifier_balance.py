@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,25 @@ def test_row_scaling_is_refused_on_a_cosine_head_before_training(key, value):
     with pytest.raises(ParameterError) as info:
         build_run(cfg, None, log=lambda _: None)
     assert info.value.name == f"{section}.{key}"
+
+
+def test_crt_is_refused_on_a_cosine_head_before_any_data_is_read(capsys):
+    """cRT re-trains the head with plain cross-entropy, which would read LDAM's cosines at
+    scale 1 instead of s: refused when the config is resolved, as one error line."""
+    from conftest import digits_config
+
+    from tailmix.cli import main
+    from tailmix.config import resolve
+
+    cfg = digits_config(epochs=2)
+    cfg["strategy"] = "LDAM-DRW"
+    cfg["crt"] = {"epochs": 2}
+    with pytest.raises(ParameterError) as info:
+        resolve(cfg)
+    assert info.value.name == "crt.epochs" and "cosine head" in info.value.expected
+    cfg["strategy"] = "DRW"  # a linear head takes cRT
+    assert resolve(cfg).config["crt"]["epochs"] == 2
+    config = str(Path(__file__).parents[1] / "configs" / "digits.yaml")
+    assert main(["check", config, "--set", "strategy=LDAM-DRW", "--set", "crt.epochs=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tailmix: error:") and "crt.epochs" in err and len(err.splitlines()) == 1

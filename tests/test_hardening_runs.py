@@ -335,6 +335,27 @@ def test_bench_refuses_a_stale_cell_or_retrains_it(tmp_path, monkeypatch, capsys
     run_suite(suite, results, log=quiet)
 
 
+def test_a_share_recorded_by_an_older_run_is_the_epoch_it_resolves_to(tmp_path):
+    """Older config.yaml files hold DRW's start and M2m's warm-up as shares of the run; the
+    resolved composition holds epochs. The same epoch is not a difference, another is."""
+    from tailmix.bench import config_difference
+    from tailmix.config import resolve
+
+    for strategy, part, key, share, epoch in (("DRW", "weights", "start_epoch", 0.8, 8),
+                                              ("M2m", "generative", "warmup_epochs", 0.8, 8)):
+        cfg = digits_config(epochs=10)
+        cfg["strategy"] = strategy
+        saved = resolve(cfg).to_dict()
+        assert saved["composition"][part][key] == epoch
+        for recorded, differs in ((share, False), (0.3, True), (epoch, False), (epoch + 1, True)):
+            saved["composition"][part][key] = recorded
+            (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+            found = config_difference(tmp_path, cfg)
+            assert (found is not None) == differs, (strategy, recorded, found)
+            if differs:
+                assert found == (f"composition.{part}.{key}", recorded, epoch)
+
+
 # --------------------------------------------------------------------------- 4. errors
 
 

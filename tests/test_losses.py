@@ -206,6 +206,19 @@ def test_requires_cosine_head():
     assert all(not LOSSES[name].requires_cosine_head for name in LOSSES if name != "ldam")
 
 
+def test_logit_scale_is_the_factor_before_the_softmax():
+    """LDAM's loss on a cosine z with no margin is cross-entropy on s * z: its logit scale
+    is s; every other loss reads its logits as they come (scale 1)."""
+    z = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    ldam = LDAM(class_counts=[30, 20, 10], s=17.0)
+    ldam.margins.zero_()
+    assert ldam.logit_scale == 17.0
+    torch.testing.assert_close(ldam(z, y), F.cross_entropy(ldam.logit_scale * z, y))
+    others = [build_loss(name, class_counts=[30, 20, 10]) for name in LOSSES if name != "ldam"]
+    assert others and all(loss.logit_scale == 1.0 for loss in others)
+
+
 @pytest.mark.parametrize(
     "loss, buffer",
     [

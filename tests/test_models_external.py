@@ -350,3 +350,30 @@ def test_timm_preprocessing():
     assert info["std"] == pytest.approx(tuple(cfg["std"]))
     assert info["resize"] == round(cfg["input_size"][1] / cfg["crop_pct"])
     assert info["interpolation"] in ("bilinear", "bicubic")
+
+
+def test_cosine_head_scale_is_outside_its_forward_and_its_weights():
+    """The head returns bare cosines whatever its scale (training arithmetic is the
+    loss's); the scale moves with the module, stays out of the state_dict (checkpoints of
+    any version load) and is read by logit_scale."""
+    from tailmix.models.heads import logit_scale, set_logit_scale
+
+    torch.manual_seed(0)
+    head = CosineHead(5, 3)
+    x = torch.randn(4, 5)
+    plain = head(x)
+    assert plain.abs().max() <= 1 + 1e-6 and float(head.scale) == 1.0
+    head.set_scale(30)
+    assert torch.equal(head(x), plain) and float(head.scale) == 30.0
+    assert set(head.state_dict()) == {"weight"}
+    assert head.double().scale.dtype == torch.float64
+    net = MLP(3, in_features=5, head="cosine")
+    set_logit_scale(net, 12.5)
+    assert float(logit_scale(net)) == 12.5
+    linear = MLP(3, in_features=5)
+    set_logit_scale(linear, 12.5)  # nothing to scale: left alone
+    assert logit_scale(linear) is None
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ParameterError, match="'scale'"):
+            CosineHead(5, 3, scale=bad)
+

@@ -51,6 +51,16 @@ def digits_test() -> np.ndarray:
     return load_source("digits").test_x[:60]
 
 
+@pytest.fixture(scope="module")
+def ldam_run(tmp_path_factory) -> Path:
+    """Digits with LDAM-DRW (a cosine head, s = 30), small CNN, 3 epochs."""
+    return _train({"strategy": "LDAM-DRW",
+                   "dataset": {"name": "digits", "profile": "exp", "ratio": 20, "n_max": 120},
+                   "model": {"arch": "small_cnn"},
+                   "train": {"epochs": 3, "precision": "fp32"}},
+                  tmp_path_factory.mktemp("ldam") / "run")
+
+
 def _coloured(n_per_class: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """3x32x32 uint8 images whose class is their colour."""
     y = np.repeat(np.arange(len(n_per_class)), n_per_class)
@@ -129,6 +139,36 @@ def test_probabilities_are_the_softmax_of_the_checkpoint_network(digits_run, dig
     assert torch.equal(p.predict(x), expected.argmax(dim=1))
     # (N, H, W) is accepted for a one-channel network
     torch.testing.assert_close(p.predict_proba(digits_test[:, 0]), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+def test_a_cosine_head_is_read_at_its_loss_scale_everywhere(ldam_run, digits_test, tmp_path):
+    """LDAM trains softmax(s * cos): the run's evaluation, the predictor, a restored run and
+    an export all read the head's cosines at s = 30, not as bare cosines."""
+    from tailmix.build import restore
+
+    ckpt = torch.load(ldam_run / "checkpoints" / "last.pt", map_location="cpu",
+                      weights_only=True)
+    comp = ckpt["config"]["composition"]
+    assert comp["head"] == "cosine" and comp["loss"]["s"] == 30.0
+    x = torch.from_numpy(digits_test)
+    cosines = reference_logits(ldam_run, x)  # a freshly built head: scale 1, bare cosines
+    assert 0.2 < cosines.abs().max() <= 1 + 1e-6
+    p = Predictor.from_run(ldam_run, device="cpu")
+    torch.testing.assert_close(p.logits(x), 30 * cosines, atol=1e-4, rtol=0)
+    torch.testing.assert_close(p.predict_proba(x), torch.softmax(30 * cosines, dim=1),
+                               atol=1e-6, rtol=0)
+    assert torch.equal(p.predict(x), cosines.argmax(dim=1))
+    # The evaluation's NLL is that of the scaled logits on the run's test set.
+    r = restore(ldam_run / "checkpoints" / "last.pt", device="cpu")
+    test_logits = r.logits(r.data.test_inputs)
+    nll = torch.nn.functional.cross_entropy(test_logits, r.data.test_labels).item()
+    final = json.loads((ldam_run / "metrics.json").read_text())["final"]
+    assert final["nll"] == pytest.approx(nll, abs=2e-6) and final["test_loss"] > 0
+    assert test_logits.abs().max() > 1.5  # scaled: no longer confined to [-1, 1]
+    out = export(ldam_run, format="torchscript", out=tmp_path / "m.pt", log=lambda _: None)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(out))(x), p.logits(x), atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow

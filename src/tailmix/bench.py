@@ -223,9 +223,27 @@ def config_difference(run_dir: str | Path, config: dict[str, Any]
             if key in default and value == default[key]:
                 continue
             return key, "<absent>", value
-        if node != value:
+        if node != value and not _same_epoch(key, node, value, was):
             return key, node, value
     return None  # keys only the run has: settings this version no longer has
+
+
+#: Composition keys that an older config.yaml may hold as a share of the run, where the
+#: resolved composition now holds the epoch.
+SHARE_KEYS = ("composition.weights.start_epoch", "composition.generative.warmup_epochs")
+
+
+def _same_epoch(key: str, was: Any, now: Any, run: dict[str, Any]) -> bool:
+    """Whether ``was`` (a share of the run's epochs) is the epoch ``now``."""
+    from tailmix.config import resolve_epoch
+
+    epochs = (run.get("train") or {}).get("epochs")
+    if key not in SHARE_KEYS or not isinstance(was, float) or not isinstance(epochs, int):
+        return False
+    try:
+        return resolve_epoch(key, was, epochs) == now
+    except ParameterError:
+        return False
 
 
 def _set_aside(run_dir: Path) -> Path:

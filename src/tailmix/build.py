@@ -173,14 +173,25 @@ def make_weights(part: dict[str, Any], *, counts: list[int], spec: RunSpec):
                                  **params)
 
 
-def check_head(comp: Any) -> None:
-    """A loss that scales cosine logits needs the cosine head."""
+def check_head(comp: Any, crt_epochs: int = 0) -> None:
+    """A loss that scales cosine logits needs the cosine head; cRT (plain cross-entropy,
+    which reads the outputs unscaled) needs a linear one."""
     from tailmix.registry import LOSSES
 
     if getattr(LOSSES.get(comp.loss["name"], "loss.name"), "requires_cosine_head", False) \
             and comp.head != "cosine":
         raise ParameterError("model.head", f"'cosine' for the {comp.loss['name']!r} loss "
                              "(it scales cosine logits)", comp.head)
+    if crt_epochs > 0 and comp.head == "cosine":
+        raise ParameterError("crt.epochs", "0 with a cosine head (cRT re-trains the head with "
+                             "plain cross-entropy, which would read its cosines unscaled; "
+                             "use a linear head)", crt_epochs)
+
+
+def loss_logit_scale(part: dict[str, Any], *, counts: list[int]) -> float:
+    """The logit scale of a composition's loss (:attr:`SoftTargetLoss.logit_scale`; 1 for a
+    loss without one): what a cosine head's outputs are multiplied by outside training."""
+    return float(getattr(make_loss(part, counts=counts), "logit_scale", 1.0))
 
 
 def make_generative(part: dict[str, Any], *, counts: list[int]):
@@ -480,6 +491,9 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                                                                       counts=counts)
     check_streaming(spec, lt, mixer, generative)
     net = make_model(spec, lt, model, log=log)
+    from tailmix.models.heads import set_logit_scale
+
+    set_logit_scale(net, getattr(loss, "logit_scale", 1.0))
     arch = "custom" if model is not None else spec.model["arch"]
     amp = autocast_dtype(t["precision"], device, arch)
     cl = t["channels_last"]
@@ -941,6 +955,7 @@ def restore(path: str | Path, *, data_root: str | None = None,
     dev = resolve_device(device)
     data = load_data(spec).to(dev)
     from tailmix.models import adapt, build_model
+    from tailmix.models.heads import logit_scale, set_logit_scale
 
     head = (ckpt["config"].get("composition") or {}).get("head", spec.composition.head)
     if model is not None:
@@ -949,6 +964,9 @@ def restore(path: str | Path, *, data_root: str | None = None,
     else:  # the weights come from the checkpoint, not a download
         model = build_model(spec.model["arch"], num_classes=data.num_classes,
                             input_shape=data.input_shape, head=head)
+    if logit_scale(model) is not None:  # the scale is not in the weights: the loss says it
+        loss = (ckpt["config"].get("composition") or {}).get("loss", spec.composition.loss)
+        set_logit_scale(model, loss_logit_scale(loss, counts=data.class_counts))
     mismatch = _weights_mismatch(model, ckpt["model"])
     if mismatch:
         net = custom or spec.model["arch"]

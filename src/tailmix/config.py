@@ -982,6 +982,6 @@ def check_components(spec: RunSpec, counts: list[int]) -> None:
             raise ParameterError(name, e.expected, e.got) from e
         except TypeError as e:  # a parameter the component's constructor does not take
             raise ParameterError(key, "parameters the component takes", str(e)) from e
-    build.check_head(comp)
+    build.check_head(comp, spec.config["crt"]["epochs"])
     if comp.generative is not None:
         build.make_generative(comp.generative, counts=counts)

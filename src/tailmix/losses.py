@@ -70,6 +70,12 @@ class SoftTargetLoss(nn.Module):
     #: Whether the loss expects a cosine (normalised) classifier head.
     requires_cosine_head: bool = False
 
+    @property
+    def logit_scale(self) -> float:
+        """The factor the loss multiplies the model's outputs by before its softmax (1 here):
+        ``softmax(logit_scale * outputs)`` are the probabilities it trains."""
+        return 1.0
+
     def forward(
         self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None
     ) -> Tensor:
@@ -178,6 +184,9 @@ class LDAM(SoftTargetLoss):
         Largest margin, ``> 0``.
     s : float
         Logit scale, ``> 0``; meant for a cosine classifier whose logits lie in ``[-1, 1]``.
+        The probabilities the loss trains are ``softmax(s * logits)``: read the model's
+        outputs at :attr:`logit_scale` outside training too (a tailmix run gives its
+        :class:`~tailmix.models.heads.CosineHead` this scale for evaluation and prediction).
 
     Attributes
     ----------
@@ -194,6 +203,11 @@ class LDAM(SoftTargetLoss):
         counts = check_class_counts(class_counts)
         margins = max_margin * (counts.min() / counts) ** 0.25
         self.register_buffer("margins", margins.to(torch.float32))
+
+    @property
+    def logit_scale(self) -> float:
+        """``s``: the loss reads cosines at this temperature."""
+        return self.s
 
     def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         shifted = logits - target * self.margins.to(logits.dtype)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix.models.heads import logit_scale, set_logit_scale
 
 __all__ = ["CHECKPOINTS", "InferenceNetwork", "Predictor", "checkpoint_path", "write_output",
            "write_table"]
@@ -59,6 +60,9 @@ class InferenceNetwork(nn.Module):
         Per-channel (images) or per-feature (vectors) normalisation.
     image : bool
         Whether the inputs are images (pixel values scaled by 1/255 before standardising).
+
+    A cosine head's outputs are multiplied by its scale
+    (:func:`tailmix.models.heads.logit_scale`), as in evaluation.
     """
 
     def __init__(self, model: nn.Module, *, mean: Sequence[float], std: Sequence[float],
@@ -74,7 +78,9 @@ class InferenceNetwork(nn.Module):
         x = x.float()
         if self.image:
             x = x / 255.0
-        return self.model((x - self.mean) / self.std)
+        out = self.model((x - self.mean) / self.std)
+        scale = logit_scale(self.model)
+        return out if scale is None else out.float() * scale
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -153,6 +159,11 @@ def _network(ckpt: dict[str, Any], inputs: dict[str, Any], model: nn.Module | No
                           head=head, pretrained=False)
     net = net.cpu().float()
     net.load_state_dict(ckpt["model"])
+    if logit_scale(net) is not None:  # the scale is not in the weights: the loss says it
+        from tailmix.build import loss_logit_scale
+
+        set_logit_scale(net, loss_logit_scale(cfg["composition"]["loss"],
+                                              counts=list(ckpt["class_counts"])))
     return net.eval()
 
 

@@ -78,9 +78,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def predict(model: nn.Module, inputs: Tensor, augment: nn.Module, *, batch_size: int,
             device: torch.device, amp: torch.dtype | None = None, features: bool = False,
             channels_last: bool = False) -> Tensor:
-    """Logits (or features) of ``inputs`` without augmentation, in eval mode, in float32."""
+    """Logits (or features) of ``inputs`` without augmentation, in eval mode, in float32.
+
+    A cosine head's outputs are multiplied by its scale
+    (:func:`tailmix.models.heads.logit_scale`), in float32."""
+    from tailmix.models.heads import logit_scale
+
     was_training = model.training
     model.eval()
+    scale = None if features else logit_scale(model)
     outs = []
     for raw in iter_batches(inputs, batch_size):
         x = augment(raw.to(device, non_blocking=True), train=False)
@@ -88,7 +94,7 @@ def predict(model: nn.Module, inputs: Tensor, augment: nn.Module, *, batch_size:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             out = model.features(x) if features else model(x)
-        outs.append(out.float())
+        outs.append(out.float() if scale is None else out.float() * scale)
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
 
