@@ -114,7 +114,7 @@ def test_row_scaling_is_refused_on_a_cosine_head_before_training(key, value):
     assert info.value.name == f"{section}.{key}"
 
 
-def test_crt_is_refused_on_a_cosine_head_before_any_data_is_read(capsys):
+def test_crt_and_m2m_are_refused_on_a_cosine_head_before_any_data_is_read(capsys):
     """cRT re-trains the head with plain cross-entropy, which would read LDAM's cosines at
     scale 1 instead of s: refused when the config is resolved, as one error line."""
     from conftest import digits_config
@@ -130,6 +130,12 @@ def test_crt_is_refused_on_a_cosine_head_before_any_data_is_read(capsys):
     assert info.value.name == "crt.epochs" and "cosine head" in info.value.expected
     cfg["strategy"] = "DRW"  # a linear head takes cRT
     assert resolve(cfg).config["crt"]["epochs"] == 2
+    # M2m's classifier would read bare cosines too: no translation would pass its threshold.
+    m2m = digits_config(epochs=4)
+    m2m["strategy"], m2m["model"]["head"] = "M2m", "cosine"
+    with pytest.raises(ParameterError) as info:
+        resolve(m2m)
+    assert info.value.name == "model.head" and "M2m" in info.value.expected
     config = str(Path(__file__).parents[1] / "configs" / "digits.yaml")
     assert main(["check", config, "--set", "strategy=LDAM-DRW", "--set", "crt.epochs=3"]) == 2
     err = capsys.readouterr().err.strip()

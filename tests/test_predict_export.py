@@ -169,6 +169,12 @@ def test_a_cosine_head_is_read_at_its_loss_scale_everywhere(ldam_run, digits_tes
     out = export(ldam_run, format="torchscript", out=tmp_path / "m.pt", log=lambda _: None)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(out))(x), p.logits(x), atol=1e-4, rtol=0)
+    # Older versions let cRT re-train a cosine head with plain cross-entropy (scale 1): such
+    # a checkpoint is read as it was trained last.
+    crt = {**ckpt, "config": {**ckpt["config"], "crt": {**ckpt["config"]["crt"], "epochs": 2}}}
+    torch.save(crt, tmp_path / "crt.pt")
+    torch.testing.assert_close(Predictor.from_run(tmp_path / "crt.pt", device="cpu").logits(x),
+                               cosines, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

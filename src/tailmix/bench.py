@@ -237,8 +237,10 @@ def _same_epoch(key: str, was: Any, now: Any, run: dict[str, Any]) -> bool:
     """Whether ``was`` (a share of the run's epochs) is the epoch ``now``."""
     from tailmix.config import resolve_epoch
 
-    epochs = (run.get("train") or {}).get("epochs")
-    if key not in SHARE_KEYS or not isinstance(was, float) or not isinstance(epochs, int):
+    train = run.get("train")
+    epochs = train.get("epochs") if isinstance(train, dict) else None
+    if key not in SHARE_KEYS or not isinstance(was, float) or isinstance(epochs, bool) \
+            or not isinstance(epochs, int):
         return False
     try:
         return resolve_epoch(key, was, epochs) == now

@@ -182,16 +182,30 @@ def check_head(comp: Any, crt_epochs: int = 0) -> None:
             and comp.head != "cosine":
         raise ParameterError("model.head", f"'cosine' for the {comp.loss['name']!r} loss "
                              "(it scales cosine logits)", comp.head)
-    if crt_epochs > 0 and comp.head == "cosine":
+    if comp.head != "cosine":
+        return
+    if crt_epochs > 0:
         raise ParameterError("crt.epochs", "0 with a cosine head (cRT re-trains the head with "
                              "plain cross-entropy, which would read its cosines unscaled; "
                              "use a linear head)", crt_epochs)
+    if (comp.generative or {}).get("name") == "m2m":
+        raise ParameterError("model.head", "a linear head for M2m (its classifier's confidence "
+                             "on bare cosines stays under the acceptance threshold, so no "
+                             "translation would ever be kept)", comp.head)
 
 
 def loss_logit_scale(part: dict[str, Any], *, counts: list[int]) -> float:
     """The logit scale of a composition's loss (:attr:`SoftTargetLoss.logit_scale`; 1 for a
     loss without one): what a cosine head's outputs are multiplied by outside training."""
     return float(getattr(make_loss(part, counts=counts), "logit_scale", 1.0))
+
+
+def checkpoint_logit_scale(config: dict[str, Any], *, counts: list[int]) -> float:
+    """The scale a checkpoint's cosine head is read at: its loss's, or 1 when cRT (plain
+    cross-entropy, allowed on a cosine head by older versions) trained the head last."""
+    if ((config.get("crt") or {}).get("epochs") or 0) > 0:
+        return 1.0
+    return loss_logit_scale(config["composition"]["loss"], counts=counts)
 
 
 def make_generative(part: dict[str, Any], *, counts: list[int]):
@@ -965,8 +979,8 @@ def restore(path: str | Path, *, data_root: str | None = None,
         model = build_model(spec.model["arch"], num_classes=data.num_classes,
                             input_shape=data.input_shape, head=head)
     if logit_scale(model) is not None:  # the scale is not in the weights: the loss says it
-        loss = (ckpt["config"].get("composition") or {}).get("loss", spec.composition.loss)
-        set_logit_scale(model, loss_logit_scale(loss, counts=data.class_counts))
+        saved = {"composition": spec.composition.to_dict(), **ckpt["config"]}
+        set_logit_scale(model, checkpoint_logit_scale(saved, counts=data.class_counts))
     mismatch = _weights_mismatch(model, ckpt["model"])
     if mismatch:
         net = custom or spec.model["arch"]

@@ -67,7 +67,8 @@ class SoftTargetLoss(nn.Module):
     Subclasses implement ``_per_class_loss(logits, target) -> (B, C)`` only.
     """
 
-    #: Whether the loss expects a cosine (normalised) classifier head.
+    #: Whether the loss expects a cosine (normalised) classifier head; such a loss scales
+    #: the cosines itself and says by how much in :attr:`logit_scale`.
     requires_cosine_head: bool = False
 
     @property

@@ -80,7 +80,7 @@ class InferenceNetwork(nn.Module):
             x = x / 255.0
         out = self.model((x - self.mean) / self.std)
         scale = logit_scale(self.model)
-        return out if scale is None else out.float() * scale
+        return out if scale is None else out.float() * scale.float()
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -160,10 +160,9 @@ def _network(ckpt: dict[str, Any], inputs: dict[str, Any], model: nn.Module | No
     net = net.cpu().float()
     net.load_state_dict(ckpt["model"])
     if logit_scale(net) is not None:  # the scale is not in the weights: the loss says it
-        from tailmix.build import loss_logit_scale
+        from tailmix.build import checkpoint_logit_scale
 
-        set_logit_scale(net, loss_logit_scale(cfg["composition"]["loss"],
-                                              counts=list(ckpt["class_counts"])))
+        set_logit_scale(net, checkpoint_logit_scale(cfg, counts=list(ckpt["class_counts"])))
     return net.eval()
 
 

@@ -94,7 +94,7 @@ def predict(model: nn.Module, inputs: Tensor, augment: nn.Module, *, batch_size:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             out = model.features(x) if features else model(x)
-        outs.append(out.float() if scale is None else out.float() * scale)
+        outs.append(out.float() if scale is None else out.float() * scale.float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
 

@@ -50,17 +50,24 @@ class CosineHead(nn.Module):
                f"scale={float(self.scale):g}"
 
 
+def _head(model: nn.Module) -> nn.Module | None:
+    """``model.head``, looking through a DistributedDataParallel wrapper."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return getattr(model, "head", None)
+
+
 def logit_scale(model: nn.Module) -> Tensor | None:
     """The factor that turns ``model``'s outputs into logits: the ``scale`` of its cosine
     head (``model.head``), or None (the outputs are the logits already)."""
-    head = getattr(model, "head", None)
+    head = _head(model)
     return head.scale if isinstance(head, CosineHead) else None
 
 
 def set_logit_scale(model: nn.Module, scale: float) -> None:
     """Give ``model``'s cosine head (``model.head``) the loss's logit ``scale``; a network
     without one is left alone."""
-    head = getattr(model, "head", None)
+    head = _head(model)
     if isinstance(head, CosineHead):
         head.set_scale(scale)
 
