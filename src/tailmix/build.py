@@ -189,9 +189,9 @@ def check_head(comp: Any, crt_epochs: int = 0) -> None:
                              "plain cross-entropy, which would read its cosines unscaled; "
                              "use a linear head)", crt_epochs)
     if (comp.generative or {}).get("name") == "m2m":
-        raise ParameterError("model.head", "a linear head for M2m (its classifier's confidence "
-                             "on bare cosines stays under the acceptance threshold, so no "
-                             "translation would ever be kept)", comp.head)
+        raise ParameterError("model.head", "a linear head for M2m (its classifier's softmax "
+                             "over bare cosines is at most 0.88, under the default acceptance "
+                             "threshold 0.9: no translation would be kept)", comp.head)
 
 
 def loss_logit_scale(part: dict[str, Any], *, counts: list[int]) -> float:
