@@ -177,6 +177,23 @@ def test_a_cosine_head_is_read_at_its_loss_scale_everywhere(ldam_run, digits_tes
                                cosines, atol=1e-5, rtol=0)
 
 
+def test_eval_reproduces_the_runs_final_evaluation(tmp_path):
+    """`tailmix eval` computes the logits as the run's evaluation did (its precision and
+    memory format), so its figures are the recorded ones, exactly."""
+    from tailmix.build import evaluate_checkpoint, restore
+
+    run = _train({"dataset": {"name": "digits", "profile": "exp", "ratio": 20, "n_max": 120},
+                  "model": {"arch": "resnet32"},
+                  "train": {"epochs": 1, "precision": "bf16", "channels_last": "auto"}},
+                 tmp_path / "run")
+    last = run / "checkpoints" / "last.pt"
+    assert restore(last, device="cpu").channels_last  # auto: images through a ResNet
+    got = evaluate_checkpoint(last, device="cpu")
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    for key in ("top1", "balanced_accuracy", "per_class_accuracy", "ece", "nll", "macro_f1"):
+        assert got[key] == final[key], key
+
+
 @pytest.mark.slow
 def test_cifar_like_probabilities_match_the_network(cifar_run):
     p = Predictor.from_run(cifar_run, device="cpu", checkpoint="best", batch_size=7)

@@ -510,8 +510,7 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     set_logit_scale(net, getattr(loss, "logit_scale", 1.0))
     arch = "custom" if model is not None else spec.model["arch"]
     amp = autocast_dtype(t["precision"], device, arch)
-    cl = t["channels_last"]
-    channels_last = (lt.is_image and arch.startswith("resnet")) if cl == "auto" else bool(cl)
+    channels_last = uses_channels_last(t, is_image=lt.is_image, arch=arch)
     stages = _stage_epochs(spec, net)
     net = _place(net, t, device, channels_last, world_size)
     lt = lt.to(device)
@@ -731,6 +730,12 @@ def _crt_stage(spec: RunSpec, sampler: Any, step: Any, lr: Any, step_kw: dict[st
             Then(lr, second, switch_epoch=switch), spec.epochs + c["epochs"])
 
 
+def uses_channels_last(t: dict[str, Any], *, is_image: bool, arch: str) -> bool:
+    """``train.channels_last`` resolved: ``auto`` is on for images through a ResNet."""
+    cl = t["channels_last"]
+    return (is_image and arch.startswith("resnet")) if cl == "auto" else bool(cl)
+
+
 def _place(model: nn.Module, t: dict[str, Any], device: torch.device, channels_last: bool,
            world_size: int) -> nn.Module:
     """The network on its device (SyncBatchNorm across processes, channels-last images)."""
@@ -868,16 +873,20 @@ class Restored:
     device: torch.device
     amp: torch.dtype | None
     epoch: int
+    channels_last: bool = False
 
     @property
     def cfg(self) -> dict[str, Any]:
         return self.spec.config
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The network's logits for ``inputs``, computed as the run's evaluation computed
+        them (its precision and memory format)."""
         from tailmix.steps import predict
 
         return predict(self.model, inputs, self.data.augment, device=self.device, amp=self.amp,
-                       batch_size=self.spec.eval["batch_size"])
+                       batch_size=self.spec.eval["batch_size"],
+                       channels_last=self.channels_last)
 
 
 #: The keys a checkpoint must hold (besides its network's weights, ``model``).
@@ -989,9 +998,12 @@ def restore(path: str | Path, *, data_root: str | None = None,
                              f"{path}: {mismatch}")
     model = model.to(dev)
     model.load_state_dict(ckpt["model"])
-    amp = autocast_dtype(spec.train["precision"], dev,
-                         "custom" if custom else spec.model["arch"])
-    return Restored(spec, data, model, dev, amp, int(ckpt["epoch"]))
+    arch = "custom" if custom else spec.model["arch"]
+    amp = autocast_dtype(spec.train["precision"], dev, arch)
+    channels_last = uses_channels_last(spec.train, is_image=data.is_image, arch=arch)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Restored(spec, data, model, dev, amp, int(ckpt["epoch"]), channels_last)
 
 
 #: What identifies a run: a resumed run must agree with its checkpoint on each.
