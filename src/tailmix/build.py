@@ -194,18 +194,14 @@ def check_head(comp: Any, crt_epochs: int = 0) -> None:
                              "threshold 0.9: no translation would be kept)", comp.head)
 
 
-def loss_logit_scale(part: dict[str, Any], *, counts: list[int]) -> float:
-    """The logit scale of a composition's loss (:attr:`SoftTargetLoss.logit_scale`; 1 for a
-    loss without one): what a cosine head's outputs are multiplied by outside training."""
-    return float(getattr(make_loss(part, counts=counts), "logit_scale", 1.0))
-
-
 def checkpoint_logit_scale(config: dict[str, Any], *, counts: list[int]) -> float:
-    """The scale a checkpoint's cosine head is read at: its loss's, or 1 when cRT (plain
+    """The scale a checkpoint's cosine head is read at: its loss's
+    (:attr:`SoftTargetLoss.logit_scale`; 1 for a loss without one), or 1 when cRT (plain
     cross-entropy, allowed on a cosine head by older versions) trained the head last."""
     if ((config.get("crt") or {}).get("epochs") or 0) > 0:
         return 1.0
-    return loss_logit_scale(config["composition"]["loss"], counts=counts)
+    loss = make_loss(config["composition"]["loss"], counts=counts)
+    return float(getattr(loss, "logit_scale", 1.0))
 
 
 def make_generative(part: dict[str, Any], *, counts: list[int]):
