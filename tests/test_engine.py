@@ -1,4 +1,5 @@
 import json
+import platform
 import shutil
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import torch
 import yaml
 from conftest import digits_config, shared_zip_or_skip, train_interrupted
 
+import tailmix
 from tailmix._validation import ParameterError
 from tailmix.build import build_run, train
 from tailmix.cli import main
@@ -25,6 +27,10 @@ def test_digits_run_learns_and_writes_results(tmp_path):
         assert key in metrics["final"]
     assert len(metrics["final"]["per_class_accuracy"]) == 10
     assert metrics["best"]["epoch"] in (2, 4, 6, 8, 10, 12)
+    assert metrics["environment"] == {
+        "tailmix": tailmix.__version__, "torch": torch.__version__,
+        "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+        "accelerator": None}
     hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == list(range(1, 13))
     assert "top1" in hist[1] and "top1" not in hist[0]

@@ -825,6 +825,7 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
     facts = {"strategy": spec.strategy, "dataset": lt.name, "epochs": spec.epochs,
              "seed": spec.seed, "class_counts": lt.class_counts, "classes": lt.classes,
              "device": str(device), "world_size": world_size,
+             "environment": environment(device),
              "train_subset": {"images": len(lt.source_indices if lt.source_indices is not None
                                             else lt.train_labels),
                               "sha256": lt.subset_sha256},
@@ -841,6 +842,20 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
     # Last: metrics.json marks a finished run, so it is written after every other file.
     calls.append(cb.Results(out, facts))
     return calls
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a run's figures depend on beyond its config: the software versions, the number
+    of CPU threads (the order of floating-point sums, so the last digits, change with it)
+    and the accelerator's name."""
+    import platform
+
+    from tailmix import __version__
+
+    return {"tailmix": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+            "accelerator": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else None)}
 
 
 def train(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
