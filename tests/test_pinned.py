@@ -59,6 +59,8 @@ CATALOGUE = {
                   "weights": _DRW, "generative": None, "head": "linear"},
     "MAMix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "mamix"}, "loss": _CE,
                   "weights": _DRW, "generative": None, "head": "linear"},
+    "MAMix-DRW-AA": {"sampler": _INSTANCE, "mixer": {"preset": "mamix"}, "loss": _CE,
+                     "weights": _DRW, "generative": None, "head": "linear"},
     "M2m": {"sampler": _INSTANCE, "mixer": None, "loss": _CE, "weights": _NONE,
             "generative": {"name": "m2m", "warmup_epochs": 8, "steps": 10, "step_size": 0.1,
                            "lam": 0.5, "gamma": 0.9, "beta": 0.999},

@@ -77,3 +77,46 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
 
     assert rows("after") == rows("whole") and len(rows("whole")) == 6
     assert rows("after")[:4] == rows("plain")
+
+
+def test_the_named_recipe_is_the_measured_200_epoch_composition(tmp_path):
+    """MAMix-DRW-AA resolves to the config of the suite cells it was measured by (MAMix-DRW
+    with AutoAugment and Cutout as overrides), the strategy's name aside."""
+    from pathlib import Path
+
+    from tailmix.bench import load_suite
+
+    suite = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
+                       / "cifar10_lt_cpu200.yaml", data_root=str(tmp_path))
+    measured = [c for c in suite.cells if c.tag == "autoaug"]
+    assert [c.seed for c in measured] == [0, 1]
+    for cell in measured:
+        tagged = resolve_config(suite.config(cell))
+        named = suite.config(cell)
+        named["strategy"] = "MAMix-DRW-AA"
+        del named["augment"]["policy"], named["augment"]["cutout"]
+        named = resolve_config(named)
+        assert named["augment"] == tagged["augment"]
+        assert {**named, "strategy": "MAMix-DRW"} == tagged
+
+
+def test_the_named_recipe_trains_as_its_overrides_do(tmp_path):
+    """The same run, to the last digit, whether the recipe is named or spelled out."""
+    from conftest import digits_config
+
+    from tailmix import train
+    from tailmix.callbacks import read_history
+
+    spelled = digits_config(epochs=2)
+    spelled["strategy"] = "MAMix-DRW"
+    spelled["augment"] = {"policy": "autoaugment", "cutout": 2}  # digits are 8 x 8
+    named = {**spelled, "strategy": "MAMix-DRW-AA", "augment": {"cutout": 2}}
+    a = train(spelled, tmp_path / "spelled", log=lambda _: None)
+    b = train(named, tmp_path / "named", log=lambda _: None)
+    assert a["final"] == b["final"]
+
+    def rows(name):
+        return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")}
+                for row in read_history(tmp_path / name)]
+
+    assert rows("spelled") == rows("named") and len(rows("named")) == 2

@@ -57,6 +57,10 @@ for _s in [
              mixer={"preset": "remix"}, weights=dict(_DRW)),
     Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
              mixer={"preset": "mamix"}, weights=dict(_DRW)),
+    Strategy("MAMix-DRW-AA", "MAMix-DRW with AutoAugment (CIFAR-10 policy) and Cutout 16 "
+             "on the device: for long schedules (200 epochs); short ones under-fit",
+             mixer={"preset": "mamix"}, weights=dict(_DRW),
+             settings={"augment": {"policy": "autoaugment", "cutout": 16}}),
     Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
              "minority slots take majority examples translated toward the slot's class",
              generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
