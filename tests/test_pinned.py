@@ -95,6 +95,8 @@ def _config(name: str) -> dict:
     cfg = digits_config(epochs=EPOCHS)
     cfg["strategy"] = name
     cfg["eval"] = {"every": EPOCHS, "margins": False, "many_threshold": 60}
+    if name == "MAMix-DRW-AA":
+        cfg["augment"] = {"cutout": 2}  # its 16 x 16 hole would blank the 8 x 8 digits
     return cfg
 
 

@@ -120,3 +120,21 @@ def test_the_named_recipe_trains_as_its_overrides_do(tmp_path):
                 for row in read_history(tmp_path / name)]
 
     assert rows("spelled") == rows("named") and len(rows("named")) == 2
+
+
+def test_a_cutout_hole_as_large_as_the_images_is_refused_before_training(tmp_path):
+    """The recipe's 16 x 16 hole would blank 8 x 8 digits at every step: a clean error
+    naming the parameter, and no run folder written."""
+    from conftest import digits_config
+
+    from tailmix import train
+    from tailmix._validation import ParameterError
+
+    cfg = digits_config(epochs=2)
+    cfg["strategy"] = "MAMix-DRW-AA"
+    with pytest.raises(ParameterError, match=r"augment\.cutout.*smaller than the 8 x 8 "
+                                             r"images.*Got 16"):
+        train(cfg, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run" / "history.jsonl").exists()
+    cfg["augment"] = {"cutout": 7}
+    train(cfg, tmp_path / "ok", log=lambda _: None)

@@ -297,6 +297,10 @@ def _add_policy(a: dict[str, Any], data: LongTailData) -> None:
     if policy != "none" and channels not in (1, 3):
         raise ParameterError(key, f"none for images of {channels} channels (the policies "
                              "take grey or RGB images)", value)
+    if hasattr(data.train_inputs, "shape") and a["cutout"] >= min(data.train_inputs.shape[-2:]):
+        h, w = data.train_inputs.shape[-2:]  # a hole as large as the image blanks it
+        raise ParameterError("augment.cutout", f"a hole smaller than the {h} x {w} images "
+                             "(0: none)", a["cutout"])
     from tailmix.data.autoaugment import Cutout, build_policy
 
     knobs = {"autoaugment": {}, "trivialaugment": {"num_bins": a["bins"]},
