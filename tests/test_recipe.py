@@ -124,7 +124,7 @@ def test_the_named_recipe_trains_as_its_overrides_do(tmp_path):
 
 def test_a_cutout_hole_as_large_as_the_images_is_refused_before_training(tmp_path):
     """The recipe's 16 x 16 hole would blank 8 x 8 digits at every step: a clean error
-    naming the parameter, and no run folder written."""
+    naming the parameter, before any epoch is trained."""
     from conftest import digits_config
 
     from tailmix import train
