@@ -293,14 +293,14 @@ def _add_policy(a: dict[str, Any], data: LongTailData) -> None:
         ("augment.cutout", a["cutout"])
     if not data.is_image:
         raise ParameterError(key, "none for inputs that are not images", value)
-    channels = data.train_inputs.shape[1] if hasattr(data.train_inputs, "shape") else 3
+    shape = getattr(data.train_inputs, "shape", None)  # (N, C, H, W) in memory, else None
+    channels = shape[1] if shape is not None else 3
     if policy != "none" and channels not in (1, 3):
         raise ParameterError(key, f"none for images of {channels} channels (the policies "
                              "take grey or RGB images)", value)
-    if hasattr(data.train_inputs, "shape") and a["cutout"] >= min(data.train_inputs.shape[-2:]):
-        h, w = data.train_inputs.shape[-2:]  # a hole as large as the image blanks it
-        raise ParameterError("augment.cutout", f"a hole smaller than the {h} x {w} images "
-                             "(0: none)", a["cutout"])
+    if shape is not None and a["cutout"] >= min(shape[-2:]):  # the hole would blank them
+        raise ParameterError("augment.cutout", f"a hole smaller than the {shape[-2]} x "
+                             f"{shape[-1]} images (0: none)", a["cutout"])
     from tailmix.data.autoaugment import Cutout, build_policy
 
     knobs = {"autoaugment": {}, "trivialaugment": {"num_bins": a["bins"]},
