@@ -39,8 +39,8 @@ COMPONENTS: dict[str, list[dict[str, Any]]] = {
                    {"name": "deepsmote", "ae_epochs": 2, "latent_dim": 16}],
 }
 STRATEGIES = ["ERM", "CB", "DRW", "Focal", "LDAM-DRW", "LA", "BS", "SMOTE", "soft-SMOTE",
-              "Mixup", "Mixup-DRW", "Remix-DRW", "MAMix-DRW", "MAMix-DRW-AA", "M2m",
-              "DeepSMOTE"]
+              "Mixup", "Mixup-DRW", "Remix-DRW", "MAMix-DRW", "MAMix-DRW-AA",
+              "MAMix-DRW-AA-SimSiam", "M2m", "DeepSMOTE"]
 
 
 def base_config(rng: random.Random) -> dict[str, Any]:

@@ -61,6 +61,9 @@ CATALOGUE = {
                   "weights": _DRW, "generative": None, "head": "linear"},
     "MAMix-DRW-AA": {"sampler": _INSTANCE, "mixer": {"preset": "mamix"}, "loss": _CE,
                      "weights": _DRW, "generative": None, "head": "linear"},
+    "MAMix-DRW-AA-SimSiam": {"sampler": _INSTANCE, "mixer": {"preset": "mamix"},
+                             "loss": _CE, "weights": _DRW, "generative": None,
+                             "head": "linear"},
     "M2m": {"sampler": _INSTANCE, "mixer": None, "loss": _CE, "weights": _NONE,
             "generative": {"name": "m2m", "warmup_epochs": 8, "steps": 10, "step_size": 0.1,
                            "lam": 0.5, "gamma": 0.9, "beta": 0.999},
@@ -95,7 +98,7 @@ def _config(name: str) -> dict:
     cfg = digits_config(epochs=EPOCHS)
     cfg["strategy"] = name
     cfg["eval"] = {"every": EPOCHS, "margins": False, "many_threshold": 60}
-    if name == "MAMix-DRW-AA":
+    if name in ("MAMix-DRW-AA", "MAMix-DRW-AA-SimSiam"):
         cfg["augment"] = {"cutout": 2}  # its 16 x 16 hole would blank the 8 x 8 digits
     return cfg
 

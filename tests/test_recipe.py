@@ -79,38 +79,56 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
     assert rows("after")[:4] == rows("plain")
 
 
-def test_the_named_recipe_is_the_measured_200_epoch_composition(tmp_path):
-    """MAMix-DRW-AA resolves to the config of the suite cells it was measured by (MAMix-DRW
-    with AutoAugment and Cutout as overrides), the strategy's name aside."""
+# name -> (the suite block it was measured by, that block's strategy, the settings the name
+# sets in place of the block's overrides)
+_NAMED = {
+    "MAMix-DRW-AA": ("autoaug", "MAMix-DRW", {"augment": ("policy", "cutout")}),
+    "MAMix-DRW-AA-SimSiam": ("consistency", "MAMix-DRW-AA", {"consistency": ("weight",)}),
+}
+
+
+@pytest.mark.parametrize("name", list(_NAMED))
+def test_a_named_recipe_is_its_measured_200_epoch_composition(tmp_path, name):
+    """The name resolves to the config of the two suite cells it was measured by (a named
+    strategy with overrides), the strategy's name aside."""
     from pathlib import Path
 
     from tailmix.bench import load_suite
 
+    tag, measured_as, settings = _NAMED[name]
     suite = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
                        / "cifar10_lt_cpu200.yaml", data_root=str(tmp_path))
-    measured = [c for c in suite.cells if c.tag == "autoaug"]
+    measured = [c for c in suite.cells if c.tag == tag]
     assert [c.seed for c in measured] == [0, 1]
+    assert {c.strategy for c in measured} == {measured_as}
     for cell in measured:
         tagged = resolve_config(suite.config(cell))
         named = suite.config(cell)
-        named["strategy"] = "MAMix-DRW-AA"
-        del named["augment"]["policy"], named["augment"]["cutout"]
+        named["strategy"] = name
+        for section, keys in settings.items():
+            for key in keys:
+                del named[section][key]
         named = resolve_config(named)
-        assert named["augment"] == tagged["augment"]
-        assert {**named, "strategy": "MAMix-DRW"} == tagged
+        assert all(named[section] == tagged[section] for section in settings)
+        assert {**named, "strategy": measured_as} == tagged
 
 
-def test_the_named_recipe_trains_as_its_overrides_do(tmp_path):
+@pytest.mark.parametrize(("name", "spelled_as"), [
+    ("MAMix-DRW-AA", {"strategy": "MAMix-DRW", "augment": {"policy": "autoaugment"}}),
+    ("MAMix-DRW-AA-SimSiam", {"strategy": "MAMix-DRW-AA", "consistency": {"weight": 1.0}}),
+])
+def test_a_named_recipe_trains_as_its_overrides_do(tmp_path, name, spelled_as):
     """The same run, to the last digit, whether the recipe is named or spelled out."""
     from conftest import digits_config
 
     from tailmix import train
     from tailmix.callbacks import read_history
 
-    spelled = digits_config(epochs=2)
-    spelled["strategy"] = "MAMix-DRW"
-    spelled["augment"] = {"policy": "autoaugment", "cutout": 2}  # digits are 8 x 8
-    named = {**spelled, "strategy": "MAMix-DRW-AA", "augment": {"cutout": 2}}
+    named = digits_config(epochs=2)
+    named["strategy"] = name
+    named["augment"] = {"cutout": 2}  # digits are 8 x 8
+    spelled = {**named, **spelled_as}
+    spelled["augment"] = {**spelled.get("augment", {}), "cutout": 2}
     a = train(spelled, tmp_path / "spelled", log=lambda _: None)
     b = train(named, tmp_path / "named", log=lambda _: None)
     assert a["final"] == b["final"]

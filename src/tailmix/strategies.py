@@ -61,6 +61,12 @@ for _s in [
              "on the device: for long schedules (200 epochs); short ones under-fit",
              mixer={"preset": "mamix"}, weights=dict(_DRW),
              settings={"augment": {"policy": "autoaugment", "cutout": 16}}),
+    Strategy("MAMix-DRW-AA-SimSiam", "MAMix-DRW-AA with a two-view consistency term "
+             "(SimSiam-style, weight 1): the recipe for long schedules; each step runs the "
+             "network on two more views",
+             mixer={"preset": "mamix"}, weights=dict(_DRW),
+             settings={"augment": {"policy": "autoaugment", "cutout": 16},
+                       "consistency": {"weight": 1.0}}),
     Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
              "minority slots take majority examples translated toward the slot's class",
              generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
