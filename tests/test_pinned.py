@@ -98,8 +98,9 @@ def _config(name: str) -> dict:
     cfg = digits_config(epochs=EPOCHS)
     cfg["strategy"] = name
     cfg["eval"] = {"every": EPOCHS, "margins": False, "many_threshold": 60}
-    if name in ("MAMix-DRW-AA", "MAMix-DRW-AA-SimSiam"):
-        cfg["augment"] = {"cutout": 2}  # its 16 x 16 hole would blank the 8 x 8 digits
+    load_builtins()
+    if "cutout" in STRATEGIES.get(name, "strategy").settings.get("augment", {}):
+        cfg["augment"] = {"cutout": 2}  # a 16 x 16 hole would blank the 8 x 8 digits
     return cfg
 
 

@@ -8,7 +8,7 @@ or spell a composition from scratch under any name.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tailmix._validation import ParameterError
@@ -33,6 +33,10 @@ class Strategy:
 
 
 _DRW = {"name": "drw", "start_epoch": 0.8, "beta": 0.9999}
+_MAMIX_AA = Strategy("MAMix-DRW-AA", "MAMix-DRW with AutoAugment (CIFAR-10 policy) and Cutout 16 "
+                     "on the device: for long schedules (200 epochs); short ones under-fit",
+                     mixer={"preset": "mamix"}, weights=dict(_DRW),
+                     settings={"augment": {"policy": "autoaugment", "cutout": 16}})
 
 for _s in [
     Strategy("ERM", "plain cross-entropy on the long-tailed data"),
@@ -57,16 +61,12 @@ for _s in [
              mixer={"preset": "remix"}, weights=dict(_DRW)),
     Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
              mixer={"preset": "mamix"}, weights=dict(_DRW)),
-    Strategy("MAMix-DRW-AA", "MAMix-DRW with AutoAugment (CIFAR-10 policy) and Cutout 16 "
-             "on the device: for long schedules (200 epochs); short ones under-fit",
-             mixer={"preset": "mamix"}, weights=dict(_DRW),
-             settings={"augment": {"policy": "autoaugment", "cutout": 16}}),
-    Strategy("MAMix-DRW-AA-SimSiam", "MAMix-DRW-AA with a two-view consistency term "
-             "(SimSiam-style, weight 1): the recipe for long schedules; each step runs the "
-             "network on two more views",
-             mixer={"preset": "mamix"}, weights=dict(_DRW),
-             settings={"augment": {"policy": "autoaugment", "cutout": 16},
-                       "consistency": {"weight": 1.0}}),
+    _MAMIX_AA,
+    replace(_MAMIX_AA, name="MAMix-DRW-AA-SimSiam",
+            summary="MAMix-DRW-AA with a two-view consistency term (SimSiam-style, weight 1): "
+                    "the recipe for long schedules; each step runs the network on two more "
+                    "views",
+            settings={**_MAMIX_AA.settings, "consistency": {"weight": 1.0}}),
     Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
              "minority slots take majority examples translated toward the slot's class",
              generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
