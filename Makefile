@@ -1,4 +1,5 @@
-# Two entry points: `make run` (the default job on embedded data) and `make test`.
+# Two entry points: `make run` (ERM, DRW and MAMix-DRW compared on the embedded digits) and
+# `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

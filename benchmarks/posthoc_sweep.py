@@ -23,7 +23,7 @@ from _machine import describe
 
 from tailmix.build import restore
 from tailmix.callbacks import tau_normalised
-from tailmix.steps import autocast, predict
+from tailmix.steps import autocast, eval_batch_size, predict
 
 TAUS = (-0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
 RULES = ("la", "norm")
@@ -44,7 +44,8 @@ def sweep(run: Path, taus: tuple[float, ...], data_root: str | None, *, rule: st
 
     if rule == "norm":  # one pass for the features; only the head is applied per tau
         feats = predict(r.model, r.data.test_inputs, r.data.augment, device=r.device,
-                        amp=r.amp, batch_size=r.spec.eval["batch_size"], features=True)
+                        amp=r.amp, features=True,
+                        batch_size=eval_batch_size(r.spec.eval["batch_size"], r.device))
         out = {}
         for tau in taus:
             with torch.no_grad(), tau_normalised(r.model, tau), autocast(r.device, r.amp):

@@ -13,14 +13,27 @@ extrapolated from the measured steps to the 97 steps of a full epoch.
 Run: python benchmarks/train_speed.py [--data-root ZIP_OR_FOLDER] [--steps 40] [--device cpu]
 Without --data-root (or when it is missing) random uint8 images with the same class counts
 are used; speed does not depend on pixel values.
+
+With ``--outside ZIP`` (an image-folder zip, ``train/<class>/``, ``test/<class>/``) it
+measures time outside training instead: a 1-epoch run of the shipped ``cifar10_lt`` config
+in fp32, in a fresh process, less its training epoch (loading, evaluation, margins,
+checkpoints), against a plain loop's fixed time: starting Python with torch, decoding the
+images it trains and tests on with PIL, and one pass over the test set (batch 128, fp32).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import random
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -213,6 +226,70 @@ def time_mixer_share(run: Run) -> tuple[float, float]:
     return mix_s, med(step, 10)
 
 
+def run_outside_training(zip_path: str, device: str, margins: bool) -> tuple[float, float]:
+    """Wall seconds of a 1-epoch ``cifar10_lt`` run (fp32) in a fresh process, and its
+    training epoch's seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "tailmix", "train", "-c", "cifar10_lt", "--data-root",
+               zip_path, "--epochs", "1", "--set", "train.precision=fp32", "--set",
+               f"train.device={device}", "--set", f"eval.margins={str(margins).lower()}",
+               "--no-progress", "--out", f"{tmp}/run"]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+    return wall, metrics["train_time_s"]
+
+
+def plain_fixed_time(zip_path: str, device: str) -> tuple[float, float, float]:
+    """A plain loop's seconds outside training: Python with torch started, the images of
+    the ratio-100 training set (the first files of each class) and the test set decoded with
+    PIL, one pass over the test set at batch 128 in fp32."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    started = time.perf_counter() - start
+    start = time.perf_counter()
+    train, test = [], []
+    with zipfile.ZipFile(zip_path) as z:
+        names = sorted(n for n in z.namelist() if n.lower().endswith(".jpg"))
+        classes = sorted({n.split("/")[-2] for n in names})
+        for c, cls in enumerate(classes):
+            kept = [n for n in names if f"train/{cls}/" in n][:COUNTS[c]]
+            kept += [n for n in names if f"test/{cls}/" in n]
+            for n in kept:
+                img = Image.open(io.BytesIO(z.read(n))).convert("RGB")
+                (test if "test/" in n else train).append(np.asarray(img))
+    x = torch.from_numpy(np.stack(test)).permute(0, 3, 1, 2).contiguous()
+    loading = time.perf_counter() - start
+    dev = torch.device(device)
+    model = build_model("resnet32", num_classes=10).to(dev).eval()
+    mean = torch.tensor([0.4914, 0.4822, 0.4465], device=dev).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616], device=dev).view(1, 3, 1, 1)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, len(x), 128):
+            model((x[s:s + 128].to(dev).float() / 255 - mean) / std)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return started, loading, time.perf_counter() - start
+
+
+def outside_training(args) -> None:
+    print(describe())
+    print(f"settings: cifar10_lt config, 1 epoch, fp32, device {args.device}; data "
+          f"{args.outside}")
+    started, loading, evaluation = plain_fixed_time(args.outside, args.device)
+    plain = started + loading + evaluation
+    print(f"plain loop fixed time: {plain:.1f} s (python + torch {started:.1f} s, decoding "
+          f"{loading:.1f} s, one test pass {evaluation:.1f} s)", flush=True)
+    for margins in (True, False):
+        wall, train_s = run_outside_training(args.outside, args.device, margins)
+        outside = wall - train_s
+        print(f"tailmix 1-epoch run, margins {'on ' if margins else 'off'}: {wall:.1f} s, "
+              f"training {train_s:.1f} s, outside training {outside:.1f} s "
+              f"(x{outside / plain:.2f} the plain loop's fixed time)", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", help="CIFAR-10 root or image-folder zip (default: synthetic)")
@@ -220,7 +297,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain loop")
+    p.add_argument("--outside", metavar="ZIP", help="measure time outside training on this "
+                   "image-folder zip instead (see the module's docstring)")
     args = p.parse_args()
+    if args.outside:
+        outside_training(args)
+        return
     print(describe())
     print(f"settings: ResNet-32, CIFAR-10-LT ratio 100 ({sum(COUNTS)} images), batch 128, "
           f"{args.steps} timed steps x {args.repeats}, device {args.device}, plain-loop "

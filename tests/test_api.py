@@ -18,18 +18,41 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_recorded_digits_numbers_are_unchanged():
-    """Every catalogue strategy (and knob settings) on digits: per-epoch losses and final
-    metrics equal the record made before the engine redesign, value for value."""
+def _regression():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import regression
     finally:
         sys.path.pop(0)
-    want = json.loads(regression.RECORD.read_text())
-    assert set(want) == set(regression.CASES)
-    diffs = regression.compare(want, regression.digits())
-    assert diffs == [], "\n".join(diffs[:20])
+    return regression
+
+
+def test_recorded_digits_numbers_are_unchanged():
+    """Every catalogue strategy (and knob settings) on digits: per-epoch losses and final
+    metrics equal the record, value for value on a machine of the record's fingerprint (CPU
+    capability, torch build, threads), within the cross-machine tolerance elsewhere."""
+    regression = _regression()
+    record = json.loads(regression.RECORD.read_text())
+    assert set(record["cases"]) == set(regression.CASES)
+    diffs, how = regression.check_digits(record, regression.digits())
+    assert diffs == [], f"compared {how}:\n" + "\n".join(diffs[:20])
+
+
+def test_the_cross_machine_comparison_still_catches_a_change_of_algorithm():
+    """What a machine of another fingerprint compares (lr schedules, first epochs within the
+    tolerance) passes the record against itself and fails two deliberate changes: MAMix's q
+    from -0.25 to -0.5, and the logit-adjusted loss's tau from 1 to 0.5."""
+    regression = _regression()
+    record = json.loads(regression.RECORD.read_text())
+    elsewhere = {**record, "fingerprint": {**record["fingerprint"], "cpu_capability": "other"}}
+    assert regression.check_digits(elsewhere, record["cases"])[0] == []
+    for name, change in (("MAMix-DRW", {"mixer": {"q": -0.5}}), ("LA", {"loss": {"tau": 0.5}})):
+        cfg = regression.case_config(name)
+        cfg.update(change)
+        got = {**record["cases"], name: regression.run_config(cfg, name)}
+        diffs, how = regression.check_digits(elsewhere, got)
+        assert diffs and all(d.startswith(f"/first_epoch/{name}/") for d in diffs), (
+            f"{name} with {change}, compared {how}: {diffs}")
 
 
 def test_spec_resolves_shares_and_validates_components_without_data():

@@ -30,6 +30,7 @@ def test_digits_run_learns_and_writes_results(tmp_path):
     assert metrics["environment"] == {
         "tailmix": tailmix.__version__, "torch": torch.__version__,
         "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "accelerator": None}
     hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == list(range(1, 13))

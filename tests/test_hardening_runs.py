@@ -343,7 +343,8 @@ def test_a_share_recorded_by_an_older_run_is_the_epoch_it_resolves_to(tmp_path):
 
     for strategy, part, key, share, epoch in (("DRW", "weights", "start_epoch", 0.8, 8),
                                               ("M2m", "generative", "warmup_epochs", 0.8, 8)):
-        cfg = digits_config(epochs=10)
+        # No lr steps: DRW's share is not moved before one (see test_short_runs.py).
+        cfg = digits_config(epochs=10, milestones=[], lr_factors=[])
         cfg["strategy"] = strategy
         saved = resolve(cfg).to_dict()
         assert saved["composition"][part][key] == epoch
@@ -537,7 +538,7 @@ def test_bench_command_writes_tables_and_skips_finished_cells(tmp_path, capsys):
     results = tmp_path / "results"
     assert main(["bench", str(path), "--out", str(results)]) == 0
     first = capsys.readouterr().out
-    assert first.count("training") == 2
+    assert first.count(": training\n") == 2
     folder = results / "tiny"
     rows = list(csv.DictReader((folder / "table.csv").open()))
     assert [r["strategy"] for r in rows] == ["ERM", "DRW"]

@@ -196,7 +196,7 @@ def test_release_registrations():
                                   ("inat2018", "inat2018", (8142, 1000))):
         meta = DATASETS.meta(source)
         assert meta == {"inputs": "image", "needs_root": True, "config": config,
-                        "sizes": sizes}
+                        "sizes": sizes, "profile": "original"}
         assert RELEASES[source]["largest"] == sizes[1]
     for source in ("filelist", "csv"):
         assert DATASETS.meta(source)["sizes"] is None and DATASETS.meta(source)["needs_root"]

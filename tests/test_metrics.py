@@ -10,10 +10,11 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    precision_score,
 )
 
 from tailmix._validation import ParameterError
-from tailmix.metrics import compute_metrics, shot_groups
+from tailmix.metrics import compute_metrics, precision_recall, shot_groups
 
 
 def _random_case(gen: torch.Generator, num_classes: int, n: int, unused: int):
@@ -54,6 +55,16 @@ def test_agrees_with_sklearn_on_random_predictions(seed):
             )
         else:
             assert m["per_class_accuracy"][c] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk_precision = precision_score(y, p, labels=list(range(num_classes)), average=None,
+                                       zero_division=0)
+    predicted = set(p.tolist())
+    for c in range(num_classes):
+        if c in predicted:
+            assert m["per_class_precision"][c] == pytest.approx(100 * sk_precision[c], abs=1e-4)
+        else:
+            assert m["per_class_precision"][c] is None
     z = logits.double().numpy()
     top = z.max(1)
     log_norm = top + np.log(np.exp(z - top[:, None]).sum(1))
@@ -75,6 +86,34 @@ def test_never_predicted_class_counts_zero_in_macro_f1():
     assert m["per_class_accuracy"] == [100.0, 100.0, 0.0]
     assert m["balanced_accuracy"] == pytest.approx(200 / 3, abs=1e-4)
     assert m["top1"] == 50.0
+
+
+def test_precision_and_recall_from_a_confusion_matrix_by_hand():
+    # rows true, columns predicted; class 2 has no examples, class 3 is never predicted
+    matrix = [[5, 1, 2, 0],
+              [3, 6, 0, 0],
+              [0, 0, 0, 0],
+              [2, 1, 1, 0]]
+    scores = precision_recall(matrix)
+    # precision: diagonal over column sums 10, 8, 3, 0
+    assert scores["precision"] == [50.0, 75.0, 0.0, None]
+    # recall: diagonal over row sums 8, 9, 0, 4
+    assert scores["recall"] == [62.5, 66.6667, None, 0.0]
+    assert precision_recall(torch.tensor(matrix)) == scores
+    for bad in ([[1, 2]], [[1, -1], [0, 2]], [[0.5, 0], [0, 1]], [], "ab"):
+        with pytest.raises(ParameterError) as err:
+            precision_recall(bad)
+        assert err.value.name == "confusion_matrix"
+
+
+def test_metrics_record_precision_beside_recall():
+    # predictions 0, 0, 1, 1, 1 for labels 0, 1, 1, 1, 2
+    logits = torch.tensor([[3.0, 0, 0], [3.0, 0, 0], [0, 3.0, 0], [0, 3.0, 0], [0, 3.0, 0]])
+    m = compute_metrics(logits, torch.tensor([0, 1, 1, 1, 2]), [30, 20, 10])
+    assert m["confusion_matrix"] == [[1, 0, 0], [1, 2, 0], [0, 1, 0]]
+    assert m["per_class_precision"] == [50.0, 66.6667, None]
+    assert m["per_class_accuracy"] == [100.0, 66.6667, 0.0]
+    assert precision_recall(m["confusion_matrix"])["recall"] == m["per_class_accuracy"]
 
 
 def test_ece_hand_computed():

@@ -377,3 +377,19 @@ def test_cosine_head_scale_is_outside_its_forward_and_its_weights():
         with pytest.raises(ParameterError, match="'scale'"):
             CosineHead(5, 3, scale=bad)
 
+
+
+def test_timm_backbone_trains_on_grey_images_held_in_memory(tmp_path):
+    """A timm backbone built for one channel gets one channel's normalisation, so grey
+    batches stay grey (three-channel statistics would broadcast them to three channels)."""
+    pytest.importorskip("timm", reason="timm is not installed")
+    from tailmix.build import build_run
+
+    run = build_run({"dataset": {"name": "digits", "image_size": 32},
+                     "model": {"arch": "timm:resnet18", "pretrained": False},
+                     "train": {"epochs": 1, "batch_size": 32, "precision": "fp32"},
+                     "log": {"progress": False}}, None, log=quiet)
+    assert run.data.augment.mean.numel() == 1 and run.data.augment.std.numel() == 1
+    assert run.data.augment.mean.item() == pytest.approx((0.485 + 0.456 + 0.406) / 3)
+    row = run.trainer.train_epoch(0)
+    assert torch.isfinite(torch.tensor(row["train_loss"]))

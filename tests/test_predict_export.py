@@ -253,6 +253,116 @@ def test_png_folder_reproduces_the_array_predictions(digits_run, digits_test, tm
     assert ids2 == [str(paths[0]), str(rgb)] and torch.equal(x2[0], x2[1])
 
 
+def _by_hand(image: np.ndarray, size: int, short: int) -> np.ndarray:
+    """``(C, h, w)`` -> ``(C, size, size)``: the shorter side to ``short`` (bilinear), then
+    the central square, computed here from the geometry alone."""
+    c, h, w = image.shape
+    side = size * min(h, w) / short  # the crop, in the image's own pixels
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    return np.stack([np.asarray(Image.fromarray(band).resize(
+        (size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None))
+        for band in image])
+
+
+def test_images_of_another_size_get_the_evaluation_transform(digits_run, digits_test,
+                                                            tmp_path):
+    """An in-memory run trained on 8x8 images reads any size: shorter side to 8 / 0.875,
+    then the central 8x8, with one log line; 8x8 images are read as they are."""
+    lines: list[str] = []
+    p = Predictor.from_run(digits_run, device="cpu", log=lines.append)
+    assert p.resize == 9
+    odd = np.random.default_rng(4).integers(0, 256, (1, 12, 20), dtype=np.uint8)
+    want = torch.from_numpy(_by_hand(odd, 8, 9))
+    assert torch.equal(p.check_inputs(odd[None]), want[None])
+    assert lines == ["resized 1 of 1 images of another size to 8x8 (shorter side to 9, "
+                     "then the central 8x8)"]
+    lines.clear()
+    torch.testing.assert_close(p.predict_proba(digits_test),
+                               torch.softmax(reference_logits(digits_run,
+                                                             torch.from_numpy(digits_test)),
+                                             dim=1), atol=1e-6, rtol=0)
+    assert lines == []  # nothing resized, nothing said
+    # Files: the odd one resized, the 8x8 one untouched; the table agrees with the arrays.
+    Image.fromarray(odd[0]).save(tmp_path / "a_odd.png")
+    Image.fromarray(digits_test[0, 0]).save(tmp_path / "b_same.png")
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "c_tall.png")
+    x, ids = p.read_inputs(tmp_path)
+    assert [Path(i).name for i in ids] == ["a_odd.png", "b_same.png", "c_tall.png"]
+    assert torch.equal(x[0], want) and torch.equal(x[1], torch.from_numpy(digits_test[0]))
+    assert torch.equal(x[2], torch.zeros((1, 8, 8), dtype=torch.uint8))
+    assert lines == ["resized 2 of 3 images of another size to 8x8 (shorter side to 9, "
+                     "then the central 8x8)"]
+    rows = p.predict_table(tmp_path)
+    proba = p.predict_proba(x)
+    assert [r["prediction"] for r in rows] == [p.classes[int(k)] for k in proba.argmax(1)]
+    assert rows[0]["probability"] == pytest.approx(float(proba[0].max()), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_in_memory_and_streamed_runs_of_one_folder_resize_alike(tmp_path):
+    """A run holding a folder of 16x16 images in memory and one streaming it read a 24x36
+    image the same way: the streamed evaluation's decode (shorter side to 18, central 16)."""
+    rng = np.random.default_rng(6)
+    root = tmp_path / "images"
+    for split, per in (("train", [20, 8]), ("test", [3, 3])):
+        for c, n in enumerate(per):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                px = np.clip(np.array(COLOURS[c]) + rng.normal(0, 20, (16, 16, 3)), 0, 255)
+                Image.fromarray(px.astype(np.uint8)).save(root / split / f"c{c}" / f"{i}.png")
+    odd = tmp_path / "odd.png"
+    Image.fromarray(rng.integers(0, 256, (24, 36, 3), dtype=np.uint8)).save(odd)
+    same = root / "test" / "c1" / "0.png"
+    read = {}
+    for in_memory in (True, False):
+        run = _train({"dataset": {"name": "imagefolder", "root": str(root),
+                                  "profile": "original", "in_memory": in_memory,
+                                  "workers": 0},
+                      "model": {"arch": "small_cnn"}, "train": {"epochs": 1, "batch_size": 8}},
+                     tmp_path / f"run-{in_memory}")
+        lines: list[str] = []
+        p = Predictor.from_run(run, device="cpu", log=lines.append)
+        assert p.input_shape == (3, 16, 16) and p.resize == 18
+        read[in_memory], _ = p.read_inputs([odd, same])
+        assert lines == ["resized 1 of 2 images of another size to 16x16 (shorter side to "
+                         "18, then the central 16x16)"]
+    assert torch.equal(read[True][0], read[False][0])
+    assert torch.equal(read[True][0], torch.tensor(decode_image(odd.read_bytes(), 16)))
+    # A 16x16 image: as it is in memory, the run's own evaluation transform when streamed.
+    pixels = np.array(Image.open(same)).transpose(2, 0, 1)
+    assert torch.equal(read[True][1], torch.from_numpy(pixels))
+    assert torch.equal(read[False][1], torch.tensor(decode_image(same.read_bytes(), 16)))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+def test_a_run_at_another_image_size_reads_images_of_the_source_size(tmp_path):
+    """Trained at dataset.image_size 64 from 32x32 arrays: a 32x32 image is resized as the
+    run resized its own (shorter side to 64), within one grey level of the run's resize
+    (Pillow's bilinear here, torch's there); the export says how."""
+    from tailmix.build import _resized
+
+    rng = np.random.default_rng(7)
+    tx, ty = _coloured([20, 12, 8, 6, 4], rng)
+    vx, vy = _coloured([2] * 5, rng)
+    raw = from_arrays(tx, ty, vx, vy, classes=["red", "green", "blue", "yellow", "violet"])
+    run = _train({"dataset": {"name": "arrays", "profile": "original", "image_size": 64},
+                  "model": {"arch": "small_cnn"}, "train": {"epochs": 1, "precision": "fp32"}},
+                 tmp_path / "run", data=raw)
+    lines: list[str] = []
+    p = Predictor.from_run(run, device="cpu", log=lines.append)
+    assert p.input_shape == (3, 64, 64) and p.resize == 64
+    got = p.check_inputs(vx)
+    assert torch.equal(got, torch.from_numpy(np.stack([_by_hand(a, 64, 64) for a in vx])))
+    own = torch.from_numpy(_resized(raw, 64).test_x)
+    assert int((got.int() - own.int()).abs().max()) <= 1
+    assert lines == ["resized 10 of 10 images of another size to 64x64 (shorter side to 64, "
+                     "then the central 64x64)"]
+    export(run, format="torchscript", out=tmp_path / "m.pt", log=lambda _: None)
+    side = json.loads((tmp_path / "m.pt.classes.json").read_text())
+    assert side["input"]["resize"] == 64
+    assert "another size resized so the shorter side is 64" in side["input"]["description"]
+
+
 def test_npy_and_csv_inputs(digits_run, vector_run, digits_test, tmp_path):
     p = Predictor.from_run(digits_run, device="cpu")
     np.save(tmp_path / "digits.npy", digits_test)
@@ -287,10 +397,11 @@ def test_wrong_inputs_say_what_the_model_expects(digits_run, vector_run, digits_
     big = tmp_path / "big.png"
     Image.fromarray(np.zeros((9, 8), np.uint8)).save(big)
     with pytest.raises(ParameterError, match=r"images of 1x8x8 \(channels x height x width\), "
-                       r"as the model was trained on.*big.png \(9x8 pixels"):
-        p.read_inputs(big)
-    with pytest.raises(ParameterError, match=r"images of 1x8x8.*shape \(2, 3, 8, 8\)"):
-        p.predict(np.zeros((2, 3, 8, 8), np.uint8))
+                       r"as the model was trained on \(other heights and widths are resized\)"
+                       r".*shape \(2, 3, 8, 8\)"):
+        p.predict(np.zeros((2, 3, 8, 8), np.uint8))  # channels are not converted
+    with pytest.raises(ParameterError, match=r"images of 1x8x8.*shape \(2, 1, 0, 8\)"):
+        p.predict(np.zeros((2, 1, 0, 8), np.uint8))
     with pytest.raises(ParameterError, match="uint8 pixel values 0..255.*not 0..1"):
         p.predict(digits_test / 255.0)
     (tmp_path / "rows.csv").write_text("1,2,3\n")
@@ -497,6 +608,45 @@ def test_torchscript_round_trips(vector_run, tmp_path):
         x = torch.from_numpy(np.random.default_rng(n).normal(5, 3, (n, 12)).astype(np.float32))
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), p.logits(x), atol=1e-5, rtol=0)
+
+
+class _OwnNet(torch.nn.Module):
+    """A user's network: not registered, no features() or head of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32),
+                                        torch.nn.ReLU())
+        self.fc = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated
+def test_a_run_of_an_own_module_exports_with_the_module(digits_test, tmp_path, capsys):
+    torch.manual_seed(0)
+    run = _train({"dataset": {"name": "digits", "profile": "exp", "ratio": 20, "n_max": 120},
+                  "train": {"epochs": 1, "precision": "fp32"}},
+                 tmp_path / "run", model=_OwnNet())
+    out = export(run, format="torchscript", out=tmp_path / "own.pt", model=_OwnNet(),
+                 log=lambda _: None)
+    loaded = torch.jit.load(str(out))
+    x = torch.from_numpy(digits_test).float()
+    want = Predictor.from_run(run, device="cpu", model=_OwnNet()).logits(digits_test)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert float(want.abs().max()) > 0.1  # trained logits, not a zero network
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), want, atol=1e-5, rtol=0)
+    assert ckpt["config"]["model_class"].endswith("_OwnNet")
+    # Without the module neither the library nor the command line can rebuild it.
+    with pytest.raises(ParameterError, match="'model'.*_OwnNet module"):
+        export(run, format="torchscript", out=tmp_path / "no.pt", log=lambda _: None)
+    assert main(["export", str(run), "--format", "torchscript",
+                 "--out", str(tmp_path / "no.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'model'" in err[0] and "command line cannot rebuild it" in err[0]
+    assert not (tmp_path / "no.pt").exists()
 
 
 def test_export_refuses_a_model_that_does_not_match(digits_run, tmp_path, monkeypatch):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,89 @@ def test_shipped_configs_give_the_documented_counts(config, counts):
 def test_tiny_imagenet_profile_counts():
     c = class_counts("exp", num_classes=200, n_max=500, ratio=100)
     assert c[0] == 500 and c[-1] == 5 and len(c) == 200
+
+
+# --------------------------------------------------------------------------- a user's own data
+
+
+def _folder(root, counts=(300, 100, 30, 10), test=3):
+    """SPLIT/CLASS/IMAGE of 8x8 PNGs: ``counts`` training images a class, ``test`` each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, ns in (("train", counts), ("test", [test] * len(counts))):
+        for c, n in enumerate(ns):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_a_users_folder_trains_on_every_image_it_holds(tmp_path, capsys):
+    import json
+
+    from tailmix.cli import main
+
+    root = _folder(tmp_path / "mydata")
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "imagefolder", "--data-root", str(root), "--epochs",
+                 "1", "--set", "model.arch=small_cnn", "--set", "train.device=cpu",
+                 "--no-progress", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["class_counts"] == [300, 100, 30, 10]
+    assert metrics["imbalance_ratio"] == 30
+    assert metrics["train_subset"]["images"] == 440
+    log = capsys.readouterr().out
+    assert "data: mydata, 4 classes, 440 training images (300 100 30 10 a class), imbalance " \
+           "ratio 30, profile original" in log
+    assert "dataset.profile: 'original' (the default of 'imagefolder')" in log
+
+
+@pytest.mark.parametrize("name", ["imagefolder", "filelist", "csv", "arrays", "imagenet_lt",
+                                  "places_lt", "inat2018"])
+def test_a_users_data_and_the_long_tailed_releases_default_to_the_original_profile(name):
+    from tailmix.config import resolve
+
+    root = str(Path(__file__).resolve().parents[1])
+    spec = resolve({"dataset": {"name": name, "root": root}})
+    assert spec.dataset["profile"] == "original" and spec.dataset["ratio"] is None
+    # A cut asked for without a profile is exp, and the run's log says so.
+    spec = resolve({"dataset": {"name": name, "root": root, "ratio": 10}})
+    assert spec.dataset["profile"] == "exp" and spec.dataset["ratio"] == 10
+    assert any(n.startswith("dataset.profile: 'exp', as dataset.ratio is given")
+               for n in spec.notes)
+    spec = resolve({"dataset": {"name": name, "root": root, "profile": "step", "ratio": 5}})
+    assert spec.dataset["profile"] == "step" and spec.notes == ()
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "cinic10", "tiny_imagenet",
+                                  "digits"])
+def test_the_benchmark_sources_keep_their_cut(name):
+    from tailmix.config import resolve
+
+    root = str(Path(__file__).resolve().parents[1])
+    spec = resolve({"dataset": {"name": name, "root": root}})
+    assert (spec.dataset["profile"], spec.dataset["ratio"]) == ("exp", 100)
+
+
+def test_check_names_the_original_profile(tmp_path, capsys):
+    from tailmix.cli import main
+
+    root = _folder(tmp_path / "mydata", counts=(3, 2), test=1)
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"dataset: {{name: imagefolder, root: {root}}}\nmodel: {{arch: small_cnn}}\n")
+    assert main(["check", str(config)]) == 0
+    assert "dataset.profile: 'original'" in capsys.readouterr().out
+
+
+def test_a_profile_written_for_a_users_folder_still_cuts_it(tmp_path):
+    from tailmix.build import load_data
+    from tailmix.config import resolve
+
+    root = _folder(tmp_path / "mydata")
+    spec = resolve({"dataset": {"name": "imagefolder", "root": str(root), "profile": "exp",
+                                "ratio": 10, "n_max": 100}, "model": {"arch": "small_cnn"}})
+    data = load_data(spec)
+    assert data.class_counts == [100, 46, 21, 10] and data.imbalance_ratio == 10

@@ -39,7 +39,8 @@ def test_a_strategy_with_settings_trains_end_to_end(recipe):
 
     from tailmix.build import build_run
 
-    cfg = digits_config(epochs=3)
+    # No lr steps, so DRW stays at epoch 2 and the two epochs trained are unweighted.
+    cfg = digits_config(epochs=3, milestones=[], lr_factors=[])
     cfg["strategy"] = recipe
     cfg["augment"] = {"cutout": 2}  # digits are 8 x 8
     run = build_run(cfg, None, log=lambda _: None)

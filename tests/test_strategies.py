@@ -42,7 +42,8 @@ def test_overrides_compose_with_the_strategy():
     assert comp["weights"]["name"] == "drw"
     spec = resolve(resolve_config(cfg))
     assert spec.composition.mixer == {"preset": "mamix", "q": -0.5, "input_mode": "cutmix"}
-    assert spec.composition.weights["start_epoch"] == 3  # 0.8 of the 4 epochs
+    # 0.8 of the 4 epochs is epoch 3, the x0.01 step's: DRW starts the epoch before it
+    assert spec.composition.weights["start_epoch"] == 2
     run = build_run(spec, None)
     mixer = run.trainer.step.mixer
     assert mixer.rule == "mamix" and mixer.rule_params["q"] == -0.5

@@ -184,7 +184,7 @@ def test_streamed_data_has_the_profile_and_statistics(folder):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy, extra", [
-    ("MAMix-DRW", {}),
+    ("MAMix-DRW", {"weights": {"start_epoch": 3}}),  # with the x0.01 step, as written
     ("ERM", {"sampler": {"name": "class_balanced"}}),
 ])
 def test_streamed_run_learns(folder, tmp_path, strategy, extra):

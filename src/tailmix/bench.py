@@ -325,8 +325,8 @@ def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
         groups.setdefault((cell.dataset, cell.ratio, cell.name), []).append((metrics, margins))
     rows = []
     for (ds, ratio, strategy), results in groups.items():
-        slopes = [mg["train"].get("slope") for _, mg in results if mg]
-        slopes = [s for s in slopes if s is not None]
+        fits = [mg["train"] for _, mg in results if mg and mg["train"].get("slope") is not None]
+        slopes = [fit["slope"] for fit in fits]
         row = {
             "dataset": ds, "ratio": ratio, "strategy": strategy, "seeds": len(results),
             "epochs": results[0][0]["epochs"],
@@ -337,6 +337,9 @@ def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
         row["selected_top1"], row["selected_top1_std"] = _mean_std(
             [(m.get("selected") or {}).get("top1") for m, _ in results])
         row["margin_slope"] = statistics.mean(slopes) if slopes else None
+        # the fewest classes a seed's slope was fitted on (None when not recorded)
+        used = [fit["n_used"] for fit in fits if isinstance(fit.get("n_used"), int)]
+        row["margin_slope_classes"] = min(used) if used else None
         row["published_top1"] = PUBLISHED.get((ds, int(ratio)), {}).get(strategy)
         rows.append(row)
     from tailmix.registry import STRATEGIES
@@ -359,6 +362,14 @@ def _fmt(v: Any, std: Any = None, digits: int = 2) -> str:
     if std is not None and std > 0:
         return f"{v:.{digits}f} ± {std:.{digits}f}"
     return f"{v:.{digits}f}"
+
+
+def _fmt_slope(row: dict[str, Any]) -> str:
+    """The margin slope, with what it rests on when a seed's fit used fewer than 4 classes."""
+    text, used = _fmt(row["margin_slope"], digits=3), row.get("margin_slope_classes")
+    if row["margin_slope"] is None or used is None or used >= 4:
+        return text
+    return f"{text} (fitted on {used} class{'' if used == 1 else 'es'})"
 
 
 def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
@@ -403,7 +414,7 @@ def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
             f"| {r['seeds']} | {_fmt(r['top1'], r['top1_std'])} {sel}"
             f"| {_fmt(r['balanced_accuracy'])} | {_fmt(r['many_shot'])} "
             f"| {_fmt(r['medium_shot'])} | {_fmt(r['few_shot'])} | {_fmt(r['macro_f1'])} "
-            f"| {_fmt(r['ece'])} | {_fmt(r['margin_slope'], digits=3)} "
+            f"| {_fmt(r['ece'])} | {_fmt_slope(r)} "
             f"| {_fmt(r['published_top1'])} | {_fmt(r['train_time_min'], digits=1)} |")
     if missing:
         lines += ["", f"Not yet run ({len(missing)}): " + ", ".join(missing) + ". "

@@ -24,12 +24,11 @@ from tailmix._validation import ParameterError
 from tailmix.config import ABSENT, RunSpec, get_path, resolve
 from tailmix.data import LongTailData, RawDataset, load_source, prepare_dataset
 from tailmix.engine import Trainer
+from tailmix.hardware import choose_speed, cpu_capability
+from tailmix.steps import eval_batch_size
 
-__all__ = ["Run", "autocast_dtype", "build_run", "check_resumable", "evaluate_checkpoint",
+__all__ = ["Run", "build_run", "check_resumable", "evaluate_checkpoint",
            "load_checkpoint", "load_data", "make_mixer", "resolve_device", "restore", "train"]
-
-_CNN_ARCHS = ("resnet32", "resnet18", "resnet50", "resnext50_32x4d")
-
 
 # --------------------------------------------------------------------------- devices
 
@@ -70,24 +69,6 @@ def resolve_device(name: str) -> torch.device:
     elif dev.type != "cpu":
         raise ParameterError("train.device", spelled, name)
     return dev
-
-
-def autocast_dtype(precision: str, device: torch.device, arch: str) -> torch.dtype | None:
-    """The autocast dtype for a precision setting; ``auto`` means bf16 for convolutional
-    networks (on CUDA when supported, and on CPU where it measured faster) and fp32 else."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    external = arch.startswith(("torchvision:", "timm:"))
-    if arch in _CNN_ARCHS or external:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        if device.type == "cpu" and not external:
-            return torch.bfloat16
-    return None
 
 
 def check_distributed(train_cfg: dict[str, Any], device: torch.device, world_size: int) -> None:
@@ -259,7 +240,12 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
     kw: dict[str, Any] = {}
     decoded = None
     if pre is not None:  # a torchvision or timm backbone normalises its own way
-        kw.update(mean=pre["mean"], std=pre["std"])
+        mean, std = pre["mean"], pre["std"]
+        if not isinstance(raw, FileDataset) and raw.is_image and raw.train_x.shape[1] == 1:
+            # Grey images (a timm backbone built with in_chans=1) take one channel's
+            # statistics; three would broadcast every batch to three channels.
+            mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+        kw.update(mean=mean, std=std)
     if isinstance(raw, FileDataset):
         raw = scan_images(raw, bad_images=d["bad_images"], log=log)
         workers = None if d["workers"] == "auto" else d["workers"]
@@ -496,7 +482,10 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
             except ParameterError as e:
                 error = e
         _agree(error, out)
+    for note in spec.notes:  # what resolving chose that the config did not say
+        log(note)
     lt = load_data(spec, data, log=log)
+    log(f"{lt.describe()}, profile {spec.dataset['profile']}")
     counts, comp = lt.class_counts, spec.composition
     mixer = None if comp.mixer is None else make_mixer(comp.mixer, counts=counts)
     loss, weights = make_loss(comp.loss, counts=counts), make_weights(comp.weights,
@@ -509,8 +498,10 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
 
     set_logit_scale(net, getattr(loss, "logit_scale", 1.0))
     arch = "custom" if model is not None else spec.model["arch"]
-    amp = autocast_dtype(t["precision"], device, arch)
-    channels_last = uses_channels_last(t, is_image=lt.is_image, arch=arch)
+    speed = choose_speed(t["precision"], t["channels_last"], device, arch=arch,
+                         is_image=lt.is_image)
+    log(f"speed: {speed.reason}")
+    amp, channels_last = speed.amp, speed.channels_last
     stages = _stage_epochs(spec, net)
     net = _place(net, t, device, channels_last, world_size)
     lt = lt.to(device)
@@ -536,7 +527,7 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     step_kw = dict(inputs=lt.train_inputs, labels=lt.train_labels, augment=lt.augment,
                    loss=loss, weights=weights, mixer=mixer, num_classes=lt.num_classes,
                    device=device, amp=amp, channels_last=channels_last,
-                   eval_batch_size=spec.eval["batch_size"])
+                   eval_batch_size=eval_batch_size(spec.eval["batch_size"], device))
     gradient = make_gradient(spec.config["sam"], counts=counts, epochs=spec.epochs,
                              world_size=world_size)
     if gradient is not None and gradient.tail is not None:
@@ -552,8 +543,8 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     sampler, step = _strategy_step(spec, generative, sampler, step_kw, model=net, lt=lt,
                                    out=out, rank=rank, world_size=world_size, log=log)
     callbacks = _callbacks(spec, lt, out if is_main else None, real=real, device=device,
-                           amp=amp, channels_last=channels_last, rank=rank,
-                           world_size=world_size, log=log,
+                           amp=amp, channels_last=channels_last, speed=speed.record(),
+                           rank=rank, world_size=world_size, log=log,
                            model_class=None if model is None else type(model).__qualname__)
     _check_head(spec, net)
     if spec.model["max_norm"] is not None:
@@ -730,12 +721,6 @@ def _crt_stage(spec: RunSpec, sampler: Any, step: Any, lr: Any, step_kw: dict[st
             Then(lr, second, switch_epoch=switch), spec.epochs + c["epochs"])
 
 
-def uses_channels_last(t: dict[str, Any], *, is_image: bool, arch: str) -> bool:
-    """``train.channels_last`` resolved: ``auto`` is on for images through a ResNet."""
-    cl = t["channels_last"]
-    return (is_image and arch.startswith("resnet")) if cl == "auto" else bool(cl)
-
-
 def _place(model: nn.Module, t: dict[str, Any], device: torch.device, channels_last: bool,
            world_size: int) -> nn.Module:
     """The network on its device (SyncBatchNorm across processes, channels-last images)."""
@@ -802,19 +787,23 @@ def input_record(data: LongTailData) -> dict[str, Any]:
 
 
 def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
-               device: torch.device, amp: Any, channels_last: bool, rank: int,
+               device: torch.device, amp: Any, channels_last: bool,
+               speed: dict[str, Any] | None = None, rank: int,
                world_size: int, log: Callable[[str], None],
                model_class: str | None = None) -> list[cb.Callback]:
-    e, run = spec.eval, dict(device=device, amp=amp, channels_last=channels_last)
+    e = spec.eval
+    run = dict(device=device, amp=amp, channels_last=channels_last,
+               batch_size=eval_batch_size(e["batch_size"], device))
     calls: list[cb.Callback] = [cb.Evaluator(
         inputs=lt.test_inputs, labels=lt.test_labels, augment=lt.augment,
-        class_counts=lt.class_counts, every=e["every"], batch_size=e["batch_size"],
+        class_counts=lt.class_counts, every=e["every"],
         many_threshold=e["many_threshold"], few_threshold=e["few_threshold"],
         posthoc_tau=e["posthoc_tau"], patience=e["patience"], tau_norm=e["tau_norm"],
         best_path=None if out is None else out / "checkpoints" / "best.pt",
         validation=None if lt.val_labels is None else (lt.val_inputs, lt.val_labels), **run)]
-    if spec.log["progress"] and rank == 0:
-        calls.append(cb.Progress(label=spec.config.get("name") or spec.strategy))
+    if rank == 0:  # a bar, or one log line an epoch where there is none
+        calls.append(cb.Progress(label=spec.config.get("name") or spec.strategy,
+                                 bar=spec.log["progress"], log=log))
     if out is not None:
         record = {**spec.to_dict(), "class_counts": lt.class_counts}
         if model_class is not None:  # a user's network: restoring it needs the module
@@ -828,21 +817,22 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
             calls.append(cb.TensorBoard(out, log=log))
     facts = {"strategy": spec.strategy, "dataset": lt.name, "epochs": spec.epochs,
              "seed": spec.seed, "class_counts": lt.class_counts, "classes": lt.classes,
+             "imbalance_ratio": lt.imbalance_ratio,
              "device": str(device), "world_size": world_size,
-             "environment": environment(device),
+             "environment": environment(device), "speed": speed or {},
              "train_subset": {"images": len(lt.source_indices if lt.source_indices is not None
                                             else lt.train_labels),
                               "sha256": lt.subset_sha256},
              **({"validation_images": len(lt.val_labels)} if lt.val_labels is not None
                 else {})}
     if out is not None and e["margins"]:
-        # The real training set only: DeepSMOTE appends synthetic examples after it.
+        # The real training set only: DeepSMOTE appends synthetic examples after it. After
+        # the evaluator: the test set's logits are those of its final evaluation.
         train = (lt.train_inputs, lt.train_labels) if real is None else (
             lt.train_inputs[real], lt.train_labels[real])
         calls.append(cb.Margins(out, train=train,
                                 test=(lt.test_inputs, lt.test_labels), augment=lt.augment,
-                                class_counts=lt.class_counts, batch_size=e["batch_size"],
-                                **run))
+                                class_counts=lt.class_counts, **run))
     # Last: metrics.json marks a finished run, so it is written after every other file.
     calls.append(cb.Results(out, facts))
     return calls
@@ -858,6 +848,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 
     return {"tailmix": __version__, "torch": torch.__version__,
             "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+            "cpu_capability": cpu_capability(),
             "accelerator": (torch.cuda.get_device_name(device) if device.type == "cuda"
                             else None)}
 
@@ -897,10 +888,10 @@ class Restored:
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """The network's logits for ``inputs``, computed as the run's evaluation computed
         them (its precision and memory format)."""
-        from tailmix.steps import predict
+        from tailmix.steps import eval_batch_size, predict
 
         return predict(self.model, inputs, self.data.augment, device=self.device, amp=self.amp,
-                       batch_size=self.spec.eval["batch_size"],
+                       batch_size=eval_batch_size(self.spec.eval["batch_size"], self.device),
                        channels_last=self.channels_last)
 
 
@@ -1014,8 +1005,9 @@ def restore(path: str | Path, *, data_root: str | None = None,
     model = model.to(dev)
     model.load_state_dict(ckpt["model"])
     arch = "custom" if custom else spec.model["arch"]
-    amp = autocast_dtype(spec.train["precision"], dev, arch)
-    channels_last = uses_channels_last(spec.train, is_image=data.is_image, arch=arch)
+    speed = choose_speed(spec.train["precision"], spec.train["channels_last"], dev, arch=arch,
+                         is_image=data.is_image)
+    amp, channels_last = speed.amp, speed.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Restored(spec, data, model, dev, amp, int(ckpt["epoch"]), channels_last)

@@ -52,6 +52,10 @@ class TrainState:
         Returns the trainer's resumable state (model, optimiser, scaler, epoch, best).
     result : dict
         Filled at the end: ``final`` metrics and the run's facts (``metrics.json``).
+    final_logits : list of (inputs, Tensor)
+        Filled at the end: logits of the network the run ends with, each beside the inputs
+        they came from (:meth:`logits_of`), so that a set passes through that network once
+        (:class:`Evaluator` leaves the test set's, :class:`Margins` reads them).
     wall_start : float
         ``time.perf_counter()`` when this process started fitting.
     """
@@ -65,11 +69,17 @@ class TrainState:
     improved: bool = False
     stop: bool = False
     result: dict[str, Any] = field(default_factory=dict)
+    final_logits: list[tuple[Any, Tensor]] = field(default_factory=list)
     wall_start: float = field(default_factory=time.perf_counter)
 
     @property
     def train_time_s(self) -> float:
         return sum(h.get("epoch_time_s", 0.0) for h in self.history)
+
+    def logits_of(self, inputs: Any) -> Tensor | None:
+        """The final network's logits on ``inputs`` (the same object) when a callback left
+        them in :attr:`final_logits`, else None."""
+        return next((z for x, z in self.final_logits if x is inputs), None)
 
 
 class Callback:
@@ -100,6 +110,12 @@ class Evaluator(Callback):
     ``patience`` evaluations without improvement, and the test set is read once at the end:
     for the final network (``final``) and the selected one (``selected``), each with the
     post-hoc logit adjustment at the tau that is best on the validation set.
+
+    Each set passes through a network once: the end of the run reuses the logits of the
+    last epoch's evaluation when the weights have not changed since, the selected network
+    is the final one when it was selected at the last epoch (and its validation figures are
+    those of its epoch), and the final network's test logits are left in
+    :attr:`TrainState.final_logits` for the callbacks after this one (margins).
 
     Parameters
     ----------
@@ -148,6 +164,12 @@ class Evaluator(Callback):
         self.validation, self.patience, self.best_path = validation, patience, best_path
         self.best_state: dict[str, Tensor] | None = None
         self.stale = 0
+        # The selected epoch's validation metrics and tau (None after a resume).
+        self.best_validation: tuple[dict[str, Any], float] | None = None
+        # The latest evaluation's logits by set, with the weights they came from; kept from
+        # an epoch's end to the next epoch's start (or the end of the run).
+        self.kept: dict[str, tuple[list[tuple[Tensor, int]], Tensor]] = {}
+        self.handed: list[tuple[Any, Tensor]] | None = None
 
     def on_fit_start(self, state: TrainState) -> None:
         """A resumed run takes back its selected network and its count of evaluations
@@ -163,6 +185,21 @@ class Evaluator(Callback):
         best = state.best["epoch"]
         self.stale = sum(1 for h in state.history
                          if h["epoch"] > best and "val_balanced_accuracy" in h)
+
+    def on_epoch_start(self, state: TrainState, epoch: int) -> None:
+        self.kept.clear()  # the weights are about to change
+
+    def logits(self, model: nn.Module, split: str = "test") -> Tensor:
+        """The network's logits on the ``test`` or ``validation`` set: those of the latest
+        evaluation when the network's weights have not changed since, else a new pass."""
+        kept = self.kept.get(split)
+        if kept is not None and _same_stamp(kept[0], _weights_stamp(model)):
+            return kept[1]
+        inputs = self.inputs if split == "test" else self.validation[0]
+        logits = predict(model, inputs, self.augment, **self.run)
+        self.kept[split] = (_weights_stamp(model), logits)
+        return logits
+
     def _metrics(self, logits: Tensor, labels: Tensor) -> dict[str, Any]:
         from tailmix.metrics import compute_metrics
 
@@ -176,11 +213,13 @@ class Evaluator(Callback):
         return {**{k: ma[k] for k in ("top1", "balanced_accuracy", "many_shot", "medium_shot",
                                       "few_shot", "macro_f1")}, "tau": tau}
 
-    def evaluate(self, model: nn.Module, *, full: bool = False,
-                 tau: float | None = None) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, *, full: bool = False, tau: float | None = None,
+                 logits: Tensor | None = None) -> dict[str, Any]:
         """Test-set metrics (``full``: with the post-hoc adjustment at ``tau``, default
-        ``posthoc_tau``)."""
-        logits = predict(model, self.inputs, self.augment, **self.run)
+        ``posthoc_tau``). ``logits``: the network's test logits when they are at hand
+        (:meth:`logits`), else the network reads the test set."""
+        if logits is None:
+            logits = self.logits(model)
         m = self._metrics(logits, self.labels)
         m["test_loss"] = float(F.cross_entropy(logits, self.labels))
         if full:
@@ -197,8 +236,8 @@ class Evaluator(Callback):
 
     def _validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
         """Validation metrics and the post-hoc tau that is best on them."""
-        inputs, labels = self.validation
-        logits = predict(model, inputs, self.augment, **self.run)
+        labels = self.validation[1]
+        logits = self.logits(model, "validation")
         m = self._metrics(logits, labels)
         m["val_loss"] = float(F.cross_entropy(logits, labels))
         scores = [(self._adjusted(logits, labels, t)["balanced_accuracy"], -t)
@@ -217,7 +256,7 @@ class Evaluator(Callback):
                               "balanced_accuracy": m["balanced_accuracy"]}
                 state.improved = True
             return
-        m, _ = self._validate(state.model)
+        m, tau = self._validate(state.model)
         row.update({"val_top1": m["top1"], "val_balanced_accuracy": m["balanced_accuracy"],
                     "val_loss": m["val_loss"]})
         score = m["balanced_accuracy"]
@@ -227,6 +266,7 @@ class Evaluator(Callback):
             state.improved = True
             self.best_state = {k: v.detach().to("cpu", copy=True)
                                for k, v in state.model.state_dict().items()}
+            self.best_validation = (m, tau)
             self.stale = 0
         else:
             self.stale += 1
@@ -234,29 +274,70 @@ class Evaluator(Callback):
                 state.stop = True
 
     def on_fit_end(self, state: TrainState) -> None:
+        model = state.model
         if self.validation is None:
-            state.result["final"] = self.evaluate(state.model, full=True)
+            logits = self.logits(model)
+            state.result["final"] = self.evaluate(model, full=True, logits=logits)
             state.result["best"] = {**(state.best or {}), "note": "best evaluated epoch, "
                                     "chosen on the test set: optimistic, report 'final'"}
-            return
-        model = state.model
-        val, tau = self._validate(model)
-        state.result["final"] = {**self.evaluate(model, full=True, tau=tau),
-                                 "epoch": state.epoch}
-        state.result["validation"] = {"final": val}
-        if self.best_state is None:
-            return
+        else:
+            val, tau = self._validate(model)
+            logits = self.logits(model)
+            final = self.evaluate(model, full=True, tau=tau, logits=logits)
+            state.result["final"] = {**final, "epoch": state.epoch}
+            state.result["validation"] = {"final": val}
+            if self.best_state is not None:
+                val_sel, selected = self._selected(model, state, val, final)
+                state.result["selected"] = {
+                    **selected, "epoch": state.best["epoch"],
+                    "note": "epoch chosen on the validation set (balanced accuracy); test "
+                    "set read once, at the end"}
+                state.result["validation"]["selected"] = val_sel
+        self.kept.clear()
+        state.final_logits.append((self.inputs, logits))
+        self.handed = state.final_logits
+
+    def _selected(self, model: nn.Module, state: TrainState, val: dict[str, Any],
+                  final: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Validation and test metrics of the selected network: the final network's when it
+        was selected at the last epoch, else those of ``best_state``, loaded for the time."""
+        if state.best["epoch"] == state.epoch and _same_weights(model, self.best_state):
+            return val, final
         current = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.best_state)
         try:
-            val_sel, tau_sel = self._validate(model)
+            val_sel, tau_sel = self.best_validation or self._validate(model)
             selected = self.evaluate(model, full=True, tau=tau_sel)
         finally:
             model.load_state_dict(current)
-        state.result["selected"] = {**selected, "epoch": state.best["epoch"],
-                                    "note": "epoch chosen on the validation set (balanced "
-                                    "accuracy); test set read once, at the end"}
-        state.result["validation"]["selected"] = val_sel
+            self.kept.clear()
+        return val_sel, selected
+
+    def close(self) -> None:
+        """Let go of the logits handed to the other callbacks."""
+        self.kept.clear()
+        if self.handed is not None:
+            self.handed[:] = [(x, z) for x, z in self.handed if x is not self.inputs]
+            self.handed = None
+
+
+def _weights_stamp(model: nn.Module) -> list[tuple[Tensor, int]]:
+    """Each parameter and buffer of ``model`` with its in-place version counter, which an
+    optimiser step, ``load_state_dict`` and a batch-norm statistics update all advance: two
+    stamps are equal only while the network's weights are the same."""
+    return [(t, t._version) for t in (*model.parameters(), *model.buffers())]
+
+
+def _same_stamp(a: list[tuple[Tensor, int]], b: list[tuple[Tensor, int]]) -> bool:
+    return len(a) == len(b) and all(x is y and u == v
+                                    for (x, u), (y, v) in zip(a, b, strict=True))
+
+
+def _same_weights(model: nn.Module, state: dict[str, Tensor]) -> bool:
+    """Whether ``model``'s weights equal those of the state dict ``state``, exactly."""
+    own = model.state_dict()
+    return own.keys() == state.keys() and all(
+        torch.equal(v.detach().cpu(), state[k].cpu()) for k, v in own.items())
 
 
 def classifier_weight(model: nn.Module) -> Tensor:
@@ -382,7 +463,9 @@ class Results(Callback):
 
 class Margins(Callback):
     """Writes ``margins.json``: per-class margins on the real training set and the test
-    set (DESIGN section 5) at the end of the run."""
+    set (DESIGN section 5) at the end of the run. The test set's logits are those the final
+    evaluation left in :attr:`TrainState.final_logits` when there are some (the test set
+    passes through the network once)."""
 
     def __init__(self, out: Path, *, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
                  augment: nn.Module, class_counts: list[int], batch_size: int,
@@ -397,29 +480,59 @@ class Margins(Callback):
         from tailmix.margins import margin_report
 
         tr = predict(state.model, self.train[0], self.augment, **self.run)
-        te = predict(state.model, self.test[0], self.augment, **self.run)
+        te = state.logits_of(self.test[0])  # the final evaluation's, when it ran before
+        if te is None:
+            te = predict(state.model, self.test[0], self.augment, **self.run)
         report = margin_report(tr, self.train[1], te, self.test[1], self.class_counts)
         write_json(self.out / "margins.json", report)
 
 
 class Progress(Callback):
-    """A live progress bar for the epochs and the steps of the current one."""
+    """Training progress: a live bar (the epochs, and the steps of the current one) on a
+    terminal, and one log line an epoch (:func:`tailmix.progress.epoch_line`) when there is
+    no bar (``bar=False``, or standard error is not a terminal) or standard output is not a
+    terminal.
 
-    def __init__(self, *, label: str):
-        self.label, self.bar = label, None
+    Parameters
+    ----------
+    label : str
+        The run's name in the bar and the lines.
+    bar : bool, default True
+        Whether to draw a bar at all (``log.progress``).
+    log : callable, default print
+        Receives the epoch lines.
+    """
+
+    def __init__(self, *, label: str, bar: bool = True, log: Callable[[str], None] = print):
+        self.label, self.show_bar, self.log = label, bool(bar), log
+        self.bar, self.lines = None, True
 
     def on_fit_start(self, state: TrainState) -> None:
+        import sys
+
+        from rich.console import Console
+
         from tailmix.progress import EpochProgress
 
-        self.bar = EpochProgress(total_epochs=state.epochs, start_epoch=state.epoch,
-                                 label=self.label)
-        self.bar.__enter__()
+        console = Console(stderr=True)
+        if self.show_bar and console.is_terminal:
+            self.bar = EpochProgress(total_epochs=state.epochs, start_epoch=state.epoch,
+                                     label=self.label, console=console)
+            self.bar.__enter__()
+        self.lines = self.bar is None or not sys.stdout.isatty()
 
     def on_step_end(self, state, step, steps, loss_sum, seen, lr) -> None:
-        self.bar.step(step, steps, loss_sum, seen, lr)
+        if self.bar is not None:
+            self.bar.step(step, steps, loss_sum, seen, lr)
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
-        self.bar.epoch_done(row)
+        from tailmix.progress import epoch_line
+
+        if self.bar is not None:
+            self.bar.epoch_done(row)
+        if self.lines:
+            self.log(epoch_line(row, total_epochs=state.epochs, label=self.label,
+                                elapsed_s=time.perf_counter() - state.wall_start))
 
     def on_fit_end(self, state: TrainState) -> None:
         self.close()  # before the result files are written

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tailmix import __version__
 from tailmix._validation import ParameterError
@@ -30,27 +32,91 @@ FLAG_KEYS = {
 }
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def _names(names: Any) -> str:
+    return ", ".join(str(n) for n in names)
+
+
+def _choices() -> dict[str, str]:
+    """What the config flags take, in words, read from the registries (tailmix's own
+    entries; a config's plugins add theirs when it is read)."""
+    from tailmix.data.dataset import PREPARE_PROFILES
+    from tailmix.registry import DATASETS, MODELS, STRATEGIES, load_builtins
+    from tailmix.shipped import config_names
+
+    load_builtins()
+    return {"configs": _names(config_names()), "datasets": _names(DATASETS),
+            "models": _names(MODELS), "profiles": _names(PREPARE_PROFILES),
+            "strategies": _names(STRATEGIES)}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, choices: dict[str, str], *,
+                      strategy: bool = True, training: bool = True) -> None:
+    """The flags that build a config: the data and strategy, and with ``training`` the
+    run's length, optimiser, device and output."""
     p.add_argument("--config", "-c", help="YAML config file or a shipped config name "
-                   "(digits, cifar10_lt, ...); flags override it. Default: the dataset's "
+                   f"({choices['configs']}); flags override it. Default: the dataset's "
                    "shipped config (digits when no --dataset)")
-    p.add_argument("--dataset", help="digits, cifar10, cifar100, imagefolder, svhn, cinic10, "
-                   "tiny_imagenet")
+    p.add_argument("--dataset", help=f"the data source: {choices['datasets']}")
     p.add_argument("--data-root", help="folder or file holding the dataset")
     p.add_argument("--ratio", type=float, help="imbalance ratio n_max / n_min")
-    p.add_argument("--profile", help="exp, step, counts or original")
-    p.add_argument("--arch", help="resnet32, resnet18, small_cnn or mlp")
-    p.add_argument("--strategy", help="a name from `tailmix strategies`")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", help="auto, bf16, fp32, fp16")
-    p.add_argument("--eval-every", type=int, help="evaluate every N epochs (and at the end)")
+    p.add_argument("--profile", help=f"the long-tailed profile: {choices['profiles']}")
+    p.add_argument("--arch", help=f"the network: {choices['models']}, or timm:NAME or "
+                   "torchvision:NAME (a backbone of those packages)")
+    if strategy:
+        p.add_argument("--strategy", help=f"the strategy: {choices['strategies']} "
+                       "(`tailmix strategies` describes them)")
+    if training:
+        p.add_argument("--epochs", type=int, help="length of the run in epochs")
+        p.add_argument("--batch-size", type=int, help="the batch size (global: split "
+                       "across processes)")
+        p.add_argument("--lr", type=float, help="the learning rate the schedule starts from")
+        p.add_argument("--seed", type=int, help="the run's seed (initialisation, batch "
+                       "order, mixing)")
+        p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+        p.add_argument("--precision", help="auto, bf16, fp32, fp16")
+        p.add_argument("--eval-every", type=int, help="evaluate every N epochs (and at the "
+                       "end)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config key, e.g. --set mixer.q=-0.5 (value read as YAML)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if training:
+        p.add_argument("--no-progress", action="store_true", help="no progress bar: one "
+                       "log line an epoch instead (also when the output is not a terminal)")
+
+
+class _Refused(argparse.Action):
+    """A spelling a command does not take: refused at once, naming the one it does."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, expected: str,
+                 **kwargs: Any):
+        self.expected = expected
+        super().__init__(option_strings, dest, nargs="*", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        got = " ".join([option_string or self.dest, *values])
+        parser.error(str(ParameterError(option_string or self.dest, self.expected, got)))
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help text wrapped between words only: a strategy's name stays whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``tailmix: error:`` line, like tailmix's own."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"tailmix: error: {message} (`{self.prog} --help` lists the "
+                  "arguments)\n")
 
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -275,8 +341,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from tailmix.build import evaluate_checkpoint
     from tailmix.metrics import REPORT_KEYS
+    from tailmix.predict import checkpoint_path
 
-    m = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, device=args.device)
+    try:  # a run folder names its checkpoint as predict and export read it
+        path = checkpoint_path(args.run, args.checkpoint)
+    except ParameterError as e:
+        raise _flag_names(e, {"run": "RUN", "checkpoint": "--checkpoint"}) from e
+    m = evaluate_checkpoint(path, data_root=args.data_root, device=args.device)
     keys = ("epoch", *REPORT_KEYS)
     print(json.dumps({k: m.get(k) for k in keys}, indent=2))
     if args.json:
@@ -299,7 +370,10 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 def cmd_margins(args: argparse.Namespace) -> int:
     from tailmix.analysis import margins_for_run
 
-    path = margins_for_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    try:
+        path = margins_for_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    except ParameterError as e:
+        raise _flag_names(e, {"run_dir": "RUN"}) from e
     print(f"margins written to {path}")
     return 0
 
@@ -362,6 +436,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     spec = resolve(cfg)
     print(f"{args.target}: valid ({spec.strategy} on {spec.dataset['name']}, "
           f"{spec.epochs} epochs)")
+    for note in spec.notes:
+        print(note)
     return 0
 
 
@@ -431,32 +507,42 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``tailmix`` command's parser; the lists in its help come from the registries."""
+    choices = _choices()
+    parser = _Parser(
         prog="tailmix",
         description="Deep imbalanced classification: train, evaluate, analyse and compare "
                     "strategies on long-tailed data.",
     )
     parser.add_argument("--version", action="version", version=f"tailmix {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="`tailmix COMMAND --help` lists its arguments")
+    # Commands that read a user's own config import its plugins from the working folder.
+    own = {"own_config": True}
 
     p = sub.add_parser("train", help="train one configuration")
-    _add_config_flags(p)
+    _add_config_flags(p, choices)
     p.add_argument("--out", "-o",
                    help="run folder (default runs/<dataset>-r<ratio>/<strategy>-s<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **own)
 
     p = sub.add_parser("compare", help="train several strategies and compare them")
-    _add_config_flags(p)
-    p.add_argument("--strategies", nargs="+", required=True)
+    _add_config_flags(p, choices, strategy=False)
+    p.add_argument("--strategies", nargs="+", required=True, metavar="NAME",
+                   help=f"the strategies to train, one run each: {choices['strategies']}")
+    p.add_argument("--strategy", action=_Refused, expected="--strategies NAME [NAME ...] "
+                   "(compare trains one run for each strategy it is given)")
     p.add_argument("--out", "-o", required=True, help="folder for the runs and the report")
     p.add_argument("--force", action="store_true", help="retrain finished runs")
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=cmd_compare, **own)
 
-    p = sub.add_parser("eval", help="re-evaluate a checkpoint on its test set")
-    p.add_argument("checkpoint", type=Path)
+    p = sub.add_parser("eval", help="re-evaluate a run's checkpoint on its test set")
+    p.add_argument("run", metavar="RUN", help="run folder (its checkpoints/last.pt, or "
+                   "best.pt with --checkpoint best) or checkpoint .pt file")
+    p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
     p.add_argument("--data-root", help="override the dataset root stored in the checkpoint")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
 
@@ -470,7 +556,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="retrain runs whose config.yaml differs from the suite's current "
                    "config for them (default: refuse, naming the run and the first "
                    "difference); the old run is moved aside, not deleted")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_bench, **own)
 
     p = sub.add_parser("check", help="validate a config or a benchmark suite (every run) "
                        "without loading data or training")
@@ -479,25 +565,26 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set a config key before checking, as `tailmix train --set` does "
                    "(configs only)")
-    p.set_defaults(func=cmd_check)
+    p.set_defaults(func=cmd_check, **own)
 
     p = sub.add_parser("strategies", help="list the named strategies")
     p.set_defaults(func=cmd_strategies)
 
     p = sub.add_parser("margins", help="per-class margin analysis of a run")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", metavar="RUN", type=Path, help="run folder; margins.json is "
+                   "written into it")
     p.add_argument("--checkpoint", default="last", help="last or best")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_margins)
 
     p = sub.add_parser("neighbours", help="where a SMOTE-style mixer's partners come from and "
                        "the label balance that results")
-    _add_config_flags(p)
+    _add_config_flags(p, choices, training=False)
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    p.set_defaults(func=cmd_neighbours)
+    p.set_defaults(func=cmd_neighbours, **own)
 
     p = sub.add_parser("report", help="HTML + Markdown report of one or more runs")
-    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run folders")
     p.add_argument("--out", "-o", help="output folder (default: the run folder for one run; "
                    "a report-<a>-vs-<b> folder beside the runs for several)")
     p.set_defaults(func=cmd_report)
@@ -506,7 +593,8 @@ def make_parser() -> argparse.ArgumentParser:
                        "trained run; writes a CSV table")
     p.add_argument("run", metavar="RUN", help="run folder or checkpoint .pt file")
     p.add_argument("inputs", metavar="INPUTS", nargs="+", help="image files, folders of "
-                   "images (searched recursively), a .npy array or a .csv of feature vectors")
+                   "images (searched recursively), a .npy array or a .csv of feature vectors; "
+                   "images of another size are resized and centre-cropped to the network's")
     p.add_argument("--out", "-o", required=True, help="the CSV to write: input, prediction, "
                    "probability, p_<class>...")
     p.add_argument("--adjust", type=float, metavar="TAU", help="post-hoc logit adjustment: "
@@ -545,6 +633,23 @@ def _disk_error(e: OSError) -> str:
     return f"{where}: {e.strerror or os.strerror(e.errno)} ({_DISK_ERRORS[e.errno]})"
 
 
+@contextlib.contextmanager
+def _working_folder_importable(wanted: bool) -> Iterator[None]:
+    """The working folder first on ``sys.path`` while a command reads a user's own config,
+    as ``python -m`` puts it there, so that the config's ``plugins`` (modules beside it)
+    import from the installed ``tailmix`` command too. Commands that read a checkpoint's
+    config do not get it."""
+    here = os.getcwd()
+    add = wanted and (not sys.path or sys.path[0] not in ("", here))
+    if add:
+        sys.path.insert(0, here)
+    try:
+        yield
+    finally:
+        if add and here in sys.path:
+            sys.path.remove(here)
+
+
 def main(argv: list[str] | None = None) -> int:
     from tailmix.data.download import DatasetError
 
@@ -555,9 +660,13 @@ def main(argv: list[str] | None = None) -> int:
             """Never raised: stands in for the engine's."""
 
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named after the command, whose help lists what it takes
+        parser.exit(2, f"tailmix: error: unrecognized arguments: {' '.join(unknown)} "
+                    f"(`tailmix {args.command} --help` lists the arguments)\n")
     try:
-        return args.func(args)
+        with _working_folder_importable(getattr(args, "own_config", False)):
+            return args.func(args)
     except ParameterError as e:
         print(f"tailmix: error: {e}", file=sys.stderr)
         return 2

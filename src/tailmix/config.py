@@ -26,8 +26,12 @@ from tailmix._validation import ParameterError, check_choice, check_number
 
 _NUM = (int, float)
 
-# The warm-up a config that names none gets: 5 epochs, or one fewer than a shorter run's.
-DEFAULT_WARMUP_EPOCHS = 5
+# The warm-up a config that names none gets, as a share of the run: the CIFAR-LT protocol's
+# 5 epochs of 200, none on a run under 20 epochs.
+DEFAULT_WARMUP_SHARE = 0.025
+
+# The imbalance ratio of a profile that cuts (exp, step) when the config names none.
+DEFAULT_RATIO = 100
 
 # section -> key -> (types, default). ``None`` in types means the key may be null.
 SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
@@ -35,8 +39,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "name": ((str,), "digits"),
         "root": ((str, None), None),
         "download": ((bool,), False),
-        "profile": ((str,), "exp"),
-        "ratio": (_NUM, 100),
+        "profile": ((str, None), None),  # null: the source's own (see _fill_profile)
+        "ratio": (_NUM + (None,), None),  # null: DEFAULT_RATIO where the profile cuts
         "n_max": ((int, None), None),
         "counts": ((list, None), None),
         "class_order": ((list, None), None),
@@ -66,7 +70,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "weight_decay": (_NUM, 2e-4),
         "nesterov": ((bool,), False),
         "schedule": ((str,), "step"),
-        "warmup_epochs": (_NUM, DEFAULT_WARMUP_EPOCHS),
+        "warmup_epochs": (_NUM, DEFAULT_WARMUP_SHARE),
         "milestones": ((list, None), None),
         "lr_factors": ((list, None), None),
         "seed": ((int,), 0),
@@ -78,7 +82,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
     },
     "eval": {
         "every": ((int,), 10),
-        "batch_size": ((int,), 1024),
+        "batch_size": ((int, str), "auto"),
         "many_threshold": ((int,), 100),
         "few_threshold": ((int,), 20),
         "margins": ((bool,), True),
@@ -205,6 +209,12 @@ def default_config() -> dict[str, Any]:
     return cfg
 
 
+def is_share(value: Any) -> bool:
+    """Whether ``value`` is a share of the run (a float in (0, 1)) rather than an epoch."""
+    return (isinstance(value, float) and not isinstance(value, bool)
+            and not value.is_integer() and 0 < value < 1)
+
+
 def resolve_epoch(name: str, value: Any, epochs: int) -> int:
     """An epoch given as an int (an epoch number) or a float in (0, 1) (a share of the run)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -257,6 +267,12 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     Component sections (``sampler``, ``mixer``, ``loss``, ``weights``) are checked by the
     components themselves when the strategy is built, still before any training.
     """
+    return _resolve_config(config)[0]
+
+
+def _resolve_config(config: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """:func:`resolve_config`, and the notes on what it chose that the config did not say
+    (a profile a source brings, milestones that merged on a short run)."""
     if not isinstance(config, (dict, type(None))):
         raise ParameterError("config", "a mapping of sections", type(config).__name__)
     config = copy.deepcopy(config or {})
@@ -292,10 +308,37 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
                 cfg[key][sub] = _check_type(f"{key}.{sub}", subvalue, SCHEMA[key][sub][0])
         else:
             cfg[key] = _check_type(key, value, TOP_LEVEL[key][0])
-    given = config.get("train") or {}
-    _fill_schedule(cfg["train"], warmup_given="warmup_epochs" in given)
+    notes: list[str] = []
+    _fill_profile(cfg["dataset"], config.get("dataset") or {}, notes)
+    _fill_schedule(cfg["train"], notes)
     _check_ranges(cfg)
-    return cfg
+    return cfg, notes
+
+
+def _fill_profile(d: dict[str, Any], given: Mapping[str, Any], notes: list[str]) -> None:
+    """``dataset.profile`` left out: the source's own (its ``profile`` metadata; ``exp``
+    where it has none). A source that holds a user's data, or a release that is long-tailed
+    already, brings ``original``: every training image, as it is. Asking such a source for a
+    cut without naming a profile (``ratio`` or ``n_max``) means ``exp``, and ``counts``
+    means ``counts``; a note says so. ``dataset.ratio`` left out is :data:`DEFAULT_RATIO`
+    where the profile cuts, null with ``original``."""
+    from tailmix.registry import DATASETS
+
+    if d["profile"] is None:
+        name = d["name"]
+        own = DATASETS.meta(name).get("profile", "exp") if name in DATASETS else "exp"
+        asked = [k for k in ("counts", "ratio", "n_max") if given.get(k) is not None]
+        if own == "original" and asked:
+            d["profile"] = "counts" if asked[0] == "counts" else "exp"
+            notes.append(f"dataset.profile: {d['profile']!r}, as dataset.{asked[0]} is given "
+                         f"({name!r} keeps every training image when no profile is named)")
+        else:
+            d["profile"] = own
+            if own == "original":
+                notes.append(f"dataset.profile: 'original' (the default of {name!r}): every "
+                             "training image as it is; --profile exp --ratio R cuts it")
+    if d["ratio"] is None and d["profile"] != "original":
+        d["ratio"] = DEFAULT_RATIO
 
 
 def _strategy_settings(cfg: dict[str, Any], name: Any) -> None:
@@ -317,42 +360,77 @@ _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*
 STEP_DEFAULTS = {"milestones": [0.8, 0.9], "lr_factors": [0.01, 0.0001]}
 
 
-def _fill_schedule(t: dict[str, Any], *, warmup_given: bool = True) -> None:
-    """Milestones, factors and warm-up a config leaves out: the step schedule's defaults
-    (those of its milestones that fall on distinct epochs inside the run; on a short run
-    the first of two that meet keeps its factor), none for cosine decay; a warm-up of
-    :data:`DEFAULT_WARMUP_EPOCHS`, at most the run's epochs less one."""
+def _fill_schedule(t: dict[str, Any], notes: list[str]) -> None:
+    """The schedule a config leaves out, and its shares of the run turned into epochs.
+
+    The step schedule's milestones and factors default to :data:`STEP_DEFAULTS`, none for
+    cosine decay; the warm-up to :data:`DEFAULT_WARMUP_SHARE` of the run. A warm-up given as
+    a share becomes whole epochs. Milestones given as shares keep the run's shape at any
+    length: one that lands before the run's second epoch is dropped, and one that lands on
+    the epoch of the milestone before it merges with it (the earlier keeps its factor); a
+    note says so. Epoch numbers are kept as given (:func:`_check_schedule` refuses those
+    that do not fit the run).
+    """
     check_choice("train.schedule", t["schedule"], SCHEDULES)
     epochs = check_number("train.epochs", t["epochs"], low=1, integer=True)
     step = t["schedule"] == "step"
-    if step and t["milestones"] is None and t["lr_factors"] is None:
-        kept: dict[int, tuple[float, float]] = {}
-        for share, factor in zip(*STEP_DEFAULTS.values(), strict=True):
-            epoch = resolve_epoch("train.milestones", share, epochs)
-            if 1 <= epoch < epochs and epoch not in kept:
-                kept[epoch] = (share, factor)
-        t["milestones"] = [share for share, _ in kept.values()]
-        t["lr_factors"] = [factor for _, factor in kept.values()]
     for key, default in STEP_DEFAULTS.items():
         if t[key] is None:
             t[key] = list(default) if step else []
     if t["schedule"] == "cosine" and t["milestones"]:
         raise ParameterError("train.milestones", "none with schedule 'cosine' (it decays "
                              "smoothly to zero)", t["milestones"])
-    if not warmup_given:
-        t["warmup_epochs"] = min(DEFAULT_WARMUP_EPOCHS, epochs - 1)
+    _fit_milestones(t, epochs, notes)
+    if is_share(t["warmup_epochs"]):
+        t["warmup_epochs"] = resolve_epoch("train.warmup_epochs", t["warmup_epochs"], epochs)
+
+
+def _fit_milestones(t: dict[str, Any], epochs: int, notes: list[str]) -> None:
+    """Drop the milestone shares that land before epoch 1 and merge those that land on the
+    epoch before them (see :func:`_fill_schedule`)."""
+    given, factors = t["milestones"], t["lr_factors"]
+    if not isinstance(given, list) or not isinstance(factors, list) \
+            or len(given) != len(factors):
+        return  # refused by _check_schedule
+    run = f"the {epochs}-epoch run"
+    kept: list[tuple[int, Any, Any, int]] = []  # (index, milestone, factor, epoch)
+    for i, (value, factor) in enumerate(zip(given, factors, strict=True)):
+        if not is_share(value):
+            epoch = value if isinstance(value, int) and not isinstance(value, bool) else None
+            kept.append((i, value, factor, epoch))
+            continue
+        epoch = resolve_epoch(f"train.milestones[{i}]", value, epochs)
+        if epoch < 1:
+            notes.append(f"schedule: train.milestones[{i}] ({value}) left out: {run} has no "
+                         "epoch to step at")
+            continue
+        if kept and kept[-1][3] == epoch:
+            j, _, before, _ = kept[-1]
+            notes.append(f"schedule: train.milestones[{i}] ({value}) lands on epoch {epoch} of "
+                         f"{run}, as train.milestones[{j}] does: merged (lr x{before:g} from "
+                         f"epoch {epoch})")
+            continue
+        kept.append((i, value, factor, epoch))
+    if len(kept) < len(given):
+        t["milestones"] = [m for _, m, _, _ in kept]
+        t["lr_factors"] = [f for _, _, f, _ in kept]
 
 
 def _check_schedule(t: dict[str, Any], epochs: int) -> tuple[int, ...]:
     """The lr milestones as epochs: each inside the run (epochs 1 to ``epochs - 1``), each
-    after the one before it once shares are resolved; a warm-up shorter than the run."""
+    after the one before it once shares are resolved; a warm-up shorter than the run. A
+    value that does not fit is refused with the key that fixes it."""
     check_number("train.warmup_epochs", t["warmup_epochs"], low=0)
     if t["warmup_epochs"] >= epochs:
         raise ParameterError("train.warmup_epochs", f"fewer epochs than the run's {epochs} "
-                             "(the lr would never reach train.lr)", t["warmup_epochs"])
+                             "(the lr would never reach train.lr): set --set "
+                             f"train.warmup_epochs=N with N < {epochs}, or a share of the run "
+                             "such as 0.05", t["warmup_epochs"])
     if len(t["milestones"]) != len(t["lr_factors"]):
         raise ParameterError("train.lr_factors", f"{len(t['milestones'])} factors, one per "
                              "milestone", t["lr_factors"])
+    fix = ("set --set train.milestones=[...] to epochs inside the run, or to shares of it "
+           "such as [0.8, 0.9]")
     out: list[int] = []
     for i, given in enumerate(t["milestones"]):
         key = f"train.milestones[{i}]"
@@ -361,13 +439,13 @@ def _check_schedule(t: dict[str, Any], epochs: int) -> tuple[int, ...]:
         if not 1 <= ep <= epochs - 1:
             inside = (f"an epoch inside the {epochs}-epoch run, 1 to {epochs - 1}"
                       if epochs > 1 else "none: a 1-epoch run has no epoch to step at")
-            raise ParameterError(key, inside + share, given)
+            raise ParameterError(key, f"{inside}{share}: {fix}", given)
         if out and ep == out[-1]:
             before = t["milestones"][i - 1]
             raise ParameterError(
                 key, f"a later epoch than train.milestones[{i - 1}]: train.milestones[{i - 1}] "
                 f"({before}) and train.milestones[{i}] ({given}) both land on epoch {ep} of the "
-                f"{epochs}-epoch run (drop one, or give more epochs)", given)
+                f"{epochs}-epoch run: {fix}", given)
         if out and ep < out[-1]:
             raise ParameterError(key, f"a later epoch than train.milestones[{i - 1}] (epoch "
                                  f"{out[-1]}): milestones in increasing order" + share, given)
@@ -386,7 +464,8 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     d, t, e = cfg["dataset"], cfg["train"], cfg["eval"]
     DATASETS.get(d["name"], "dataset.name")
     check_choice("dataset.profile", d["profile"], PREPARE_PROFILES)
-    check_number("dataset.ratio", d["ratio"], low=1)
+    if d["ratio"] is not None:
+        check_number("dataset.ratio", d["ratio"], low=1)
     if d["n_max"] is not None:
         check_number("dataset.n_max", d["n_max"], low=1, integer=True)
     check_number("dataset.data_seed", d["data_seed"], low=0, integer=True)
@@ -454,7 +533,10 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     if dev not in ("auto", "cpu", "cuda", "mps") and not dev.startswith("cuda:"):
         raise ParameterError("train.device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", dev)
     check_number("eval.every", e["every"], low=1, integer=True)
-    check_number("eval.batch_size", e["batch_size"], low=1, integer=True)
+    if isinstance(e["batch_size"], str):
+        check_choice("eval.batch_size", e["batch_size"], ("auto",))
+    else:
+        check_number("eval.batch_size", e["batch_size"], low=1, integer=True)
     check_number("eval.few_threshold", e["few_threshold"], low=0, integer=True)
     check_number("eval.many_threshold", e["many_threshold"], low=e["few_threshold"],
                  integer=True)
@@ -849,6 +931,9 @@ class RunSpec:
     epochs, seed : int
     milestones : tuple of int
         The lr milestones as epochs.
+    notes : tuple of str
+        What resolving chose that the config did not say (a source's own profile, shares of
+        a short run that merged or moved), one line each, for the run's log.
     """
 
     config: dict[str, Any]
@@ -857,6 +942,7 @@ class RunSpec:
     epochs: int
     seed: int
     milestones: tuple[int, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def dataset(self) -> dict[str, Any]:
@@ -895,20 +981,32 @@ def resolve(config: dict[str, Any] | RunSpec | None = None) -> RunSpec:
         return config
     from tailmix.strategies import compose
 
-    cfg = resolve_config(config)
+    cfg, notes = _resolve_config(config)
     epochs = cfg["train"]["epochs"]
     milestones = _check_schedule(cfg["train"], epochs)
     comp = compose(cfg)
     w = comp["weights"]
+    if w.get("name") == "drw" and w.get("start_epoch") is None:
+        from tailmix.weights import DRW_START_FRACTION
+
+        w["start_epoch"] = DRW_START_FRACTION
     if w.get("start_epoch") is not None:
-        w["start_epoch"] = resolve_epoch("weights.start_epoch", w["start_epoch"], epochs)
+        from tailmix.weights import resolve_start_epoch
+
+        w["start_epoch"] = resolve_start_epoch(
+            w["start_epoch"], epochs, milestones=milestones,
+            lr_factors=cfg["train"]["lr_factors"], notes=notes)
     g = comp["generative"]
     if g is not None and g.get("name") == "m2m":
         from tailmix.generative.m2m import resolve_warmup
 
         g["warmup_epochs"] = resolve_warmup(g.get("warmup_epochs", 0.8), epochs)
+        if g["warmup_epochs"] >= epochs:
+            notes.append(f"generative.warmup_epochs: the {epochs}-epoch run is all M2m's "
+                         "warm-up (plain training; translation needs 2 epochs or more)")
     spec = RunSpec(config=cfg, composition=Composition(**comp), strategy=cfg["strategy"],
-                   epochs=epochs, seed=cfg["train"]["seed"], milestones=milestones)
+                   epochs=epochs, seed=cfg["train"]["seed"], milestones=milestones,
+                   notes=tuple(notes))
     try:
         counts = probe_counts(cfg["dataset"])
     except ParameterError as e:

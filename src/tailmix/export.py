@@ -3,9 +3,11 @@
 The exported graph reads inputs the way :class:`tailmix.predict.Predictor` does: raw pixel
 values 0..255 as ``float32 (N, C, H, W)`` for images, raw ``float32 (N, D)`` feature vectors
 otherwise; the normalisation (``/ 255``, then ``(x - mean) / std``) is inside the graph. It
-returns logits ``(N, classes)``; the batch size is free. The class names travel with it: in
-the ONNX model's metadata, in the TorchScript archive's ``tailmix.json``, and in a side file
-``<out>.classes.json`` for both.
+returns logits ``(N, classes)``; the batch size is free, the image size is the network's: an
+image of another size is brought to it first as :class:`~tailmix.predict.Predictor` does
+(shorter side resized to ``input.resize``, then the central square; the metadata says so).
+The class names travel with it: in the ONNX model's metadata, in the TorchScript archive's
+``tailmix.json``, and in a side file ``<out>.classes.json`` for both.
 
 Every export is checked before it is written: the exported model must reproduce the
 checkpoint's logits on a probe batch, and on a batch of another size, within
@@ -157,16 +159,18 @@ def _metadata(pred: Predictor) -> dict[str, Any]:
         words = (f"'pixels': float32 (batch, {c}, {h}, {w}), raw pixel values 0..255 "
                  "(normalised inside: /255, then (x - mean) / std per channel)")
         if pred.inputs.get("image_size"):
-            words += (f"; images resized so the shorter side is "
-                      f"{pred.inputs.get('resize') or 'image_size / 0.875'}, then the central "
-                      f"{pred.inputs['image_size']} square")
+            words += (f"; images resized so the shorter side is {pred.resize} (bilinear), "
+                      f"then the central {h}x{w} square")
+        elif pred.resize is not None:
+            words += (f"; an image of another size resized so the shorter side is "
+                      f"{pred.resize} (bilinear), then the central {h}x{w} square")
     else:
         words = (f"'features': float32 (batch, {pred.input_shape[0]}), raw feature values "
                  "(standardised inside: (x - mean) / std per feature)")
     return {"classes": pred.classes, "class_counts": pred.class_counts,
             "inputs": pred.inputs,
             "input": {"name": _input_name(pred), "shape": shape, "dtype": "float32",
-                      "description": words},
+                      "description": words, "resize": pred.resize},
             "output": {"name": "logits", "shape": ["batch", len(pred.classes)]},
             "tailmix_version": __version__}
 

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from tailmix._validation import ParameterError, check_labels, check_number
 
-__all__ = ["METRIC_NAMES", "REPORT_KEYS", "SUMMARY_KEYS", "compute_metrics", "shot_groups"]
+__all__ = ["METRIC_NAMES", "REPORT_KEYS", "SUMMARY_KEYS", "compute_metrics",
+           "precision_recall", "shot_groups"]
 
 #: The test metrics an evaluated epoch records in its history row.
 SUMMARY_KEYS = ("top1", "balanced_accuracy", "many_shot", "medium_shot", "few_shot",
@@ -130,6 +131,47 @@ def _rounded_list(values: Tensor, valid: Tensor | None = None) -> list[float | N
     return out
 
 
+def precision_recall(confusion_matrix: Sequence[Sequence[int]] | Tensor
+                     ) -> dict[str, list[float | None]]:
+    """Per-class precision and recall, in percent, from a confusion matrix.
+
+    Parameters
+    ----------
+    confusion_matrix
+        Square matrix of counts, rows true classes and columns predicted classes (the
+        ``confusion_matrix`` of :func:`compute_metrics`).
+
+    Returns
+    -------
+    dict
+        ``precision`` (``M[c, c]`` over column ``c``'s sum; ``None`` for a class never
+        predicted) and ``recall`` (``M[c, c]`` over row ``c``'s sum, which is the class's
+        accuracy; ``None`` for a class without examples), one entry per class.
+
+    Examples
+    --------
+    >>> precision_recall([[3, 1], [2, 4]])
+    {'precision': [60.0, 80.0], 'recall': [75.0, 66.6667]}
+    """
+    expected = "a square matrix (C, C) of non-negative int counts with C >= 1"
+    try:
+        matrix = torch.as_tensor(confusion_matrix)
+    except (TypeError, ValueError, RuntimeError):
+        raise ParameterError("confusion_matrix", expected, confusion_matrix) from None
+    if (matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0
+            or matrix.dtype == torch.bool or matrix.is_complex()
+            or matrix.is_floating_point() and not bool((matrix == matrix.round()).all())
+            or bool((matrix < 0).any())):
+        raise ParameterError("confusion_matrix", expected, confusion_matrix)
+    matrix = matrix.long()
+    true_pos = matrix.diagonal().double()
+    support, predicted = matrix.sum(dim=1), matrix.sum(dim=0)
+    precision = true_pos / predicted.clamp(min=1).double()
+    recall = true_pos / support.clamp(min=1).double()
+    return {"precision": _rounded_list(_percent(precision), predicted > 0),
+            "recall": _rounded_list(_percent(recall), support > 0)}
+
+
 def _reliability(
     confidence: Tensor, correct: Tensor, num_bins: int
 ) -> tuple[Tensor, dict[str, list]]:
@@ -183,8 +225,9 @@ def compute_metrics(
     -------
     dict
         JSON-ready summary with keys ``top1``, ``balanced_accuracy``, ``per_class_accuracy``
-        (``None`` for a class absent from ``labels``), ``many_shot``, ``medium_shot``,
-        ``few_shot`` (mean per-class accuracy over the group's classes present in
+        (``None`` for a class absent from ``labels``; each class's recall),
+        ``per_class_precision`` (``None`` for a class never predicted), ``many_shot``,
+        ``medium_shot``, ``few_shot`` (mean per-class accuracy over the group's classes present in
         ``labels``; ``None`` when there are none), ``macro_f1`` (over the classes that occur
         in the labels or the predictions, as scikit-learn does by default), ``ece``,
         ``reliability`` (``bin_edges``, ``bin_confidence``, ``bin_accuracy`` with ``None``
@@ -240,6 +283,7 @@ def compute_metrics(
             "top1": _rounded(_percent(top1)),
             "balanced_accuracy": _rounded(_percent(balanced)),
             "per_class_accuracy": per_class,
+            "per_class_precision": precision_recall(confusion)["precision"],
         }
         recall_host = _percent(recall).cpu()
         present_host = present.cpu()

@@ -5,7 +5,10 @@ its config, the class names and training counts, and ``inputs``: the shape of on
 the normalisation applied to raw inputs (:func:`tailmix.build.input_record`). That is all
 :class:`Predictor` needs: it rebuilds the network, loads the weights and reads raw inputs --
 ``uint8`` images ``(N, C, H, W)`` or float feature vectors ``(N, D)``, as arrays or as image
-files, ``.npy`` arrays and CSV tables -- the way the run's evaluation read its test set.
+files, ``.npy`` arrays and CSV tables -- the way the run's evaluation read its test set. An
+image of another height and width than the network's is resized and centre-cropped to it
+with the streamed evaluation's transform (:func:`tailmix.data.files.centre_box`), and a log
+line counts such images; an image of the network's size is read as it is.
 
 Probabilities may be corrected for the class imbalance of the training set: ``adjust=tau``
 is the post-hoc logit adjustment tailmix reports (:func:`tailmix.losses.posthoc_adjust`,
@@ -18,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -190,19 +193,31 @@ class Predictor:
     batch_size : int, default 256
     epoch : int, optional
         The epoch the checkpoint was written after.
+    resize : int, optional
+        For an image of another size than the network's square input: the length its
+        shorter side is resized to before the central crop. Default: the input record's
+        ``resize``, else ``image_size / 0.875`` (the streamed evaluation's). For a network
+        whose input is not square, an image is scaled to cover ``(H, W) / 0.875``, then
+        centre-cropped.
+    log : callable, default print
+        Receives a line counting the images of another size that were resized.
 
     Attributes
     ----------
-    classes, class_counts, inputs, device, batch_size, epoch
+    classes, class_counts, inputs, device, batch_size, epoch, log
         As given.
     input_shape : tuple of int
         One input: ``(C, H, W)`` or ``(D,)``.
+    resize : int or None
+        The shorter side an image of another size is resized to; None for feature vectors
+        and for a network whose input is not square.
     network : InferenceNetwork
     """
 
     def __init__(self, network: InferenceNetwork, *, classes: Sequence[str],
                  class_counts: Sequence[int], inputs: dict[str, Any], device: torch.device,
-                 batch_size: int = 256, epoch: int | None = None):
+                 batch_size: int = 256, epoch: int | None = None, resize: int | None = None,
+                 log: Callable[[str], None] = print):
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
@@ -211,13 +226,23 @@ class Predictor:
         self.inputs = dict(inputs)
         self.input_shape = tuple(int(d) for d in inputs["shape"])
         self.epoch = epoch
+        self.log = log
+        self.resize = None
+        if self.is_image and self.input_shape[1] == self.input_shape[2]:
+            from tailmix.data.files import EVAL_CROP_SHARE
+
+            size = self.input_shape[1]
+            given = resize if resize is not None else self.inputs.get("resize")
+            self.resize = int(check_number("resize", given, low=size, integer=True)) \
+                if given is not None else max(size, round(size / EVAL_CROP_SHARE))
 
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
     def from_run(cls, path: str | os.PathLike, *, device: str = "auto",
                  checkpoint: str = "last", model: nn.Module | None = None,
-                 batch_size: int | None = None) -> Predictor:
+                 batch_size: int | None = None,
+                 log: Callable[[str], None] = print) -> Predictor:
         """The predictor of a run folder's checkpoint, or of a checkpoint file.
 
         Parameters
@@ -234,6 +259,8 @@ class Predictor:
             replaced, in place, by the checkpoint's).
         batch_size : int, optional
             Inputs per forward pass (default: the run's ``eval.batch_size``).
+        log : callable, default print
+            Receives a line counting the images of another size that were resized.
 
         Returns
         -------
@@ -251,12 +278,22 @@ class Predictor:
         their inputs (no ``inputs`` entry) is restored with :func:`tailmix.build.restore`
         instead, which loads the training data once to learn the normalisation; without
         that data it is refused.
+
+        An image of another size than the network's is resized as the run's evaluation
+        resized its test images: for images decoded from files, the recorded transform; for
+        in-memory images the run resized (``dataset.image_size``, a backbone's input size),
+        the shorter side to the size; otherwise the streamed evaluation's (shorter side to
+        ``size / 0.875``), so that a run streaming a folder and one holding it in memory
+        read an odd-sized image alike.
         """
         file = checkpoint_path(path, checkpoint)
         ckpt = _load(file)
         dev = _device(device)
         if batch_size is None:
-            batch_size = int(((ckpt["config"].get("eval") or {}).get("batch_size")) or 256)
+            from tailmix.steps import eval_batch_size
+
+            batch_size = eval_batch_size((ckpt["config"].get("eval") or {}).get("batch_size")
+                                         or 256, dev)
         inputs = ckpt.get("inputs")
         if inputs is None:
             net, inputs = _restore_old(file, device, model)
@@ -266,7 +303,8 @@ class Predictor:
                                    image=bool(inputs["image"]))
         return cls(network, classes=ckpt["classes"], class_counts=ckpt["class_counts"],
                    inputs=inputs, device=dev, batch_size=batch_size,
-                   epoch=int(ckpt["epoch"]) if "epoch" in ckpt else None)
+                   epoch=int(ckpt["epoch"]) if "epoch" in ckpt else None,
+                   resize=_resized_in_memory(ckpt["config"], inputs), log=log)
 
     # -- what the network reads --------------------------------------------------------------
 
@@ -278,8 +316,9 @@ class Predictor:
         """What the network reads, in words (used in error messages)."""
         if self.is_image:
             c, h, w = self.input_shape
-            return f"images of {c}x{h}x{w} (channels x height x width), as the model was " \
+            what = f"images of {c}x{h}x{w} (channels x height x width), as the model was " \
                    "trained on"
+            return what + " (other heights and widths are resized)"
         return f"feature vectors of {self.input_shape[0]} values, as the model was trained on"
 
     def check_inputs(self, x: Any, name: str = "x") -> Tensor:
@@ -287,7 +326,9 @@ class Predictor:
 
         Images: ``(N, C, H, W)`` (``(N, H, W)`` for a 1-channel network) of pixel values
         0..255 -- ``uint8``, or integers or whole-number floats in that range -- returned as
-        ``uint8``. Feature vectors: ``(N, D)`` real numbers, returned as ``float32``.
+        ``uint8``; images of another height and width are resized (shorter side to
+        :attr:`resize`) and centre-cropped to the network's, with a log line counting them.
+        Feature vectors: ``(N, D)`` real numbers, returned as ``float32``.
 
         Raises
         ------
@@ -299,10 +340,17 @@ class Predictor:
         if self.is_image:
             if t.dim() == 3 and self.input_shape[0] == 1:
                 t = t.unsqueeze(1)
-            if t.dim() != 4 or tuple(t.shape[1:]) != self.input_shape:
+            c, h, w = self.input_shape
+            if t.dim() != 4 or t.shape[1] != c or 0 in t.shape[2:]:
                 raise ParameterError(name, self.describe_inputs(),
                                      f"an array of shape {tuple(t.shape)}")
-            return _pixels(t, name)
+            t = _pixels(t, name)
+            if tuple(t.shape[2:]) != (h, w):
+                fitted = [self._fit(a) for a in t.numpy()]
+                t = torch.from_numpy(np.stack(fitted)) if fitted else \
+                    torch.zeros((0, c, h, w), dtype=torch.uint8)
+                self._log_resized(len(t), len(t))
+            return t
         if t.dim() != 2 or tuple(t.shape[1:]) != self.input_shape:
             raise ParameterError(name, self.describe_inputs() + " (an (N, D) array)",
                                  f"an array of shape {tuple(t.shape)}")
@@ -400,14 +448,19 @@ class Predictor:
         Notes
         -----
         Image files are decoded with Pillow to RGB (grey for a 1-channel network). For a
-        run whose images streamed from files, they get the run's evaluation transform
-        (shorter side resized, central square: :func:`tailmix.data.files.decode_image`);
-        otherwise they must already be the network's height x width.
+        run whose images were decoded from files, every image gets the run's evaluation
+        transform (shorter side resized, central square:
+        :func:`tailmix.data.files.decode_image`); otherwise an image of the network's height
+        and width is read as it is and one of another size gets that transform with the
+        shorter side resized to :attr:`resize`. A log line counts the images of another
+        size.
         """
         kind, found = self._sources(paths)
         if kind == "array":
             return found, list(range(len(found)))
-        return self._decode(found), [str(f) for f in found]
+        x, resized = self._decode(found)
+        self._log_resized(resized, len(found))
+        return x, [str(f) for f in found]
 
     def predict_table(self, inputs: Any, *, ids: Sequence[Any] | None = None,
                       adjust: float | None = None, prior: Sequence[float] | None = None,
@@ -442,9 +495,7 @@ class Predictor:
             if kind == "array":
                 batches = [(found, list(range(len(found))))]
             else:
-                batches = ((self._decode(found[s:s + _CHUNK]),
-                            [str(f) for f in found[s:s + _CHUNK]])
-                           for s in range(0, len(found), _CHUNK))
+                batches = self._decoded_chunks(found)
         else:
             x = self.check_inputs(inputs, "inputs")
             row_ids = list(range(len(x))) if ids is None else list(ids)
@@ -458,6 +509,25 @@ class Predictor:
         if out is not None:
             write_table(out, rows, self.table_header())
         return rows
+
+    def _decoded_chunks(self, files: Sequence[Path]) -> Any:
+        """``(images, ids)`` a chunk of files at a time; one log line at the end."""
+        resized = 0
+        for s in range(0, len(files), _CHUNK):
+            x, n = self._decode(files[s:s + _CHUNK])
+            resized += n
+            yield x, [str(f) for f in files[s:s + _CHUNK]]
+        self._log_resized(resized, len(files))
+
+    def _log_resized(self, resized: int, total: int) -> None:
+        if resized:
+            from tailmix.data.files import EVAL_CROP_SHARE
+
+            c, h, w = self.input_shape
+            how = (f"shorter side to {self.resize}" if self.resize is not None
+                   else f"scaled to cover {h / EVAL_CROP_SHARE:.4g}x{w / EVAL_CROP_SHARE:.4g}")
+            self.log(f"resized {resized} of {total} images of another size to {h}x{w} "
+                     f"({how}, then the central {h}x{w})")
 
     def table_header(self) -> list[str]:
         """The columns of :meth:`predict_table`'s rows."""
@@ -524,16 +594,19 @@ class Predictor:
             a = _read_csv(path, self.input_shape[0])
         return self.check_inputs(a, f"inputs ({path})")
 
-    def _decode(self, files: Sequence[Path]) -> Tensor:
-        """Image files -> ``uint8 (N, C, H, W)``, decoded by a few threads."""
+    def _decode(self, files: Sequence[Path]) -> tuple[Tensor, int]:
+        """Image files -> ``uint8 (N, C, H, W)``, decoded by a few threads, and the number
+        of them that had another size."""
         if not files:
-            return torch.zeros((0, *self.input_shape), dtype=torch.uint8)
+            return torch.zeros((0, *self.input_shape), dtype=torch.uint8), 0
         workers = max(1, min(8, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            arrays = list(pool.map(self._decode_one, files))
-        return torch.from_numpy(np.stack(arrays))
+            decoded = list(pool.map(self._decode_one, files))
+        return (torch.from_numpy(np.stack([a for a, _ in decoded])),
+                sum(other for _, other in decoded))
 
-    def _decode_one(self, file: Path) -> np.ndarray:
+    def _decode_one(self, file: Path) -> tuple[np.ndarray, bool]:
+        """One image file as the network reads it, and whether it had another size."""
         from PIL import Image, UnidentifiedImageError
 
         from tailmix.data.files import decode_image
@@ -541,19 +614,18 @@ class Predictor:
         c, h, w = self.input_shape
         try:
             data = file.read_bytes()
-            if self.inputs.get("image_size"):
-                return decode_image(data, int(self.inputs["image_size"]),
-                                    resize=self.inputs.get("resize"))
-            mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(c)
-            if mode is None:
-                raise ParameterError("inputs", f"a .npy array of uint8 images (N, {c}, {h}, "
-                                     f"{w}): image files decode to 1, 3 or 4 channels",
-                                     str(file))
             with Image.open(io.BytesIO(data)) as im:
-                if im.size != (w, h):
-                    raise ParameterError("inputs", self.describe_inputs(),
-                                         f"{file} ({im.size[1]}x{im.size[0]} pixels, "
-                                         "height x width)")
+                other = im.size != (w, h)
+                if self.inputs.get("image_size"):  # decoded from files: every image alike
+                    return decode_image(data, int(self.inputs["image_size"]),
+                                        resize=self.inputs.get("resize")), other
+                mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(c)
+                if mode is None:
+                    raise ParameterError("inputs", f"a .npy array of uint8 images (N, {c}, "
+                                         f"{h}, {w}): image files decode to 1, 3 or 4 "
+                                         "channels", str(file))
+                if other and c == 3 and h == w:  # exactly as a streamed run decodes it
+                    return decode_image(data, h, resize=self.resize), other
                 a = np.asarray(im.convert(mode), dtype=np.uint8)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
                 ValueError, EOFError) as e:
@@ -561,7 +633,30 @@ class Predictor:
                 raise
             raise ParameterError("inputs", "image files Pillow can read",
                                  f"{file}: {e}") from e
-        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        return (self._fit(a) if other else a), other
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        """A ``uint8 (C, h, w)`` image brought to the network's size: the streamed
+        evaluation's transform (shorter side to :attr:`resize`, bilinear, then the central
+        square; :func:`tailmix.data.files.centre_box`), one channel at a time. A network
+        whose input is not square gets the central box of the image scaled to cover its
+        input with the same margin."""
+        from PIL import Image
+
+        from tailmix.data.files import EVAL_CROP_SHARE, centre_box
+
+        _, h, w = self.input_shape
+        ih, iw = image.shape[1:]
+        if h == w:
+            box = centre_box(iw, ih, h, resize=self.resize)
+        else:
+            scale = max(h / ih, w / iw) / EVAL_CROP_SHARE
+            bw, bh = w / scale, h / scale
+            box = ((iw - bw) / 2, (ih - bh) / 2, (iw + bw) / 2, (ih + bh) / 2)
+        return np.stack([np.asarray(Image.fromarray(band).resize(
+            (w, h), Image.Resampling.BILINEAR, box=box, reducing_gap=None))
+            for band in image])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -667,6 +762,21 @@ def write_output(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as e:
         raise ParameterError("out", "a path where a file can be written",
                              f"{p}: {e.strerror or e}") from e
+
+
+def _resized_in_memory(config: dict[str, Any], inputs: dict[str, Any]) -> int | None:
+    """The shorter side of the run's own resize of in-memory images (``dataset.image_size``,
+    or a torchvision or timm backbone's input size: the shorter side to the size, then the
+    central square), or None: the run resized nothing, or decoded its images from files and
+    recorded its transform in ``inputs``."""
+    from tailmix.models import is_external
+
+    if not inputs.get("image") or inputs.get("image_size"):
+        return None
+    arch = (config.get("model") or {}).get("arch")
+    resized = (config.get("dataset") or {}).get("image_size") or (
+        isinstance(arch, str) and is_external(arch))
+    return int(inputs["shape"][-1]) if resized else None
 
 
 def _restore_old(file: Path, device: str, model: nn.Module | None

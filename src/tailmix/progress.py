@@ -1,4 +1,5 @@
-"""A rich progress bar for training: epoch, loss, lr and images/s."""
+"""Training progress: a rich progress bar (epoch, loss, lr and images/s) on a terminal, and
+one log line an epoch where there is no bar."""
 
 from __future__ import annotations
 
@@ -54,3 +55,35 @@ class EpochProgress:
         if "top1" in row:
             info += f"  test top-1 {row['top1']:.2f}  bal {row['balanced_accuracy']:.2f}"
         self.progress.update(self.run_task, completed=self.epoch, info=info)
+
+
+def epoch_line(row: dict[str, Any], *, total_epochs: int, elapsed_s: float,
+               label: str | None = None) -> str:
+    """One epoch's row in one line: epoch, training loss and accuracy, lr, time since
+    the start, and the evaluation's figures when the epoch was evaluated.
+
+    >>> print(epoch_line({"epoch": 2, "train_loss": 1.23456, "train_acc": 56.7, "lr": 0.05,
+    ...                   "top1": 61.2, "balanced_accuracy": 58.25}, total_epochs=3,
+    ...                  elapsed_s=75.2))
+    epoch 2/3  loss 1.2346  train acc 56.70  lr 0.05  elapsed 1m15s  test top-1 61.20  bal. 58.25
+    """
+    parts = [f"epoch {row['epoch']}/{total_epochs}", f"loss {row['train_loss']:.4f}",
+             f"train acc {row['train_acc']:.2f}", f"lr {row['lr']:.4g}",
+             f"elapsed {_clock(elapsed_s)}"]
+    for prefix, what in (("val_", "val"), ("", "test")):
+        if row.get(f"{prefix}top1") is not None:
+            parts.append(f"{what} top-1 {row[f'{prefix}top1']:.2f}")
+            if row.get(f"{prefix}balanced_accuracy") is not None:
+                parts.append(f"bal. {row[f'{prefix}balanced_accuracy']:.2f}")
+    line = "  ".join(parts)
+    return f"{label}: {line}" if label else line
+
+
+def _clock(seconds: float) -> str:
+    """``12.3s``, ``4m05s`` or ``2h03m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"

@@ -115,7 +115,8 @@ class Registry:
 
 #: Dataset sources: ``loader(*, root, download, **options) -> RawDataset``. Metadata:
 #: ``needs_root`` (bool), ``config`` (the packaged config a bare ``--dataset`` starts from),
-#: ``sizes`` ((classes, largest class in the training set) where known).
+#: ``sizes`` ((classes, largest class in the training set) where known), ``profile`` (the
+#: ``dataset.profile`` a config that names none gets; ``"exp"`` when absent).
 DATASETS = Registry("dataset.name")
 #: Networks: ``factory(*, num_classes, input_shape, head) -> nn.Module``; metadata
 #: ``inputs``: ``"image"`` or ``"vector"``.

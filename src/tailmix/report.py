@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 
 from tailmix._validation import ParameterError
 from tailmix.io import atomic_write_bytes, atomic_write_text
-from tailmix.metrics import METRIC_NAMES, shot_groups
+from tailmix.metrics import METRIC_NAMES, precision_recall, shot_groups
 
 __all__ = ["RunRecord", "build_report", "load_run"]
 
@@ -180,6 +180,89 @@ def _clean_margins(margins: Any) -> dict[str, Any] | None:
     return clean
 
 
+# ----------------------------------------------------------------------------- classes
+
+#: A margin slope fitted on fewer classes than this is shown with what it rests on.
+_MIN_FIT_CLASSES = 4
+
+
+def _count_order(counts: Sequence[float] | None, num_classes: int) -> list[int]:
+    """Class indices by training count, largest first, ties by index (index order when the
+    counts are unknown or do not match)."""
+    if not counts or len(counts) != num_classes:
+        return list(range(num_classes))
+    return sorted(range(num_classes), key=lambda c: (-counts[c], c))
+
+
+def _class_names(classes: Any, num_classes: int) -> list[str]:
+    """The recorded class names, else the class indices, as strings."""
+    if isinstance(classes, list) and len(classes) == num_classes:
+        return [str(c) for c in classes]
+    return [str(c) for c in range(num_classes)]
+
+
+def _run_counts(run: RunRecord) -> list[float] | None:
+    """The run's training class counts: metrics.json's, else margins.json's or the config's."""
+    return (_clean_counts((run.metrics or {}).get("class_counts"))
+            or (run.margins or {}).get("class_counts")
+            or _clean_counts((run.config or {}).get("class_counts")))
+
+
+def _group_sizes(counts: Sequence[float] | None, thresholds: tuple[int, int]) -> dict[str, int]:
+    """Classes in each many-/medium-/few-shot group; empty when the counts are unknown."""
+    if not counts:
+        return {}
+    try:
+        groups = shot_groups(counts, *thresholds)
+    except ParameterError:  # counts that are not whole numbers
+        return {}
+    return {name: len(members) for name, members in groups.items()}
+
+
+def _group_note(size: int | None) -> str:
+    """What a shot-group figure rests on, when that is too few classes to call it a group."""
+    if size == 0:
+        return "no class in group"
+    if size == 1:
+        return "rests on 1 class"
+    return ""
+
+
+def _fit_classes(split: dict[str, Any], counts: Sequence[float] | None) -> int | None:
+    """How many classes a split's margin slope was fitted on (``n_used``, else counted as
+    the fit counts them: a positive finite mean margin and n_c > 0)."""
+    used = split.get("n_used")
+    if isinstance(used, int) and not isinstance(used, bool) and used >= 0:
+        return used
+    if not counts:
+        return None
+    means = split.get("mean") or []
+    return sum(1 for n, m in zip(counts, means, strict=False)
+               if n > 0 and _is_number(m) and m > 0)
+
+
+def _fit_note(split: dict[str, Any] | None, counts: Sequence[float] | None) -> str:
+    """A warning for a margin slope fitted on too few classes ("fitted on 2 classes")."""
+    if not isinstance(split, dict) or not _is_number(split.get("slope")):
+        return ""
+    used = _fit_classes(split, counts)
+    if used is None or used >= _MIN_FIT_CLASSES:
+        return ""
+    return f"fitted on {used} class{'' if used == 1 else 'es'}"
+
+
+def _noted(text: str, note: str) -> str:
+    return f"{text} ({note})" if note else text
+
+
+def _group_cell(value: Any, size: int | None) -> str:
+    """A shot group's accuracy, with what it rests on when that is 0 or 1 classes (a value
+    missing for another reason is left bare)."""
+    if size == 0 or _is_number(value):
+        return _noted(_fmt_pct(value), _group_note(size))
+    return _fmt_pct(value)
+
+
 # ----------------------------------------------------------------------------- config
 
 
@@ -228,8 +311,25 @@ def _shot_thresholds(config: dict[str, Any] | None) -> tuple[int, int]:
     return (many, few) if few <= many else (100, 20)
 
 
+def _ratio_text(counts: Sequence[float], configured: Any) -> str:
+    """The imbalance ratio of the training counts (largest over smallest), with the config's
+    ratio beside it when that says something else."""
+    largest, smallest = max(counts), min(counts)
+    if smallest == 0:
+        text = f"unbounded ({_fmt_value(largest)} / 0: a class has no training images)"
+    else:
+        ratio = largest / smallest
+        text = _fmt_value(float(ratio))
+        if _is_number(configured) and math.isclose(ratio, configured, rel_tol=1e-6):
+            return text
+    if _is_number(configured):
+        text += f"; the config asked for {_fmt_value(configured)}"
+    return text
+
+
 def _config_summary(run: RunRecord) -> list[tuple[str, str]]:
     metrics = run.metrics or {}
+    counts = _run_counts(run)
     rows = []
     for name, _ in _CONFIG_FIELDS:
         value = metrics.get("device") if name == "device" else None
@@ -237,9 +337,10 @@ def _config_summary(run: RunRecord) -> list[tuple[str, str]]:
             value = _config_value(run.config, name)
         if value is None and name in ("dataset", "strategy", "epochs", "seed"):
             value = metrics.get(name)
-        rows.append((name, _fmt_value(value)))
-    counts = _clean_counts(metrics.get("class_counts")) or (run.margins or {}).get(
-        "class_counts")
+        text = _fmt_value(value)
+        if name == "ratio" and counts:
+            text = _ratio_text(counts, value)
+        rows.append((name, text))
     if counts:
         positive = [n for n in counts if n > 0]
         ratio = f", n_max / n_min = {max(counts)} / {min(positive)}" if positive else ""
@@ -335,7 +436,7 @@ def _empty_note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
-def _fig_learning_curves(history: list[dict[str, Any]]) -> Figure:
+def _fig_learning_curves(history: list[dict[str, Any]], group_sizes: dict[str, int]) -> Figure:
     fig = _new_figure(12, 7.5)
     (ax_loss, ax_lr), (ax_acc, ax_shot) = fig.subplots(2, 2)
 
@@ -360,27 +461,34 @@ def _fig_learning_curves(history: list[dict[str, Any]]) -> Figure:
 
     drawn = False
     for group in ("many", "medium", "few"):
-        drawn |= _plot_series(
-            ax_shot, history, f"{group}_shot", f"{group}-shot", color=_GROUP_COLORS[group]
-        )
+        label = _noted(f"{group}-shot", _group_note(group_sizes.get(group)))
+        drawn |= _plot_series(ax_shot, history, f"{group}_shot", label,
+                              color=_GROUP_COLORS[group])
     if not drawn:
         _empty_note(ax_shot, "no evaluated epochs with shot groups")
     _finish_axes(ax_shot, "Test accuracy by class size", "epoch", "accuracy (%)")
     return fig
 
 
-def _class_ticks(ax, num_classes: int, classes: list[str] | None, axis: str = "x") -> None:
+def _class_ticks(ax, names: list[str], named: bool, axis: str = "x") -> None:
+    """Tick the classes, drawn in the order of ``names``: every name up to 20 classes
+    (slanted on the x axis when they are the recorded names), else every 10th or 50th
+    position."""
     set_ticks = ax.set_xticks if axis == "x" else ax.set_yticks
+    num_classes = len(names)
     if num_classes <= 20:
-        names = classes if classes and len(classes) == num_classes else None
-        labels = [str(c)[:14] for c in names] if names else [str(i) for i in range(num_classes)]
-        if names and axis == "x":
+        labels = [name[:14] for name in names]
+        if named and axis == "x":
             set_ticks(range(num_classes), labels, rotation=40, ha="right", rotation_mode="anchor")
         else:
             set_ticks(range(num_classes), labels)
     else:
         step = 10 if num_classes <= 200 else 50
-        set_ticks(range(0, num_classes, step))
+        positions = range(0, num_classes, step)
+        set_ticks(positions, [names[p][:14] for p in positions])
+
+
+_BY_COUNT = "by training count, largest first"
 
 
 def _fig_per_class(metrics: dict[str, Any], thresholds: tuple[int, int]) -> Figure | None:
@@ -388,9 +496,12 @@ def _fig_per_class(metrics: dict[str, Any], thresholds: tuple[int, int]) -> Figu
     if not accuracy:
         return None
     num_classes = len(accuracy)
-    counts = metrics.get("class_counts")
+    counts = _clean_counts(metrics.get("class_counts"))
     counts = counts if counts and len(counts) == num_classes else None
+    order = _count_order(counts, num_classes)
     classes = metrics.get("classes")
+    named = isinstance(classes, list) and len(classes) == num_classes
+    names = _class_names(classes, num_classes)
     few_classes = num_classes <= 20
     fig = _new_figure(12, 5.6 if few_classes else 5.0)
     if counts:
@@ -400,14 +511,24 @@ def _fig_per_class(metrics: dict[str, Any], thresholds: tuple[int, int]) -> Figu
 
     colors = ["0.55"] * num_classes
     handles = []
+    groups = {}
     if counts:
+        try:
+            groups = shot_groups(counts, *thresholds)
+        except ParameterError:  # counts that are not whole numbers
+            groups = {}
+    if groups:
         from matplotlib.patches import Patch
 
-        for group, members in shot_groups(counts, *thresholds).items():
+        for group, members in groups.items():
             for c in members:
                 colors[c] = _GROUP_COLORS[group]
             if members:
-                handles.append(Patch(color=_GROUP_COLORS[group], label=f"{group}-shot"))
+                label = _noted(f"{group}-shot", _group_note(len(members)))
+                handles.append(Patch(color=_GROUP_COLORS[group], label=label))
+    accuracy = [accuracy[c] for c in order]
+    colors = [colors[c] for c in order]
+    names = [names[c] for c in order]
     heights = [a if _is_number(a) else 0.0 for a in accuracy]
     ax.bar(range(num_classes), heights, width=0.8, color=colors, alpha=0.9)
     if few_classes:
@@ -431,6 +552,7 @@ def _fig_per_class(metrics: dict[str, Any], thresholds: tuple[int, int]) -> Figu
 
     bottom = ax_count or ax
     if ax_count is not None:
+        counts = [counts[c] for c in order]
         ax_count.bar(range(num_classes), counts, width=0.8, color="0.45")
         positive = [n for n in counts if n > 0]
         if positive and max(positive) / min(positive) > 5:
@@ -440,10 +562,11 @@ def _fig_per_class(metrics: dict[str, Any], thresholds: tuple[int, int]) -> Figu
             ax_count.set_ylim(0, max(positive) * 1.3)
         if few_classes:
             for c, n in enumerate(counts):
-                ax_count.text(c, n * 1.12 if n > 0 else 0, str(n), ha="center", va="bottom")
+                ax_count.text(c, n * 1.12 if n > 0 else 0, _fmt_value(n), ha="center",
+                              va="bottom")
         ax_count.set_ylabel("train images n_c")
-    _class_ticks(bottom, num_classes, classes)
-    bottom.set_xlabel("" if few_classes and classes else "class")
+    _class_ticks(bottom, names, named)
+    bottom.set_xlabel(f"class, {_BY_COUNT}" if counts else "class")
     return fig
 
 
@@ -453,6 +576,10 @@ def _fig_confusion(metrics: dict[str, Any]) -> Figure | None:
         return None
     cm = np.asarray(matrix, dtype=float)
     num_classes = cm.shape[0]
+    counts = _clean_counts(metrics.get("class_counts"))
+    counts = counts if counts and len(counts) == num_classes else None
+    order = _count_order(counts, num_classes)
+    cm = cm[np.ix_(order, order)]
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     size = 5.3 if num_classes <= 20 else 6.2
@@ -462,11 +589,14 @@ def _fig_confusion(metrics: dict[str, Any]) -> Figure | None:
     ax.grid(False)
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
     classes = metrics.get("classes")
-    _class_ticks(ax, num_classes, classes, "x")
-    _class_ticks(ax, num_classes, classes, "y")
+    named = isinstance(classes, list) and len(classes) == num_classes
+    names = [_class_names(classes, num_classes)[c] for c in order]
+    _class_ticks(ax, names, named, "x")
+    _class_ticks(ax, names, named, "y")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("Confusion matrix (rows normalised)")
+    ax.set_title("Confusion matrix (rows normalised)"
+                 + (f"\nclasses {_BY_COUNT}" if counts else ""))
     if num_classes <= 20:
         fontsize = 9 if num_classes <= 12 else 7.5
         for i in range(num_classes):
@@ -581,7 +711,8 @@ def _fig_margins(margins: dict[str, Any]) -> Figure | None:
                 color=color,
                 linestyle="--",
                 linewidth=1.5,
-                label=f"fit on means: slope {_fmt_slope(split['slope'])}",
+                label=_noted(f"fit on means: slope {_fmt_slope(split['slope'])}",
+                             _fit_note(split, counts)),
                 zorder=3,
             )
         ax.axhline(0.0, color="0.3", linewidth=0.8)
@@ -645,7 +776,9 @@ def _fig_compare_margins(runs: list[RunRecord]) -> Figure | None:
         for run, xs, ys in points[name]:
             split = run.margins[name]
             color = colors[run.label]
-            label = f"{run.label} (slope {_fmt_slope(split.get('slope'))})"
+            note = _fit_note(split, run.margins["class_counts"])
+            slope = _fmt_slope(split.get("slope")) + (f", {note}" if note else "")
+            label = f"{run.label} (slope {slope})"
             ax.scatter(xs, ys, s=22, color=color, label=label, zorder=3)
             curve = _fit_curve(split, run.margins["class_counts"])
             if curve is not None:
@@ -694,6 +827,7 @@ class _Table:
     header: list[str]
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)
+    summary: str | None = None  # set: the table is folded away under this line
 
 
 @dataclass
@@ -717,7 +851,8 @@ def _posthoc(metrics: dict[str, Any]) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _metrics_table(metrics: dict[str, Any]) -> tuple[_Table, str]:
+def _metrics_table(metrics: dict[str, Any], group_sizes: dict[str, int]
+                   ) -> tuple[_Table, str]:
     final = metrics.get("final") or {}
     selected = metrics.get("selected")
     best = selected or metrics.get("best") or {}
@@ -735,9 +870,9 @@ def _metrics_table(metrics: dict[str, Any]) -> tuple[_Table, str]:
         )
     rows = []
     for key, name in _METRIC_ROWS:
-        row = [name, _fmt_pct(final.get(key)), _fmt_pct(best.get(key))]
-        if posthoc:
-            row.append(_fmt_pct(posthoc.get(key)))
+        size = group_sizes.get(key.removesuffix("_shot")) if key.endswith("_shot") else None
+        row = [name] + [_group_cell(source.get(key), size)
+                        for source in (final, best, *([posthoc] if posthoc else []))]
         rows.append(row)
     nll_row = ["NLL (nats)", _fmt_value(final.get("nll")), _fmt_value(best.get("nll"))]
     rows.append(nll_row + ([_fmt_value(posthoc.get("nll"))] if posthoc else []))
@@ -752,9 +887,32 @@ def _metrics_table(metrics: dict[str, Any]) -> tuple[_Table, str]:
     return _Table(header, rows), note
 
 
+def _per_class_table(metrics: dict[str, Any]) -> _Table | None:
+    """Each class's training and test images, precision and recall (from the final
+    confusion matrix), classes by training count; None without a usable matrix."""
+    matrix = (metrics.get("final") or {}).get("confusion_matrix")
+    try:
+        scores = precision_recall(matrix)
+    except ParameterError:
+        return None
+    num_classes = len(scores["precision"])
+    counts = _clean_counts(metrics.get("class_counts"))
+    counts = counts if counts and len(counts) == num_classes else None
+    names = _class_names(metrics.get("classes"), num_classes)
+    rows = [[names[c], _fmt_value(counts[c]) if counts else _MISSING, str(sum(matrix[c])),
+             _fmt_pct(scores["precision"][c]), _fmt_pct(scores["recall"][c])]
+            for c in _count_order(counts, num_classes)]
+    header = ["class", "train images", "test images", "precision (%)", "recall (%)"]
+    summary = (f"precision and recall of the {num_classes} classes" if num_classes > 20
+               else None)
+    return _Table(header, rows, summary=summary)
+
+
 def _run_sections(run: RunRecord, prefix: str, level: int) -> list[_Section]:
     """The sections describing one run in detail."""
     slug = _slug(prefix + run.label)
+    thresholds = _shot_thresholds(run.config)
+    group_sizes = _group_sizes(_run_counts(run), thresholds)
     sections = []
 
     summary = _Section("Configuration", f"{slug}-config", level)
@@ -768,7 +926,7 @@ def _run_sections(run: RunRecord, prefix: str, level: int) -> list[_Section]:
 
     results = _Section("Results", f"{slug}-results", level)
     if run.metrics and run.metrics.get("final"):
-        table, note = _metrics_table(run.metrics)
+        table, note = _metrics_table(run.metrics, group_sizes)
         results.tables.append(table)
         results.footnote = note
     else:
@@ -781,15 +939,23 @@ def _run_sections(run: RunRecord, prefix: str, level: int) -> list[_Section]:
     curves = _Section("Learning curves", f"{slug}-curves", level)
     if run.history:
         curves.images.append(
-            _draw(_fig_learning_curves, run.history, name=f"{prefix}curves", title="curves")
+            _draw(_fig_learning_curves, run.history, group_sizes, name=f"{prefix}curves",
+                  title="curves")
         )
     else:
         curves.paragraphs.append("No learning curves: history.jsonl is missing or empty.")
     sections.append(curves)
 
     if run.metrics and run.metrics.get("final"):
-        per_class = _Section("Per-class accuracy", f"{slug}-per-class", level)
-        thresholds = _shot_thresholds(run.config)
+        per_class = _Section("Per-class results", f"{slug}-per-class", level)
+        table = _per_class_table(run.metrics)
+        if table is not None:
+            per_class.tables.append(table)
+            per_class.paragraphs.append(
+                f"Classes {_BY_COUNT}. Precision: the share of the test images predicted as "
+                "the class that are of it (— for a class never predicted); recall: the share "
+                "of the class's test images predicted as it, its accuracy. Both from the "
+                "final confusion matrix.")
         image = _draw(
             _fig_per_class, run.metrics, thresholds, name=f"{prefix}per_class", title="per class"
         )
@@ -822,6 +988,13 @@ def _run_sections(run: RunRecord, prefix: str, level: int) -> list[_Section]:
             "dashed line is the least-squares fit of log(mean margin) on log(n_c) over classes "
             "with a positive mean margin; LDAM's analysis suggests a slope near -0.25."
         )
+        few = [f"{name} slope {_fmt_slope(run.margins[name]['slope'])}, {note}"
+               for name in ("train", "test")
+               if (note := _fit_note(run.margins.get(name), run.margins.get("class_counts")))]
+        if few:
+            margins.paragraphs.append(
+                f"Warning: a slope fitted on fewer than {_MIN_FIT_CLASSES} classes says little "
+                "about how margins grow with class size (" + "; ".join(few) + ").")
     elif run.margins is not None:
         margins.paragraphs.append(
             "No margins figure: margins.json holds no finite margins (a run whose loss "
@@ -836,6 +1009,42 @@ def _run_sections(run: RunRecord, prefix: str, level: int) -> list[_Section]:
     for section in sections:
         section.images = [img for img in section.images if img is not None]
     return sections
+
+
+_NOT_SET = "(not set)"
+_MAX_CONFIG_TEXT = 60  # characters of a config value shown in the differences table
+
+
+def _config_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= _MAX_CONFIG_TEXT else text[:_MAX_CONFIG_TEXT - 1] + "…"
+
+
+def _config_differences(runs: list[RunRecord]
+                        ) -> tuple[list[str], list[list[str]], list[str]]:
+    """The flattened config keys whose values differ between the runs that have a config.
+
+    Returns the table header (``key`` and those runs' labels), one row per differing key
+    (in the order the configs list them) and the labels of the runs without a config.
+    A config is ``config.yaml``, else a ``config`` object in ``metrics.json``.
+    """
+    configs, without = [], []
+    for run in runs:
+        config = run.config or (run.metrics or {}).get("config")
+        if isinstance(config, dict):
+            configs.append((run.label, dict(_flatten(config))))
+        else:
+            without.append(run.label)
+    keys = list(dict.fromkeys(key for _, flat in configs for key in flat))
+    rows = []
+    for key in keys:
+        # JSON spelling tells 1 from 1.0 and true; a key a run lacks is a value of its own
+        values = [json.dumps(flat[key], sort_keys=True) if key in flat else None
+                  for _, flat in configs]
+        if len(set(values)) > 1:
+            rows.append([key] + [_config_text(flat[key]) if key in flat else _NOT_SET
+                                 for _, flat in configs])
+    return ["key"] + [label for label, _ in configs], rows, without
 
 
 def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
@@ -862,9 +1071,14 @@ def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
         final = metrics.get("final") or {}
         margins = run.margins or {}
         values = [final.get(k) for k, _ in _METRIC_ROWS]
-        slopes = [(margins.get(s) or {}).get("slope") for s in ("train", "test")]
+        sizes = _group_sizes(_run_counts(run), _shot_thresholds(run.config))
+        splits = [margins.get(s) or {} for s in ("train", "test")]
         best = metrics.get("selected") or metrics.get("best") or {}
-        row = [run.label] + [_fmt_pct(v) for v in values] + [_fmt_slope(s) for s in slopes]
+        row = [run.label]
+        row += [_group_cell(v, sizes.get(k.removesuffix("_shot")) if k.endswith("_shot")
+                            else None) for v, (k, _) in zip(values, _METRIC_ROWS, strict=True)]
+        row += [_noted(_fmt_slope(split.get("slope")),
+                       _fit_note(split, margins.get("class_counts"))) for split in splits]
         best_text = _fmt_pct(best.get("top1"))
         if best.get("epoch") is not None and best_text != _MISSING:
             best_text += f" (ep. {best['epoch']}{', val.' if 'selected' in metrics else ''})"
@@ -875,20 +1089,41 @@ def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
         raw.append(values)
     bold = set()
     for col, (key, _) in enumerate(_METRIC_ROWS):
-        column = [(v[col], i) for i, v in enumerate(raw) if _is_number(v[col])]
+        # Compared as shown: two runs that both read 0.00 tie, and a tie is not bolded.
+        column = [(float(_fmt_pct(v[col])), i) for i, v in enumerate(raw) if _is_number(v[col])]
         if len(column) > 1:
             target = (min if key == "ece" else max)(v for v, _ in column)
-            bold |= {(i, col + 1) for v, i in column if v == target}
+            winners = [i for v, i in column if v == target]
+            if len(winners) == 1:
+                bold.add((winners[0], col + 1))
     table.tables.append(_Table(header, rows, bold))
     table.paragraphs.append(
-        "Final-epoch test metrics in percent (best per column in bold; ECE: lower is better). "
-        "Slope: fitted slope of log(mean margin) on log(n_c)."
+        "Final-epoch test metrics in percent (ECE: lower is better). A column's best value is "
+        "in bold when one run alone has it as shown; a tie is not bolded. "
+        "Slope: fitted slope of log(mean margin) on log(n_c). A value that rests on too few "
+        f"classes says so: a shot group with 0 or 1 classes, a slope fitted on fewer than "
+        f"{_MIN_FIT_CLASSES}."
     )
     table.footnote = ("† the epoch chosen on the validation set (val.) for runs with one, "
                       "else the best epoch chosen on the test set, which flatters a method.")
     missing = [f"{r.label}: {', '.join(r.notes)}" for r in runs if r.notes]
     if missing:
         table.paragraphs.append("Missing files. " + "; ".join(missing) + ".")
+
+    config = _Section("Config differences", "comparison-config")
+    header, differing, without = _config_differences(runs)
+    if differing:
+        config.tables.append(_Table(header, differing))
+        config.paragraphs.append("The config keys on which the runs differ (flattened, "
+                                 f"{_NOT_SET} where a run's config lacks the key); every other "
+                                 "key is equal across the runs.")
+    elif len(header) > 2:
+        config.paragraphs.append("identical configs: the runs agree on every config key.")
+    else:
+        config.paragraphs.append("No config differences to show: fewer than two runs have a "
+                                 "config.")
+    if without:
+        config.paragraphs.append("Without a config.yaml, left out: " + ", ".join(without) + ".")
 
     curves = _Section("Learning curves, all runs", "comparison-curves")
     image = _draw(_fig_compare_curves, runs, name="compare_curves", title="curves")
@@ -904,7 +1139,7 @@ def _comparison_sections(runs: list[RunRecord]) -> list[_Section]:
     else:
         margins.paragraphs.append("No run has a margins.json with finite margins: no "
                                   "margins to compare.")
-    return [table, curves, margins]
+    return [table, config, curves, margins]
 
 
 # ----------------------------------------------------------------------------- writers
@@ -950,7 +1185,10 @@ def _html_table(table: _Table) -> str:
             text = html.escape(cell)
             cells.append(f"<td><b>{text}</b></td>" if (i, j) in table.bold else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    page = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    if table.summary:
+        page = f"<details><summary>{html.escape(table.summary)}</summary>{page}</details>"
+    return page
 
 
 def _html_section(section: _Section) -> str:
@@ -989,7 +1227,10 @@ def _md_table(table: _Table) -> str:
             f"**{_md_cell(c)}**" if (i, j) in table.bold else _md_cell(c) for j, c in enumerate(row)
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if table.summary:
+        text = f"<details><summary>{html.escape(table.summary)}</summary>\n\n{text}\n\n</details>"
+    return text
 
 
 def _md_section(section: _Section, image_dir: str) -> str:

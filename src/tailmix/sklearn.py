@@ -3,8 +3,8 @@
 :class:`TailmixClassifier` trains one of tailmix's strategies on in-memory arrays - feature
 vectors ``(N, D)`` or ``uint8`` images ``(N, C, H, W)`` - through the same loop as
 ``tailmix train``, and then predicts like any scikit-learn classifier: it fits in a
-``Pipeline``, ``GridSearchCV`` or ``cross_val_score``, clones, pickles, and passes
-scikit-learn's estimator checks (``tests/test_sklearn.py`` names the one it may fail, and why).
+``Pipeline``, ``GridSearchCV`` or ``cross_val_score``, clones, pickles, and passes every
+one of scikit-learn's estimator checks, on one thread or several.
 
 >>> from sklearn.datasets import make_classification
 >>> X, y = make_classification(n_samples=60, weights=[0.85], random_state=0)
@@ -40,7 +40,11 @@ _NEVER = 1_000_000_000
 # Config keys the constructor's parameters fill, named as the user spelled them when the
 # ``config`` mapping does not set them itself.
 _PARAM_OF_KEY = {"model.arch": "arch", "train.device": "device", "strategy": "strategy"}
-_PREDICT_BATCH = 1024
+# The network predicts in chunks of exactly this many rows, the last one padded with zeros,
+# so that every row goes through products of one shape whatever the number of rows given:
+# matrix-product kernels choose their blocking and threading by shape, and a row's logits
+# could otherwise move in the last bit with the size of the batch it came in.
+_PREDICT_CHUNK = 64
 _SEED_LIMIT = 2**31 - 1
 
 
@@ -178,6 +182,11 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
     and nothing is written to disk. Score held-out data with ``score``,
     ``cross_val_score`` or ``sklearn.metrics`` (``balanced_accuracy_score`` suits long-tailed
     data).
+
+    The network predicts in chunks of 64 rows, the last padded with zeros, so a row's
+    outputs are bitwise the same whether it is predicted alone or among any other rows, in
+    any order, for a given number of torch threads (matrix products block their work by the
+    batch's shape, which would otherwise move the last bit with the batch's size).
 
     Examples
     --------
@@ -416,9 +425,18 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
 
         check_is_fitted(self)
         inputs = self._predict_inputs(X)
-        logits = predict(self.model_, inputs, self.augment_, batch_size=_PREDICT_BATCH,
-                         device=self.device_, amp=self.amp_)
-        return logits.cpu().numpy().astype(np.float64)
+        n = len(inputs)
+        whole = n - n % _PREDICT_CHUNK
+        parts = []
+        if whole:
+            parts.append(predict(self.model_, inputs[:whole], self.augment_,
+                                 batch_size=_PREDICT_CHUNK, device=self.device_, amp=self.amp_))
+        if whole < n:  # the rest, padded to a whole chunk
+            rest = inputs.new_zeros((_PREDICT_CHUNK, *inputs.shape[1:]))
+            rest[:n - whole] = inputs[whole:]
+            parts.append(predict(self.model_, rest, self.augment_, batch_size=_PREDICT_CHUNK,
+                                 device=self.device_, amp=self.amp_)[:n - whole])
+        return torch.cat(parts).cpu().numpy().astype(np.float64)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """The network's logits: ``(n_samples, n_classes)``, or for two classes the logit

@@ -21,7 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Batch", "MixStep", "StepOutput", "autocast", "iter_batches", "predict"]
+__all__ = ["EVAL_BATCH_SIZES", "Batch", "MixStep", "StepOutput", "autocast",
+           "eval_batch_size", "iter_batches", "predict"]
+
+#: What ``eval.batch_size: auto`` is on each kind of device; other accelerators take the
+#: ``cuda`` value. ``benchmarks/eval_batch.py`` measures the choice (``benchmarks/README.md``:
+#: on a 2-core CPU no smaller batch measured faster than 1024).
+EVAL_BATCH_SIZES = {"cpu": 1024, "cuda": 1024}
 
 
 @dataclass
@@ -72,6 +78,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def eval_batch_size(value: int | str, device: torch.device) -> int:
+    """The number of inputs per evaluation pass: ``value`` when it is a number (what a user
+    wrote is kept), else ``auto``'s size for ``device`` (:data:`EVAL_BATCH_SIZES`).
+
+    >>> eval_batch_size("auto", torch.device("cpu")), eval_batch_size(300, torch.device("cpu"))
+    (1024, 300)
+    """
+    if value != "auto":
+        return int(value)
+    return EVAL_BATCH_SIZES.get(torch.device(device).type, EVAL_BATCH_SIZES["cuda"])
 
 
 @torch.no_grad()

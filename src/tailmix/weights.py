@@ -47,6 +47,16 @@ DRW_START_FRACTION = 0.8
 #: Default beta of the class-balanced (effective number) weights.
 DEFAULT_BETA = 0.9999
 
+#: Re-weighting needs epochs at a useful lr: a start given as a share of the run that lands
+#: on or after a step of the lr to x0.01 or lower, with fewer than this many epochs from
+#: that step to the run's end, moves to the epoch before the step (on the CIFAR-LT
+#: protocol's 200 epochs, DRW starts with the x0.01 step at epoch 160, 40 epochs from the
+#: end; on a 15-epoch run the same shares would leave it 3 epochs at x0.01 and below).
+REWEIGHT_EPOCHS_AFTER_DROP = 10
+
+#: A step of the lr to this factor or lower counts as a drop for DRW's start.
+DROP_FACTOR = 0.01
+
 
 def check_class_counts(class_counts: Any, name: str = "class_counts") -> Tensor:
     """Turn per-class example counts into a 1-D ``float64`` CPU tensor of positive values.
@@ -148,6 +158,42 @@ def inverse_frequency_weights(class_counts: ClassCounts, power: float = 1.0) -> 
     power = check_number("power", power, low=0.0)
     counts = check_class_counts(class_counts)
     return _normalise(counts.pow(-power))
+
+
+def resolve_start_epoch(given: Any, epochs: int, *, milestones: Sequence[int] = (),
+                        lr_factors: Sequence[float] = (),
+                        notes: list[str] | None = None) -> int:
+    """``weights.start_epoch`` as an epoch of the run.
+
+    An epoch number is kept as given (:func:`build_weight_schedule` checks it). A share of
+    the run in (0, 1) becomes the epoch it lands on, moved to the epoch before the lr's
+    first step to x0.01 or lower (``milestones`` as epochs with their ``lr_factors``) when
+    it would start on or after that step with fewer than
+    :data:`REWEIGHT_EPOCHS_AFTER_DROP` epochs left from it; ``notes`` gets a line saying so.
+
+    >>> resolve_start_epoch(0.8, 200, milestones=[160, 180], lr_factors=[0.01, 0.0001])
+    160
+    >>> resolve_start_epoch(0.8, 15, milestones=[12, 14], lr_factors=[0.01, 0.0001])
+    11
+    >>> resolve_start_epoch(12, 15, milestones=[12, 14], lr_factors=[0.01, 0.0001])
+    12
+    """
+    from tailmix.config import is_share, resolve_epoch
+
+    start = resolve_epoch("weights.start_epoch", given, epochs)
+    if not is_share(given):
+        return start
+    drop = next((m for m, f in zip(milestones, lr_factors, strict=True) if f <= DROP_FACTOR),
+                None)
+    if drop is None or start < drop or epochs - drop >= REWEIGHT_EPOCHS_AFTER_DROP:
+        return start
+    if notes is not None:
+        notes.append(f"weights.start_epoch: epoch {drop - 1}, the epoch before the lr's step "
+                     f"to x{DROP_FACTOR:g} or lower at epoch {drop} ({given} of the "
+                     f"{epochs}-epoch run, epoch {start}, would leave re-weighting "
+                     f"{epochs - start} epoch(s) at that lr; an epoch number is kept as "
+                     "given)")
+    return drop - 1
 
 
 class WeightSchedule:

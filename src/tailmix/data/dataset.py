@@ -60,6 +60,20 @@ class LongTailData:
         return len(self.classes)
 
     @property
+    def imbalance_ratio(self) -> float:
+        """Training images of the largest class over those of the smallest."""
+        return max(self.class_counts) / min(self.class_counts)
+
+    def describe(self) -> str:
+        """One line on what trains: the classes, their counts (largest and smallest where
+        there are many) and the imbalance ratio."""
+        counts = self.class_counts
+        shown = (" ".join(str(n) for n in counts) if len(counts) <= 20
+                 else f"{max(counts)} down to {min(counts)}")
+        return (f"data: {self.name}, {len(counts)} classes, {sum(counts)} training images "
+                f"({shown} a class), imbalance ratio {self.imbalance_ratio:.4g}")
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_inputs.shape[1:])
 

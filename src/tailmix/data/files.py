@@ -39,8 +39,8 @@ from PIL import Image, UnidentifiedImageError
 from tailmix._validation import ParameterError, check_choice
 from tailmix.data.download import DatasetError
 
-__all__ = ["BAD_IMAGES", "IN_MEMORY_LIMIT", "FileDataset", "ImageFiles", "decode_image",
-           "default_workers", "materialise", "scan_images", "stream_or_memory"]
+__all__ = ["BAD_IMAGES", "IN_MEMORY_LIMIT", "FileDataset", "ImageFiles", "centre_box",
+           "decode_image", "default_workers", "materialise", "scan_images", "stream_or_memory"]
 
 BAD_IMAGES = ("refuse", "skip")
 #: Decoded training and test pixels above which ``in_memory: auto`` streams (bytes).
@@ -160,10 +160,7 @@ def decode_image(data: bytes, size: int, *, resize: int | None = None,
     with Image.open(io.BytesIO(data)) as im:
         w, h = im.size
         if rng is None:
-            short = resize or max(size, round(size / EVAL_CROP_SHARE))
-            scale = short / min(w, h)
-            cw, ch = size / scale, size / scale
-            box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+            box = centre_box(w, h, size, resize=resize)
         else:
             box = _random_box(w, h, rng)
         bw, bh = box[2] - box[0], box[3] - box[1]
@@ -176,6 +173,16 @@ def decode_image(data: bytes, size: int, *, resize: int | None = None,
         out = im.resize((size, size), Image.Resampling.BILINEAR, box=box,
                         reducing_gap=None if rng is None else 2.0)
         return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def centre_box(w: int, h: int, size: int, *, resize: int | None = None
+               ) -> tuple[float, float, float, float]:
+    """The evaluation crop of a ``w x h`` image as a box in its pixels: the central square
+    that becomes ``size x size`` once the shorter side is resized to ``resize`` (default
+    ``size / 0.875``)."""
+    short = resize or max(size, round(size / EVAL_CROP_SHARE))
+    side = size / (short / min(w, h))
+    return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
 
 
 def _random_box(w: int, h: int, rng: np.random.Generator) -> tuple[float, float, float, float]:

@@ -448,7 +448,8 @@ def _generic(source: str, root: Any, download: bool, options: dict[str, Any], wh
     return root, paths[0], paths[1], classes
 
 
-@DATASETS.register("filelist", inputs="image", needs_root=True, config=None, sizes=None)
+@DATASETS.register("filelist", inputs="image", needs_root=True, config=None, sizes=None,
+                   profile="original")
 def _filelist(*, root: Any = None, download: bool = False, in_memory: Any = None,
               **options: Any) -> FileDataset:
     root, train_path, test_path, classes = _generic(
@@ -462,7 +463,8 @@ def _filelist(*, root: Any = None, download: bool = False, in_memory: Any = None
     return _dataset(root, train, test, classes, "filelist", (train_path, test_path))
 
 
-@DATASETS.register("csv", inputs="image", needs_root=True, config=None, sizes=None)
+@DATASETS.register("csv", inputs="image", needs_root=True, config=None, sizes=None,
+                   profile="original")
 def _csv(*, root: Any = None, download: bool = False, in_memory: Any = None,
          **options: Any) -> FileDataset:
     root, train_path, test_path, classes = _generic(
@@ -519,7 +521,7 @@ def _middle_parts(name: str) -> str | None:
 
 
 @DATASETS.register("imagenet_lt", inputs="image", needs_root=True, config="imagenet_lt",
-                   sizes=(1000, 1280))
+                   sizes=(1000, 1280), profile="original")
 def _imagenet_lt(*, root: Any = None, download: bool = False, in_memory: Any = None,
                  **options: Any) -> FileDataset:
     return _release("imagenet_lt", root, download, options, eval_splits=("test", "val"),
@@ -527,7 +529,7 @@ def _imagenet_lt(*, root: Any = None, download: bool = False, in_memory: Any = N
 
 
 @DATASETS.register("places_lt", inputs="image", needs_root=True, config="places_lt",
-                   sizes=(365, 4980))
+                   sizes=(365, 4980), profile="original")
 def _places_lt(*, root: Any = None, download: bool = False, in_memory: Any = None,
                **options: Any) -> FileDataset:
     return _release("places_lt", root, download, options, eval_splits=("test", "val"),
@@ -535,7 +537,7 @@ def _places_lt(*, root: Any = None, download: bool = False, in_memory: Any = Non
 
 
 @DATASETS.register("inat2018", inputs="image", needs_root=True, config="inat2018",
-                   sizes=(8142, 1000))
+                   sizes=(8142, 1000), profile="original")
 def _inat2018(*, root: Any = None, download: bool = False, in_memory: Any = None,
               **options: Any) -> FileDataset:
     return _release("inat2018", root, download, options, eval_splits=("val",), class_key=None)

@@ -6,9 +6,12 @@ a folder or file the user gives; :func:`load_source` then checks ``root`` and pa
 expanded :class:`~pathlib.Path`), ``config`` (the packaged config a bare ``--dataset NAME``
 starts from, or None), ``inputs`` (``"image"`` when the source holds images) and
 ``sizes`` (``(classes, images in the largest training class)`` of the released data, or
-None when unknown), and ``streams`` (True when the source can list files to be decoded
+None when unknown), ``streams`` (True when the source can list files to be decoded
 while training: it is then called with ``in_memory`` - True, False or ``"auto"`` - and may
-return a :class:`~tailmix.data.files.FileDataset`)::
+return a :class:`~tailmix.data.files.FileDataset`) and ``profile`` (the ``dataset.profile``
+a config that names none gets: ``"original"`` for a user's own data and for releases that
+are long-tailed already, whose training images are used as they are; ``"exp"`` when
+absent)::
 
     @DATASETS.register("my_data", needs_root=True, config=None, sizes=(5, 800))
     def my_data(*, root=None, download=False, **options):
@@ -206,7 +209,7 @@ def _cifar100(
 
 
 @DATASETS.register("imagefolder", inputs="image", needs_root=True, config=None, sizes=None,
-                   streams=True)
+                   streams=True, profile="original")
 def _imagefolder(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -245,7 +248,7 @@ def _tiny_imagenet(
     return read_tiny_imagenet(root, **options)
 
 
-@DATASETS.register("arrays", needs_root=False, config=None, sizes=None)
+@DATASETS.register("arrays", needs_root=False, config=None, sizes=None, profile="original")
 def _arrays(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
     raise ParameterError("dataset", "data passed in from Python for the 'arrays' source "
                          "(train(config, out, data=from_arrays(...)))", "no data")

@@ -392,14 +392,23 @@ class M2mStep(MixStep):
 
 
 def resolve_warmup(given: Any, epochs: int) -> int:
-    """M2m's warm-up as an epoch: an epoch number or a share of the run in (0, 1) that
-    leaves at least one epoch after it."""
-    from tailmix.config import resolve_epoch
+    """M2m's warm-up as an epoch: an epoch number that leaves a warm-up and at least one
+    epoch after it, or a share of the run in (0, 1), kept inside the run (at least 1, at
+    most ``epochs - 1``; a 1-epoch run is all warm-up).
+
+    >>> resolve_warmup(0.8, 200), resolve_warmup(0.8, 6), resolve_warmup(0.8, 1)
+    (160, 5, 1)
+    """
+    from tailmix.config import is_share, resolve_epoch
 
     warm = resolve_epoch("generative.warmup_epochs", given, epochs)
+    if is_share(given):
+        return min(max(warm, 1), max(epochs - 1, 1))
     if not 1 <= warm < epochs:
+        inside = (f"an epoch in [1, {epochs - 1}] that leaves a warm-up and at least one "
+                  f"epoch after it in the {epochs}-epoch run" if epochs > 1 else
+                  "a share of the run (a 1-epoch run has no epoch after a warm-up)")
         raise ParameterError(
-            "generative.warmup_epochs",
-            f"an epoch in [1, {epochs - 1}] or a share of the {epochs}-epoch run that "
-            "leaves a warm-up and at least one epoch after it", given)
+            "generative.warmup_epochs", f"{inside}: set --set generative.warmup_epochs=N, or "
+            "a share of the run such as 0.8", given)
     return warm
