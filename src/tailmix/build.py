@@ -21,7 +21,7 @@ from torch import nn
 from tailmix import callbacks as cb
 from tailmix import distributed as dist_utils
 from tailmix._validation import ParameterError
-from tailmix.config import ABSENT, RunSpec, get_path, resolve
+from tailmix.config import ABSENT, RunSpec, get_path, refuse_saved_plugins, resolve
 from tailmix.data import LongTailData, RawDataset, load_source, prepare_dataset
 from tailmix.engine import Trainer
 from tailmix.hardware import choose_speed, cpu_capability
@@ -977,6 +977,7 @@ def restore(path: str | Path, *, data_root: str | None = None,
                              "(restore(path, model=...))", None)
     cfg = {k: copy.deepcopy(v) for k, v in ckpt["config"].items()
            if k not in ("composition", "class_counts", "model_class")}
+    refuse_saved_plugins(cfg, f"the checkpoint {path}")
     if data_root is not None:
         cfg.setdefault("dataset", {})["root"] = data_root
     cfg.setdefault("train", {})["device"] = device

@@ -181,7 +181,7 @@ def _out_folder(path: str | Path, flag: str = "--out") -> Path:
 def _resume_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config of the run ``--resume`` names (its ``config.yaml``), with the flags that
     cannot change the run applied; any other flag is refused, not ignored."""
-    from tailmix.config import load_config_file
+    from tailmix.config import load_config_file, refuse_saved_plugins
 
     run = Path(args.resume)
     given = ["--config"] if args.config else []
@@ -201,6 +201,7 @@ def _resume_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config_file(run / "config.yaml")
     for k in ("composition", "class_counts", "model_class"):
         cfg.pop(k, None)
+    refuse_saved_plugins(cfg, f"the run folder's {run / 'config.yaml'}")
     if not isinstance(cfg.get("train"), dict) or not isinstance(cfg.get("dataset"), dict):
         raise ParameterError("--resume", "a run folder whose config.yaml is a tailmix run's",
                              str(run / "config.yaml"))
@@ -506,6 +507,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plugins_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugins", nargs="+", metavar="MODULE",
+                   help="modules to import first (from the working folder or installed) for "
+                        "a run that uses your own registered parts: a checkpoint or run "
+                        "folder that names plugins imports none of them itself")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The ``tailmix`` command's parser; the lists in its help come from the registries."""
     choices = _choices()
@@ -525,6 +533,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o",
                    help="run folder (default runs/<dataset>-r<ratio>/<strategy>-s<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    _add_plugins_flag(p)
     p.set_defaults(func=cmd_train, **own)
 
     p = sub.add_parser("compare", help="train several strategies and compare them")
@@ -544,6 +553,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="override the dataset root stored in the checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
+    _add_plugins_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="run a benchmark suite (resumable) and tabulate it")
@@ -575,6 +585,7 @@ def make_parser() -> argparse.ArgumentParser:
                    "written into it")
     p.add_argument("--checkpoint", default="last", help="last or best")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    _add_plugins_flag(p)
     p.set_defaults(func=cmd_margins)
 
     p = sub.add_parser("neighbours", help="where a SMOTE-style mixer's partners come from and "
@@ -605,6 +616,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, help="inputs per forward pass (default: the "
                    "run's eval.batch_size)")
+    _add_plugins_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a trained run's network to ONNX or TorchScript "
@@ -614,6 +626,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="the file to write; the class names go "
                    "to FILE.classes.json too")
     p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
+    _add_plugins_flag(p)
     p.set_defaults(func=cmd_export)
     return parser
 
@@ -659,13 +672,17 @@ def main(argv: list[str] | None = None) -> int:
         class TrainingError(RuntimeError):  # type: ignore[no-redef]
             """Never raised: stands in for the engine's."""
 
+    from tailmix.registry import import_plugins
+
     parser = make_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named after the command, whose help lists what it takes
         parser.exit(2, f"tailmix: error: unrecognized arguments: {' '.join(unknown)} "
                     f"(`tailmix {args.command} --help` lists the arguments)\n")
     try:
-        with _working_folder_importable(getattr(args, "own_config", False)):
+        plugins = getattr(args, "plugins", None)
+        with _working_folder_importable(getattr(args, "own_config", False) or bool(plugins)):
+            import_plugins(plugins, param="--plugins")
             return args.func(args)
     except ParameterError as e:
         print(f"tailmix: error: {e}", file=sys.stderr)

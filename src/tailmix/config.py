@@ -15,6 +15,7 @@ import inspect
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +269,26 @@ def resolve_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     components themselves when the strategy is built, still before any training.
     """
     return _resolve_config(config)[0]
+
+
+def refuse_saved_plugins(config: Mapping[str, Any], where: str) -> None:
+    """A config read from a saved file (a checkpoint, a run folder's ``config.yaml``) decides
+    no import: each module its ``plugins`` names must have been imported by the user already
+    (``--plugins MODULE`` on the command line, or ``import`` in Python), else this is an
+    error naming the modules, before anything resolves the config (which would import them).
+    """
+    plugins = config.get("plugins")
+    if plugins is None:
+        return
+    if not isinstance(plugins, list):
+        raise ParameterError("plugins", f"a list of module names in {where}", plugins)
+    missing = [m for m in plugins if not isinstance(m, str) or m not in sys.modules]
+    if missing:
+        names = " ".join(str(m) for m in missing)
+        raise ParameterError("plugins", f"modules you import yourself: {where} names plugin "
+                             f"modules, and tailmix imports no module that a saved file "
+                             f"names; if you trust them, pass --plugins {names} (in Python, "
+                             "import them first)", missing)
 
 
 def _resolve_config(config: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
