@@ -38,7 +38,7 @@ import yaml
 
 from tailmix._validation import ParameterError
 from tailmix.config import load_config_file, resolve
-from tailmix.io import atomic_write_text
+from tailmix.io import atomic_write_text, csv_cell
 from tailmix.metrics import REPORT_KEYS
 
 # Published top-1 (%) for the paper's protocol (ResNet-32, 200 epochs, ratio 100), from the
@@ -386,7 +386,8 @@ def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: (round(v, 4) if isinstance(v, float) else csv_cell(v))
+                    for k, v in r.items()})
     atomic_write_text(out / "table.csv", buf.getvalue())
     lines = [f"# {suite.name}", ""]
     if suite.description:

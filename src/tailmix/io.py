@@ -76,6 +76,28 @@ def _naming(error: OSError, path: Path) -> OSError:
     return OSError(error.errno, error.strerror, str(path))  # the errno's own subclass
 
 
+# Spreadsheets read a cell that begins with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` made safe for a CSV cell that a spreadsheet may open: text that begins with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading apostrophe, so that
+    it is shown as text, not run as a formula; numbers, and text that reads as a number
+    (``-0.5``), are kept as they are.
+
+    >>> [csv_cell(v) for v in ("=1+2", "@SUM(A1)", "-0.5", "cat", -1.5)]
+    ["'=1+2", "'@SUM(A1)", '-0.5', 'cat', -1.5]
+    """
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

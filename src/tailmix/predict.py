@@ -735,12 +735,15 @@ def _read_csv(path: Path, width: int) -> np.ndarray:
 
 def write_table(path: str | os.PathLike, rows: Sequence[dict[str, Any]],
                 header: Sequence[str]) -> Path:
-    """Prediction rows as CSV (probabilities to 6 significant digits), written atomically."""
+    """Prediction rows as CSV (probabilities to 6 significant digits), written atomically;
+    text that a spreadsheet would run as a formula is escaped (:func:`tailmix.io.csv_cell`)."""
+    from tailmix.io import csv_cell
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    w.writerow([csv_cell(h) for h in header])
     for r in rows:
-        w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r.values()])
+        w.writerow([f"{v:.6g}" if isinstance(v, float) else csv_cell(v) for v in r.values()])
     return write_output(path, buf.getvalue().encode("utf-8"))
 
 
