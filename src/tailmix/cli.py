@@ -477,12 +477,15 @@ def _parse_prior(text: str | None) -> list[float] | None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict the class of every input with a trained run; write a CSV table."""
+    from tailmix.io import check_output
     from tailmix.predict import Predictor
 
     flags = {"checkpoint": "--checkpoint", "device": "--device", "batch_size": "--batch-size",
              "adjust": "--adjust", "prior": "--prior", "run": "RUN", "inputs": "INPUTS",
              "out": "--out"}
     try:
+        check_output(args.out, inputs=[*args.inputs, *_checkpoints_of(args.run)],
+                     ours=_prediction_table, force=args.force, name="out")
         prior = _parse_prior(args.prior)
         pred = Predictor.from_run(args.run, device=args.device, checkpoint=args.checkpoint,
                                   batch_size=args.batch_size)
@@ -495,13 +498,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoints_of(run: str) -> list[Path]:
+    """The run's checkpoint files (a run folder's, or the .pt file named)."""
+    path = Path(run)
+    return sorted((path / "checkpoints").glob("*.pt")) if path.is_dir() else [path]
+
+
+def _prediction_table(path: Path) -> bool:
+    """Whether ``path`` is a table an earlier ``predict`` wrote (its header)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline().startswith("input,prediction,probability")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained run's network (with its normalisation) to ONNX or TorchScript."""
     from tailmix.export import export
 
     flags = {"format": "--format", "checkpoint": "--checkpoint", "run": "RUN", "out": "--out"}
     try:
-        export(args.run, out=args.out, format=args.format, checkpoint=args.checkpoint)
+        export(args.run, out=args.out, format=args.format, checkpoint=args.checkpoint,
+               force=args.force)
     except ParameterError as e:
         raise _flag_names(e, flags) from e
     return 0
@@ -616,6 +635,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, help="inputs per forward pass (default: the "
                    "run's eval.batch_size)")
+    p.add_argument("--force", action="store_true", help="write over --out even when it is "
+                   "an input, a run's own file or a file this command did not write")
     _add_plugins_flag(p)
     p.set_defaults(func=cmd_predict)
 
@@ -626,6 +647,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="the file to write; the class names go "
                    "to FILE.classes.json too")
     p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
+    p.add_argument("--force", action="store_true", help="write over --out even when it is "
+                   "an input, a run's own file or a file this command did not write")
     _add_plugins_flag(p)
     p.set_defaults(func=cmd_export)
     return parser

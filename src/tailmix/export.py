@@ -31,6 +31,7 @@ import torch
 
 from tailmix import __version__
 from tailmix._validation import ParameterError, check_choice
+from tailmix.io import check_output
 from tailmix.predict import Predictor, checkpoint_path, write_output
 
 __all__ = ["FORMATS", "TOLERANCE", "export"]
@@ -47,7 +48,7 @@ _INSTALL = "pip install 'tailmix[export]'"
 
 def export(path: str | os.PathLike, *, out: str | os.PathLike, format: str = "onnx",
            checkpoint: str = "last", model: torch.nn.Module | None = None,
-           log: Callable[[str], None] = print) -> Path:
+           log: Callable[[str], None] = print, force: bool = False) -> Path:
     """Export a run's network with its normalisation to ONNX or TorchScript.
 
     Parameters
@@ -96,6 +97,9 @@ def export(path: str | os.PathLike, *, out: str | os.PathLike, format: str = "on
     if out.is_dir() or out.resolve() == source.resolve():
         raise ParameterError("out", "a file path for the exported model (not a folder, not "
                              "the checkpoint)", str(out))
+    # An earlier export leaves its class names beside it; any other file stays unless forced.
+    check_output(out, inputs=[source], ours=lambda f: Path(f"{f}.classes.json").is_file(),
+                 force=force, name="out")
     pred = Predictor.from_run(source, device="cpu", model=model)
     network = pred.network.cpu().float().eval()
     probe = _probe_batch(pred, _PROBE, seed=0)

@@ -98,6 +98,47 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
+# What a run folder holds besides its checkpoints.
+RUN_FILES = ("config.yaml", "history.jsonl", "metrics.json", "margins.json")
+
+
+def _run_file(path: Path) -> bool:
+    """Whether ``path`` is one of a run folder's own files or checkpoints."""
+    folder = path.parent
+    if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+        return True
+    return path.name in RUN_FILES and (folder / "checkpoints").is_dir()
+
+
+def check_output(out: str | os.PathLike, *, inputs: list[str | os.PathLike],
+                 ours: Callable[[Path], bool], force: bool, name: str = "--out") -> Path:
+    """Refuse to write ``out`` over a file unasked: one of the command's ``inputs``, a run
+    folder's own files or checkpoints, or a file that ``ours`` does not recognise as this
+    command's earlier output, unless ``force`` (the user named the file and asked).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``name``, saying what the file is and that ``--force`` writes over it.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise ParameterError(name, "a file path (not a folder)", str(out))
+    if force or not out.exists():
+        return out
+    here = out.resolve()
+    if any(Path(p).exists() and Path(p).resolve() == here for p in inputs):
+        what = "one of this command's inputs"
+    elif _run_file(here):
+        what = "a run folder's own file"
+    elif not ours(out):
+        what = "a file this command did not write"
+    else:
+        return out
+    raise ParameterError(name, f"a new file, or one this command wrote before: {out} is {what} "
+                         "(name another file, or pass --force to write over it)", str(out))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
