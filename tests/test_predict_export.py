@@ -27,6 +27,18 @@ from tailmix.steps import predict as run_network
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (210, 210, 40), (160, 40, 200)]
 
 
+def _colour_folder(root: Path, rng, *, train: list[int], test: list[int],
+                   shape: tuple[int, int], suffix: str) -> Path:
+    """An image folder ``SPLIT/cC/I.suffix``: class c's images its colour plus noise."""
+    for split, per in (("train", train), ("test", test)):
+        for c, n in enumerate(per):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                px = np.clip(np.array(COLOURS[c]) + rng.normal(0, 20, (*shape, 3)), 0, 255)
+                Image.fromarray(px.astype(np.uint8)).save(root / split / f"c{c}" / f"{i}.{suffix}")
+    return root
+
+
 def _train(cfg: dict, out: Path, **kw) -> Path:
     base = {"strategy": "ERM", "eval": {"every": 1, "margins": False},
             "log": {"progress": False}}
@@ -303,13 +315,8 @@ def test_in_memory_and_streamed_runs_of_one_folder_resize_alike(tmp_path):
     """A run holding a folder of 16x16 images in memory and one streaming it read a 24x36
     image the same way: the streamed evaluation's decode (shorter side to 18, central 16)."""
     rng = np.random.default_rng(6)
-    root = tmp_path / "images"
-    for split, per in (("train", [20, 8]), ("test", [3, 3])):
-        for c, n in enumerate(per):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                px = np.clip(np.array(COLOURS[c]) + rng.normal(0, 20, (16, 16, 3)), 0, 255)
-                Image.fromarray(px.astype(np.uint8)).save(root / split / f"c{c}" / f"{i}.png")
+    root = _colour_folder(tmp_path / "images", rng, train=[20, 8], test=[3, 3],
+                          shape=(16, 16), suffix="png")
     odd = tmp_path / "odd.png"
     Image.fromarray(rng.integers(0, 256, (24, 36, 3), dtype=np.uint8)).save(odd)
     same = root / "test" / "c1" / "0.png"
@@ -458,13 +465,8 @@ def test_old_checkpoint_restores_with_its_data_and_own_networks_need_model(digit
 @pytest.mark.slow
 def test_streamed_run_decodes_images_with_its_evaluation_transform(tmp_path):
     rng = np.random.default_rng(2)
-    root = tmp_path / "images"
-    for split, per in (("train", [30, 12]), ("test", [4, 4])):
-        for c, n in enumerate(per):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                px = np.clip(np.array(COLOURS[c]) + rng.normal(0, 20, (20, 26, 3)), 0, 255)
-                Image.fromarray(px.astype(np.uint8)).save(root / split / f"c{c}" / f"{i}.jpg")
+    root = _colour_folder(tmp_path / "images", rng, train=[30, 12], test=[4, 4],
+                          shape=(20, 26), suffix="jpg")
     run = _train({"dataset": {"name": "imagefolder", "root": str(root), "profile": "original",
                               "in_memory": False, "image_size": 16, "workers": 0},
                   "model": {"arch": "small_cnn"}, "train": {"epochs": 1, "batch_size": 16}},
