@@ -229,12 +229,12 @@ class Predictor:
         self.log = log
         self.resize = None
         if self.is_image and self.input_shape[1] == self.input_shape[2]:
-            from tailmix.data.files import EVAL_CROP_SHARE
+            from tailmix.data.files import eval_resize
 
             size = self.input_shape[1]
             given = resize if resize is not None else self.inputs.get("resize")
             self.resize = int(check_number("resize", given, low=size, integer=True)) \
-                if given is not None else max(size, round(size / EVAL_CROP_SHARE))
+                if given is not None else eval_resize(size)
 
     # -- construction ------------------------------------------------------------------------
 

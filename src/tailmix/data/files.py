@@ -175,12 +175,18 @@ def decode_image(data: bytes, size: int, *, resize: int | None = None,
         return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)
 
 
+def eval_resize(size: int) -> int:
+    """The shorter side an image is resized to before its central ``size x size`` crop when
+    no other is recorded: ``size / 0.875`` (224 -> 256)."""
+    return max(size, round(size / EVAL_CROP_SHARE))
+
+
 def centre_box(w: int, h: int, size: int, *, resize: int | None = None
                ) -> tuple[float, float, float, float]:
     """The evaluation crop of a ``w x h`` image as a box in its pixels: the central square
     that becomes ``size x size`` once the shorter side is resized to ``resize`` (default
     ``size / 0.875``)."""
-    short = resize or max(size, round(size / EVAL_CROP_SHARE))
+    short = resize or eval_resize(size)
     side = size / (short / min(w, h))
     return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
 
