@@ -500,16 +500,26 @@ def test_report_never_overwrites_a_file_it_did_not_write(tmp_path):
     with pytest.raises(ParameterError) as err:
         build_report([run])
     assert err.value.name == "-o/--out" and "report.md" in str(err.value)
+    assert "--force" in str(err.value)
     assert (run / "report.md").read_text() == "my own notes\n"
     assert not (run / "report.html").exists()
-    # a named .html path: its .md sibling is checked too
-    (tmp_path / "summary.md").write_text("mine\n")
-    with pytest.raises(ParameterError):
-        build_report([run], tmp_path / "summary.html")
-    assert (tmp_path / "summary.md").read_text() == "mine\n"
-    # named with -o: the user asked for it
-    html_path, md_path = build_report([run], run, explicit=True)
+    # named with -o: still refused, the user's file is kept
+    with pytest.raises(ParameterError) as err:
+        build_report([run], run, explicit=True)
+    assert "report.md" in str(err.value) and "pass --force" in str(err.value)
+    assert (run / "report.md").read_text() == "my own notes\n"
+    # named and forced: the user asked for it
+    html_path, md_path = build_report([run], run, explicit=True, force=True)
     assert md_path.read_text().startswith("# tailmix run report")
+
+
+def test_report_force_needs_a_named_place(tmp_path):
+    run = _bare_run(tmp_path / "run")
+    for out, explicit in ((None, False), (tmp_path / "page.html", False)):
+        with pytest.raises(ParameterError) as err:
+            build_report([run], out, explicit=explicit, force=True)
+        assert err.value.name == "force"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_report_rewrites_its_own_files(tmp_path):
@@ -548,6 +558,108 @@ def test_report_out_that_is_a_file(tmp_path):
             build_report([run], tmp_path / "taken", explicit=explicit)
         assert err.value.name == "-o/--out"
     assert (tmp_path / "taken").read_text() == "a file"
+
+
+# -- the report command: -o X.html writes X.html alone, --force writes over a named file
+
+
+def _bare_run(path: Path) -> Path:
+    """A run folder holding only its config: a report of it draws no figure (fast)."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"strategy": "ERM"}))
+    return path
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<folder>"
+            for p in sorted(folder.rglob("*"))}
+
+
+def _report(argv, capsys):
+    rc = main(["report", *map(str, argv)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_report_to_an_html_path_writes_that_page_alone(tmp_path, capsys):
+    run = _bare_run(tmp_path / "run")
+    h = tmp_path / "h"
+    h.mkdir()
+    (h / "page.md").write_bytes(b"# my notes\n\nabout the page\n")
+    before = _files(h)
+    rc, out, err = _report([run, "-o", h / "page.html"], capsys)
+    assert (rc, err) == (0, "")
+    assert out == f"report written to {h / 'page.html'}\n"
+    assert (h / "page.html").read_text().startswith("<!DOCTYPE html>")
+    assert _files(h) == {**before, "page.html": (h / "page.html").read_bytes()}
+    # again, without --force: the page is its own, rewritten; still nothing else
+    (h / "page.html").write_text((h / "page.html").read_text() + "<!-- old -->")
+    rc, out, err = _report([run, "-o", h / "page.html"], capsys)
+    assert (rc, err) == (0, "")
+    assert "<!-- old -->" not in (h / "page.html").read_text()
+    assert sorted(p.name for p in h.iterdir()) == ["page.html", "page.md"]
+    assert (h / "page.md").read_bytes() == b"# my notes\n\nabout the page\n"
+    assert not (run / "report.html").exists()
+    # an .htm path is written as named
+    assert _report([run, "-o", h / "other.htm"], capsys)[0] == 0
+    assert sorted(p.name for p in h.iterdir()) == ["other.htm", "page.html", "page.md"]
+
+
+def test_report_refuses_to_write_over_a_users_page_without_force(tmp_path, capsys):
+    run = _bare_run(tmp_path / "run")
+    page = tmp_path / "h" / "page.html"
+    page.parent.mkdir()
+    page.write_text("<html>my own page</html>\n")
+    rc, out, err = _report([run, "-o", page], capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith("tailmix: error: ") and err.count("\n") == 1
+    assert str(page) in err and "--force" in err
+    assert page.read_text() == "<html>my own page</html>\n"
+    assert sorted(p.name for p in page.parent.iterdir()) == ["page.html"]
+    rc, out, err = _report([run, "-o", page, "--force"], capsys)
+    assert (rc, err) == (0, "")
+    assert "<title>tailmix run report" in page.read_text()
+    assert sorted(p.name for p in page.parent.iterdir()) == ["page.html"]
+
+
+def test_report_into_a_named_folder_keeps_the_users_files(tmp_path, capsys):
+    run = _bare_run(tmp_path / "run")
+    folder = _foreign_folder(tmp_path / "photos")
+    (folder / "report.md").write_text("my notes\n")
+    rc, out, err = _report([run, "-o", folder], capsys)
+    assert rc == 2 and err.count("\n") == 1
+    assert str(folder / "report.md") in err and "--force" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["holiday.jpg", "report.md"]
+    rc, out, err = _report([run, "-o", folder, "--force"], capsys)
+    assert (rc, err) == (0, "")
+    assert out == (f"report written to {folder / 'report.html'}\n"
+                   f"summary: {folder / 'report.md'}\n")
+    assert (folder / "report.md").read_text().startswith("# tailmix run report")
+    assert (folder / "holiday.jpg").read_bytes() == b"not ours"
+
+
+def test_report_force_without_out_is_refused(tmp_path, capsys):
+    run = _bare_run(tmp_path / "run")
+    rc, out, err = _report([run, "--force"], capsys)
+    assert rc == 2 and err.startswith("tailmix: error: The '--force' parameter")
+    assert err.count("\n") == 1 and "-o/--out" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_report_never_goes_among_a_runs_own_files(tmp_path, capsys):
+    run = _bare_run(tmp_path / "run")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"weights")
+    before = _files(run)
+    for out in (run / "checkpoints", run / "checkpoints" / "last.html", run / "config.yaml",
+                run / "metrics.json"):
+        rc, _, err = _report([run, "-o", out, "--force"], capsys)
+        assert rc == 2 and err.startswith("tailmix: error: The '-o/--out' parameter")
+        assert err.count("\n") == 1
+    assert _files(run) == before
+    # a run folder of its own is no run's checkpoints, whatever its parents are called
+    inner = _bare_run(run / "checkpoints" / "exp")
+    assert _report([inner], capsys)[0] == 0 and (inner / "report.html").is_file()
 
 
 # ----------------------------------------------------------------------------- mixing happens

@@ -253,14 +253,16 @@ def test_metrics_json_is_written_last(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             train(tiny(), out, log=quiet)
     assert not (out / "metrics.json").exists()  # not taken for a finished run
-    train(tiny(), out, log=quiet)
+    train(tiny(), out, force=True, log=quiet)  # the unfinished run is moved aside
+    assert (tmp_path / "run.old-1" / "checkpoints" / "last.pt").is_file()
     assert (out / "margins.json").stat().st_mtime_ns <= (out / "metrics.json").stat().st_mtime_ns
-    # Training afresh into a finished folder: its old metrics go at once.
+    # Training afresh into a finished folder: the old run is kept aside, whole.
     with monkeypatch.context() as m:
         m.setattr(cb.Margins, "on_fit_end", killed)
         with pytest.raises(KeyboardInterrupt):
-            train(tiny(), out, log=quiet)
+            train(tiny(), out, force=True, log=quiet)
     assert not (out / "metrics.json").exists()
+    assert (tmp_path / "run.old-2" / "metrics.json").is_file()
 
 
 def test_history_holds_strict_json(tmp_path):

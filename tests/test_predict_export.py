@@ -434,6 +434,17 @@ def test_wrong_inputs_say_what_the_model_expects(digits_run, vector_run, digits_
         v.read_inputs(big)
     with pytest.raises(ParameterError, match="finite"):
         v.predict(np.full((1, 12), np.nan))
+    # Nothing to predict is a mistake, not an empty table.
+    (tmp_path / "text.csv").write_text("just some text\n")
+    with pytest.raises(ParameterError, match="at least one row of numbers.*its one row, "
+                       "'just some text', reads as a header"):
+        v.read_inputs(tmp_path / "text.csv")
+    (tmp_path / "blank.csv").write_text("\n")
+    with pytest.raises(ParameterError, match="at least one row of numbers.*it is empty"):
+        v.read_inputs(tmp_path / "blank.csv")
+    np.save(tmp_path / "none.npy", np.zeros((0, 12), np.float32))
+    with pytest.raises(ParameterError, match=r"at least one input.*shape \(0, 12\)"):
+        v.read_inputs(tmp_path / "none.npy")
 
 
 def test_old_checkpoint_restores_with_its_data_and_own_networks_need_model(digits_run,

@@ -571,3 +571,86 @@ def test_read_the_shared_cifar10_lt_jpeg_zip(tmp_path):
     assert 60 < data.train_x.mean() < 200 and data.train_x.std() > 30
     cached = read_imagefolder(REAL_ZIP, cache_dir=tmp_path)
     np.testing.assert_array_equal(cached.test_x, data.test_x)
+
+
+# --------------------------------------------------------------------------- one-line errors
+
+
+def _train_error(capsys, dataset: str, root: Path, *extra: str) -> str:
+    """`tailmix train` on ``root``: exit 2 and one `tailmix: error:` line, returned."""
+    from tailmix.cli import main
+
+    args = ["train", "--dataset", dataset, "--data-root", str(root), "--out",
+            str(root.parent / "run"), "--epochs", "1", "--arch", "small_cnn", "--no-progress",
+            "--set", "train.device=cpu", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tailmix: error: ") and "\n" not in err, err
+    return err
+
+
+def _offline(monkeypatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+@pytest.mark.parametrize("dataset, looked_for", [
+    ("cifar10", ["cifar-10-batches-py", "data_batch_1", "cifar-10-python.tar.gz",
+                 "dataset.download: true", cifar.CIFAR_RELEASES[10].url]),
+    ("cifar100", ["cifar-100-python", "cifar-100-python.tar.gz", "dataset.download: true"]),
+    ("svhn", ["train_32x32.mat", "dataset.download: true", svhn.SVHN_FILES["train"][1]]),
+])
+def test_a_root_without_the_files_says_what_was_looked_for(tmp_path, capsys, dataset,
+                                                           looked_for):
+    (tmp_path / "data").mkdir()
+    err = _train_error(capsys, dataset, tmp_path / "data")
+    for text in looked_for:
+        assert text in err
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "svhn"])
+def test_a_root_that_is_a_file(tmp_path, capsys, dataset):
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    err = _train_error(capsys, dataset, tmp_path / "notes.txt")
+    assert "notes.txt" in err and "is a file, not a folder" in err
+
+
+def test_a_damaged_cifar_tarball(tmp_path, capsys):
+    _fake_cifar(tmp_path / "origin", 10)
+    tarball = tmp_path / "data" / "cifar-10-python.tar.gz"
+    tarball.parent.mkdir()
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tmp_path / "origin" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    whole = tarball.read_bytes()
+    tarball.write_bytes(whole[: len(whole) // 2])  # cut short
+    err = _train_error(capsys, "cifar10", tmp_path / "data")
+    assert "cifar-10-python.tar.gz is damaged or cut short" in err and "download it again" in err
+    tarball.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)  # not gzip data at all
+    assert "is damaged" in _train_error(capsys, "cifar10", tmp_path / "data")
+    tarball.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DatasetError, match="damaged or cut short"):
+        extract_archive(tarball, tmp_path / "out")
+
+
+def test_an_unsafe_pickle_is_one_line(tmp_path, capsys):
+    _fake_cifar(tmp_path / "data", 10)
+    evil = pickle.dumps({"data": eval}, protocol=4)
+    (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_2").write_bytes(evil)
+    err = _train_error(capsys, "cifar10", tmp_path / "data")
+    assert "data_batch_2" in err and "refusing to load global builtins.eval" in err
+    assert issubclass(UnsafePickleError, DatasetError)
+
+
+@pytest.mark.parametrize("dataset, url", [("cifar10", cifar.CIFAR_RELEASES[10].url),
+                                          ("svhn", svhn.SVHN_FILES["train"][1])])
+def test_a_download_without_network_is_one_line(tmp_path, capsys, monkeypatch, dataset, url):
+    _offline(monkeypatch)
+    err = _train_error(capsys, dataset, tmp_path / "data", "--set", "dataset.download=true")
+    assert f"Could not download {url}" in err and "place it at" in err
+    with pytest.raises(ConnectionError):  # what code that caught it before still catches
+        download_file(url, tmp_path / "file")

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from tailmix._validation import ParameterError
 from tailmix.config import resolve_config
 from tailmix.registry import STRATEGIES
 from tailmix.strategies import Strategy, register_strategy
@@ -69,15 +70,21 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
     train(plain, tmp_path / "plain", log=lambda _: None)
     whole = train(with_crt, tmp_path / "whole", log=lambda _: None)
     shutil.copytree(tmp_path / "plain", tmp_path / "after")  # as README says: a copy
-    after = train(with_crt, tmp_path / "after", resume=True, log=lambda _: None)
+    with pytest.raises(ParameterError, match=r"crt\.epochs: 0 in the checkpoint, 2 now"):
+        train(with_crt, tmp_path / "after", resume=True, log=lambda _: None)  # asked for
+    after = train(with_crt, tmp_path / "after", resume=True, allow_changes=True,
+                  log=lambda _: None)
     assert after["final"] == whole["final"] and after["best"] == whole["best"]
 
     def rows(name):  # the history without its timings
         return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")}
                 for row in read_history(tmp_path / name)]
 
-    assert rows("after") == rows("whole") and len(rows("whole")) == 6
-    assert rows("after")[:4] == rows("plain")
+    # The change is recorded on the row of the epoch it was resumed after.
+    after_rows = rows("after")
+    assert after_rows[3].pop("config_changes") == {"crt.epochs": [0, 2], "crt.lr": [None, 0.1]}
+    assert after_rows == rows("whole") and len(after_rows) == 6
+    assert after_rows[:4] == rows("plain")
 
 
 # name -> (the suite block it was measured by, that block's strategy, the settings the name

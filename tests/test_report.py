@@ -164,13 +164,26 @@ def test_single_run_defaults_to_run_folder_and_notes_missing_files(tmp_path):
 def test_run_without_metrics_still_reports(tmp_path):
     run = write_run(tmp_path / "partial", strategy="ERM")
     (run / "metrics.json").unlink()
-    html_path, _ = build_report([run], tmp_path / "out.html")
-    assert html_path == tmp_path / "out.html"
-    assert (tmp_path / "out.md").is_file() and (tmp_path / "out_files").is_dir()
+    html_path, md_path = build_report([run], tmp_path / "out.html")
+    assert (html_path, md_path) == (tmp_path / "out.html", None)
+    # the page alone: no summary, no figure folder, no marker
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.html", "partial"]
     page = html_path.read_text()
     assert "No final metrics" in page
     assert len(DATA_URI.findall(page)) == 2  # learning curves and margins
     assert load_run(run).label == "ERM"  # from config.yaml
+
+
+def test_an_html_path_gets_the_page_alone_with_every_figure(tmp_path):
+    a = write_run(tmp_path / "a", strategy="ERM", seed=0)
+    b = write_run(tmp_path / "b", strategy="DRW", seed=1)
+    html_path, md_path = build_report([a, b], tmp_path / "cmp.html", per_run=False)
+    assert (html_path, md_path) == (tmp_path / "cmp.html", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "cmp.html"]
+    page = html_path.read_text()
+    _assert_self_contained(page)
+    assert len(DATA_URI.findall(page)) == 2  # the comparison's figures, embedded
+    assert _output_paths([a, b], tmp_path / "cmp.htm") == (tmp_path / "cmp.htm", None, None)
 
 
 def test_many_classes_and_duplicate_labels(tmp_path):

@@ -127,8 +127,12 @@ def test_a_written_value_that_cannot_fit_is_refused_with_the_key_that_fixes_it(
 
 
 def test_a_suite_of_a_long_config_checks_at_two_epochs(tmp_path, capsys):
+    release = tmp_path / "cifar-10-batches-py"  # located by check, never read
+    release.mkdir()
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]:
+        (release / name).touch()
     suite = tmp_path / "short.yaml"
-    suite.write_text(f"name: short\nbase_config: cifar10_lt\ndata_root: {ROOT}\n"
+    suite.write_text(f"name: short\nbase_config: cifar10_lt\ndata_root: {tmp_path}\n"
                      "overrides:\n  train: {epochs: 2}\n"
                      "grid:\n  - strategies: [ERM, DRW, MAMix-DRW, M2m, LDAM-DRW]\n")
     assert main(["check", str(suite)]) == 0

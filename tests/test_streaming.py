@@ -21,8 +21,6 @@ from tailmix.data.files import (
     IN_MEMORY_LIMIT,
     FileDataset,
     ImageFiles,
-    _collate,
-    _Decode,
     decode_image,
     scan_images,
     stream_or_memory,
@@ -145,11 +143,11 @@ def test_decode_failure_while_streaming_refuses_or_skips(tmp_path):
     root = write_folder(tmp_path / "late", counts=[4], test_per_class=0)
     files = ImageFiles(_files(root).reader, ["train/class0/000.jpg", "missing.jpg"], 8,
                        workers=0)
+    plan = [torch.tensor([0, 1])]
     with pytest.raises(DatasetError, match="missing.jpg"):
-        _Decode(files)[(1, None)]
+        list(files.epoch_batches(plan, seed=3))
     files.bad_images = "skip"
-    items = [_Decode(files)[(i, 3)] for i in (0, 1)]
-    x, keep = _collate(items)
+    [(x, keep)] = list(files.epoch_batches(plan, seed=3))
     assert x.shape == (1, 3, 8, 8) and keep.tolist() == [True, False]
 
 
@@ -264,10 +262,9 @@ def test_a_users_module_trains_resumes_and_restores(tmp_path):
         * 100 == pytest.approx(m["final"]["top1"], abs=1e-6)
     with pytest.raises(ParameterError, match="TinyNet module"):
         restore(tmp_path / "run" / "checkpoints" / "last.pt", device="cpu")
-    # A longer run of the same module resumes from the checkpoint.
+    # A longer run of the same module resumes from the checkpoint, when asked to.
     more = tailmix.train(digits_config(epochs=8, lr=0.2), tmp_path / "run", model=net,
-                         resume=True,
-                         log=lines.append)
+                         resume=True, allow_changes=True, log=lines.append)
     history = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert len(history) == 8 and more["final"]["top1"] > 60.0
 

@@ -14,6 +14,15 @@ A suite is a YAML file::
 (finished runs are skipped, interrupted ones resume from their last checkpoint), then writes
 ``table.md``, ``table.csv`` and one comparison report per dataset and ratio.
 
+A block lists ``datasets`` (default: the base config's), ``ratios`` (the base config's, else
+100), ``strategies`` (ERM) and ``seeds`` (0), each a non-empty list naming a value once; its
+``overrides`` change the config of its runs (not the keys the grid sets) and its ``tag``
+names them in their folders. ``load_suite`` checks every field and every cell's config
+before anything trains: a name that becomes a folder is a plain name (letters, digits,
+``. _ - + = @ , ~``) of at most :data:`NAME_BYTES` bytes. ``locate_data`` then finds every
+cell's data without reading it; ``tailmix check`` does both, and ``run_suite`` finds the data
+of the cells it is to train before the first one starts.
+
 A cell's folder that holds a run trained with another config than the suite's current one
 for it (the suite was edited since) is stale: ``run_suite`` refuses it, naming the cell and
 the first key that differs, before anything trains; ``retrain_stale=True`` (``tailmix bench
@@ -28,16 +37,24 @@ import copy
 import csv
 import io
 import json
+import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tailmix._validation import ParameterError
-from tailmix.config import load_config_file, resolve
+from tailmix._validation import ParameterError, check_number
+from tailmix.config import (
+    DEFAULT_RATIO,
+    MACHINE_KEYS,
+    flat_config,
+    load_config_file,
+    read_yaml,
+    resolve,
+)
 from tailmix.io import atomic_write_text, csv_cell
 from tailmix.metrics import REPORT_KEYS
 
@@ -54,10 +71,19 @@ PUBLISHED: dict[tuple[str, int], dict[str, float]] = {
 SUITE_KEYS = ("name", "description", "base_config", "overrides", "data_root", "grid")
 GRID_KEYS = ("strategies", "ratios", "seeds", "datasets", "overrides", "tag")
 
-#: Config keys that say where or how a run ran, not what it computed: a cell whose
-#: ``config.yaml`` differs from the suite only in these is not stale.
-MACHINE_KEYS = ("dataset.root", "dataset.download", "dataset.workers", "train.device",
-                "log.progress", "log.tensorboard")
+#: Config keys the grid sets for every cell: a suite's ``overrides`` cannot set them (the
+#: grid's value would replace it silently), a block's neither.
+SUITE_SET_KEYS = {"strategy": "strategies", "train.seed": "seeds"}
+BLOCK_SET_KEYS = {**SUITE_SET_KEYS, "dataset.name": "datasets", "dataset.ratio": "ratios"}
+
+#: The longest folder name a suite writes, in bytes (UTF-8): file systems allow 255, and
+#: a stale run's folder gets a suffix (``.stale-N``) beside it.
+NAME_BYTES = 200
+
+_FOLDER_NAME = re.compile(r"\w(?:[\w .+=@,~-]*[\w+=@,~-])?")
+
+
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -109,11 +135,21 @@ def _deep_update(base: dict, over: dict) -> dict:
 
 
 def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
-    """Read and check a suite file; every cell's config is validated before any training."""
+    """Read and check a suite file; every cell's config is validated before any training.
+
+    Every field is checked as it is read (its type, a list that is empty or names a value
+    twice, a name that becomes a folder), then every cell's config is resolved; the data is
+    not looked at (:func:`locate_data` finds it).
+
+    Raises
+    ------
+    ParameterError
+        Naming the field (``suite.grid[1].seeds[0]``), or the cell and the config key.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParameterError("suite", "an existing suite YAML file", str(path))
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    spec = read_yaml(path, name="suite") or {}  # malformed YAML: the line and column
     if not isinstance(spec, dict):
         raise ParameterError("suite", "a YAML mapping", type(spec).__name__)
     for key in spec:
@@ -121,45 +157,37 @@ def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
             raise ParameterError(f"suite.{key}", "one of " + ", ".join(SUITE_KEYS), key)
     if not spec.get("name"):
         raise ParameterError("suite.name", "a non-empty name", spec.get("name"))
-    spec["name"] = _check_folder_name("suite.name", spec["name"])
-    base = load_config_file(spec["base_config"]) if spec.get("base_config") else {}
-    _deep_update(base, spec.get("overrides") or {})
-    root = data_root or spec.get("data_root")
+    name = _check_folder_name("suite.name", spec["name"])
+    description = spec.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ParameterError("suite.description", "a text (a string)", description)
+    base = _base_config(spec.get("base_config"))
+    overrides = _overrides("suite.overrides", spec.get("overrides"), SUITE_SET_KEYS)
+    _deep_update(base, overrides)
+    given_root = spec.get("data_root")
+    if given_root is not None and (not isinstance(given_root, str) or not given_root):
+        raise ParameterError("suite.data_root", "the path of the folder or file holding the "
+                             "data (a string)", given_root)
+    root = data_root or given_root
     if root is not None:
         base.setdefault("dataset", {})["root"] = str(root)
     grid = spec.get("grid")
     if not isinstance(grid, list) or not grid:
         raise ParameterError("suite.grid", "a non-empty list of blocks", grid)
-    default_ds = (base.get("dataset") or {}).get("name", "digits")
     cells: list[Cell] = []
+    folders: dict[str, Cell] = {}  # case-folded: one folder on a case-insensitive disk
     for i, block in enumerate(grid):
-        if not isinstance(block, dict):
-            raise ParameterError(f"suite.grid[{i}]", "a mapping", block)
-        for key in block:
-            if key not in GRID_KEYS:
-                raise ParameterError(f"suite.grid[{i}].{key}", "one of " + ", ".join(GRID_KEYS),
-                                     key)
-        over = block.get("overrides") or {}
-        if not isinstance(over, dict):
-            raise ParameterError(f"suite.grid[{i}].overrides", "a mapping of config changes",
-                                 over)
-        tag = str(block.get("tag") or "")
-        if tag:
-            _check_folder_name(f"suite.grid[{i}].tag", tag)
-        extra = dict(tag=tag, overrides=json.dumps(over, sort_keys=True))
-        for ds in block.get("datasets", [default_ds]):
-            for ratio in block.get("ratios", [(base.get("dataset") or {}).get("ratio", 100)]):
-                for strategy in block.get("strategies", ["ERM"]):
-                    for seed in block.get("seeds", [0]):
-                        cell = Cell(ds, ratio, strategy, int(seed), **extra)
-                        clash = [c for c in cells if c.folder == cell.folder and c != cell]
-                        if clash:
-                            raise ParameterError(f"suite.grid[{i}].tag", "a tag that tells "
-                                                 f"this block's runs apart ({cell.folder} "
-                                                 "has other overrides elsewhere)", block.get("tag"))
-                        if cell not in cells:
-                            cells.append(cell)
-    suite = Suite(spec["name"], base, cells, spec.get("description", ""))
+        for cell in _block_cells(f"suite.grid[{i}]", block, base):
+            if cell in cells:  # the same run listed by two blocks: trained once
+                continue
+            other = folders.setdefault(cell.folder.casefold(), cell)
+            if other != cell:
+                raise ParameterError(f"suite.grid[{i}].tag", "a tag that tells this block's "
+                                     f"runs apart ({cell.folder} is also the folder of "
+                                     f"{other.folder} with other settings elsewhere)",
+                                     block.get("tag"))
+            cells.append(cell)
+    suite = Suite(name, base, cells, description or "")
     for cell in cells:  # fail fast: a typo in the last cell must not wait hours
         try:
             resolve(suite.config(cell))
@@ -168,39 +196,181 @@ def load_suite(path: str | Path, *, data_root: str | None = None) -> Suite:
     return suite
 
 
+def _base_config(value: Any) -> dict[str, Any]:
+    """The suite's ``base_config`` read (an empty config when absent)."""
+    if value is None:
+        return {}
+    if not isinstance(value, str) or not value:
+        raise ParameterError("suite.base_config", "the path of a config YAML file or a "
+                             "shipped config name (a string)", value)
+    try:
+        return load_config_file(value)
+    except ParameterError as e:
+        raise ParameterError("suite.base_config", e.expected, e.got) from e
+
+
+def _overrides(key: str, value: Any, set_by_grid: dict[str, str]) -> dict[str, Any]:
+    """A mapping of config changes that sets none of the keys the grid sets."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParameterError(key, "a mapping of config changes", value)
+    for dotted, field in set_by_grid.items():
+        node: Any = value
+        for part in dotted.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            raise ParameterError(f"{key}.{dotted}", f"absent: the grid sets it for every run "
+                                 f"(list the values in a block's {field})", node)
+    return value
+
+
+def _block_cells(key: str, block: Any, base: dict[str, Any]) -> list[Cell]:
+    """The cells of one grid block, every field checked."""
+    if not isinstance(block, dict):
+        raise ParameterError(key, "a mapping", block)
+    for field in block:
+        if field not in GRID_KEYS:
+            raise ParameterError(f"{key}.{field}", "one of " + ", ".join(GRID_KEYS), field)
+    over = _overrides(f"{key}.overrides", block.get("overrides"), BLOCK_SET_KEYS)
+    tag = block.get("tag")
+    tag = "" if tag is None else _check_folder_name(f"{key}.tag", tag)
+    d = base.get("dataset") if isinstance(base.get("dataset"), dict) else {}
+    datasets = _grid_list(f"{key}.datasets", block.get("datasets", _ABSENT), _check_name,
+                          "dataset names", d.get("name", "digits"), "dataset.name")
+    ratio = d.get("ratio", DEFAULT_RATIO)
+    ratios = _grid_list(f"{key}.ratios", block.get("ratios", _ABSENT), _check_ratio,
+                        "imbalance ratios", ratio, "dataset.ratio")
+    strategies = _grid_list(f"{key}.strategies", block.get("strategies", _ABSENT),
+                            _check_name, "strategy names", "ERM", "strategy")
+    seeds = _grid_list(f"{key}.seeds", block.get("seeds", _ABSENT), _check_seed, "seeds",
+                       0, "train.seed")
+    extra = dict(tag=tag, overrides=json.dumps(over, sort_keys=True))
+    cells = [Cell(ds, r, strategy, seed, **extra) for ds in datasets for r in ratios
+             for strategy in strategies for seed in seeds]
+    for cell in cells:
+        for part, fix in zip(cell.folder.split("/"), ("the dataset name or the ratio",
+                                                       "the strategy name or the tag"),
+                             strict=True):
+            if len(part.encode("utf-8")) > NAME_BYTES:
+                raise ParameterError(key, f"runs whose folder names fit in {NAME_BYTES} bytes "
+                                     f"(shorten {fix})", _shortened(part))
+    return cells
+
+
+def _grid_list(key: str, value: Any, check: Callable[[str, Any], Any], what: str,
+               default: Any, default_key: str) -> list[Any]:
+    """A block's list of values, each checked, none twice (they would train into one
+    folder); ``default`` (the base config's ``default_key``) when the block gives none."""
+    if value is _ABSENT:
+        if default is None:
+            raise ParameterError(key, f"a list of {what} (the base config's {default_key} "
+                                 "is null, and a run's folder is named after it)", None)
+        return [check(default_key, default)]
+    if not isinstance(value, list) or not value:
+        field = key.rsplit(".", 1)[1]
+        raise ParameterError(key, f"a non-empty list of {what}" + (
+            "" if default is None else f" (or no {field} key, for {default!r})"), value)
+    checked = [check(f"{key}[{j}]", v) for j, v in enumerate(value)]
+    for j, v in enumerate(checked):
+        if v in checked[:j]:
+            raise ParameterError(f"{key}[{j}]", f"a value not listed before (it repeats "
+                                 f"{key}[{checked.index(v)}]: both would train into one "
+                                 "folder)", value[j])
+    return checked
+
+
+def _check_name(key: str, value: Any) -> str:
+    """A registered name (a string) that can be part of a folder name."""
+    if not isinstance(value, str):
+        raise ParameterError(key, "a name (a string)", value)
+    return _check_folder_name(key, value)
+
+
+def _check_ratio(key: str, value: Any) -> int | float:
+    return check_number(key, value, low=1)
+
+
+def _check_seed(key: str, value: Any) -> int:
+    return check_number(key, value, low=0, high=2**63 - 1, integer=True)
+
+
+def _shortened(text: str) -> str:
+    size = len(text.encode("utf-8"))
+    return text if size <= 60 else f"{text[:40]}... ({size} bytes)"
+
+
 def _check_folder_name(key: str, name: Any) -> str:
-    """A name used as one folder under the results folder: no path separators, no ``.`` or
-    ``..``, nothing absolute (it could write outside ``--out``)."""
+    """A name used as one folder under the results folder (a suite's, a tag): letters,
+    digits and ``. _ - + = @ , ~`` (spaces inside), starting with a letter, digit or ``_``
+    (so no ``/``, ``..``, hidden or absolute path: it could write outside ``--out``), at
+    most :data:`NAME_BYTES` bytes."""
     number = isinstance(name, (int, float)) and not isinstance(name, bool)
     text = str(name) if number else name if isinstance(name, str) else None
-    if (text is None or text.strip() in ("", ".", "..") or "/" in text or "\\" in text
-            or "\0" in text or Path(text).is_absolute() or text != text.strip()):
-        raise ParameterError(key, "a plain folder name (no '/', '\\', '..' or absolute "
-                             "path: the runs go in a folder of that name under --out)", name)
+    if (text is None or not _FOLDER_NAME.fullmatch(text)
+            or len(text.encode("utf-8")) > NAME_BYTES):
+        raise ParameterError(key, f"a plain folder name of at most {NAME_BYTES} bytes: "
+                             "letters, digits and . _ - + = @ , ~ (spaces inside), starting "
+                             "with a letter, digit or _ (runs are written in folders named "
+                             "after it, under --out)",
+                             _shortened(text) if isinstance(text, str) else name)
     return text
 
 
-_ABSENT = object()
+def locate_data(suite: Suite, cells: Iterable[Cell] | None = None) -> None:
+    """Find the data of every cell (of ``cells``, default all) without reading it
+    (:func:`tailmix.data.locate.locate_source`): a run whose files are missing fails here,
+    before the first one trains. Cells that read the same data are looked for once.
 
+    Raises
+    ------
+    DatasetError
+        Naming the first cell whose files are missing and what was expected.
+    ParameterError
+        Naming the cell and the key, for a missing root or an option the source's reader
+        would refuse.
+    """
+    from tailmix.data.download import DatasetError
+    from tailmix.data.locate import locate_source
 
-def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as ``{dotted key: value}`` (leaves: anything but a mapping)."""
-    if not isinstance(cfg, dict) or (prefix and not cfg):
-        return {prefix: cfg}
-    flat: dict[str, Any] = {}
-    for k, v in cfg.items():
-        flat.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return flat
+    found: set[str] = set()
+    for cell in suite.cells if cells is None else cells:
+        d = resolve(suite.config(cell)).dataset
+        source = json.dumps([d["name"], d["root"], d["download"], d["options"]],
+                            sort_keys=True, default=str)
+        if source in found:
+            continue
+        try:
+            locate_source(d["name"], root=d["root"], download=d["download"], **d["options"])
+        except ParameterError as e:
+            raise ParameterError(f"suite cell {cell.folder}: {e.name}", e.expected, e.got) from e
+        except DatasetError as e:
+            raise DatasetError(f"suite cell {cell.folder}: {e}") from e
+        found.add(source)
 
 
 def config_difference(run_dir: str | Path, config: dict[str, Any]
                       ) -> tuple[str, Any, Any] | None:
     """How the run in ``run_dir`` (its ``config.yaml``) differs from ``config`` resolved:
     the first differing key, its value in the run and in ``config``; None when they agree
-    up to :data:`MACHINE_KEYS`, or when the folder holds no run."""
+    up to :data:`tailmix.config.MACHINE_KEYS`, or when the folder holds no run. A run
+    resumed with a changed config (recorded in its ``history.jsonl``) is a run of neither
+    config: it differs at the first changed key."""
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
         return None
+    from tailmix.callbacks import read_history
+
+    try:
+        history = read_history(Path(run_dir))
+    except ParameterError:
+        history = []
+    for row in history:
+        changed = row.get("config_changes")
+        if isinstance(changed, dict) and changed:
+            key, (was, now) = next(iter(changed.items()))
+            return (key, was, f"{now!r} from epoch {row['epoch'] + 1} (resumed with a "
+                    "changed config)")
     try:
         was = yaml.safe_load(saved.read_text(encoding="utf-8"))
     except yaml.YAMLError:
@@ -212,8 +382,8 @@ def config_difference(run_dir: str | Path, config: dict[str, Any]
     was = {k: v for k, v in was.items() if k not in ("class_counts", "model_class")}
     # Through YAML as config.yaml was: tuples become lists, numbers keep their type.
     now = yaml.safe_load(yaml.safe_dump(resolve(config).to_dict(), sort_keys=False))
-    default = _flat(default_config())
-    for key, value in _flat(now).items():
+    default = flat_config(default_config())
+    for key, value in flat_config(now).items():
         if key in MACHINE_KEYS or any(key.startswith(m + ".") for m in MACHINE_KEYS):
             continue
         node: Any = was
@@ -250,15 +420,9 @@ def _same_epoch(key: str, was: Any, now: Any, run: dict[str, Any]) -> bool:
 
 def _set_aside(run_dir: Path) -> Path:
     """Move a stale run out of its cell's folder (kept beside it, never deleted)."""
-    from tailmix.io import LOCK_NAME, lock_folder
+    from tailmix.io import set_aside
 
-    lock_folder(run_dir, name=f"suite cell {run_dir}")  # nobody is training into it now
-    n = 1
-    while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
-        n += 1
-    run_dir.rename(aside)  # the lock goes with it, and is removed there
-    (aside / LOCK_NAME).unlink(missing_ok=True)
-    return aside
+    return set_aside(run_dir, "stale", name=f"suite cell {run_dir}")
 
 
 def run_suite(suite: Suite, out_root: str | Path = "results", *,
@@ -270,11 +434,14 @@ def run_suite(suite: Suite, out_root: str | Path = "results", *,
     config than the suite's current one for the cell (:func:`config_difference`) is
     refused, or with ``retrain_stale`` moved aside (``<folder>.stale-N``) and trained
     again.
+    The data of every cell still to train is then found (:func:`locate_data`).
 
     Raises
     ------
     ParameterError
         Naming the stale cell and the first key that differs.
+    DatasetError
+        Naming the first cell to train whose data is missing.
     """
     from tailmix.build import train
 
@@ -292,6 +459,9 @@ def run_suite(suite: Suite, out_root: str | Path = "results", *,
                                  "retrains stale runs, keeping the old ones aside)",
                                  f"{key}: {was!r} in its config.yaml, {now!r} in the suite")
         stale.append(cell)
+    if train_missing:  # the data of every run still to train, found before the first trains
+        locate_data(suite, [c for c in suite.cells if c in stale
+                            or not (runs / c.folder / "metrics.json").is_file()])
     for cell in stale:
         key = config_difference(runs / cell.folder, suite.config(cell))[0]
         aside = _set_aside(runs / cell.folder)

@@ -21,7 +21,15 @@ from torch import nn
 from tailmix import callbacks as cb
 from tailmix import distributed as dist_utils
 from tailmix._validation import ParameterError
-from tailmix.config import ABSENT, RunSpec, get_path, refuse_saved_plugins, resolve
+from tailmix.config import (
+    ABSENT,
+    MACHINE_KEYS,
+    RunSpec,
+    flat_config,
+    get_path,
+    refuse_saved_plugins,
+    resolve,
+)
 from tailmix.data import LongTailData, RawDataset, load_source, prepare_dataset
 from tailmix.engine import Trainer
 from tailmix.hardware import choose_speed, cpu_capability
@@ -135,8 +143,14 @@ def make_mixer(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None 
     flat = {k: params.pop(k) for k in ("K", "tau", "q") if k in params}
     if flat:
         params["rule_params"] = {**(params.get("rule_params") or {}), **flat}
+    given = list(params)
     params["class_counts"] = torch.tensor(counts, dtype=torch.float32)
-    return Mixer.preset(preset, **params) if preset else Mixer(**params)
+    mixer = Mixer.preset(preset, **params) if preset else Mixer(**params)
+    for name, needs in mixer.unused(given):
+        raise ParameterError(f"mixer.{name}", f"left out unless {needs} (this mixer"
+                             f"{f' ({preset})' if preset else ''} does not use it)",
+                             part[name])
+    return mixer
 
 
 def make_loss(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None = None):
@@ -216,15 +230,18 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
     ``arrays`` source (see :func:`tailmix.data.from_arrays`).
 
     A source that lists image files (a :class:`~tailmix.data.files.FileDataset`) is scanned
-    for unusable files (``dataset.bad_images``), then decoded into memory or streamed while
-    training (``dataset.in_memory``); a streamed image's size and normalisation come from
-    ``dataset.image_size`` and the backbone's own preprocessing where it has one.
+    for unusable files (``dataset.bad_images``, ``dataset.max_pixels``), then decoded into
+    memory or streamed while training (``dataset.in_memory``); a streamed image's size and
+    normalisation come from ``dataset.image_size`` and the backbone's own preprocessing where
+    it has one. Files left out as unusable are logged in one line and counted in the data's
+    ``skipped_images``.
     """
     from tailmix.data.files import (
         FileDataset,
         first_size,
         materialise,
         scan_images,
+        skipped_note,
         stream_or_memory,
     )
 
@@ -232,7 +249,10 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
     d = spec.dataset
     if raw is None:
         raw = load_source(d["name"], root=d["root"], download=d["download"],
-                          in_memory=d["in_memory"], **d["options"])
+                          in_memory=d["in_memory"], bad_images=d["bad_images"],
+                          max_pixels=d["max_pixels"], **d["options"])
+        if getattr(raw, "skipped", None):  # left out by a reader that decodes
+            log(skipped_note(raw.skipped))
     elif d["name"] != "arrays":
         raise ParameterError("dataset.name", "'arrays' when data is passed in", d["name"])
     pre = _preprocessing(spec)
@@ -247,16 +267,17 @@ def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,
             mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
         kw.update(mean=mean, std=std)
     if isinstance(raw, FileDataset):
-        raw = scan_images(raw, bad_images=d["bad_images"], log=log)
+        bad = {"bad_images": d["bad_images"], "max_pixels": d["max_pixels"]}
+        raw = scan_images(raw, **bad, log=log)
         workers = None if d["workers"] == "auto" else d["workers"]
         n = len(raw.train_files) + len(raw.test_files)
-        side = size or min(first_size(raw))
+        side = size or min(first_size(raw, **bad))
         if not stream_or_memory(d["in_memory"], n, 3 * side * side):
-            raw = materialise(raw, side, workers=workers)
+            raw = materialise(raw, side, workers=workers, **bad, log=log)
             decoded = {"image_size": side, "resize": side}
         else:
             kw.update(image_size=size, resize=pre["resize"] if pre else None,
-                      workers=workers, bad_images=d["bad_images"])
+                      workers=workers, **bad)
     if size is not None and raw.is_image and not isinstance(raw, FileDataset):
         raw = _resized(raw, size)
     data = prepare_dataset(
@@ -387,14 +408,20 @@ class Run:
     is_main: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    resuming: bool = False
+    allow_changes: bool = False
 
-    def resume(self, *, longer: bool = True) -> None:
+    def resume(self, *, allow_changes: bool | None = None) -> None:
         """Continue from ``out/checkpoints/last.pt`` and the history written before it.
 
         The checkpoint, ``config.yaml`` and ``history.jsonl`` must agree with each other
-        and with this run (:func:`check_resumable`); ``longer``: this run may have more
-        epochs than the checkpoint's (a finished run trained further), else the epochs
-        must be the same. Temporary files a killed write left in the folder are removed.
+        and with this run (:func:`check_resumable`): any setting of this run that differs
+        from the checkpoint's is refused, unless ``allow_changes`` (None: as
+        :func:`build_run` was told; a finished run trained further, a cRT stage added, a
+        learning rate changed); the change is then logged and
+        recorded in the history, on the row of the checkpoint's epoch
+        (``config_changes``). Temporary files a killed write left in the folder are
+        removed.
         """
         path = None if self.out is None else self.out / "checkpoints" / "last.pt"
         if path is None or not path.is_file():
@@ -409,23 +436,34 @@ class Run:
                          "that was interrupted")
         ckpt = load_checkpoint(path, name="resume", map_location=self.device)
         history = cb.read_history(self.out)
-        check_resumable(self.spec, ckpt, self.out, path=path, history=history,
-                        class_counts=self.data.class_counts,
-                        model_class=self.extra.get("model_class"), longer=longer)
+        changes = check_resumable(self.spec, ckpt, self.out, path=path, history=history,
+                                  class_counts=self.data.class_counts,
+                                  model_class=self.extra.get("model_class"),
+                                  allow_changes=self.allow_changes if allow_changes is None
+                                  else allow_changes)
         mismatch = _weights_mismatch(self.trainer.model, ckpt["model"])
         if mismatch:
             raise ParameterError("resume", "a checkpoint of this run's network "
                                  f"({self.spec.model['arch']})", f"{path}: {mismatch}")
         epoch = int(ckpt["epoch"])
+        history = [h for h in history if h["epoch"] <= epoch]
+        if changes:
+            shown = ", ".join(f"{k} {was!r} -> {now!r}" for k, (was, now) in changes.items())
+            self.log(f"resumed after epoch {epoch} with a changed config: {shown} (recorded "
+                     "in history.jsonl)")
+            if history:
+                row = history[-1]
+                row["config_changes"] = {**row.get("config_changes", {}),
+                                         **{k: list(v) for k, v in changes.items()}}
         try:
-            self.trainer.load_state_dict(ckpt, [h for h in history if h["epoch"] <= epoch])
+            self.trainer.load_state_dict(ckpt, history)
         except (KeyError, TypeError, ValueError) as e:  # the optimiser's or a step's state
             raise ParameterError("resume", "a checkpoint of this run's optimiser and "
                                  "strategy", f"{path}: {type(e).__name__}: {e}") from e
 
-    def fit(self, *, resume: bool = False, longer: bool = True) -> dict[str, Any]:
-        """Train (``resume``: from the run folder's last checkpoint, see :meth:`resume`)
-        and return the final metrics.
+    def fit(self, *, resume: bool | None = None) -> dict[str, Any]:
+        """Train (``resume``: from the run folder's last checkpoint, see :meth:`resume`;
+        None: as :func:`build_run` was told) and return the final metrics.
 
         While it trains, this process owns the run folder: ``out/.lock`` (rank 0's pid and
         host) keeps another process from training into it, and is removed at the end, also
@@ -433,8 +471,8 @@ class Run:
         """
         lock = self._lock()
         try:
-            if resume:
-                self.resume(longer=longer)
+            if self.resuming if resume is None else resume:
+                self.resume()
             return self.trainer.fit()
         finally:
             if lock is not None:
@@ -463,9 +501,16 @@ class Run:
 
 def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
               data: RawDataset | None = None, model: nn.Module | None = None,
+              resume: bool = False, allow_changes: bool = False, force: bool = False,
               log: Callable[[str], None] = print) -> Run:
     """Build every object of a run from a config (or a resolved spec); nothing trains.
     ``model``: a user's network to train instead of ``model.arch`` (see :func:`make_model`).
+
+    ``out_dir`` is checked before the data loads: a new run (not ``resume``) writes only
+    into a new or empty folder; one holding a run's results or files training did not
+    write is refused, or with ``force`` moved aside (:func:`tailmix.io.claim_run_folder`).
+    A run to ``resume`` must have its checkpoint's config, or with ``allow_changes`` go on
+    with the changes recorded (:meth:`Run.resume`).
     """
     spec = resolve(config)
     t = spec.train
@@ -479,6 +524,12 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
         if is_main:
             try:
                 check_out(out)
+                if not resume:
+                    from tailmix.io import claim_run_folder
+
+                    claim_run_folder(out, force=force, log=log)
+                elif not allow_changes:
+                    _check_unchanged(spec, out)
             except ParameterError as e:
                 error = e
         _agree(error, out)
@@ -564,7 +615,8 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
                       gradient=gradient)
     extra = {"generative": generative,
              "model_class": None if model is None else type(model).__qualname__}
-    return Run(spec, trainer, lt, out, device, amp, is_main, extra, log)
+    return Run(spec, trainer, lt, out, device, amp, is_main, extra, log, resume,
+               allow_changes)
 
 
 def _check_head(spec: RunSpec, net: nn.Module) -> None:
@@ -640,6 +692,30 @@ def make_gradient(sam: dict[str, Any], *, counts: list[int], epochs: int,
     return SAM(rho=sam["rho"], start_epoch=start, end_epoch=epochs, tail=tail)
 
 
+def _check_unchanged(spec: RunSpec, out: Path) -> None:
+    """Before the data loads: refuse to resume with settings other than the checkpoint's
+    (:func:`check_resumable` checks the rest once the run is built)."""
+    path = out / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ParameterError("resume", "a run folder with checkpoints/last.pt", str(out))
+    ckpt = load_checkpoint(path, name="resume")
+    digest = ckpt.get("config_sha256")
+    if isinstance(ckpt["config"], dict) and digest != config_digest(spec.config):
+        changes = config_changes(ckpt["config"], spec.config, older=digest is None)
+        if changes:
+            raise _changed(changes, out)
+
+
+def _changed(changes: dict[str, tuple[Any, Any]], out: Path) -> ParameterError:
+    shown = "; ".join(f"{k}: {was!r} in the checkpoint, {now!r} now"
+                      for k, (was, now) in list(changes.items())[:4])
+    more = f" (and {len(changes) - 4} more)" if len(changes) > 4 else ""
+    return ParameterError("resume", "the config the run was trained with (to go on with a "
+                          "change, recorded in history.jsonl, pass --allow-changes, or "
+                          "allow_changes=True in Python; or start a new run)",
+                          f"{shown}{more} ({out})")
+
+
 def _agree(error: ParameterError | None, out: Path) -> None:
     """Raise ``error`` (rank 0's refusal of the run folder, or None) on every process: the
     others must not go on to wait for it in a collective."""
@@ -653,9 +729,10 @@ def _agree(error: ParameterError | None, out: Path) -> None:
 
 
 def check_out(out: Path, *, name: str = "--out") -> None:
-    """Refuse a run folder that is an existing file, or that another live process is
-    training into (its ``.lock``); nothing is created."""
-    from tailmix.io import check_unlocked
+    """Refuse a run folder that is an existing file, that cannot be made (a name too long,
+    a link loop, a file system that allows none there), or that another live process is
+    training into (its ``.lock``). The folder is made here, before the data loads."""
+    from tailmix.io import FILE_ERROR_HINTS, check_unlocked
 
     for folder in (out, *out.parents):
         if folder.exists():
@@ -663,6 +740,13 @@ def check_out(out: Path, *, name: str = "--out") -> None:
                 raise ParameterError(name, "a folder (the run folder to write into)",
                                      f"{out}: {folder} is an existing file")
             break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        hint = FILE_ERROR_HINTS.get(e.errno)
+        raise ParameterError(name, "a folder that can be made here",
+                             f"{out}: {e.strerror or e}" + (f" ({hint})" if hint else "")
+                             ) from e
     check_unlocked(out, name=name)
 
 
@@ -786,6 +870,34 @@ def input_record(data: LongTailData) -> dict[str, Any]:
             **decode}
 
 
+class _SkippedImages(cb.Callback):
+    """Brings the run's ``skipped_images`` fact up to date at its end, and logs it: image
+    files left out as unusable (``dataset.bad_images: skip``), those met while streaming
+    included."""
+
+    def __init__(self, facts: dict[str, Any], data: LongTailData,
+                 log: Callable[[str], None]):
+        self.facts, self.data, self.log = facts, data, log
+
+    def on_fit_end(self, state: cb.TrainState) -> None:
+        self.facts["skipped_images"] = n = self.data.skipped_images
+        if n:
+            self.log(f"data: {n} image files left out as unusable (dataset.bad_images: "
+                     "skip), recorded as skipped_images in metrics.json")
+
+
+class _StreamedMargins(cb.Callback):
+    """:class:`~tailmix.callbacks.Margins` of a streamed run, taken at its end without the
+    training files met unusable while training (``dataset.bad_images: skip``)."""
+
+    def __init__(self, out: Path, data: LongTailData, **margins: Any):
+        self.out, self.data, self.margins = out, data, margins
+
+    def on_fit_end(self, state: cb.TrainState) -> None:
+        train = self.data.usable_training_set()
+        cb.Margins(self.out, train=train, **self.margins).on_fit_end(state)
+
+
 def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
                device: torch.device, amp: Any, channels_last: bool,
                speed: dict[str, Any] | None = None, rank: int,
@@ -808,7 +920,8 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
         record = {**spec.to_dict(), "class_counts": lt.class_counts}
         if model_class is not None:  # a user's network: restoring it needs the module
             record["model_class"] = model_class
-        calls.append(cb.Checkpointer(out, config=record, classes=lt.classes,
+        calls.append(cb.Checkpointer(out, config=record, config_sha256=config_digest(record),
+                                     classes=lt.classes,
                                      class_counts=lt.class_counts,
                                      keep_best=spec.log["checkpoint_best"]
                                      or lt.val_labels is not None,
@@ -823,6 +936,7 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
              "train_subset": {"images": len(lt.source_indices if lt.source_indices is not None
                                             else lt.train_labels),
                               "sha256": lt.subset_sha256},
+             "skipped_images": lt.skipped_images,
              **({"validation_images": len(lt.val_labels)} if lt.val_labels is not None
                 else {})}
     if out is not None and e["margins"]:
@@ -830,9 +944,12 @@ def _callbacks(spec: RunSpec, lt: LongTailData, out: Path | None, *, real: Any,
         # the evaluator: the test set's logits are those of its final evaluation.
         train = (lt.train_inputs, lt.train_labels) if real is None else (
             lt.train_inputs[real], lt.train_labels[real])
-        calls.append(cb.Margins(out, train=train,
-                                test=(lt.test_inputs, lt.test_labels), augment=lt.augment,
-                                class_counts=lt.class_counts, **run))
+        margins = dict(test=(lt.test_inputs, lt.test_labels), augment=lt.augment,
+                       class_counts=lt.class_counts, **run)
+        calls.append(_StreamedMargins(out, lt, **margins) if lt.streaming
+                     else cb.Margins(out, train=train, **margins))
+    if lt.streaming:  # files met unusable while streaming count too
+        calls.append(_SkippedImages(facts, lt, log))
     # Last: metrics.json marks a finished run, so it is written after every other file.
     calls.append(cb.Results(out, facts))
     return calls
@@ -855,15 +972,22 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def train(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = None, *,
           data: RawDataset | None = None, model: nn.Module | None = None,
-          resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+          resume: bool = False, force: bool = False, allow_changes: bool = False,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` and return the final metrics (``metrics.json``).
+
+    A new run writes only into a new or empty folder (``force``: what the folder holds is
+    moved aside first, see :func:`build_run`). ``resume``: go on from the folder's last
+    checkpoint; a config that differs from the checkpoint's in any setting is refused
+    unless ``allow_changes`` (see :meth:`Run.resume`).
 
     ``data``: in-memory arrays wrapped by :func:`tailmix.data.from_arrays`, for a config
     whose ``dataset.name`` is ``arrays`` (pass the same data again to resume).
     ``model``: any ``nn.Module`` returning logits, trained in place of ``model.arch`` (see
     :func:`make_model`; pass the same module again to resume).
     """
-    return build_run(config, out_dir, data=data, model=model, log=log).fit(resume=resume)
+    return build_run(config, out_dir, data=data, model=model, resume=resume,
+                     allow_changes=allow_changes, force=force, log=log).fit()
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -1014,26 +1138,58 @@ def restore(path: str | Path, *, data_root: str | None = None,
     return Restored(spec, data, model, dev, amp, int(ckpt["epoch"]), channels_last)
 
 
-#: What identifies a run: a resumed run must agree with its checkpoint on each.
-RUN_IDENTITY = ("strategy", "train.epochs", "train.seed", "model.arch", "model_class",
-                "dataset.name", "dataset.profile", "dataset.ratio", "dataset.n_max",
-                "dataset.counts", "dataset.data_seed", "dataset.validation")
+#: What identifies a run: a resumed run must agree with its checkpoint on each, also when
+#: it is allowed other changes (the checkpoint would not be this run's otherwise).
+RUN_IDENTITY = ("strategy", "train.seed", "model.arch", "model_class", "dataset.name",
+                "dataset.profile", "dataset.ratio", "dataset.n_max", "dataset.counts",
+                "dataset.data_seed", "dataset.validation")
+# Recorded beside the config, not settings of it.
+_RECORD_ONLY = ("composition", "class_counts", "model_class")
 
 
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a run's config that decide what it computes, flat."""
+    flat = flat_config({k: v for k, v in config.items() if k not in _RECORD_ONLY})
+    return {k: v for k, v in flat.items() if k not in MACHINE_KEYS}
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """The SHA-256 of a run config's settings (:func:`_settings`: neither the device nor
+    the data's location): what a checkpoint records as ``config_sha256``, and what a
+    resumed run must match."""
+    import hashlib
+    import json
+
+    text = json.dumps(_settings(config), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_changes(was: dict[str, Any], now: dict[str, Any], *, older: bool = False
+                   ) -> dict[str, tuple[Any, Any]]:
+    """``{key: (was, now)}`` for every setting that differs between two run configs (a key
+    one of them lacks counts as None there; ``older``: ``was`` was written by an earlier
+    version, so the settings it lacks are not compared)."""
+    a, b = _settings(was), _settings(now)
+    keys = a.keys() if older else a.keys() | b.keys()
+    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
 
 
 def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Path,
                     history: list[dict[str, Any]], class_counts: list[int] | None = None,
-                    model_class: str | None = None, longer: bool = True) -> None:
+                    model_class: str | None = None, allow_changes: bool = False
+                    ) -> dict[str, tuple[Any, Any]]:
     """Refuse to resume ``spec`` from a run folder whose files disagree with it or with
-    each other.
+    each other; return the settings this run changes (``{key: (was, now)}``, empty when
+    none).
 
     The checkpoint's config, ``out/config.yaml`` (when there is one) and ``spec`` must
-    agree on :data:`RUN_IDENTITY` (strategy, epochs, seed, architecture, dataset and its
-    profile); ``longer``: ``spec`` may have more epochs than the checkpoint (a finished run
-    trained further). The checkpoint's class counts must be the data's, and ``history``
-    (``history.jsonl``) must hold epochs 1 to the checkpoint's (and at most the one after,
-    whose checkpoint was not written yet).
+    agree on :data:`RUN_IDENTITY` (strategy, seed, architecture, dataset and its profile).
+    Any other setting of ``spec`` that differs from the checkpoint's (its
+    ``config_sha256``, :func:`config_digest`) is refused, naming the keys, unless
+    ``allow_changes``; :data:`tailmix.config.MACHINE_KEYS` may differ. A run never has fewer
+    epochs than its checkpoint. The checkpoint's class counts must be the data's, and
+    ``history`` (``history.jsonl``) must hold epochs 1 to the checkpoint's (and at most
+    the one after, whose checkpoint was not written yet).
 
     Raises
     ------
@@ -1046,6 +1202,9 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise ParameterError("resume", "a checkpoint with the number of epochs it finished",
                              f"{path}: epoch {epoch!r}")
+    if not isinstance(ckpt["config"], dict):
+        raise ParameterError("resume", "a checkpoint holding its run's config",
+                             f"{path}: config {type(ckpt['config']).__name__}")
     sources = {"the checkpoint": ckpt["config"]}
     saved = Path(out) / "config.yaml"
     if saved.is_file():
@@ -1058,7 +1217,6 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
             raise ParameterError("resume", "a run folder whose config.yaml is a mapping",
                                  str(saved))
     sources["this run"] = {**spec.config, "model_class": model_class}
-    base = sources["the checkpoint"]
     for key in RUN_IDENTITY:
         # model_class is recorded for a user's network only; any other key a file lacks
         # (written by another version) cannot be compared.
@@ -1066,11 +1224,7 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
                   for where, cfg in sources.items()}
         values = {where: v for where, v in values.items() if v is not ABSENT}
         wanted = next(iter(values.values()))
-        for where, value in values.items():
-            if value == wanted or (key == "train.epochs" and longer and where == "this run"
-                                   and isinstance(value, int) and isinstance(wanted, int)
-                                   and value > wanted):
-                continue
+        if any(value != wanted for value in values.values()):
             said = ", ".join(f"{w} {v!r}" for w, v in values.items())
             raise ParameterError("resume", f"a run folder whose checkpoint, config.yaml and "
                                  f"history agree with the run resumed ({key} differs)",
@@ -1078,8 +1232,13 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
     if epoch > spec.epochs:
         raise ParameterError("resume", f"a run of at least the checkpoint's {epoch} epochs",
                              f"train.epochs: {spec.epochs} ({path})")
-    if class_counts is not None and ckpt.get("class_counts", base.get("class_counts")) \
-            not in (None, list(class_counts)):
+    digest = ckpt.get("config_sha256")
+    changes = {} if digest == config_digest(spec.config) else \
+        config_changes(ckpt["config"], spec.config, older=digest is None)
+    if changes and not allow_changes:
+        raise _changed(changes, out)
+    if class_counts is not None and ckpt.get("class_counts", sources["the checkpoint"].get(
+            "class_counts")) not in (None, list(class_counts)):
         raise ParameterError("resume", "the data the run was trained on (the checkpoint's "
                              "class counts)", f"class counts {list(class_counts)}, the "
                              f"checkpoint {ckpt.get('class_counts')} ({path})")
@@ -1089,6 +1248,7 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
                  else "no rows")
         raise ParameterError("resume", f"a history.jsonl holding epochs 1 to {epoch}, those "
                              "of the checkpoint", f"{Path(out) / 'history.jsonl'}: {shown}")
+    return changes
 
 
 def evaluate_checkpoint(path: str | Path, *, data_root: str | None = None,

@@ -386,16 +386,18 @@ class Checkpointer(Callback):
     """Writes ``config.yaml`` at the start, then after every epoch ``history.jsonl`` and
     ``checkpoints/last.pt`` (and ``best.pt`` when the epoch set a new best).
 
-    A checkpoint holds the trainer's state, the resolved config, the class names and counts,
-    and ``inputs``: what the network reads (:func:`tailmix.build.input_record`), so that it
+    A checkpoint holds the trainer's state, the resolved config (and its digest,
+    ``config_sha256``, which a resumed run must match), the class names and counts, and
+    ``inputs``: what the network reads (:func:`tailmix.build.input_record`), so that it
     can predict without the training data."""
 
     def __init__(self, out: Path, *, config: dict[str, Any], classes: list[str],
                  class_counts: list[int], keep_best: bool = True,
-                 inputs: dict[str, Any] | None = None):
+                 inputs: dict[str, Any] | None = None, config_sha256: str | None = None):
         self.out, self.config, self.keep_best = Path(out), config, keep_best
         self.extra = {"config": config, "classes": classes, "class_counts": class_counts,
-                      **({"inputs": inputs} if inputs else {})}
+                      **({"inputs": inputs} if inputs else {}),
+                      **({"config_sha256": config_sha256} if config_sha256 else {})}
 
     def checkpoint(self, state: TrainState) -> dict[str, Any]:
         return {"version": CHECKPOINT_VERSION, **state.snapshot(), **self.extra}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -170,9 +169,17 @@ RESUME_FLAGS = ("device", "data_root", "no_progress")
 
 
 def _out_folder(path: str | Path, flag: str = "--out") -> Path:
-    """A folder to write into: refused when it is an existing file."""
+    """A folder to write into: refused when it is an existing file, or a path no file
+    system call can take (a name over 255 bytes, a link loop)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise ParameterError(flag, "a folder that can be made here",
+                             f"{path}: {_file_error(e).split(': ', 1)[-1]}") from e
+    if not path.is_dir():
         raise ParameterError(flag, "a folder (the run folder to write into)",
                              f"{path}: an existing file")
     return path
@@ -217,16 +224,24 @@ def _resume_config(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from tailmix import distributed
 
+    if args.allow_changes and not args.resume:
+        raise ParameterError("--allow-changes", "given with --resume RUN_DIR (it lets a "
+                             "resumed run go on with a changed config)", "no --resume")
+    if args.force and args.resume:
+        raise ParameterError("--force", "left out with --resume (it moves a run aside to "
+                             "train anew; --resume continues it)", "--force --resume")
     if args.resume:
         cfg = _resume_config(args)
         out = _out_folder(args.resume, "--resume")
     else:
         cfg = build_config(args)
         out = _out_folder(args.out) if args.out else _default_out(cfg)
+    args.run_folder = out  # what an interrupt's message names
     # Under torchrun every process runs this command; rank 0 alone writes and prints.
     distributed.init_from_env()
     try:
-        result = _fit(cfg, out, resume=bool(args.resume))
+        result = _fit(cfg, out, resume=bool(args.resume), force=args.force,
+                      allow_changes=args.allow_changes)
     except ParameterError as e:
         raise _flag_names(e, {"resume": "--resume"}) from e
     finally:
@@ -237,14 +252,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(cfg: dict[str, Any], out: Path, *, resume: bool) -> dict[str, Any] | None:
+def _fit(cfg: dict[str, Any], out: Path, *, resume: bool, force: bool,
+         allow_changes: bool) -> dict[str, Any] | None:
     """Train; the result on rank 0, None on the other processes. The trainer (and its
     process-group handles) is released on return, before the group is destroyed."""
     from tailmix.build import build_run
 
-    run = build_run(cfg, out)
-    # A resumed run is the one config.yaml describes: no more epochs than it had.
-    result = run.fit(resume=resume, longer=False)
+    run = build_run(cfg, out, resume=resume, allow_changes=allow_changes, force=force)
+    result = run.fit()
     return result if run.is_main else None
 
 
@@ -323,7 +338,7 @@ def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
                 print(f"{name}: finished run found in {out}, reusing it (--force to retrain)")
         else:
             resume = (out / "checkpoints" / "last.pt").is_file() and not args.force
-            result = train(cfg, out, resume=resume)
+            result = train(cfg, out, resume=resume, force=args.force)
         rows.append((name, result))
         run_dirs.append(out)
     if not is_main:
@@ -337,6 +352,13 @@ def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
     return 0
 
 
+def _json_file(path: Path | None) -> None:
+    """Refuse a ``--json`` path that cannot take a file, before any work."""
+    if path is not None and path.is_dir():
+        raise ParameterError("--json", "a file path (not a folder) to write the figures to",
+                             f"{path}: a folder")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -348,6 +370,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         path = checkpoint_path(args.run, args.checkpoint)
     except ParameterError as e:
         raise _flag_names(e, {"run": "RUN", "checkpoint": "--checkpoint"}) from e
+    _json_file(args.json)
     m = evaluate_checkpoint(path, data_root=args.data_root, device=args.device)
     keys = ("epoch", *REPORT_KEYS)
     print(json.dumps({k: m.get(k) for k in keys}, indent=2))
@@ -386,6 +409,7 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
     from tailmix.analysis import neighbour_balance
     from tailmix.io import write_json
 
+    _json_file(args.json)
     result = neighbour_balance(build_config(args))
     table = Table(title=f"{result['strategy']}: {result['k']} neighbours from "
                   f"{'the same class' if result['partner'] == 'knn_class' else 'any class'}, "
@@ -408,35 +432,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tailmix.report import build_report
 
     out = Path(args.out) if args.out else None
-    html, md = build_report([Path(r) for r in args.run_dirs], out, explicit=out is not None)
-    print(f"report written to {html}\nsummary: {md}")
+    if args.force and out is None:
+        raise ParameterError("--force", "given with -o/--out naming the page or folder whose "
+                             "report files it writes over", "no -o/--out")
+    html, md = build_report([Path(r) for r in args.run_dirs], out, explicit=out is not None,
+                            force=args.force)
+    print(f"report written to {html}" + (f"\nsummary: {md}" if md is not None else ""))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate a config or a suite (every cell) without loading data or training."""
+    """Validate a config or a suite (every cell, and where its data is) without loading
+    data or training."""
     from tailmix.config import load_config_file, read_yaml, resolve
 
     path = Path(args.target)
     if path.is_file():
         spec = read_yaml(path, name="config")  # malformed YAML: the file, line and column
         if isinstance(spec, dict) and "grid" in spec:
-            from tailmix.bench import load_suite
+            from tailmix.bench import load_suite, locate_data
 
             if args.set:
                 raise ParameterError("--set", "a config to set keys of (a suite sets its "
                                      "runs' keys in its own overrides)",
                                      f"{path}: a suite")
             suite = load_suite(path, data_root=args.data_root)
-            print(f"{path}: suite {suite.name!r}, {len(suite.cells)} runs, all valid")
+            locate_data(suite)  # what `tailmix bench` meets before its first run trains
+            print(f"{path}: suite {suite.name!r}, {len(suite.cells)} runs, all valid, "
+                  "every run's data found")
             return 0
     cfg = load_config_file(args.target)
     if args.data_root:
         cfg.setdefault("dataset", {})["root"] = args.data_root
     _apply_sets(cfg, args.set)
     spec = resolve(cfg)
+    from tailmix.data.locate import locate_source
+
+    d = spec.dataset  # where `tailmix train` would find it, found without reading it
+    locate_source(d["name"], root=d["root"], download=d["download"], **d["options"])
     print(f"{args.target}: valid ({spec.strategy} on {spec.dataset['name']}, "
-          f"{spec.epochs} epochs)")
+          f"{spec.epochs} epochs), its data found")
     for note in spec.notes:
         print(note)
     return 0
@@ -542,6 +577,9 @@ def make_parser() -> argparse.ArgumentParser:
                     "strategies on long-tailed data.",
     )
     parser.add_argument("--version", action="version", version=f"tailmix {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error "
+                        "instead of its one line (anywhere on the line; or set "
+                        f"{DEBUG_VARIABLE}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="`tailmix COMMAND --help` lists its arguments")
     # Commands that read a user's own config import its plugins from the working folder.
@@ -552,6 +590,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o",
                    help="run folder (default runs/<dataset>-r<ratio>/<strategy>-s<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--allow-changes", action="store_true", help="with --resume: go on with "
+                   "a config.yaml edited since the checkpoint (the changed keys are recorded "
+                   "in history.jsonl); without it a change is refused")
+    p.add_argument("--force", action="store_true", help="train even when --out holds a run "
+                   "or other files: they are moved aside to OUT.old-N first")
     _add_plugins_flag(p)
     p.set_defaults(func=cmd_train, **own)
 
@@ -562,7 +605,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", action=_Refused, expected="--strategies NAME [NAME ...] "
                    "(compare trains one run for each strategy it is given)")
     p.add_argument("--out", "-o", required=True, help="folder for the runs and the report")
-    p.add_argument("--force", action="store_true", help="retrain finished runs")
+    p.add_argument("--force", action="store_true", help="retrain finished runs (the old "
+                   "ones are moved aside, not deleted)")
     p.set_defaults(func=cmd_compare, **own)
 
     p = sub.add_parser("eval", help="re-evaluate a run's checkpoint on its test set")
@@ -615,8 +659,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="HTML + Markdown report of one or more runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run folders")
-    p.add_argument("--out", "-o", help="output folder (default: the run folder for one run; "
-                   "a report-<a>-vs-<b> folder beside the runs for several)")
+    p.add_argument("--out", "-o", help="output folder, or an .html path for the page alone "
+                   "(default: the run folder for one run; a report-<a>-vs-<b> folder beside "
+                   "the runs for several)")
+    p.add_argument("--force", action="store_true", help="with -o: write over a page, summary "
+                   "or figure folder there that tailmix report did not write")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="predict classes of images or feature vectors with a "
@@ -654,19 +701,34 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Reading or writing files: what a user can fix (permissions, a read-only or a full disk).
-_DISK_ERRORS = {code: hint for code, hint in (
-    (errno.EACCES, "check the permissions of the file or its folder"),
-    (errno.EPERM, "check the permissions of the file or its folder"),
-    (errno.EROFS, "choose a folder on a writable file system"),
-    (errno.ENOSPC, "the disk is full: free some space or choose another folder"),
-    (getattr(errno, "EDQUOT", None), "the disk quota is used up")) if code is not None}
+def _file_error(e: OSError) -> str | None:
+    """One line for an ``OSError`` about a file (its path, what went wrong, what to do);
+    None for one that names no file and is not a full or read-only disk."""
+    from tailmix.io import FILE_ERROR_HINTS
 
-
-def _disk_error(e: OSError) -> str:
-    """One line for an ``OSError`` of :data:`_DISK_ERRORS`, naming the path."""
+    if e.filename is None and e.errno not in FILE_ERROR_HINTS:
+        return None
     where = e.filename if e.filename is not None else "a file"
-    return f"{where}: {e.strerror or os.strerror(e.errno)} ({_DISK_ERRORS[e.errno]})"
+    hint = FILE_ERROR_HINTS.get(e.errno)
+    return (f"{where}: {e.strerror or os.strerror(e.errno or 0)}"
+            + (f" ({hint})" if hint else ""))
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupt leaves, in the words of the command it stopped."""
+    if args.command == "train":
+        run = getattr(args, "run_folder", None)
+        if run is not None and (Path(run) / "checkpoints" / "last.pt").is_file():
+            return f"interrupted; `tailmix train --resume {run}` continues the run"
+        return "interrupted before the run's first checkpoint: there is nothing to resume"
+    if args.command in ("compare", "bench"):
+        return ("interrupted; the same command again keeps the finished runs and continues "
+                "the unfinished one from its last checkpoint")
+    return "interrupted"
+
+
+#: Set to 1 (or pass --debug) to see the traceback of an error instead of its one line.
+DEBUG_VARIABLE = "TAILMIX_DEBUG"
 
 
 @contextlib.contextmanager
@@ -687,18 +749,38 @@ def _working_folder_importable(wanted: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``tailmix`` command; return its exit status.
+
+    A user's mistake (a parameter, a dataset's files, a file that cannot be read or
+    written) is one ``tailmix: error:`` line: status 2, or 1 for a run that fails as it
+    trains or a file it cannot write. ``--debug`` anywhere on the line, or
+    ``TAILMIX_DEBUG=1``, shows the traceback instead, for a bug report. An interrupt
+    (Ctrl-C) at any moment is one line saying what it leaves, and status 130.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    parsed: list[argparse.Namespace] = []
+    try:
+        return _run(argv, parsed, debug=debug)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        # Before the line is parsed, its first word is the command.
+        args = parsed[0] if parsed else argparse.Namespace(
+            command=next((a for a in argv if not a.startswith("-")), None))
+        print(f"tailmix: {_interrupted(args)}", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str], parsed: list[argparse.Namespace], *, debug: bool) -> int:
     from tailmix.data.download import DatasetError
-
-    try:  # tailmix.engine's error for a run that cannot go on (a diverged loss, ...)
-        from tailmix.engine import TrainingError
-    except ImportError:  # pragma: no cover - an engine without it
-        class TrainingError(RuntimeError):  # type: ignore[no-redef]
-            """Never raised: stands in for the engine's."""
-
+    from tailmix.engine import TrainingError
     from tailmix.registry import import_plugins
 
     parser = make_parser()
     args, unknown = parser.parse_known_args(argv)
+    parsed.append(args)
     if unknown:  # named after the command, whose help lists what it takes
         parser.exit(2, f"tailmix: error: unrecognized arguments: {' '.join(unknown)} "
                     f"(`tailmix {args.command} --help` lists the arguments)\n")
@@ -707,24 +789,22 @@ def main(argv: list[str] | None = None) -> int:
         with _working_folder_importable(getattr(args, "own_config", False) or bool(plugins)):
             import_plugins(plugins, param="--plugins")
             return args.func(args)
-    except ParameterError as e:
-        print(f"tailmix: error: {e}", file=sys.stderr)
-        return 2
-    except DatasetError as e:  # a dataset's files: missing, malformed, undecodable
-        print(f"tailmix: error: {e}", file=sys.stderr)
+    except (ParameterError, DatasetError) as e:  # DatasetError: a dataset's files
+        if debug:
+            raise
+        print(f"tailmix: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingError as e:
+        if debug:
+            raise
         print(f"tailmix: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
     except OSError as e:
-        if e.errno not in _DISK_ERRORS:
+        line = _file_error(e)
+        if line is None or debug:
             raise
-        print(f"tailmix: error: {_disk_error(e)}", file=sys.stderr)
+        print(f"tailmix: error: {_one_line(line)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("tailmix: interrupted; `tailmix train --resume RUN_DIR` continues the run",
-              file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,12 @@ DEFAULT_WARMUP_SHARE = 0.025
 DEFAULT_RATIO = 100
 
 # section -> key -> (types, default). ``None`` in types means the key may be null.
+#: Config keys that say where or how a run ran, not what it computed: a run resumed with
+#: other values of these goes on as the same run, and a suite's cell whose ``config.yaml``
+#: differs from the suite only in these is not stale.
+MACHINE_KEYS = ("dataset.root", "dataset.download", "dataset.workers", "train.device",
+                "log.progress", "log.tensorboard")
+
 SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
     "dataset": {
         "name": ((str,), "digits"),
@@ -52,6 +58,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple, Any]]] = {
         "in_memory": ((bool, str), "auto"),
         "image_size": ((int, None), None),
         "bad_images": ((str,), "refuse"),
+        "max_pixels": ((int, None), 50_000_000),  # = data.files.MAX_PIXELS; 0 or null: no limit
         "workers": ((int, str), "auto"),
         "validation": ((dict, None), None),
     },
@@ -203,6 +210,21 @@ def _refuse_non_finite(config: Mapping[str, Any]) -> None:
                 stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
+def flat_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{dotted key: value}`` (leaves: anything but a non-empty
+    mapping).
+
+    >>> flat_config({"train": {"lr": 0.1, "milestones": [0.8]}, "dataset": {"options": {}}})
+    {'train.lr': 0.1, 'train.milestones': [0.8], 'dataset.options': {}}
+    """
+    if not isinstance(cfg, dict) or (prefix and not cfg):
+        return {prefix: cfg}
+    flat: dict[str, Any] = {}
+    for k, v in cfg.items():
+        flat.update(flat_config(v, f"{prefix}.{k}" if prefix else str(k)))
+    return flat
+
+
 def default_config() -> dict[str, Any]:
     cfg: dict[str, Any] = {k: copy.deepcopy(d) for k, (_, d) in TOP_LEVEL.items()}
     for section, keys in SCHEMA.items():
@@ -333,7 +355,41 @@ def _resolve_config(config: dict[str, Any] | None) -> tuple[dict[str, Any], list
     _fill_profile(cfg["dataset"], config.get("dataset") or {}, notes)
     _fill_schedule(cfg["train"], notes)
     _check_ranges(cfg)
+    _check_used(cfg, config)
     return cfg, notes
+
+
+def _policy(*names: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda cfg: cfg["augment"]["policy"] in names
+
+
+#: Settings that only act under another one: (key, when it acts, what turns it on). A
+#: config that sets one (to a value other than its default and not empty) where it would
+#: not act is refused rather than silently ignored.
+_ACTS_ONLY: tuple[tuple[str, Callable[[dict[str, Any]], bool], str], ...] = (
+    ("sam.start", lambda c: c["sam"]["rho"] is not None, "sam.rho"),
+    ("sam.tail_below", lambda c: c["sam"]["rho"] is not None, "sam.rho"),
+    ("crt.lr", lambda c: c["crt"]["epochs"] > 0, "crt.epochs > 0"),
+    ("crt.weight_decay", lambda c: c["crt"]["epochs"] > 0, "crt.epochs > 0"),
+    ("consistency.dim", lambda c: c["consistency"]["weight"] is not None,
+     "consistency.weight"),
+    ("augment.num_ops", _policy("randaugment"), "augment.policy: randaugment"),
+    ("augment.magnitude", _policy("randaugment"), "augment.policy: randaugment"),
+    ("augment.bins", _policy("randaugment", "trivialaugment"),
+     "augment.policy: randaugment or trivialaugment"),
+)
+
+
+def _check_used(cfg: dict[str, Any], given: Mapping[str, Any]) -> None:
+    """Refuse a setting the config gives that the run would not use (:data:`_ACTS_ONLY`)."""
+    defaults = default_config()
+    for key, acts, switch in _ACTS_ONLY:
+        section, sub = key.split(".")
+        value = (given.get(section) or {}).get(sub)
+        if value in (None, [], 0) or value == defaults[section][sub] or acts(cfg):
+            continue
+        raise ParameterError(key, f"left out unless {switch} (without it the run does not "
+                             "use it)", value)
 
 
 def _fill_profile(d: dict[str, Any], given: Mapping[str, Any], notes: list[str]) -> None:
@@ -504,6 +560,8 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     if d["image_size"] is not None:
         check_number("dataset.image_size", d["image_size"], low=8, integer=True)
     check_choice("dataset.bad_images", d["bad_images"], BAD_IMAGES)
+    if d["max_pixels"] is not None:
+        check_number("dataset.max_pixels", d["max_pixels"], low=0, integer=True)
     _check_validation(d["validation"])
     if isinstance(d["workers"], str):
         check_choice("dataset.workers", d["workers"], ("auto",))
@@ -644,6 +702,8 @@ _NOT_OPTIONS = {
     "root": "not an option: set dataset.root (or --data-root)",
     "download": "not an option: set dataset.download",
     "in_memory": "not an option: set dataset.in_memory",
+    "bad_images": "not an option: set dataset.bad_images",
+    "max_pixels": "not an option: set dataset.max_pixels",
 }
 
 # The readers behind the built-in sources, as (module, function); an entry's keyword-only
@@ -662,7 +722,8 @@ _BUILTIN_READERS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # Reader keywords a built-in source sets itself (``num_classes`` of CIFAR, the report
 # ``name`` that load_source's own ``name`` shadows).
-_PASSED_BY_SOURCE = {"download", "in_memory", "num_classes", "name"}
+_PASSED_BY_SOURCE = {"download", "in_memory", "num_classes", "name", "bad_images",
+                     "max_pixels"}
 # Options a source reads through to a reader that checks their values.
 _OPTION_CHECKS = ("train_split", "test_split", "eval_split", "cache_dir")
 

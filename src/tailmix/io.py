@@ -12,6 +12,7 @@ is wrong with one it cannot read.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -76,6 +77,25 @@ def _naming(error: OSError, path: Path) -> OSError:
     return OSError(error.errno, error.strerror, str(path))  # the errno's own subclass
 
 
+#: What to do about an ``OSError`` a user can fix, by its errno.
+FILE_ERROR_HINTS = {code: hint for code, hint in (
+    (errno.EACCES, "check the permissions of the file or its folder"),
+    (errno.EPERM, "check the permissions of the file or its folder"),
+    (errno.EROFS, "choose a folder on a writable file system"),
+    (errno.ENOSPC, "the disk is full: free some space or choose another folder"),
+    (getattr(errno, "EDQUOT", None), "the disk quota is used up"),
+    (errno.ENAMETOOLONG, "a file or folder name is limited to 255 bytes: choose a shorter "
+                         "one"),
+    (errno.ELOOP, "symbolic links on the way point at each other: fix or avoid them"),
+    (errno.ENOENT, "a folder on the way does not exist, or this file system does not "
+                   "allow it here"),
+    (errno.EISDIR, "it is a folder: name a file"),
+    (errno.ENOTDIR, "a file is in the way where a folder should be"),
+    (errno.EEXIST, "it exists already"),
+    (errno.EXDEV, "it cannot be moved to another file system")) if code is not None}
+
+
+
 # Spreadsheets read a cell that begins with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -100,6 +120,80 @@ def csv_cell(value: Any) -> Any:
 
 # What a run folder holds besides its checkpoints.
 RUN_FILES = ("config.yaml", "history.jsonl", "metrics.json", "margins.json")
+
+
+# What else training or the commands that read a run may write into its folder.
+RUN_EXTRAS = ("checkpoints", "tensorboard", "report.html", "report.md", "report_files",
+              ".tailmix-report", LOCK_NAME)
+# A folder holding any of these holds a run's results.
+RESULTS = ("metrics.json", "history.jsonl", "checkpoints")
+
+
+def _run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.yaml`` that training wrote (a run's resolved config:
+    its sections with the class counts), not a user's own config file."""
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(cfg, dict) and "class_counts" in cfg and isinstance(cfg.get("train"),
+                                                                           dict)
+
+
+def claim_run_folder(out: str | os.PathLike, *, force: bool = False, name: str = "--out",
+                     log: Callable[[str], None] = print) -> Path | None:
+    """Make sure a new run may write into ``out``: a new or empty folder, or one holding
+    only the config a run wrote before it trained an epoch. A folder holding a run's
+    results (``metrics.json``, ``history.jsonl``, checkpoints) or files training did not
+    write is refused, or with ``force`` moved aside whole (to ``<out>.old-N``, beside it;
+    returned) so that nothing is lost.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``name``: what the folder holds and what to do (``--resume``, ``--force`` or
+        another folder).
+    """
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    entries = [p for p in out.iterdir() if not _TEMPORARY.match(p.name)]
+    foreign = sorted(p.name for p in entries if p.name not in (*RUN_FILES, *RUN_EXTRAS)
+                     or (p.name == "config.yaml" and not _run_config(p)))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                          if len(foreign) > 3 else "")
+        what = f"files training did not write ({shown})"
+    elif (out / "metrics.json").is_file():
+        what = "a finished run (metrics.json)"
+    elif any((out / r).exists() for r in RESULTS):
+        what = "an unfinished run (`tailmix train --resume` continues it)"
+    else:
+        return None
+    if not force:
+        raise ParameterError(name, "a new or empty folder for a new run (--force moves what "
+                             "the folder holds aside, to a folder beside it, and trains anew)",
+                             f"{out}: it holds {what}")
+    aside = set_aside(out, "old", name=name)
+    log(f"{out} held {what}: moved to {aside}")
+    return aside
+
+
+def set_aside(folder: str | os.PathLike, label: str, *, name: str = "--out") -> Path:
+    """Move ``folder`` to ``<folder>.<label>-N`` beside it (the first free N), never
+    deleting anything; refused while another process trains into it (its lock)."""
+    folder = Path(folder)
+    lock = lock_folder(folder, name=name, log=lambda _: None)  # nobody trains into it now
+    n = 1
+    while (aside := folder.with_name(f"{folder.name}.{label}-{n}")).exists():
+        n += 1
+    try:
+        folder.rename(aside)  # the lock goes with it, and is removed there
+    except BaseException:
+        lock.release()
+        raise
+    (aside / LOCK_NAME).unlink(missing_ok=True)
+    return aside
 
 
 def _run_file(path: Path) -> bool:

@@ -592,6 +592,9 @@ class Predictor:
                 raise ParameterError("inputs", "image files, folders of them or a .npy array: "
                                      "the model reads " + self.describe_inputs(), str(path))
             a = _read_csv(path, self.input_shape[0])
+        if getattr(a, "ndim", 0) >= 1 and len(a) == 0:
+            raise ParameterError("inputs", "an array of at least one input",
+                                 f"{path}: shape {tuple(a.shape)}")
         return self.check_inputs(a, f"inputs ({path})")
 
     def _decode(self, files: Sequence[Path]) -> tuple[Tensor, int]:
@@ -730,6 +733,11 @@ def _read_csv(path: Path, width: int) -> np.ndarray:
         if len(values[-1]) != width:
             raise ParameterError("inputs", f"feature vectors of {width} values, as the model "
                                  "was trained on", f"{path}, row {line}: {len(row)} values")
+    if not values:  # nothing to predict is a mistake, not an empty table
+        shown = f"its one row, {', '.join(rows[0])[:60]!r}, reads as a header" if rows \
+            else "it is empty"
+        raise ParameterError("inputs", "a .csv table with at least one row of numbers "
+                             f"(feature vectors of {width} values)", f"{path}: {shown}")
     return np.asarray(values, dtype=np.float32).reshape(len(values), width)
 
 

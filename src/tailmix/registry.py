@@ -182,3 +182,20 @@ def import_plugins(modules: list[str] | None, *, param: str = "plugins") -> None
         except ImportError as error:
             raise ParameterError(f"{param}[{i}]", "an importable module name (on sys.path "
                                  "or installed)", f"{module!r} ({error})") from error
+        except SyntaxError as error:  # the user's file: where Python stopped reading it
+            raise ParameterError(f"{param}[{i}]", "a module Python can read",
+                                 f"{module!r}: {error.msg} ({error.filename}, line "
+                                 f"{error.lineno})") from error
+        except Exception as error:  # raised by the module's own code while importing
+            where = _raised_in(error)
+            raise ParameterError(f"{param}[{i}]", "a module that imports without an error",
+                                 f"{module!r}: {type(error).__name__}: {error}{where}"
+                                 ) from error
+
+
+def _raised_in(error: BaseException) -> str:
+    """`` (FILE, line N)``: where the innermost frame of ``error``'s traceback is."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "" if tb is None else f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})"

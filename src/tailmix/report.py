@@ -5,8 +5,8 @@ A run folder holds ``config.yaml``, ``metrics.json``, ``history.jsonl`` and opti
 
 * an HTML page with inline CSS and every figure embedded as a base64 PNG, so the file can be
   mailed or archived on its own and opens without any network access;
-* a Markdown summary with the same tables, its figures written as PNG files in a folder
-  next to it.
+* into a folder (not for an ``.html`` path, which is the page alone), a Markdown summary
+  with the same tables, its figures written as PNG files in a folder next to it.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas; pyplot
 and the global backend are never touched.
@@ -34,7 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tailmix._validation import ParameterError
-from tailmix.io import atomic_write_bytes, atomic_write_text
+from tailmix.io import RUN_FILES, atomic_write_bytes, atomic_write_text
 from tailmix.metrics import METRIC_NAMES, precision_recall, shot_groups
 
 __all__ = ["RunRecord", "build_report", "load_run"]
@@ -1284,22 +1284,25 @@ def _default_folder(run_dirs: list[Path]) -> Path:
     return folder
 
 
-def _output_paths(run_dirs: list[Path], out: str | Path | None) -> tuple[Path, Path, Path]:
+def _output_paths(run_dirs: list[Path], out: str | Path | None
+                  ) -> tuple[Path, Path | None, Path | None]:
+    """The page, the Markdown summary and its figure folder that a report writes; an
+    ``.html`` path is the page alone (no summary, no figure folder: None)."""
     if out is None:
-        folder, stem = _default_folder(run_dirs), "report"
+        folder = _default_folder(run_dirs)
     else:
         out = Path(out)
         if out.suffix.lower() in (".html", ".htm"):
-            folder, stem = out.parent, out.stem
-        elif out.suffix.lower() == ".md":
+            return out, None, None
+        if out.suffix.lower() == ".md":
             raise ParameterError("out", "a folder or an .html path", str(out))
-        else:
-            folder, stem = out, "report"
-    return folder / f"{stem}.html", folder / f"{stem}.md", folder / f"{stem}_files"
+        folder = out
+    return folder / "report.html", folder / "report.md", folder / "report_files"
 
 
-#: The file a report leaves in every folder it writes to: which of the folder's files are
-#: its own (JSON, ``{"written_by": "tailmix report", "files": [names]}``).
+#: The file a report leaves in every folder it writes its page, summary and figures to:
+#: which of the folder's files are its own (JSON, ``{"written_by": "tailmix report",
+#: "files": [names]}``). A page named by an ``.html`` path gets none.
 MARKER = ".tailmix-report"
 # What a run folder holds (any of them): what `tailmix train` writes.
 _RUN_FILES = ("config.yaml", "metrics.json", "history.jsonl")
@@ -1335,7 +1338,7 @@ def _is_our_page(path: Path) -> bool:
     return head.startswith(_HTML_START) and b"<title>tailmix " in head
 
 
-def _is_ours(path: Path, marked: set[str] | None, pages: tuple[Path, Path]) -> bool:
+def _is_ours(path: Path, marked: set[str] | None, pages: list[Path]) -> bool:
     """Whether the existing ``path`` (a page or the figure folder) may be rewritten."""
     if marked is not None and path.name in marked:
         return True
@@ -1355,8 +1358,25 @@ def _is_report_folder(folder: Path) -> bool:
                for e in folder.iterdir())
 
 
-def _check_output(html_path: Path, md_path: Path, image_dir: Path, *, named_page: bool,
-                  explicit: bool) -> set[str] | None:
+def _holds_run(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in RUN_FILES)
+
+
+def _among_run_files(folder: Path) -> bool:
+    """Whether ``folder`` is, or is inside, a run's ``checkpoints`` folder or a place named
+    after one of its own files (``metrics.json`` before training wrote it). A run folder
+    itself, wherever it is, is not."""
+    folder = Path(os.path.abspath(folder))
+    for path in (folder, *folder.parents):
+        if _holds_run(path):
+            return False
+        if path.name in ("checkpoints", *RUN_FILES) and _holds_run(path.parent):
+            return True
+    return False
+
+
+def _check_output(html_path: Path, md_path: Path | None, image_dir: Path | None, *,
+                  explicit: bool, force: bool) -> set[str] | None:
     """Refuse an output that could harm the user's files; return the folder's marked names.
 
     See :func:`build_report` for the rules.
@@ -1368,25 +1388,36 @@ def _check_output(html_path: Path, md_path: Path, image_dir: Path, *, named_page
                 raise ParameterError(_OUT, "a folder or an .html path (a file is in the way)",
                                      str(path))
             break
-    for path, kind in ((html_path, "file"), (md_path, "file"), (image_dir, "folder")):
+    # A report's own names (.html, .md, _files) are never a run's file; its folder could be.
+    if _among_run_files(folder):
+        raise ParameterError(_OUT, "a place outside a run's own files (config.yaml, "
+                             "metrics.json, history.jsonl, margins.json, checkpoints/)",
+                             str(html_path))
+    written = [(p, kind) for p, kind in ((html_path, "file"), (md_path, "file"),
+                                         (image_dir, "folder")) if p is not None]
+    for path, kind in written:
         if path.exists() and path.is_dir() != (kind == "folder"):
             raise ParameterError(_OUT, f"a place where {path.name} can be written as a {kind}",
                                  str(path))
     if not folder.is_dir():
         return None
     marked = _marked(folder)
-    if explicit:
-        return marked
-    if (not named_page and marked is None and not any((folder / f).is_file() for f in _RUN_FILES)
+    named_page = md_path is None
+    if (not explicit and not named_page and marked is None
+            and not any((folder / f).is_file() for f in _RUN_FILES)
             and not _is_report_folder(folder) and any(folder.iterdir())):
         raise ParameterError(
             _OUT, f"a new or empty folder, a run folder, or a folder tailmix report wrote "
             f"(marked by {MARKER}); name it with {_OUT} to write into it anyway", str(folder))
-    for path in (html_path, md_path, image_dir):
-        if path.exists() and not _is_ours(path, marked, (html_path, md_path)):
+    if force:
+        return marked
+    pages = [p for p in (html_path, md_path) if p is not None]
+    how = "pass --force" if explicit else f"name it with {_OUT} and pass --force"
+    for path, _ in written:
+        if path.exists() and not _is_ours(path, marked, pages):
             raise ParameterError(
                 _OUT, f"a place where {path.name} is new or was written by tailmix report "
-                f"(this one was not); name it with {_OUT} to overwrite it", str(path))
+                f"(this one was not: write elsewhere, or {how} to overwrite it)", str(path))
     return marked
 
 
@@ -1409,8 +1440,9 @@ def build_report(
     *,
     per_run: bool = True,
     explicit: bool = False,
-) -> tuple[Path, Path]:
-    """Write an HTML report and a Markdown summary for one or several runs.
+    force: bool = False,
+) -> tuple[Path, Path | None]:
+    """Write an HTML report, and for a folder a Markdown summary, for one or several runs.
 
     Parameters
     ----------
@@ -1419,24 +1451,27 @@ def build_report(
         optionally ``margins.json``; missing files leave their sections with a note).
     out
         Where to write. A folder gets ``report.html``, ``report.md`` and the Markdown's
-        figures in ``report_files/``; a path ending in ``.html`` names the HTML file, and
-        the Markdown and figure folder take its stem. Defaults to the run folder when there
-        is only one; for several, to a folder ``report-<run1>-vs-<run2>...`` (run folder
-        names, made file-name safe; a long list is cut short and given a hash) in the runs'
-        common parent folder, or in the current directory if they share none below the
-        root.
+        figures in ``report_files/``; a path ending in ``.html`` (or ``.htm``) is the HTML
+        page alone, written there and nothing else (its figures are embedded). Defaults to
+        the run folder when there is only one; for several, to a folder
+        ``report-<run1>-vs-<run2>...`` (run folder names, made file-name safe; a long list
+        is cut short and given a hash) in the runs' common parent folder, or in the current
+        directory if they share none below the root.
     per_run
         With several runs, also add each run's own sections after the comparison (the
         default); False keeps the page to the comparison, for large grids.
     explicit
-        Whether the user named ``out`` (the command line's ``-o``): then it is written
-        wherever it is, overwriting what is there. Needs ``out``.
+        Whether the user named ``out`` (the command line's ``-o``): then a folder holding
+        other things may receive the report's new files. Needs ``out``.
+    force
+        Write over the page, summary and figure folder at ``out`` even when they were not
+        written by a report (the command line's ``--force``). Needs ``explicit``.
 
     Returns
     -------
-    tuple of Path
-        The HTML and Markdown paths written (the Markdown's figures are in the folder
-        ``<stem>_files`` beside them).
+    tuple
+        The HTML path and the Markdown path written (its figures are in the folder
+        ``report_files`` beside it); the Markdown path is None for an ``.html`` ``out``.
 
     Raises
     ------
@@ -1446,20 +1481,22 @@ def build_report(
 
     Notes
     -----
-    A report never overwrites a file it did not write, nor litters a folder that is not
-    its own, unless the user named the place (``explicit``). Every folder it writes to gets
-    a marker, ``.tailmix-report``, listing the report's files there. Without ``explicit``:
+    A report never writes over a file it did not write, nor litters a folder that is not
+    its own. Every folder it writes a summary to gets a marker, ``.tailmix-report``,
+    listing the report's files there.
 
-    * a folder ``out`` (or the default) must be new, empty, a run folder (it holds
-      ``config.yaml``, ``metrics.json`` or ``history.jsonl``) or a report folder (it has the
-      marker, or a report page written before markers existed); an ``.html`` path names
-      the files themselves, so its folder may hold anything;
-    * an existing ``<stem>.html``, ``<stem>.md`` or ``<stem>_files/`` is rewritten only if
+    * Unless ``explicit``, a folder ``out`` (or the default) must be new, empty, a run
+      folder (it holds ``config.yaml``, ``metrics.json`` or ``history.jsonl``) or a report
+      folder (it has the marker, or a report page written before markers existed); an
+      ``.html`` path names the page itself, so its folder may hold anything.
+    * Unless ``force``, an existing page, summary or figure folder is rewritten only if
       the marker lists it or it is recognisably a report page of this module (by its first
       line; for the figure folder: PNG files only, beside such a page).
 
-    Whatever ``explicit`` says, ``out`` cannot run through an existing file, and the pages
-    and figure folder cannot replace a folder or file of the other kind.
+    Whatever ``explicit`` and ``force`` say, ``out`` cannot run through an existing file,
+    the report cannot go among a run's own files (into its ``checkpoints`` folder, or a
+    folder named after one of its files), and the pages and figure folder cannot replace
+    a folder or file of the other kind.
     """
     if isinstance(run_dirs, (str, Path)) or not isinstance(run_dirs, Sequence) or not run_dirs:
         raise ParameterError("run_dirs", "a non-empty sequence of run folders", run_dirs)
@@ -1467,15 +1504,17 @@ def build_report(
     for path in paths:
         if not path.is_dir():
             raise ParameterError("run_dirs", "existing run folders", str(path))
-    if not isinstance(explicit, bool):
-        raise ParameterError("explicit", "true or false", explicit)
+    for name, value in (("explicit", explicit), ("force", force)):
+        if not isinstance(value, bool):
+            raise ParameterError(name, "true or false", value)
     if explicit and out is None:
         raise ParameterError("explicit", "False when out is None (only a place the user "
                              "named is explicit)", explicit)
+    if force and not explicit:
+        raise ParameterError("force", "False unless explicit is True (only a place the user "
+                             "named may be written over)", force)
     html_path, md_path, image_dir = _output_paths(paths, out)
-    named_page = out is not None and html_path.parent != Path(out)
-    marked = _check_output(html_path, md_path, image_dir, named_page=named_page,
-                           explicit=explicit)
+    marked = _check_output(html_path, md_path, image_dir, explicit=explicit, force=force)
 
     runs = [load_run(p) for p in paths]
     _unique_labels(runs)
@@ -1513,6 +1552,9 @@ def build_report(
         f"<nav>{''.join(nav)}</nav>\n" + "\n".join(body) + "\n</main></body></html>\n"
     )
 
+    if md_path is None or image_dir is None:  # an .html path: the page it names, alone
+        atomic_write_text(html_path, page)
+        return html_path, None
     md_parts = [f"# {title}", subtitle]
     for run, sections in groups:
         if run is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,8 @@ class RawDataset:
         A short name for reports (``"cifar10"``, ``"digits"``, ...).
     hflip:
         Whether horizontal flips are a sensible augmentation (False for digits).
+    skipped:
+        Image files left out as unusable (``bad_images: skip``), each as its path and why.
     """
 
     train_x: np.ndarray
@@ -33,6 +35,7 @@ class RawDataset:
     classes: list[str]
     name: str = "dataset"
     hflip: bool = True
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

@@ -19,7 +19,13 @@ import numpy as np
 
 from tailmix._validation import ParameterError
 from tailmix.data.base import RawDataset
-from tailmix.data.download import DatasetError, download_file, extract_archive
+from tailmix.data.download import (
+    DatasetError,
+    DatasetNotFoundError,
+    download_file,
+    extract_archive,
+    is_damaged_archive,
+)
 
 __all__ = ["CIFAR_RELEASES", "UnsafePickleError", "read_cifar"]
 
@@ -79,7 +85,7 @@ _ALLOWED_GLOBALS = frozenset(
 )
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(DatasetError, pickle.UnpicklingError):
     """A pickle names a global that a dataset file has no reason to contain."""
 
 
@@ -99,7 +105,8 @@ def _unpickle(data: bytes, where: str) -> dict[str, Any]:
         obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except UnsafePickleError as error:
         raise UnsafePickleError(
-            f"{where}: {error}. The file may have been tampered with."
+            f"{where}: {error}. The file may have been tampered with: delete it and fetch the "
+            "official release again."
         ) from None
     except Exception as error:
         raise DatasetError(f"{where} is not a readable CIFAR pickle: {error}") from error
@@ -121,6 +128,22 @@ class _Files:
         return f"{self.tarball}:{name}"
 
     def read(self, name: str) -> bytes:
+        try:
+            return self._read(name)
+        except DatasetError:
+            raise
+        except Exception as error:
+            if self.folder is not None and isinstance(error, OSError):
+                raise DatasetError(f"Cannot read {self.where(name)}: {error}") from error
+            if not is_damaged_archive(error):
+                raise
+            raise DatasetError(
+                f"{self.tarball} is damaged or cut short ({error.__class__.__name__}: "
+                f"{error}); expected the official release's .tar.gz. Delete it and download "
+                "it again."
+            ) from error
+
+    def _read(self, name: str) -> bytes:
         if self.folder is not None:
             return (self.folder / name).read_bytes()
         if self._tar is None:
@@ -140,17 +163,27 @@ def _is_tarball(path: Path) -> bool:
     return path.name.endswith((".tar.gz", ".tgz", ".tar"))
 
 
+def _how_to_get(release: _Release, root: Path) -> str:
+    return (f"Set dataset.download: true (download=True in Python) to fetch it, or download "
+            f"{release.url} by hand into {str(root)!r}.")
+
+
 def _locate(root: Path, release: _Release, download: bool) -> _Files:
     """Find the release under ``root``, downloading and extracting it if asked to."""
     needed = (*release.train, release.test, release.meta)
     if _is_tarball(root):
         if not root.is_file():
             if not download:
-                raise FileNotFoundError(
-                    f"CIFAR archive {str(root)!r} not found; pass download=True to fetch it."
-                )
+                raise DatasetNotFoundError(
+                    f"{release.title} archive {str(root)!r} not found. "
+                    + _how_to_get(release, root.parent))
             download_file(release.url, root, md5=release.md5)
         return _Files(tarball=root)
+    if root.is_file():
+        raise DatasetError(
+            f"The {release.title} root {str(root)!r} is a file, not a folder: expected a folder "
+            f"holding {release.folder}/ (the extracted official release) or "
+            f"{release.archive}, or that archive itself (a name ending .tar.gz).")
     for folder in (root / release.folder, root):
         if all((folder / name).is_file() for name in needed):
             return _Files(folder=folder)
@@ -159,11 +192,11 @@ def _locate(root: Path, release: _Release, download: bool) -> _Files:
         return _Files(tarball=archive)
     if not download:
         missing = next(n for n in needed if not (root / release.folder / n).is_file())
-        raise FileNotFoundError(
-            f"{release.title} not found under "
-            f"{str(root)!r}: expected {str(root / release.folder / missing)!r} (the extracted "
-            f"official release) or the archive {str(archive)!r}. Pass download=True to fetch it."
-        )
+        raise DatasetNotFoundError(
+            f"{release.title} not found under {str(root)!r}: looked for "
+            f"{str(root / release.folder / missing)!r} (the extracted official release: "
+            f"{', '.join(needed)} in {release.folder}/) and for the archive {str(archive)!r}. "
+            + _how_to_get(release, root))
     download_file(release.url, archive, md5=release.md5)
     extract_archive(archive, root)
     return _Files(folder=root / release.folder)
@@ -205,6 +238,16 @@ def read_cifar(
     -------
     RawDataset
         50,000 training and 10,000 test images, uint8 of shape (N, 3, 32, 32).
+
+    Raises
+    ------
+    DatasetError
+        With a message naming the file and how to fix it: the release is not under
+        ``root`` (a :class:`~tailmix.data.download.DatasetNotFoundError`, which is also a
+        ``FileNotFoundError``), ``root`` is a file but no tarball, the tarball is damaged,
+        a download fails (:class:`~tailmix.data.download.DownloadError`), a file is
+        malformed, or a pickle names a global it has no reason to
+        (:class:`UnsafePickleError`).
     """
     if not isinstance(root, (str, os.PathLike)):
         raise ParameterError("root", "a str or os.PathLike path", root)

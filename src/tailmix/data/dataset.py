@@ -13,7 +13,8 @@ import torch
 from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.augment import BatchAugment
 from tailmix.data.base import RawDataset
-from tailmix.data.files import FileDataset, ImageFiles, default_workers
+from tailmix.data.download import DatasetError
+from tailmix.data.files import MAX_PIXELS, FileDataset, ImageFiles, default_workers
 from tailmix.data.profiles import (
     NAMED_PROFILES,
     numpy_shuffle_indices,
@@ -48,6 +49,30 @@ class LongTailData:
     #: How images read from files were decoded: ``{"image_size", "resize"}`` (the
     #: evaluation transform) when they were decoded into memory, else None.
     decoded: dict[str, int] | None = field(default=None, repr=False)
+    #: Image files left out as unusable before training (``dataset.bad_images: skip``),
+    #: each as its path and why.
+    skipped_files: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def skipped_images(self) -> int:
+        """Image files left out as unusable: before training, and those a streamed split
+        has met so far (in this process)."""
+        met: set[str] = set()
+        for t in (self.train_inputs, self.test_inputs, self.val_inputs):
+            if isinstance(t, ImageFiles):
+                met.update(t.skipped)
+        return len(self.skipped_files) + len(met)
+
+    def usable_training_set(self) -> tuple[Any, torch.Tensor]:
+        """The training inputs and labels, less the files a streamed training split has met
+        unusable so far (``bad_images: skip``): what a pass over every training image
+        reads."""
+        x = self.train_inputs
+        if not isinstance(x, ImageFiles) or not x.skipped:
+            return x, self.train_labels
+        keep = [i for i, n in enumerate(x.names) if x.reader.where(n) not in x.skipped]
+        index = torch.as_tensor(keep, dtype=torch.long, device=self.train_labels.device)
+        return x.subset(keep), self.train_labels[index]
 
     @property
     def subset_sha256(self) -> str | None:
@@ -159,6 +184,7 @@ def prepare_dataset(
     std: Sequence[float] | None = None,
     workers: int | None = None,
     bad_images: str = "refuse",
+    max_pixels: int | None = MAX_PIXELS,
     validation: dict[str, Any] | None = None,
 ) -> LongTailData:
     """Cut a raw dataset to a long-tailed profile (DESIGN section 1) and wrap it as tensors.
@@ -184,11 +210,13 @@ def prepare_dataset(
     mean, std:
         Per-channel normalisation (a pretrained backbone's); default the training set's own
         statistics (for streamed images, estimated from up to 512 of them).
-    image_size, resize, workers, bad_images:
+    image_size, resize, workers, bad_images, max_pixels:
         For a :class:`~tailmix.data.files.FileDataset` (streamed): the side of the decoded
         square (default the first training image's shorter side), the evaluation resize
-        before the centre crop, the decoding worker processes and what to do with a file
-        that cannot be decoded (``refuse`` or ``skip``).
+        before the centre crop, the decoding worker processes, what to do with a file
+        that cannot be decoded (``refuse`` or ``skip``: left out of its training batch, and
+        of the channel statistics) and the most pixels an image may have (0 or None: no
+        limit).
     validation:
         A held-out validation set carved out of the training pool *before* the long-tailed
         cut (seeded by ``data_seed``): ``{"per_class": n}`` takes n images of every class
@@ -284,7 +312,7 @@ def prepare_dataset(
         data = _file_data(raw, keep, train_y[keep], test_y, counts_out, classes,
                           crop_padding=crop_padding, hflip=hflip, image_size=image_size,
                           resize=resize, mean=mean, std=std, workers=workers,
-                          bad_images=bad_images)
+                          bad_images=bad_images, max_pixels=max_pixels)
         if val_idx is not None:
             data.val_inputs = data.train_inputs.subset_names(
                 [raw.train_files[int(i)] for i in val_idx])
@@ -318,6 +346,7 @@ def prepare_dataset(
         source_indices=keep,
         val_inputs=None if val_idx is None else torch.from_numpy(np.ascontiguousarray(val_x)),
         val_labels=None if val_idx is None else torch.from_numpy(val_y.astype(np.int64)),
+        skipped_files=list(getattr(raw, "skipped", ())),
     )
 
 
@@ -373,24 +402,34 @@ def _file_data(raw: FileDataset, keep: np.ndarray, train_y: np.ndarray, test_y: 
                counts: Sequence[int], classes: list[str], *, crop_padding: int | None,
                hflip: bool | None, image_size: int | None, resize: int | None,
                mean: Sequence[float] | None, std: Sequence[float] | None,
-               workers: int | None, bad_images: str) -> LongTailData:
+               workers: int | None, bad_images: str, max_pixels: int | None
+               ) -> LongTailData:
     """Long-tailed data whose images stream from ``raw``'s files."""
     from tailmix.data.files import first_size
 
     if image_size is None:
-        image_size = min(first_size(raw))
+        image_size = min(first_size(raw, bad_images=bad_images, max_pixels=max_pixels))
     if crop_padding:
         _check_crop_padding(crop_padding, int(image_size), raw.name)
     kw = dict(size=int(image_size), resize=resize, bad_images=bad_images,
+              max_pixels=max_pixels,
               workers=default_workers() if workers is None else int(workers))
     reader = raw.reader
     train = ImageFiles(reader, [raw.train_files[int(i)] for i in keep], **kw)
     test = ImageFiles(reader, list(raw.test_files), **kw)
     if mean is None or std is None:
-        # Channel statistics of a seeded sample of the training images (evaluation crop).
+        # Channel statistics of a seeded sample of the training images (evaluation crop);
+        # a file that does not decode is left out of them as it is of its batches.
         pick = np.random.default_rng(0).permutation(len(train))[:512]
-        sample = np.concatenate([b.numpy() for b in train.subset(np.sort(pick)).batches(128)])
-        est_mean, est_std = _channel_stats(sample)
+        parts = []
+        for x, _, failed in train.subset(np.sort(pick)).decoded(128):
+            train.note_failed(failed)
+            if len(x):
+                parts.append(x.numpy())
+        if not parts:
+            raise DatasetError(f"None of the {len(pick)} training images sampled for the "
+                               "channel statistics decodes; see the messages above.")
+        est_mean, est_std = _channel_stats(np.concatenate(parts))
         mean = est_mean if mean is None else mean
         std = est_std if std is None else std
     augment = BatchAugment(
@@ -401,4 +440,4 @@ def _file_data(raw: FileDataset, keep: np.ndarray, train_y: np.ndarray, test_y: 
         train_inputs=train, train_labels=torch.from_numpy(train_y.astype(np.int64)),
         test_inputs=test, test_labels=torch.from_numpy(np.asarray(test_y, dtype=np.int64)),
         class_counts=[int(n) for n in counts], classes=classes, augment=augment,
-        name=raw.name, source_indices=keep)
+        name=raw.name, source_indices=keep, skipped_files=list(raw.skipped))

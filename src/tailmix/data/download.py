@@ -8,7 +8,10 @@ land outside the target folder (absolute paths, ``..``, links, devices are refus
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import http.client
+import lzma
 import os
 import re
 import shutil
@@ -17,6 +20,8 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tailmix._validation import ParameterError, check_number
@@ -24,6 +29,8 @@ from tailmix._validation import ParameterError, check_number
 __all__ = [
     "ChecksumError",
     "DatasetError",
+    "DatasetNotFoundError",
+    "DownloadError",
     "download_file",
     "extract_archive",
     "file_digest",
@@ -41,6 +48,26 @@ class DatasetError(ValueError):
 
 class ChecksumError(DatasetError):
     """A file's checksum differs from the expected one."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset's files are not where they were looked for (also a ``FileNotFoundError``)."""
+
+
+class DownloadError(DatasetError, ConnectionError):
+    """A dataset file could not be downloaded (also a ``ConnectionError``)."""
+
+
+#: What reading a damaged or cut-short archive raises (besides ``OSError`` without an errno,
+#: which bz2 raises for bad data and gzip for a bad CRC).
+ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
+                  gzip.BadGzipFile)
+
+
+def is_damaged_archive(error: BaseException) -> bool:
+    """Whether ``error`` says an archive's bytes are bad (not that a disk or file failed)."""
+    return isinstance(error, ARCHIVE_ERRORS) or (
+        type(error) is OSError and error.errno is None)
 
 
 def _check_digests(sha256: str | None, md5: str | None) -> dict[str, str]:
@@ -158,8 +185,9 @@ def download_file(
     ------
     ChecksumError
         If the downloaded bytes do not match; nothing is left at ``dest``.
-    ConnectionError
-        If the URL cannot be read.
+    DownloadError
+        If the URL cannot be read (a ``ConnectionError`` and a
+        :class:`DatasetError`): the message names the URL and where to put the file by hand.
     """
     if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in _SCHEMES:
         raise ParameterError("url", "a URL with scheme " + ", ".join(_SCHEMES), url)
@@ -179,8 +207,8 @@ def download_file(
                         out.write(chunk)
                         for h in hashes.values():
                             h.update(chunk)
-            except (urllib.error.URLError, OSError) as error:
-                raise ConnectionError(
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+                raise DownloadError(
                     f"Could not download {url} to {str(dest)!r}: {error}. Without network "
                     f"access, fetch the file by other means and place it at {str(dest)!r}."
                 ) from error
@@ -219,6 +247,30 @@ def _move_into(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+def _extract_into(archive: Path, staging: Path) -> None:
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                _safe_member_name(member.name, archive)
+                if not (member.isfile() or member.isdir()):
+                    raise DatasetError(
+                        f"Refusing to extract {str(archive)!r}: member {member.name!r} is "
+                        "a link or special file."
+                    )
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staging, members=members, filter="data")
+            else:  # pragma: no cover - Python versions without extraction filters
+                tar.extractall(staging, members=members)
+        return
+    if not zipfile.is_zipfile(archive):
+        raise DatasetError(f"{str(archive)!r} is neither a tar nor a zip archive.")
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            _safe_member_name(name, archive)
+        zf.extractall(staging)
+
+
 def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a ``.tar``, ``.tar.gz``/``.tgz`` or ``.zip`` archive into ``dest``, safely.
 
@@ -238,37 +290,29 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path
     -------
     Path
         ``dest``.
+
+    Raises
+    ------
+    DatasetError
+        For an unsafe member, a file that is no archive, or a damaged or cut-short archive
+        (naming it); :class:`DatasetNotFoundError` when ``archive`` does not exist.
     """
     archive = _check_path("archive", archive)
     dest = _check_path("dest", dest)
     if not archive.is_file():
-        raise FileNotFoundError(f"Cannot extract {str(archive)!r}: no such file.")
+        raise DatasetNotFoundError(f"Cannot extract {str(archive)!r}: no such file.")
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
-        if tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _safe_member_name(member.name, archive)
-                    if not (member.isfile() or member.isdir()):
-                        raise DatasetError(
-                            f"Refusing to extract {str(archive)!r}: member {member.name!r} is "
-                            "a link or special file."
-                        )
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(staging, members=members, filter="data")
-                else:  # pragma: no cover - Python versions without extraction filters
-                    tar.extractall(staging, members=members)
-        else:
-            import zipfile
-
-            if not zipfile.is_zipfile(archive):
-                raise DatasetError(f"{str(archive)!r} is neither a tar nor a zip archive.")
-            with zipfile.ZipFile(archive) as zf:
-                for name in zf.namelist():
-                    _safe_member_name(name, archive)
-                zf.extractall(staging)
+        try:
+            _extract_into(archive, staging)
+        except (*ARCHIVE_ERRORS, OSError) as error:
+            if not is_damaged_archive(error):
+                raise
+            raise DatasetError(
+                f"Cannot extract {str(archive)!r}: the archive is damaged or cut short "
+                f"({error.__class__.__name__}: {error}). Delete it and download it again."
+            ) from error
         for child in staging.iterdir():
             _move_into(child, dest / child.name)
     finally:

@@ -15,7 +15,10 @@ normalisation stay in the on-device :class:`~tailmix.data.augment.BatchAugment`.
 
 A file that cannot be decoded is reported with its path, and refused (the run stops, the last
 checkpoint stays) or skipped (dropped from its batch) by the ``bad_images`` setting;
-:func:`scan_images` finds most such files before training from their headers and ends.
+:func:`scan_images` finds most such files before training from their headers and ends. An
+image of more pixels than ``max_pixels`` (default :data:`MAX_PIXELS`) is such a file too,
+found from its header before anything is decoded; the limit stands in for Pillow's own
+decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) wherever a dataset's images are read.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import io
 import math
 import os
 import sys
+import threading
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -36,19 +41,56 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from tailmix._validation import ParameterError, check_choice
+from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.download import DatasetError
 
-__all__ = ["BAD_IMAGES", "IN_MEMORY_LIMIT", "FileDataset", "ImageFiles", "centre_box",
-           "decode_image", "default_workers", "materialise", "scan_images", "stream_or_memory"]
+__all__ = ["BAD_IMAGES", "IN_MEMORY_LIMIT", "MAX_PIXELS", "FileDataset", "ImageFiles",
+           "centre_box", "check_decoding", "decode_image", "default_workers", "materialise",
+           "open_image", "pixels_problem", "scan_images", "skipped_note", "stream_or_memory"]
 
 BAD_IMAGES = ("refuse", "skip")
 #: Decoded training and test pixels above which ``in_memory: auto`` streams (bytes).
 IN_MEMORY_LIMIT = 2 * 1024**3
 # The resize before the evaluation centre crop: the shorter side to S / 0.875 (224 -> 256).
 EVAL_CROP_SHARE = 0.875
+#: Pixels (width x height) above which an image is not decoded but refused or skipped
+#: (``dataset.max_pixels``; 0 or None: no limit). A 50-megapixel RGB image is 150 MB decoded.
+MAX_PIXELS = 50_000_000
 _DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-                  ValueError, EOFError, zipfile.BadZipFile, KeyError)
+                  ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
+_PILLOW_LIMIT = threading.Lock()
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Open encoded image bytes lazily (the header only), without Pillow's own
+    decompression-bomb check: callers compare the size with their ``max_pixels`` (see
+    :func:`pixels_problem`) before anything is decoded."""
+    with _PILLOW_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def pixels_problem(width: int, height: int, max_pixels: int | None) -> str | None:
+    """Why an image of ``width x height`` is not decoded (no pixels, or more than
+    ``max_pixels``; 0 or None: no limit), said of the image ("is ..."), or None."""
+    if width < 1 or height < 1:
+        return "has no pixels"
+    if max_pixels and width * height > max_pixels:
+        return (f"is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), more "
+                f"than dataset.max_pixels ({max_pixels / 1e6:g} megapixels); shrink it, or "
+                "raise dataset.max_pixels (0: no limit)")
+    return None
+
+
+def check_decoding(bad_images: Any, max_pixels: Any, *, prefix: str = "") -> None:
+    """Check the ``bad_images`` (one of :data:`BAD_IMAGES`) and ``max_pixels`` (an int >= 0,
+    or None) of a reader that decodes; errors name ``prefix + key``."""
+    check_choice(prefix + "bad_images", bad_images, BAD_IMAGES)
+    if max_pixels is not None:
+        check_number(prefix + "max_pixels", max_pixels, low=0, integer=True)
 
 
 def default_workers() -> int:
@@ -122,6 +164,8 @@ class FileDataset:
         Whether horizontal flips suit the images.
     prefix : str
         A folder inside ``root`` every name is under (a zip holding one top-level folder).
+    skipped : list of str
+        Files left out as unusable (``bad_images: skip``), each as its path and why.
     """
 
     root: Path | None
@@ -133,6 +177,7 @@ class FileDataset:
     name: str = "files"
     hflip: bool = True
     prefix: str = ""
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -148,17 +193,24 @@ class FileDataset:
 
 
 def decode_image(data: bytes, size: int, *, resize: int | None = None,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+                 rng: np.random.Generator | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
     """Decode encoded image bytes to an RGB ``uint8`` array ``(3, size, size)``.
 
     With ``rng``: a random-resized crop (area 8-100 % of the image, aspect ratio 3/4-4/3,
     ten tries, then the central crop of the clamped ratio). Without: shorter side resized to
     ``resize`` (default ``size / 0.875``), then the central ``size x size``. JPEGs are
     decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that keeps the crop at least ``size``
-    pixels. Raises what Pillow raises for an unreadable file.
+    pixels. Raises what Pillow raises for an unreadable file, and
+    :class:`~tailmix.data.download.DatasetError` for an image of no pixels or more than
+    ``max_pixels`` (default None: no limit; a dataset's images are read with
+    :data:`MAX_PIXELS`), found from its header.
     """
-    with Image.open(io.BytesIO(data)) as im:
+    with open_image(data) as im:
         w, h = im.size
+        problem = pixels_problem(w, h, max_pixels)
+        if problem is not None:
+            raise DatasetError(f"the image {problem}")
         if rng is None:
             box = centre_box(w, h, size, resize=resize)
         else:
@@ -213,76 +265,105 @@ _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 
 
-def _header_problem(reader: _Reader, name: str) -> str | None:
-    """Why a file cannot be used (unreadable, not an image, cut short), or None."""
+def _header(reader: _Reader, name: str, max_pixels: int | None
+            ) -> tuple[tuple[int, int] | None, str | None]:
+    """A file's (width, height) from its header, and why it cannot be used (unreadable, not
+    an image, no pixels or more than ``max_pixels``, cut short), or None; nothing is
+    decoded."""
     try:
         data, tail, size = reader.peek(name)
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with open_image(data) as im:
                 fmt, (w, h) = im.format, im.size
         except _DECODE_ERRORS:
             if size <= len(data):
                 raise
             data = reader.read(name)  # a header longer than the first bytes read
-            with Image.open(io.BytesIO(data)) as im:
+            with open_image(data) as im:
                 fmt, (w, h) = im.format, im.size
     except (FileNotFoundError, PermissionError, IsADirectoryError, KeyError,
             zipfile.BadZipFile) as e:
-        return f"cannot be read ({e.__class__.__name__}: {e})"
+        return None, f"cannot be read ({e.__class__.__name__}: {e})"
     except UnidentifiedImageError:
-        return "is not an image Pillow reads"
+        return None, "is not an image Pillow reads"
     except _DECODE_ERRORS as e:
-        return f"is damaged ({e})"
-    if w < 1 or h < 1:
-        return "has no pixels"
-    if fmt == "JPEG" and _JPEG_END not in tail:
-        return "is cut short (no JPEG end marker)"
-    if fmt == "PNG" and _PNG_END not in tail:
-        return "is cut short (no PNG end chunk)"
-    return None
+        return None, f"is damaged ({e})"
+    problem = pixels_problem(w, h, max_pixels)
+    if problem is None and fmt == "JPEG" and _JPEG_END not in tail:
+        problem = "is cut short (no JPEG end marker)"
+    if problem is None and fmt == "PNG" and _PNG_END not in tail:
+        problem = "is cut short (no PNG end chunk)"
+    return (w, h), problem
+
+
+def _header_problem(reader: _Reader, name: str, max_pixels: int | None = MAX_PIXELS
+                    ) -> str | None:
+    """Why a file cannot be used (see :func:`_header`), or None."""
+    return _header(reader, name, max_pixels)[1]
+
+
+def skipped_note(skipped: Sequence[str], of: int | None = None) -> str:
+    """One log line for image files left out: their count and the first few."""
+    count = f"{len(skipped)} of {of}" if of is not None else str(len(skipped))
+    more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+    return (f"tailmix: skipping {count} image files that cannot be used "
+            f"(dataset.bad_images: skip): {'; '.join(skipped[:5])}{more}")
 
 
 def scan_images(data: FileDataset, *, bad_images: str = "refuse",
-                log=print) -> FileDataset:
-    """Check every file's header and end before training.
+                max_pixels: int | None = MAX_PIXELS, log=print) -> FileDataset:
+    """Check every file's header and end before training, decoding nothing.
 
-    ``refuse``: raise :class:`~tailmix.data.download.DatasetError` with the count of bad files
-    and the first few paths. ``skip``: report them and return the dataset without them.
+    A file is bad when it cannot be read, is not an image, has no pixels or more than
+    ``max_pixels`` (0 or None: no limit), or is cut short. ``refuse``: raise
+    :class:`~tailmix.data.download.DatasetError` with the count of bad files and the first
+    few paths. ``skip``: log them in one line and return the dataset without them (listed
+    in its ``skipped``).
     """
     check_choice("dataset.bad_images", bad_images, BAD_IMAGES)
     reader = data.reader
     names = [*data.train_files, *data.test_files]
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        problems = list(pool.map(lambda n: _header_problem(reader, n), names, chunksize=64))
+        problems = list(pool.map(lambda n: _header_problem(reader, n, max_pixels), names,
+                                 chunksize=64))
     bad = [(n, p) for n, p in zip(names, problems, strict=True) if p is not None]
     if not bad:
         return data
-    listing = "; ".join(f"{reader.where(n)} {p}" for n, p in bad[:5])
-    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    described = [f"{reader.where(n)} {p}" for n, p in bad]
     if bad_images == "refuse":
-        raise DatasetError(f"{len(bad)} of {len(names)} image files cannot be used: {listing}"
-                           f"{more}. Fix or remove them, or set dataset.bad_images: skip to "
-                           "train without them.")
-    log(f"tailmix: skipping {len(bad)} of {len(names)} image files that cannot be used: "
-        f"{listing}{more}")
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise DatasetError(f"{len(bad)} of {len(names)} image files cannot be used: "
+                           f"{'; '.join(described[:5])}{more}. Fix or remove them, or set "
+                           "dataset.bad_images: skip to train without them.")
+    log(skipped_note(described, len(names)))
     dropped = {n for n, _ in bad}
     keep_train = [i for i, n in enumerate(data.train_files) if n not in dropped]
     keep_test = [i for i, n in enumerate(data.test_files) if n not in dropped]
     return replace(data, train_files=[data.train_files[i] for i in keep_train],
                    train_y=data.train_y[keep_train],
                    test_files=[data.test_files[i] for i in keep_test],
-                   test_y=data.test_y[keep_test])
+                   test_y=data.test_y[keep_test], skipped=[*data.skipped, *described])
 
 
-def first_size(data: FileDataset) -> tuple[int, int]:
-    """(width, height) of the first training image, from its header."""
+def first_size(data: FileDataset, *, bad_images: str = "refuse",
+               max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of the first usable training image, from its header.
+
+    ``refuse``: the first training image must be usable (a
+    :class:`~tailmix.data.download.DatasetError` naming it otherwise); ``skip``: the first
+    that is, in file order.
+    """
     reader = data.reader
-    name = data.train_files[0]
-    try:
-        with Image.open(io.BytesIO(reader.read(name))) as im:
-            return im.size
-    except (*_DECODE_ERRORS, OSError) as e:
-        raise DatasetError(f"Cannot read image {reader.where(name)}: {e}") from e
+    for name in data.train_files:
+        size, problem = _header(reader, name, max_pixels)
+        if problem is None:
+            return size
+        if bad_images != "skip":
+            raise DatasetError(f"Image {reader.where(name)} {problem}. Fix or remove it, or set "
+                               "dataset.bad_images: skip to train without such files.")
+    raise DatasetError(f"None of the {len(data.train_files)} training images of {data.name!r} "
+                       "can be used (see dataset.bad_images: skip); expected at least one "
+                       "readable image.")
 
 
 def stream_or_memory(setting: Any, n_images: int, image_bytes: int) -> bool:
@@ -296,39 +377,56 @@ def stream_or_memory(setting: Any, n_images: int, image_bytes: int) -> bool:
 # --------------------------------------------------------------------------- decoding sets
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """A file that could not be decoded: what a decoding worker returns in its place instead
+    of raising, so that the training process reports it in one line (a worker's exception
+    reaches it wrapped in the worker's traceback)."""
+
+    where: str
+    reason: str
+
+    def described(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+    def refusal(self) -> DatasetError:
+        return DatasetError(f"Cannot decode image {self.where}: {self.reason} (set "
+                            "dataset.bad_images: skip to drop such files from their batch)")
+
+
 class _Decode(torch.utils.data.Dataset):
-    """Item ``(index, seed)`` -> ``(3, S, S)`` uint8 array, or None for a skipped bad file.
-    ``seed`` None decodes for evaluation."""
+    """Item ``(index, seed)`` -> ``(3, S, S)`` uint8 array, or a :class:`_Failed` for a file
+    that cannot be decoded. ``seed`` None decodes for evaluation."""
 
     def __init__(self, files: ImageFiles):
         self.reader, self.names = files.reader, files.names
-        self.size, self.resize, self.bad_images = files.size, files.resize, files.bad_images
+        self.size, self.resize, self.max_pixels = files.size, files.resize, files.max_pixels
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, item: tuple[int, int | None]) -> np.ndarray | None:
+    def __getitem__(self, item: tuple[int, int | None]) -> np.ndarray | _Failed:
         i, seed = item
         name = self.names[i]
         try:
             rng = None if seed is None else np.random.default_rng(seed)
-            return decode_image(self.reader.read(name), self.size, resize=self.resize, rng=rng)
-        except _DECODE_ERRORS as e:
-            where = self.reader.where(name)
-            if self.bad_images == "skip":
-                print(f"tailmix: skipping unreadable image {where}: {e}", file=sys.stderr)
-                return None
-            raise DatasetError(f"Cannot decode image {where}: {e} (set dataset.bad_images: "
-                               "skip to drop such files from their batch)") from e
+            return decode_image(self.reader.read(name), self.size, resize=self.resize, rng=rng,
+                                max_pixels=self.max_pixels)
+        except _DECODE_ERRORS as e:  # a DatasetError (too many pixels) is a ValueError
+            reason = str(e) if isinstance(e, DatasetError) else f"{e.__class__.__name__}: {e}"
+            return _Failed(self.reader.where(name), reason)
 
 
-def _collate(items: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    keep = [a is not None for a in items]
-    arrays = [a for a in items if a is not None]
-    if not arrays:
-        return torch.zeros(0, dtype=torch.uint8), torch.tensor(keep)
-    x = torch.from_numpy(np.stack(arrays))
-    return x, None if all(keep) else torch.tensor(keep)
+def _collate(items: list[np.ndarray | _Failed]
+             ) -> tuple[torch.Tensor, torch.Tensor | None, list[_Failed]]:
+    """A batch: the decoded images, the mask of the items that decoded (None: all did) and
+    the files that did not."""
+    failed = [a for a in items if isinstance(a, _Failed)]
+    arrays = [a for a in items if not isinstance(a, _Failed)]
+    x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, dtype=torch.uint8)
+    if not failed:
+        return x, None, []
+    return x, torch.tensor([not isinstance(a, _Failed) for a in items]), failed
 
 
 class _Batches(torch.utils.data.Sampler):
@@ -347,7 +445,11 @@ class ImageFiles:
     """A split of image files standing in for a ``uint8`` tensor ``(N, 3, S, S)``.
 
     Indexing decodes (for evaluation, in this process); :meth:`batches` and
-    :meth:`epoch_batches` decode in ``workers`` worker processes, ahead of use.
+    :meth:`epoch_batches` decode in ``workers`` worker processes, ahead of use. A file that
+    cannot be decoded (or has more than ``max_pixels``) stops the reading with a
+    :class:`~tailmix.data.download.DatasetError` naming it, or with ``bad_images: skip`` is
+    left out of its training batch and recorded in ``skipped`` (path -> why; subsets share
+    it), logged the first time.
     """
 
     reader: _Reader
@@ -357,6 +459,8 @@ class ImageFiles:
     workers: int = field(default_factory=default_workers)
     bad_images: str = "refuse"
     pin_memory: bool = False
+    max_pixels: int | None = MAX_PIXELS
+    skipped: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     # -- what a tensor has ------------------------------------------------------------------
 
@@ -394,12 +498,33 @@ class ImageFiles:
             picks = torch.as_tensor(index).reshape(-1).tolist()
         dec = _Decode(self)
         out = [dec[(int(i), None)] for i in picks]
-        if any(a is None for a in out):
-            raise DatasetError("An image was skipped where every image is needed (evaluation "
-                               "or a mixing partner); see the messages above.")
+        failed = [a for a in out if isinstance(a, _Failed)]
+        if failed:
+            raise self._needed(failed[0])
         if not out:
             return torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
         return torch.from_numpy(np.stack(out))
+
+    # -- bad files --------------------------------------------------------------------------
+
+    def _needed(self, failed: _Failed) -> DatasetError:
+        """The error for a file that does not decode where every image is needed
+        (evaluation, a mixing partner)."""
+        if self.bad_images != "skip":
+            return failed.refusal()
+        return DatasetError(f"Cannot decode image {failed.where}: {failed.reason}. It is needed "
+                            "where no image can be left out (evaluation, or a mixing partner), "
+                            "so dataset.bad_images: skip cannot drop it: fix or remove it.")
+
+    def note_failed(self, failed: Sequence[_Failed]) -> None:
+        """Files that did not decode where they may be left out: ``refuse`` raises for the
+        first; ``skip`` records them in :attr:`skipped`, logging each the first time."""
+        if failed and self.bad_images != "skip":
+            raise failed[0].refusal()
+        for f in failed:
+            if f.where not in self.skipped:
+                self.skipped[f.where] = f.reason
+                print(f"tailmix: skipping unreadable image {f.described()}", file=sys.stderr)
 
     # -- decoding ahead ---------------------------------------------------------------------
 
@@ -409,15 +534,22 @@ class ImageFiles:
             collate_fn=_collate, pin_memory=self.pin_memory,
             prefetch_factor=4 if self.workers else None)
 
-    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """Every image in order, evaluation transform, ``batch_size`` at a time."""
+    def decoded(self, batch_size: int
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[_Failed]]]:
+        """Every image in order, evaluation transform, ``batch_size`` at a time, as
+        ``(images, keep, failed)``: ``keep`` None or the mask of the files that decoded,
+        ``failed`` the files that did not (nothing is raised for them)."""
         n = len(self.names)
         plan = [[(i, None) for i in range(s, min(s + batch_size, n))]
                 for s in range(0, n, batch_size)]
-        for x, keep in self._loader(plan):
-            if keep is not None:
-                raise DatasetError("An image was skipped where every image is needed "
-                                   "(evaluation); see the messages above.")
+        return iter(self._loader(plan))
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Every image in order, evaluation transform, ``batch_size`` at a time; a file that
+        does not decode is an error (evaluation needs every image)."""
+        for x, _, failed in self.decoded(batch_size):
+            if failed:
+                raise self._needed(failed[0])
             yield x
 
     def epoch_batches(self, slices: Sequence[torch.Tensor], seed: int
@@ -430,7 +562,9 @@ class ImageFiles:
             ids = s.tolist()
             plan.append([(i, _sample_seed(seed, pos + j)) for j, i in enumerate(ids)])
             pos += len(ids)
-        return iter(self._loader(plan))
+        for x, keep, failed in self._loader(plan):
+            self.note_failed(failed)
+            yield x, keep
 
 
 def _sample_seed(seed: int, position: int) -> int:
@@ -438,25 +572,44 @@ def _sample_seed(seed: int, position: int) -> int:
 
 
 def materialise(data: FileDataset, size: int | None, *, workers: int | None = None,
-                log=print):
+                log=print, bad_images: str = "refuse", max_pixels: int | None = MAX_PIXELS):
     """Decode every image once (evaluation transform at ``size``; None: the first image's
-    shorter side) into an in-memory :class:`~tailmix.data.base.RawDataset`."""
+    shorter side) into an in-memory :class:`~tailmix.data.base.RawDataset`.
+
+    A file that cannot be decoded is a :class:`~tailmix.data.download.DatasetError` naming
+    it, or with ``bad_images: skip`` left out of its split (its label too), logged in one
+    line and listed in the result's ``skipped``.
+    """
     from tailmix.data.base import RawDataset
 
+    check_choice("dataset.bad_images", bad_images, BAD_IMAGES)
     if size is None:
-        size = min(first_size(data))
-    out = {}
-    for key, names in (("train_x", data.train_files), ("test_x", data.test_files)):
+        size = min(first_size(data, bad_images=bad_images, max_pixels=max_pixels))
+    out, kept, failures = {}, {}, []
+    for key, names in (("train", data.train_files), ("test", data.test_files)):
         files = ImageFiles(data.reader, list(names), size, resize=size,
-                           workers=default_workers() if workers is None else workers)
-        parts = list(files.batches(512))
+                           workers=default_workers() if workers is None else workers,
+                           bad_images=bad_images, max_pixels=max_pixels)
+        parts, masks = [], []
+        for x, keep, failed in files.decoded(512):
+            if failed and bad_images != "skip":
+                raise failed[0].refusal()
+            failures += failed
+            if len(x):
+                parts.append(x)
+            masks.append(torch.ones(len(x), dtype=torch.bool) if keep is None else keep)
         out[key] = (torch.cat(parts).numpy() if parts
                     else np.zeros((0, 3, size, size), dtype=np.uint8))
+        kept[key] = torch.cat(masks).numpy() if masks else np.zeros(0, dtype=bool)
+    described = [f.described() for f in failures]
+    if described:
+        log(skipped_note(described, len(data.train_files) + len(data.test_files)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return RawDataset(train_x=out["train_x"], train_y=data.train_y, test_x=out["test_x"],
-                          test_y=data.test_y, classes=list(data.classes), name=data.name,
-                          hflip=data.hflip)
+        return RawDataset(train_x=out["train"], train_y=np.asarray(data.train_y)[kept["train"]],
+                          test_x=out["test"], test_y=np.asarray(data.test_y)[kept["test"]],
+                          classes=list(data.classes), name=data.name, hflip=data.hflip,
+                          skipped=[*data.skipped, *described])
 
 
 def check_names(names: Sequence[str], key: str) -> None:

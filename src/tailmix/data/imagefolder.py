@@ -13,12 +13,12 @@ relative paths, sizes and modification times of the images read.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tempfile
 import threading
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,8 +30,16 @@ from PIL import Image, UnidentifiedImageError
 
 from tailmix._validation import ParameterError, check_choice
 from tailmix.data.base import RawDataset
-from tailmix.data.download import DatasetError
-from tailmix.data.files import FileDataset, first_size, stream_or_memory
+from tailmix.data.download import DatasetError, DatasetNotFoundError
+from tailmix.data.files import (
+    MAX_PIXELS,
+    FileDataset,
+    check_decoding,
+    first_size,
+    open_image,
+    pixels_problem,
+    stream_or_memory,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -86,7 +94,8 @@ class ImageSource:
             raise ParameterError("source", "a str or os.PathLike path to a folder or .zip", source)
         self.path = Path(source).expanduser()
         if not self.path.exists():
-            raise FileNotFoundError(f"Dataset source {str(self.path)!r} does not exist.")
+            raise DatasetNotFoundError(f"Dataset source {str(self.path)!r} does not exist; "
+                                       "expected a folder or a .zip.")
         self.is_zip = self.path.is_file()
         self._local = threading.local()
         self._handles: list[zipfile.ZipFile] = []
@@ -94,7 +103,11 @@ class ImageSource:
         if self.is_zip:
             if not zipfile.is_zipfile(self.path):
                 raise DatasetError(f"{str(self.path)!r} is a file but not a zip archive.")
-            entries = self._list_zip()
+            try:
+                entries = self._list_zip()
+            except (zipfile.BadZipFile, EOFError, OSError) as error:
+                raise DatasetError(f"{str(self.path)!r} is a damaged zip archive ({error}); "
+                                   "expected a folder or a readable .zip.") from error
         else:
             entries = self._list_folder()
         files = {name: info for name, info in entries.items() if not name.endswith("/")}
@@ -189,21 +202,29 @@ class ImageSource:
         self.close()
 
 
-def _decode_one(source: ImageSource, name: str) -> np.ndarray:
+def _decode_one(source: ImageSource, name: str, max_pixels: int | None = MAX_PIXELS
+                ) -> np.ndarray:
+    """An image as RGB ``(H, W, 3)``; its size is checked from the header before decoding."""
     try:
-        with Image.open(io.BytesIO(source.read(name))) as image:
-            return np.asarray(image.convert("RGB"))
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        SyntaxError,
-        ValueError,
-    ) as error:
-        raise DatasetError(f"Cannot read image {source.where(name)}: {error}") from error
+        with open_image(source.read(name)) as image:
+            problem = pixels_problem(*image.size, max_pixels)
+            if problem is None:
+                return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        problem = "is not an image Pillow reads"
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError, KeyError,
+            zipfile.BadZipFile, zlib.error) as error:
+        problem = f"cannot be decoded ({error.__class__.__name__}: {error})"
+    raise DatasetError(f"Cannot read image {source.where(name)}: it {problem}.")
 
 
-def decode_images(source: ImageSource, names: Sequence[str]) -> np.ndarray:
+def _refusal(error: DatasetError) -> DatasetError:
+    return DatasetError(f"{error} Fix or remove it, or set dataset.bad_images: skip to train "
+                        "without such files.")
+
+
+def decode_images(source: ImageSource, names: Sequence[str], *,
+                  max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Decode images to one RGB ``uint8`` array of shape (N, 3, H, W).
 
     All images must have the size of the first one. Decoding runs on a small thread pool.
@@ -211,24 +232,49 @@ def decode_images(source: ImageSource, names: Sequence[str]) -> np.ndarray:
     Raises
     ------
     DatasetError
-        Naming the first (in ``names`` order) image that cannot be read or differs in size.
+        Naming the first (in ``names`` order) image that cannot be read, has more than
+        ``max_pixels`` (0 or None: no limit; checked before decoding) or differs in size.
     """
+    return _decode(source, names, max_pixels=max_pixels, skip=False)[0]
+
+
+def _decode(source: ImageSource, names: Sequence[str], *, max_pixels: int | None, skip: bool
+            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`decode_images`, and with ``skip`` the files that cannot be read left out:
+    ``(images of the rest, mask of the names kept, what was wrong with each left out)``."""
     if not names:
         raise DatasetError(f"No images to read in {source.path}.")
-    first = _decode_one(source, names[0])
+    failures: dict[int, str] = {}
+    first = None
+    for k, name in enumerate(names):
+        try:
+            first = _decode_one(source, name, max_pixels)
+            break
+        except DatasetError as error:
+            if not skip:
+                raise _refusal(error) from None
+            failures[k] = str(error)
+    if first is None:
+        raise DatasetError(f"None of the {len(names)} images in {source.path} can be read: "
+                           f"{failures[0]}")
     height, width = first.shape[:2]
     out = np.empty((len(names), 3, height, width), dtype=np.uint8)
+    out[k] = first.transpose(2, 0, 1)
+    start = k + 1
 
-    def work(start: int) -> DatasetError | None:
-        for i in range(start, min(start + _CHUNK, len(names))):
+    def work(begin: int) -> DatasetError | None:
+        for i in range(begin, min(begin + _CHUNK, len(names))):
             try:
-                pixels = _decode_one(source, names[i])
+                pixels = _decode_one(source, names[i], max_pixels)
             except DatasetError as error:
-                return error
+                if not skip:
+                    return _refusal(error)
+                failures[i] = str(error)
+                continue
             if pixels.shape[:2] != (height, width):
                 return DatasetError(
                     f"Image {source.where(names[i])} is {pixels.shape[1]}x{pixels.shape[0]} "
-                    f"(width x height) but {source.where(names[0])} is {width}x{height}; all "
+                    f"(width x height) but {source.where(names[k])} is {width}x{height}; all "
                     "images of a dataset must share one size."
                 )
             out[i] = pixels.transpose(2, 0, 1)
@@ -236,11 +282,15 @@ def decode_images(source: ImageSource, names: Sequence[str]) -> np.ndarray:
 
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        errors = list(pool.map(work, range(0, len(names), _CHUNK)))
+        errors = list(pool.map(work, range(start, len(names), _CHUNK)))
     for error in errors:
         if error is not None:
             raise error
-    return out
+    kept = np.ones(len(names), dtype=bool)
+    kept[list(failures)] = False
+    if failures:
+        out = out[kept]
+    return out, kept, [failures[i] for i in sorted(failures)]
 
 
 @dataclass(kw_only=True)
@@ -331,23 +381,43 @@ def build_dataset(
     cache_dir: str | os.PathLike | None,
     name: str,
     hflip: bool = True,
+    bad_images: str = "refuse",
+    max_pixels: int | None = MAX_PIXELS,
 ) -> RawDataset:
-    """Decode the planned images (or load them from the cache) into a :class:`RawDataset`."""
+    """Decode the planned images (or load them from the cache) into a :class:`RawDataset`.
+
+    An image that cannot be read or has more than ``max_pixels`` is an error naming it, or
+    with ``bad_images: skip`` left out (with its label) and listed in the result's
+    ``skipped``; a decode that left files out is not cached.
+    """
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
     cache = folder / f"{plan.kind}-{_safe_stem(source.path)}-{_cache_key(source, plan)[:24]}.npz"
     arrays = _load_cache(cache, plan) if cache.is_file() else None
+    if arrays is not None:
+        height, width = arrays["train_x"].shape[2:]
+        if pixels_problem(width, height, max_pixels):  # cached under a larger max_pixels
+            arrays = None  # decode again, to refuse or skip them
+    train_y, test_y, skipped = plan.train_y, plan.test_y, []
     if arrays is None:
-        images = decode_images(source, [*plan.train, *plan.test])
-        arrays = {"train_x": images[: len(plan.train)], "test_x": images[len(plan.train) :]}
-        _save_cache(cache, arrays)
+        names, n = [*plan.train, *plan.test], len(plan.train)
+        if bad_images == "skip":
+            images, kept, skipped = _decode(source, names, max_pixels=max_pixels, skip=True)
+            train_y, test_y = train_y[kept[:n]], test_y[kept[n:]]
+            n = len(train_y)
+        else:
+            images = decode_images(source, names, max_pixels=max_pixels)
+        arrays = {"train_x": images[:n], "test_x": images[n:]}
+        if not skipped:
+            _save_cache(cache, arrays)
     return RawDataset(
         train_x=arrays["train_x"],
-        train_y=plan.train_y,
+        train_y=train_y,
         test_x=arrays["test_x"],
-        test_y=plan.test_y,
+        test_y=test_y,
         classes=list(plan.classes),
         name=name,
         hflip=hflip,
+        skipped=skipped,
     )
 
 
@@ -473,6 +543,8 @@ def read_imagefolder(
     cache_dir: str | os.PathLike | None = None,
     name: str | None = None,
     in_memory: bool | str = True,
+    bad_images: str = "refuse",
+    max_pixels: int | None = MAX_PIXELS,
     **unknown: Any,
 ) -> RawDataset | FileDataset:
     """Read an image dataset laid out as ``SPLIT/CLASS/IMAGE`` in a folder or a zip.
@@ -493,6 +565,12 @@ def read_imagefolder(
         to be decoded while training (a :class:`~tailmix.data.files.FileDataset`);
         ``"auto"``: in memory when the decoded images, at the first image's size, fit in
         :data:`~tailmix.data.files.IN_MEMORY_LIMIT`.
+    bad_images:
+        ``"refuse"``: an image that cannot be read is an error naming it; ``"skip"``: it is
+        left out (listed in the result's ``skipped``).
+    max_pixels:
+        The most pixels an image may have, checked from its header before decoding (0 or
+        None: no limit); a larger one is refused or skipped like an unreadable one.
     **unknown:
         Refused: any other keyword (a misspelt option) is a :class:`ParameterError`
         naming it.
@@ -505,16 +583,18 @@ def read_imagefolder(
 
     Raises
     ------
-    FileNotFoundError
-        If ``source`` does not exist.
     DatasetError
-        If the layout differs (the message says what was found), a class folder is empty, the
-        splits' classes differ, an image cannot be decoded or images differ in size.
+        If ``source`` does not exist (a :class:`~tailmix.data.download.DatasetNotFoundError`,
+        also a ``FileNotFoundError``), the layout differs (the message says what was found),
+        a class folder is empty, the splits' classes differ, an image cannot be decoded
+        (unless skipped) or images differ in size.
     ParameterError
         For a bad or unknown keyword, naming it.
     """
     _refuse_unknown("read_imagefolder", unknown,
-                    ("train_split", "test_split", "cache_dir", "name", "in_memory"))
+                    ("train_split", "test_split", "cache_dir", "name", "in_memory",
+                     "bad_images", "max_pixels"))
+    check_decoding(bad_images, max_pixels)
     train_split = _check_split_name("train_split", train_split)
     test_split = _check_split_name("test_split", test_split)
     if train_split == test_split:
@@ -526,7 +606,7 @@ def read_imagefolder(
         raise ParameterError("name", "a str or None", name)
     with ImageSource(source, expect=(train_split, test_split)) as src:
         return _read_splits(src, train_split, test_split, cache_dir, name, kind="imagefolder",
-                            in_memory=in_memory)
+                            in_memory=in_memory, bad_images=bad_images, max_pixels=max_pixels)
 
 
 def _read_splits(
@@ -538,6 +618,8 @@ def _read_splits(
     *,
     kind: str,
     in_memory: bool | str = True,
+    bad_images: str = "refuse",
+    max_pixels: int | None = MAX_PIXELS,
 ) -> RawDataset | FileDataset:
     train = _split_members(src, train_split)
     test = _split_members(src, test_split)
@@ -565,10 +647,11 @@ def _read_splits(
                         train_y=train_y, test_files=test_names, test_y=test_y,
                         classes=list(classes), name=name)
     if in_memory is not True:
-        w, h = first_size(files)
+        w, h = first_size(files, bad_images=bad_images, max_pixels=max_pixels)
         if stream_or_memory(in_memory, len(train_names) + len(test_names), 3 * w * h):
             return files
-    return build_dataset(src, plan, cache_dir=cache_dir, name=name)
+    return build_dataset(src, plan, cache_dir=cache_dir, name=name, bad_images=bad_images,
+                         max_pixels=max_pixels)
 
 
 def read_cinic10(
@@ -576,6 +659,8 @@ def read_cinic10(
     *,
     eval_split: str = "test",
     cache_dir: str | os.PathLike | None = None,
+    bad_images: str = "refuse",
+    max_pixels: int | None = MAX_PIXELS,
     **unknown: Any,
 ) -> RawDataset:
     """Read CINIC-10 from its released layout ``{train,valid,test}/CLASS/IMAGE``.
@@ -586,7 +671,7 @@ def read_cinic10(
         The extracted release folder (or a zip of it).
     eval_split:
         ``"test"`` or ``"valid"``: which split serves as the test set.
-    cache_dir:
+    cache_dir, bad_images, max_pixels:
         As in :func:`read_imagefolder`.
     **unknown:
         Refused: any other keyword is a :class:`ParameterError` naming it.
@@ -596,7 +681,9 @@ def read_cinic10(
     RawDataset
         90,000 training images of 32x32 in 10 classes, and 90,000 evaluation images.
     """
-    _refuse_unknown("read_cinic10", unknown, ("eval_split", "cache_dir"))
+    _refuse_unknown("read_cinic10", unknown,
+                    ("eval_split", "cache_dir", "bad_images", "max_pixels"))
+    check_decoding(bad_images, max_pixels)
     eval_split = check_choice("eval_split", eval_split, ("test", "valid"))
     _check_cache_dir("cache_dir", cache_dir)
     with ImageSource(root, expect=("train", "valid", "test")) as src:
@@ -606,4 +693,5 @@ def read_cinic10(
                 f"{src.path} is not a CINIC-10 release: missing the split folder(s) "
                 f"{', '.join(s + '/' for s in missing)}. Found: {src.top_level()[:20]}."
             )
-        return _read_splits(src, "train", eval_split, cache_dir, "cinic10", kind="cinic10")
+        return _read_splits(src, "train", eval_split, cache_dir, "cinic10", kind="cinic10",
+                            bad_images=bad_images, max_pixels=max_pixels)

@@ -13,6 +13,9 @@ the dataset folder and whose names are the paths the lists give:
 ``filelist``
     Any ``relative/path label`` lists: options ``train`` and ``test`` (list files, relative to
     the root unless absolute) and optionally ``classes`` (a text file, one class name a line).
+    Without ``classes`` the training list's labels number the classes from 0: the highest
+    must be below the number of training images (each class needs one), and the test
+    list's labels below the number of classes.
 ``csv``
     The same options, with ``path,label`` CSV files (an optional ``path,label`` header).
 ``imagenet_lt``
@@ -81,6 +84,8 @@ RELEASES: dict[str, dict[str, Any]] = {
 _LIST_FORMAT = "'relative/path label' (a path under the dataset root, a space, an int >= 0)"
 _CSV_FORMAT = "'path,label' (a path under the dataset root, a comma, a label)"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+# Labels of more digits cannot be an int64 class index (and are not read as numbers).
+_LABEL_DIGITS = 18
 _DRIVE = re.compile(r"[A-Za-z]:[/\\]")
 
 
@@ -106,12 +111,25 @@ def _label_problem(text: str, num_classes: int | None) -> str | None:
     """Why ``text`` is not a class index below ``num_classes``, or None."""
     if not _INTEGER.fullmatch(text):
         return f"the label {text!r} is not an integer"
+    if len(text.lstrip("+-").lstrip("0")) > _LABEL_DIGITS:
+        return f"the label {_shorten(text)} is too large to be a class index"
     value = int(text)
     if value < 0:
         return f"the label {value} is negative"
     if num_classes is not None and value >= num_classes:
         return f"the label {value} is not below the number of classes ({num_classes})"
     return None
+
+
+def _shorten(text: str, keep: int = 24) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
+def _too_many_classes(label: int, rows: int, lines: str) -> str:
+    """The message for a label that would size more classes than there are ``rows``."""
+    return (f"the label {label} is not below {rows}, the number of {lines}: labels "
+            f"0..{label} would make {label + 1} classes, each of which needs a training image "
+            "(number the classes from 0, or declare them in dataset.options.classes)")
 
 
 def _existing_files(folder: Path) -> set[str]:
@@ -180,7 +198,9 @@ def read_list_file(path: str | os.PathLike, *, root: str | os.PathLike,
     root : str or PathLike
         The folder the paths are relative to.
     num_classes : int, optional
-        Labels must be below it when given.
+        Labels must be below it when given; otherwise below the number of images the list
+        names (the classes are numbered from 0 and each needs a training image), so that
+        no label sizes more than the file holds.
     check_files : bool, default True
         Check that every named file exists under ``root``.
 
@@ -195,15 +215,17 @@ def read_list_file(path: str | os.PathLike, *, root: str | os.PathLike,
     ------
     DatasetError
         For a missing list file; for a line without a label, with a label that is not an
-        integer, negative or not below ``num_classes``, or with an absolute path or one
-        holding ``..`` (naming the file and line, quoting the line); and, with
-        ``check_files``, for named files that do not exist (the count and the first one).
+        integer, negative or not below ``num_classes`` (or the number of lines), or with an
+        absolute path or one holding ``..`` (naming the file and line, quoting the line);
+        and, with ``check_files``, for named files that do not exist (the count and the first
+        one).
     """
     path = _list_path(path)
     root = _root_path(root)
     names: list[str] = []
     labels: list[int] = []
     linenos: list[int] = []
+    top = (-1, 0, "")  # the highest label, its line and the line
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.strip()
@@ -215,10 +237,15 @@ def read_list_file(path: str | os.PathLike, *, root: str | os.PathLike,
                 problem = _path_problem(parts[0]) or _label_problem(parts[1], num_classes)
             if problem is not None:
                 raise DatasetError(f"{_where(path, lineno)}: {problem}; expected {_LIST_FORMAT},"
-                                   f" got {line!r}.")
+                                   f" got {_shorten(line, 200)!r}.")
             names.append(parts[0])
             labels.append(int(parts[1]))
             linenos.append(lineno)
+            if labels[-1] > top[0]:
+                top = (labels[-1], lineno, line)
+    if num_classes is None and top[0] >= len(labels):
+        problem = _too_many_classes(top[0], len(labels), f"images {path.name} names")
+        raise DatasetError(f"{_where(path, top[1])}: {problem}; got {_shorten(top[2], 200)!r}.")
     if check_files:
         _check_files(path, root, names, linenos)
     return names, np.asarray(labels, dtype=np.int64)
@@ -230,10 +257,12 @@ def read_csv_file(path: str | os.PathLike, *, root: str | os.PathLike,
     """Read a ``path,label`` CSV of images under ``root``.
 
     A first row whose first cell is ``path`` is a header and skipped. When every label is an
-    integer the labels are class indices and the classes are ``"0"`` .. the highest label
-    (or ``classes``, which then bounds the labels); otherwise the labels are class names, and
-    the classes are the sorted names, or ``classes`` when given (which fixes their order: read
-    a test split with the training split's classes).
+    integer the labels are class indices and the classes are ``"0"`` .. the highest label,
+    which must be below the number of rows (each class needs an image), or ``classes``, which
+    then bounds the labels; otherwise the labels are class names, and the classes are the
+    sorted names, or ``classes`` when given (which fixes their order: read a test split with
+    the training split's classes). Labels that are all numbers but not all integers
+    (``2.0``, ``1e26``) are an error unless ``classes`` is given.
 
     Parameters
     ----------
@@ -256,8 +285,9 @@ def read_csv_file(path: str | os.PathLike, *, root: str | os.PathLike,
     Raises
     ------
     DatasetError
-        As :func:`read_list_file`, and for a row without two cells or a class name not in
-        ``classes`` (naming the file and line, quoting the row).
+        As :func:`read_list_file`, and for a row without two cells, a class name not in
+        ``classes`` or a label that is a number but no integer (naming the file and line,
+        quoting the row).
     """
     path = _list_path(path)
     root = _root_path(root)
@@ -289,14 +319,17 @@ def read_csv_file(path: str | os.PathLike, *, root: str | os.PathLike,
             raise DatasetError(f"{_where(path, reader.line_num)}: not a readable CSV row "
                                f"({e}); expected {_CSV_FORMAT}.") from e
     integers = bool(rows) and all(_INTEGER.fullmatch(r[2]) for r in rows)
+    if not integers and classes is None:
+        _refuse_numbers(path, rows)
     labels: list[int] = []
     if integers:
-        bound = None if classes is None else len(classes)
         for lineno, _, label, written in rows:
-            problem = _label_problem(label, bound)
+            problem = _label_problem(label, None if classes is None else len(classes))
+            if problem is None and classes is None and int(label) >= len(rows):
+                problem = _too_many_classes(int(label), len(rows), f"rows of {path.name}")
             if problem is not None:
                 raise DatasetError(f"{_where(path, lineno)}: {problem}; expected {_CSV_FORMAT},"
-                                   f" got {written!r}.")
+                                   f" got {_shorten(written, 200)!r}.")
             labels.append(int(label))
         if classes is None:
             classes = [str(c) for c in range(max(labels, default=-1) + 1)]
@@ -315,6 +348,26 @@ def read_csv_file(path: str | os.PathLike, *, root: str | os.PathLike,
     if check_files:
         _check_files(path, root, names, [r[0] for r in rows])
     return names, np.asarray(labels, dtype=np.int64), list(classes)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse_numbers(path: Path, rows: list[tuple[int, str, str, str]]) -> None:
+    """Labels that are all numbers, not all integers (``2.0``, ``1e26``): class indices
+    written as floats, not class names; the first that is no integer is an error."""
+    if not all(_is_number(r[2]) for r in rows):
+        return
+    lineno, _, label, written = next(r for r in rows if not _INTEGER.fullmatch(r[2]))
+    raise DatasetError(f"{_where(path, lineno)}: the label {_shorten(label)!r} is a number but "
+                       "not an integer; expected class indices (integers from 0) or class "
+                       "names (to read numbers as names, list them in dataset.options.classes),"
+                       f" got {_shorten(written, 200)!r}.")
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:
@@ -454,12 +507,11 @@ def _filelist(*, root: Any = None, download: bool = False, in_memory: Any = None
               **options: Any) -> FileDataset:
     root, train_path, test_path, classes = _generic(
         "filelist", root, download, options, "the path of a 'relative/path label' list file")
-    bound = None if classes is None else len(classes)
-    train = read_list_file(train_path, root=root, num_classes=bound)
-    test = read_list_file(test_path, root=root, num_classes=bound)
-    if classes is None:
-        top = max(int(train[1].max(initial=-1)), int(test[1].max(initial=-1)))
-        classes = [str(c) for c in range(top + 1)]
+    train = read_list_file(train_path, root=root,
+                           num_classes=None if classes is None else len(classes))
+    if classes is None:  # the training list's labels number the classes
+        classes = [str(c) for c in range(int(train[1].max(initial=-1)) + 1)]
+    test = read_list_file(test_path, root=root, num_classes=len(classes) or None)
     return _dataset(root, train, test, classes, "filelist", (train_path, test_path))
 
 

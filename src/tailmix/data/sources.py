@@ -8,7 +8,9 @@ starts from, or None), ``inputs`` (``"image"`` when the source holds images) and
 ``sizes`` (``(classes, images in the largest training class)`` of the released data, or
 None when unknown), ``streams`` (True when the source can list files to be decoded
 while training: it is then called with ``in_memory`` - True, False or ``"auto"`` - and may
-return a :class:`~tailmix.data.files.FileDataset`) and ``profile`` (the ``dataset.profile``
+return a :class:`~tailmix.data.files.FileDataset`), ``decodes`` (True when the source decodes
+image files itself: it is then called with ``bad_images`` and ``max_pixels``, see
+:func:`~tailmix.data.imagefolder.read_imagefolder`) and ``profile`` (the ``dataset.profile``
 a config that names none gets: ``"original"`` for a user's own data and for releases that
 are long-tailed already, whose training images are used as they are; ``"exp"`` when
 absent)::
@@ -27,6 +29,7 @@ import numpy as np
 
 from tailmix._validation import ParameterError
 from tailmix.data.base import RawDataset
+from tailmix.data.files import MAX_PIXELS
 from tailmix.registry import DATASETS
 
 
@@ -64,8 +67,9 @@ def from_arrays(
     Raises
     ------
     ParameterError
-        Naming the array, for a wrong shape or type, labels out of range, or feature vectors
-        that are not all finite after the conversion to float32 (NaN, inf, or beyond
+        Naming the array, for a wrong shape or type, labels out of range (without
+        ``classes``: a training label not below the number of training examples), or feature
+        vectors that are not all finite after the conversion to float32 (NaN, inf, or beyond
         float32's +-3.4e38): the message counts them and gives the first row.
     """
     arrays = {}
@@ -96,7 +100,12 @@ def from_arrays(
         if len(y) != len(arrays[key.replace("_y", "_x")]):
             raise ParameterError(key, f"{len(arrays[key.replace('_y', '_x')])} labels", len(y))
         arrays[key] = y.astype(np.int64)
-    num_classes = len(classes) if classes else int(arrays["train_y"].max()) + 1
+    num_classes = len(classes) if classes else int(arrays["train_y"].max(initial=-1)) + 1
+    if not classes and num_classes > len(arrays["train_y"]):  # before sizing anything by it
+        raise ParameterError(
+            "train_y", f"labels below {len(arrays['train_y'])}, the number of training "
+            "examples, when no classes are given (labels 0..L make L + 1 classes, each of "
+            "which needs a training example)", f"the label {num_classes - 1}")
     for key in ("train_y", "test_y"):
         y = arrays[key]
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
@@ -125,6 +134,7 @@ def _finite_features(key: str, a: np.ndarray) -> np.ndarray:
 
 
 def load_source(name: str, *, root: str | Path | None = None, download: bool = False,
+                bad_images: str = "refuse", max_pixels: int | None = MAX_PIXELS,
                 **options: Any) -> RawDataset:
     """Read the dataset ``name`` (registered in :data:`tailmix.registry.DATASETS`).
 
@@ -138,6 +148,12 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
         true; it must exist unless ``download``.
     download : bool, default False
         Let a source that can (CIFAR, SVHN) fetch missing files into ``root``.
+    bad_images : {"refuse", "skip"}, default "refuse"
+        For a source that decodes image files itself (``decodes`` metadata): refuse an image
+        that cannot be read, or leave it out (listed in the result's ``skipped``).
+    max_pixels : int or None, default :data:`~tailmix.data.files.MAX_PIXELS`
+        For such a source: the most pixels an image may have, checked before decoding
+        (0 or None: no limit).
     **options
         The source's own options (e.g. ``train_split`` for ``"imagefolder"``).
 
@@ -154,6 +170,8 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
     loader = DATASETS.get(name, "dataset")
     if not DATASETS.meta(name).get("streams"):
         options.pop("in_memory", None)
+    if DATASETS.meta(name).get("decodes"):
+        options.update(bad_images=bad_images, max_pixels=max_pixels)
     if DATASETS.meta(name).get("needs_root"):
         if root is None:
             raise ParameterError("data_root", f"a folder or file holding {name!r}", None)
@@ -188,12 +206,11 @@ def _cifar(
         raw = read_imagefolder(root, **options)
         raw.name = name
         return raw
-    options.pop("in_memory", None)
     return read_cifar(root, num_classes=10 if name == "cifar10" else 100, download=download)
 
 
 @DATASETS.register("cifar10", inputs="image", needs_root=True, config="cifar10_lt",
-                   sizes=(10, 5000), streams=True)
+                   sizes=(10, 5000), streams=True, decodes=True)
 def _cifar10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -201,7 +218,7 @@ def _cifar10(
 
 
 @DATASETS.register("cifar100", inputs="image", needs_root=True, config="cifar100_lt",
-                   sizes=(100, 500), streams=True)
+                   sizes=(100, 500), streams=True, decodes=True)
 def _cifar100(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -209,7 +226,7 @@ def _cifar100(
 
 
 @DATASETS.register("imagefolder", inputs="image", needs_root=True, config=None, sizes=None,
-                   streams=True, profile="original")
+                   streams=True, decodes=True, profile="original")
 def _imagefolder(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -229,7 +246,7 @@ def _svhn(
 
 
 @DATASETS.register("cinic10", inputs="image", needs_root=True, config="cinic10_lt",
-                   sizes=(10, 9000))
+                   sizes=(10, 9000), decodes=True)
 def _cinic10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -239,7 +256,7 @@ def _cinic10(
 
 
 @DATASETS.register("tiny_imagenet", inputs="image", needs_root=True, config="tiny_imagenet_lt",
-                   sizes=(200, 500))
+                   sizes=(200, 500), decodes=True)
 def _tiny_imagenet(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:

@@ -14,7 +14,7 @@ import scipy.io
 
 from tailmix._validation import ParameterError
 from tailmix.data.base import RawDataset
-from tailmix.data.download import DatasetError, download_file
+from tailmix.data.download import DatasetError, DatasetNotFoundError, download_file
 
 __all__ = ["SVHN_FILES", "read_svhn"]
 
@@ -71,19 +71,32 @@ def read_svhn(root: str | os.PathLike, *, download: bool = False) -> RawDataset:
     RawDataset
         Classes ``"0"`` .. ``"9"`` (label = digit); ``hflip`` is False since flipped digits
         are other symbols.
+
+    Raises
+    ------
+    DatasetError
+        Naming the file and how to fix it: a file is missing (a
+        :class:`~tailmix.data.download.DatasetNotFoundError`, also a ``FileNotFoundError``),
+        ``root`` is a file, a download fails or a file is malformed.
     """
     if not isinstance(root, (str, os.PathLike)):
         raise ParameterError("root", "a str or os.PathLike path", root)
     if not isinstance(download, bool):
         raise ParameterError("download", "a bool", download)
     root = Path(root).expanduser()
+    if root.is_file():
+        names = " and ".join(name for name, _, _ in SVHN_FILES.values())
+        raise DatasetError(f"The SVHN root {str(root)!r} is a file, not a folder: expected the "
+                           f"folder holding {names}.")
     arrays = {}
     for split, (filename, url, md5) in SVHN_FILES.items():
         path = root / filename
         if not path.is_file():
             if not download:
-                raise FileNotFoundError(
-                    f"SVHN file {str(path)!r} not found; pass download=True to fetch it."
+                raise DatasetNotFoundError(
+                    f"SVHN file {str(path)!r} not found. Set dataset.download: true "
+                    f"(download=True in Python) to fetch it, or download {url} by hand into "
+                    f"{str(root)!r}."
                 )
             download_file(url, path, md5=md5)
         arrays[split] = _read_split(path)

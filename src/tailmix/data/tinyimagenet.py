@@ -16,6 +16,7 @@ import numpy as np
 from tailmix._validation import ParameterError
 from tailmix.data.base import RawDataset
 from tailmix.data.download import DatasetError
+from tailmix.data.files import MAX_PIXELS, check_decoding
 from tailmix.data.imagefolder import ImagePlan, ImageSource, build_dataset, is_image_name
 
 __all__ = ["read_tiny_imagenet"]
@@ -116,7 +117,8 @@ def _val_members(src: ImageSource, wnids: list[str]) -> tuple[list[str], np.ndar
 
 
 def read_tiny_imagenet(
-    root: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None
+    root: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+    bad_images: str = "refuse", max_pixels: int | None = MAX_PIXELS,
 ) -> RawDataset:
     """Read Tiny ImageNet: 100,000 training and 10,000 validation images of 64x64, 200 classes.
 
@@ -127,6 +129,8 @@ def read_tiny_imagenet(
         ``.zip``.
     cache_dir:
         Where to keep the decoded arrays; default ``$TAILMIX_CACHE`` or ``~/.cache/tailmix``.
+    bad_images, max_pixels:
+        As in :func:`~tailmix.data.imagefolder.read_imagefolder`.
 
     Returns
     -------
@@ -137,16 +141,16 @@ def read_tiny_imagenet(
 
     Raises
     ------
-    FileNotFoundError
-        If ``root`` does not exist.
     DatasetError
-        If a split or file is missing, an annotation names an unknown class, an image cannot
-        be decoded or images differ in size.
+        If ``root`` does not exist (a ``FileNotFoundError`` too), a split or file is missing,
+        an annotation names an unknown class, an image cannot be decoded (unless skipped) or
+        images differ in size.
     """
     if not isinstance(root, (str, os.PathLike)):
         raise ParameterError("root", "a str or os.PathLike path", root)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise ParameterError("cache_dir", "a str or os.PathLike path or None", cache_dir)
+    check_decoding(bad_images, max_pixels)
     root = Path(root).expanduser()
     if root.is_dir() and (root / _RELEASE_FOLDER).is_dir():
         root = root / _RELEASE_FOLDER
@@ -169,4 +173,5 @@ def read_tiny_imagenet(
             test_y=test_y,
             splits=("train", "val"),
         )
-        return build_dataset(src, plan, cache_dir=cache_dir, name="tinyimagenet")
+        return build_dataset(src, plan, cache_dir=cache_dir, name="tinyimagenet",
+                             bad_images=bad_images, max_pixels=max_pixels)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -472,6 +472,27 @@ class Mixer(nn.Module):
                 unknown[0], "one of the Mixer knobs (" + ", ".join(knobs) + ")", unknown
             )
         return cls(**{**PRESETS[name], **overrides})
+
+    def unused(self, names: Iterable[str]) -> list[tuple[str, str]]:
+        """Which of the knobs ``names`` this mixer does not use, each with the setting it
+        needs: ``alpha`` shapes a Beta share only (``lam="beta"``), ``k``, ``space``,
+        ``downscale`` and ``refresh_every`` act on kNN partners only, and so on. A config
+        that sets such a knob is refused rather than silently ignored.
+
+        >>> Mixer.preset("smote").unused(["alpha", "k"])
+        [('alpha', 'lam: beta')]
+        """
+        knn = self.uses_neighbours
+        acts = {"alpha": (self.lam == "beta", "lam: beta"),
+                "partner_q": (self.partner == "balanced", "partner: balanced"),
+                "k": (knn, "partner: knn_class or knn_any"),
+                "space": (knn, "partner: knn_class or knn_any"),
+                "downscale": (knn and self.space == "input",
+                              "a kNN partner with space: input"),
+                "refresh_every": (knn and self.space == "feature",
+                                  "a kNN partner with space: feature"),
+                "cutmix_prob": (self.input_mode == "either", "input_mode: either")}
+        return [(n, acts[n][1]) for n in names if n in acts and not acts[n][0]]
 
     @property
     def uses_neighbours(self) -> bool:
