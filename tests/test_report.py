@@ -379,7 +379,7 @@ def test_slope_fitted_on_two_classes_carries_a_warning(tmp_path):
             f"grow with class size (train slope {slope:+.3f}, fitted on 2 classes).") in md
     # a margins.json written before n_used was recorded: the classes are counted
     _edit_json(a / "margins.json", lambda m: m["train"].pop("n_used"))
-    _, md_path = build_report([a, b], tmp_path / "out")
+    _, md_path = build_report([a, b], tmp_path / "out", per_run=False)
     assert f"| {slope:+.3f} (fitted on 2 classes) |" in md_path.read_text()
 
 

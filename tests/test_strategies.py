@@ -81,16 +81,18 @@ def test_adjusting_a_part_the_strategy_lacks_needs_its_name(strategy, key, part,
 
 @pytest.mark.slow
 def test_mamix_drw_beats_erm_on_long_tailed_digits():
-    """Averaged over three seeds, MAMix-DRW reaches a higher balanced accuracy than ERM."""
+    """Averaged over three seeds, MAMix-DRW reaches a higher balanced accuracy than ERM
+    (30 epochs at imbalance ratio 50: 77.3 against 73.3 on an AVX2 CPU)."""
     scores = {}
     for strategy in ("ERM", "MAMix-DRW"):
         accs = []
         for seed in range(3):
-            cfg = digits_config(epochs=60, seed=seed, lr=0.05, warmup_epochs=2,
+            cfg = digits_config(epochs=30, seed=seed, lr=0.05, warmup_epochs=2,
                                 weight_decay=5e-4, milestones=[0.8, 0.9],
                                 lr_factors=[0.1, 0.01])
+            cfg["dataset"]["ratio"] = 50
             cfg["strategy"] = strategy
-            cfg["eval"] = {"every": 60, "margins": False, "many_threshold": 60}
+            cfg["eval"] = {"every": 30, "margins": False, "many_threshold": 60}
             accs.append(train(cfg, None)["final"]["balanced_accuracy"])
         scores[strategy] = statistics.mean(accs)
     assert scores["MAMix-DRW"] > scores["ERM"] + 0.5, scores
