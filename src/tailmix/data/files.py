@@ -306,7 +306,8 @@ def skipped_note(skipped: Sequence[str], of: int | None = None) -> str:
     """One log line for image files left out: their count and the first few."""
     count = f"{len(skipped)} of {of}" if of is not None else str(len(skipped))
     more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-    return (f"tailmix: skipping {count} image files that cannot be used "
+    files = "image file" if len(skipped) == 1 and of is None else "image files"
+    return (f"data: skipping {count} {files} that cannot be used "
             f"(dataset.bad_images: skip): {'; '.join(skipped[:5])}{more}")
 
 
