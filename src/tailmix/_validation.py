@@ -8,6 +8,7 @@ what was given.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,26 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ParameterError(name, "one of " + ", ".join(repr(c) for c in choices), value)
     return value
+
+
+def check_permutation(name: str, order: Any, num_classes: int | None = None) -> list[int]:
+    """Check that ``order`` is a permutation of the class indices ``0..C-1`` (ints; ``C``:
+    ``num_classes`` when given, else its length) and return it as a list.
+
+    >>> check_permutation("class_order", [2, 0, 1])
+    [2, 0, 1]
+    >>> check_permutation("class_order", [0, 1], num_classes=3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    tailmix._validation.ParameterError: The 'class_order' parameter must be a permutation of 0..2...
+    """
+    c = len(order) if num_classes is None and isinstance(order, (list, tuple)) else num_classes
+    expected = ("a permutation of the class indices 0..C-1 (ints)" if num_classes is None
+                else f"a permutation of 0..{num_classes - 1}")
+    if (not isinstance(order, (list, tuple)) or c is None
+            or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in order)
+            or sorted(int(k) for k in order) != list(range(c))):
+        raise ParameterError(name, expected, order)
+    return [int(k) for k in order]
 
 
 def check_labels(

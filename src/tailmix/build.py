@@ -21,6 +21,14 @@ from torch import nn
 from tailmix import callbacks as cb
 from tailmix import distributed as dist_utils
 from tailmix._validation import ParameterError
+from tailmix.components import (
+    checkpoint_logit_scale,
+    make_generative,
+    make_loss,
+    make_mixer,
+    make_sampler,
+    make_weights,
+)
 from tailmix.config import (
     ABSENT,
     MACHINE_KEYS,
@@ -91,137 +99,6 @@ def check_distributed(train_cfg: dict[str, Any], device: torch.device, world_siz
     if train_cfg["sync_batchnorm"] and device.type == "cpu":
         raise ParameterError("train.sync_batchnorm", "false on a CPU device (SyncBatchNorm "
                              "synchronises accelerator tensors only)", True)
-
-
-# --------------------------------------------------------------------------- components
-
-
-def _probe_labels(counts: list[int]) -> torch.Tensor:
-    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-
-
-def _own_params(part: dict[str, Any], key: str, reserved: tuple[str, ...],
-                identity: str = "name") -> dict[str, Any]:
-    """A component mapping without its ``name``, refusing the keys the builder sets."""
-    if not isinstance(part, dict) or part.get(identity) is None:
-        raise ParameterError(f"{key}.{identity}", f"the {key}'s registered {identity}", part)
-    for k in part:
-        if k in reserved:
-            raise ParameterError(f"{key}.{k}", "not set in a config (tailmix fills it from "
-                                 "the data and the run)", part[k])
-    return {k: v for k, v in part.items() if k != identity}
-
-
-def make_sampler(part: dict[str, Any], *, counts: list[int] | None, spec: RunSpec,
-                 labels: torch.Tensor | None = None, rank: int = 0, world_size: int = 1):
-    """The composition's anchor sampler over ``labels`` (CPU); ``counts`` None: from the
-    labels (a dataset enlarged by synthetic examples)."""
-    from tailmix.samplers import build_sampler
-
-    params = _own_params(part, "sampler", ("labels", "class_counts", "rank", "world_size",
-                                           "seed"))
-    for k in params:
-        if k != "num_samples":
-            raise ParameterError(f"sampler.{k}", "a sampler parameter (num_samples)", k)
-    params["name"] = part["name"]
-    labels = _probe_labels(counts) if labels is None else labels
-    return build_sampler(params.pop("name"), labels=labels, class_counts=counts, rank=rank,
-                         world_size=world_size, seed=spec.seed, **params)
-
-
-def make_mixer(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None = None):
-    """A :class:`tailmix.mixing.Mixer` from a config's ``mixer`` mapping: a ``preset`` and
-    knobs; the label rule's parameters may be spelled flat (``q: -0.5``)."""
-    from tailmix.mixing import Mixer
-
-    for k in ("class_counts", "num_classes", "neighbours", "generator"):
-        if k in part:
-            raise ParameterError(f"mixer.{k}", "not set in a config (tailmix fills it from "
-                                 "the data and the run)", part[k])
-    params = dict(part)
-    preset = params.pop("preset", None)
-    flat = {k: params.pop(k) for k in ("K", "tau", "q") if k in params}
-    if flat:
-        params["rule_params"] = {**(params.get("rule_params") or {}), **flat}
-    given = list(params)
-    params["class_counts"] = torch.tensor(counts, dtype=torch.float32)
-    mixer = Mixer.preset(preset, **params) if preset else Mixer(**params)
-    for name, needs in mixer.unused(given):
-        raise ParameterError(f"mixer.{name}", f"left out unless {needs} (this mixer"
-                             f"{f' ({preset})' if preset else ''} does not use it)",
-                             part[name])
-    return mixer
-
-
-def make_loss(part: dict[str, Any], *, counts: list[int], spec: RunSpec | None = None):
-    from tailmix.losses import build_loss
-
-    params = _own_params(part, "loss", ("class_counts",))
-    return build_loss(part["name"], class_counts=counts, **params)
-
-
-def make_weights(part: dict[str, Any], *, counts: list[int], spec: RunSpec):
-    from tailmix.weights import build_weight_schedule
-
-    params = _own_params(part, "weights", ("class_counts", "epochs"))
-    return build_weight_schedule(part["name"], class_counts=counts, epochs=spec.epochs,
-                                 **params)
-
-
-def check_head(comp: Any, crt_epochs: int = 0) -> None:
-    """A loss that scales cosine logits needs the cosine head; cRT (plain cross-entropy,
-    which reads the outputs unscaled) needs a linear one."""
-    from tailmix.registry import LOSSES
-
-    if getattr(LOSSES.get(comp.loss["name"], "loss.name"), "requires_cosine_head", False) \
-            and comp.head != "cosine":
-        raise ParameterError("model.head", f"'cosine' for the {comp.loss['name']!r} loss "
-                             "(it scales cosine logits)", comp.head)
-    if comp.head != "cosine":
-        return
-    if crt_epochs > 0:
-        raise ParameterError("crt.epochs", "0 with a cosine head (cRT re-trains the head with "
-                             "plain cross-entropy, which would read its cosines unscaled; "
-                             "use a linear head)", crt_epochs)
-    if (comp.generative or {}).get("name") == "m2m":
-        raise ParameterError("model.head", "a linear head for M2m (its classifier's softmax "
-                             "over bare cosines is at most 0.88, under the default acceptance "
-                             "threshold 0.9: no translation would be kept)", comp.head)
-
-
-def checkpoint_logit_scale(config: dict[str, Any], *, counts: list[int]) -> float:
-    """The scale a checkpoint's cosine head is read at: its loss's
-    (:attr:`SoftTargetLoss.logit_scale`; 1 for a loss without one), or 1 when cRT (plain
-    cross-entropy, allowed on a cosine head by older versions) trained the head last."""
-    if ((config.get("crt") or {}).get("epochs") or 0) > 0:
-        return 1.0
-    loss = make_loss(config["composition"]["loss"], counts=counts)
-    return float(getattr(loss, "logit_scale", 1.0))
-
-
-def make_generative(part: dict[str, Any], *, counts: list[int]):
-    """M2m or DeepSMOTE from a config's ``generative`` mapping (epochs already resolved)."""
-    import inspect
-
-    from tailmix._validation import check_choice
-    from tailmix.generative import GENERATIVE
-
-    if not isinstance(part, dict) or "name" not in part:
-        raise ParameterError("generative", "a mapping with a 'name' ('m2m' or 'deepsmote')",
-                             part)
-    name = check_choice("generative.name", part["name"], GENERATIVE)
-    kind = GENERATIVE[name]
-    params = {k: v for k, v in part.items() if k != "name"}
-    accepted = sorted(p.name for p in inspect.signature(kind).parameters.values()
-                      if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "class_counts")
-    for key in params:
-        if key not in accepted:
-            raise ParameterError(f"generative.{key}",
-                                 f"one of the {name!r} parameters: " + ", ".join(accepted), key)
-    try:
-        return kind(class_counts=counts, **params) if name == "m2m" else kind(**params)
-    except ParameterError as e:
-        raise ParameterError(f"generative.{e.name}", e.expected, e.got) from e
 
 
 def load_data(spec: RunSpec | dict[str, Any], raw: RawDataset | None = None, *,

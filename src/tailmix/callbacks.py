@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from tailmix._validation import ParameterError
 from tailmix.io import atomic_write_text, dumps_json, load_torch, save_torch, write_json, write_yaml
-from tailmix.metrics import SUMMARY_KEYS
+from tailmix.metrics import ADJUSTED_KEYS, SUMMARY_KEYS
 from tailmix.steps import predict
 
 __all__ = ["Callback", "Checkpointer", "Evaluator", "Margins", "Progress", "Results",
@@ -210,8 +210,7 @@ class Evaluator(Callback):
 
         counts = torch.tensor(self.class_counts, device=logits.device)
         ma = self._metrics(posthoc_adjust(logits, counts, tau=tau), labels)
-        return {**{k: ma[k] for k in ("top1", "balanced_accuracy", "many_shot", "medium_shot",
-                                      "few_shot", "macro_f1")}, "tau": tau}
+        return {**{k: ma[k] for k in ADJUSTED_KEYS}, "tau": tau}
 
     def evaluate(self, model: nn.Module, *, full: bool = False, tau: float | None = None,
                  logits: Tensor | None = None) -> dict[str, Any]:
@@ -229,9 +228,7 @@ class Evaluator(Callback):
                 with tau_normalised(model, self.tau_norm):
                     normed = predict(model, self.inputs, self.augment, **self.run)
                 tn = self._metrics(normed, self.labels)
-                m["tau_norm"] = {**{k: tn[k] for k in ("top1", "balanced_accuracy",
-                                                       "many_shot", "medium_shot", "few_shot",
-                                                       "macro_f1")}, "tau": self.tau_norm}
+                m["tau_norm"] = {**{k: tn[k] for k in ADJUSTED_KEYS}, "tau": self.tau_norm}
         return m
 
     def _validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix._validation import ParameterError, check_choice, check_number, check_permutation
 
 _NUM = (int, float)
 
@@ -652,13 +652,8 @@ def _check_profile_keys(d: dict[str, Any]) -> None:
                 fixed = unset if named.get(key) is None else named[key]
                 raise ParameterError(f"dataset.{key}", f"null with profile {profile!r} (it "
                                      f"fixes {key}: {fixed})", d[key])
-    order = d["class_order"]
-    if order is not None:
-        expected = "a permutation of the class indices 0..C-1 (ints)"
-        if any(isinstance(k, bool) or not isinstance(k, int) for k in order):
-            raise ParameterError("dataset.class_order", expected, order)
-        if sorted(order) != list(range(len(order))):
-            raise ParameterError("dataset.class_order", expected, order)
+    if d["class_order"] is not None:
+        check_permutation("dataset.class_order", d["class_order"])
 
 
 # Image sides of the built-in sources that read a fixed release (``image_size`` metadata
@@ -1130,11 +1125,8 @@ def probe_counts(dataset: dict[str, Any]) -> list[int]:
                                 counts=d["counts"])
         return [100, 10]
     num_classes, largest = sizes
-    if d["class_order"] is not None and (
-            any(isinstance(k, bool) or not isinstance(k, int) for k in d["class_order"])
-            or sorted(d["class_order"]) != list(range(num_classes))):
-        raise ParameterError("dataset.class_order", f"a permutation of 0..{num_classes - 1}",
-                             d["class_order"])
+    if d["class_order"] is not None:
+        check_permutation("dataset.class_order", d["class_order"], num_classes)
     if profile == "original":
         return [largest] * num_classes
     if n_max is not None and n_max > largest:
@@ -1147,11 +1139,12 @@ def probe_counts(dataset: dict[str, Any]) -> list[int]:
 def check_components(spec: RunSpec, counts: list[int]) -> None:
     """Build every component of ``spec`` once on ``counts`` (no data): errors surface here
     with the config key they belong to."""
-    from tailmix import build
+    from tailmix import components
 
     comp = spec.composition
-    for key, make in (("sampler", build.make_sampler), ("mixer", build.make_mixer),
-                      ("loss", build.make_loss), ("weights", build.make_weights)):
+    for key, make in (("sampler", components.make_sampler),
+                      ("mixer", components.make_mixer), ("loss", components.make_loss),
+                      ("weights", components.make_weights)):
         part = getattr(comp, key)
         if part is None:
             continue
@@ -1162,6 +1155,6 @@ def check_components(spec: RunSpec, counts: list[int]) -> None:
             raise ParameterError(name, e.expected, e.got) from e
         except TypeError as e:  # a parameter the component's constructor does not take
             raise ParameterError(key, "parameters the component takes", str(e)) from e
-    build.check_head(comp, spec.config["crt"]["epochs"])
+    components.check_head(comp, spec.config["crt"]["epochs"])
     if comp.generative is not None:
-        build.make_generative(comp.generative, counts=counts)
+        components.make_generative(comp.generative, counts=counts)

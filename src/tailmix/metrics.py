@@ -20,7 +20,7 @@ from torch import Tensor
 
 from tailmix._validation import ParameterError, check_labels, check_number
 
-__all__ = ["METRIC_NAMES", "REPORT_KEYS", "SUMMARY_KEYS", "compute_metrics",
+__all__ = ["ADJUSTED_KEYS", "METRIC_NAMES", "REPORT_KEYS", "SUMMARY_KEYS", "compute_metrics",
            "precision_recall", "shot_groups"]
 
 #: The test metrics an evaluated epoch records in its history row.
@@ -32,6 +32,9 @@ METRIC_NAMES = {"top1": "top-1", "balanced_accuracy": "balanced accuracy",
                 "many_shot": "many-shot", "medium_shot": "medium-shot", "few_shot": "few-shot",
                 "macro_f1": "macro F1", "ece": "ECE"}
 REPORT_KEYS = tuple(METRIC_NAMES)
+#: What an adjusted prediction records (post-hoc logit adjustment, tau-normalisation): the
+#: table's metrics but calibration, which the adjustment is not meant to keep.
+ADJUSTED_KEYS = tuple(k for k in REPORT_KEYS if k != "ece")
 
 _DECIMALS = 4
 

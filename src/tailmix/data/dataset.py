@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix._validation import ParameterError, check_choice, check_number, check_permutation
 from tailmix.data.augment import BatchAugment
 from tailmix.data.base import RawDataset
 from tailmix.data.download import DatasetError
@@ -255,9 +255,7 @@ def prepare_dataset(
         if len(y) and (y.min() < 0 or y.max() >= c):
             raise ParameterError(key, f"labels in 0..{c - 1}", f"labels in {y.min()}..{y.max()}")
     if class_order is not None:
-        order = [int(k) for k in class_order]
-        if sorted(order) != list(range(c)):
-            raise ParameterError("class_order", f"a permutation of 0..{c - 1}", class_order)
+        order = check_permutation("class_order", np.asarray(class_order).tolist(), c)
         inverse = np.empty(c, dtype=np.int64)
         inverse[order] = np.arange(c)
         train_y, test_y = inverse[train_y], inverse[test_y]
