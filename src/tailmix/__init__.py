@@ -9,7 +9,8 @@ composed with losses, class-weight schedules and samplers into named strategies.
 
 from typing import Any
 
-__version__ = "0.1.0"
+from tailmix._version import __version__
+
 __all__ = ["__version__", "train"]
 
 

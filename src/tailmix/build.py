@@ -838,7 +838,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     and the accelerator's name."""
     import platform
 
-    from tailmix import __version__
+    from tailmix._version import __version__
 
     return {"tailmix": __version__, "torch": torch.__version__,
             "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tailmix import __version__
 from tailmix._validation import ParameterError
+from tailmix._version import __version__
 
 # Flags of `tailmix train` that set a config key.
 FLAG_KEYS = {

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from tailmix._validation import ParameterError, check_choice, check_number, check_permutation
+from tailmix.schedules import is_share, resolve_epoch  # noqa: F401 (shares of a run live there)
 
 _NUM = (int, float)
 
@@ -230,25 +231,6 @@ def default_config() -> dict[str, Any]:
     for section, keys in SCHEMA.items():
         cfg[section] = {k: copy.deepcopy(d) for k, (_, d) in keys.items()}
     return cfg
-
-
-def is_share(value: Any) -> bool:
-    """Whether ``value`` is a share of the run (a float in (0, 1)) rather than an epoch."""
-    return (isinstance(value, float) and not isinstance(value, bool)
-            and not value.is_integer() and 0 < value < 1)
-
-
-def resolve_epoch(name: str, value: Any, epochs: int) -> int:
-    """An epoch given as an int (an epoch number) or a float in (0, 1) (a share of the run)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParameterError(name, "an epoch number (int) or a share of the run in (0, 1)", value)
-    if isinstance(value, float) and not value.is_integer():
-        if not 0 < value < 1:
-            raise ParameterError(name, "an epoch number (int) or a share of the run in (0, 1)",
-                                 value)
-        # A share of the run always lands inside it (at most the last epoch).
-        return min(int(round(value * epochs)), max(epochs - 1, 0))
-    return int(value)
 
 
 AUGMENT_POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tailmix import __version__
 from tailmix._validation import ParameterError, check_choice
+from tailmix._version import __version__
 from tailmix.io import check_output
 from tailmix.predict import Predictor, checkpoint_path, write_output
 

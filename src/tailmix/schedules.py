@@ -1,13 +1,35 @@
-"""Learning-rate schedules: ``(epoch, progress) -> lr``, applied by the trainer at every step."""
+"""Learning-rate schedules: ``(epoch, progress) -> lr``, applied by the trainer at every step;
+and epochs given as shares of a run (:func:`resolve_epoch`), which every part that takes an
+epoch reads through here."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
-from tailmix._validation import check_number
+from tailmix._validation import ParameterError, check_number
 
-__all__ = ["CosineSchedule", "StepSchedule", "Then"]
+__all__ = ["CosineSchedule", "StepSchedule", "Then", "is_share", "resolve_epoch"]
+
+
+def is_share(value: Any) -> bool:
+    """Whether ``value`` is a share of the run (a float in (0, 1)) rather than an epoch."""
+    return (isinstance(value, float) and not isinstance(value, bool)
+            and not value.is_integer() and 0 < value < 1)
+
+
+def resolve_epoch(name: str, value: Any, epochs: int) -> int:
+    """An epoch given as an int (an epoch number) or a float in (0, 1) (a share of the run)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(name, "an epoch number (int) or a share of the run in (0, 1)", value)
+    if isinstance(value, float) and not value.is_integer():
+        if not 0 < value < 1:
+            raise ParameterError(name, "an epoch number (int) or a share of the run in (0, 1)",
+                                 value)
+        # A share of the run always lands inside it (at most the last epoch).
+        return min(int(round(value * epochs)), max(epochs - 1, 0))
+    return int(value)
 
 
 class StepSchedule:

@@ -178,7 +178,7 @@ def resolve_start_epoch(given: Any, epochs: int, *, milestones: Sequence[int] = 
     >>> resolve_start_epoch(12, 15, milestones=[12, 14], lr_factors=[0.01, 0.0001])
     12
     """
-    from tailmix.config import is_share, resolve_epoch
+    from tailmix.schedules import is_share, resolve_epoch
 
     start = resolve_epoch("weights.start_epoch", given, epochs)
     if not is_share(given):

@@ -399,7 +399,7 @@ def resolve_warmup(given: Any, epochs: int) -> int:
     >>> resolve_warmup(0.8, 200), resolve_warmup(0.8, 6), resolve_warmup(0.8, 1)
     (160, 5, 1)
     """
-    from tailmix.config import is_share, resolve_epoch
+    from tailmix.schedules import is_share, resolve_epoch
 
     warm = resolve_epoch("generative.warmup_epochs", given, epochs)
     if is_share(given):
