@@ -535,7 +535,7 @@ def make_consistency(c: dict[str, Any], net: nn.Module, *, split: bool = False,
     from tailmix.consistency import TwoViewTerm
 
     width = cb.classifier_weight(net).shape[1]
-    return TwoViewTerm(width, dim=c.get("dim", 128), weight=c["weight"])
+    return TwoViewTerm(width, dim=c["dim"], weight=c["weight"])
 
 
 def _without_run_extras(step_kw: dict[str, Any]) -> dict[str, Any]:

@@ -1059,7 +1059,7 @@ def resolve(config: dict[str, Any] | RunSpec | None = None) -> RunSpec:
     if g is not None and g.get("name") == "m2m":
         from tailmix.generative.m2m import resolve_warmup
 
-        g["warmup_epochs"] = resolve_warmup(g.get("warmup_epochs", 0.8), epochs)
+        g["warmup_epochs"] = resolve_warmup(g.get("warmup_epochs"), epochs)
         if g["warmup_epochs"] >= epochs:
             notes.append(f"generative.warmup_epochs: the {epochs}-epoch run is all M2m's "
                          "warm-up (plain training; translation needs 2 epochs or more)")

@@ -69,8 +69,8 @@ for _s in [
             settings={**_MAMIX_AA.settings, "consistency": {"weight": 1.0}}),
     Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
              "minority slots take majority examples translated toward the slot's class",
-             generative={"name": "m2m", "warmup_epochs": 0.8, "steps": 10,
-                         "step_size": 0.1, "lam": 0.5, "gamma": 0.9, "beta": 0.999}),
+             generative={"name": "m2m", "steps": 10, "step_size": 0.1, "lam": 0.5,
+                         "gamma": 0.9, "beta": 0.999}),  # warm-up: m2m.WARMUP_SHARE
     Strategy("DeepSMOTE", "SMOTE in an autoencoder's latent space tops every class up to "
              "n_max with decoded images", generative={"name": "deepsmote", "ae_epochs": 50,
                                                       "latent_dim": 300, "k": 5}),

@@ -391,16 +391,22 @@ class M2mStep(MixStep):
             amp=self.amp, generator=self.generator)
 
 
+#: M2m's warm-up when a config names none: plain training for this share of the run.
+WARMUP_SHARE = 0.8
+
+
 def resolve_warmup(given: Any, epochs: int) -> int:
     """M2m's warm-up as an epoch: an epoch number that leaves a warm-up and at least one
     epoch after it, or a share of the run in (0, 1), kept inside the run (at least 1, at
-    most ``epochs - 1``; a 1-epoch run is all warm-up).
+    most ``epochs - 1``; a 1-epoch run is all warm-up). None: :data:`WARMUP_SHARE`.
 
     >>> resolve_warmup(0.8, 200), resolve_warmup(0.8, 6), resolve_warmup(0.8, 1)
     (160, 5, 1)
     """
     from tailmix.schedules import is_share, resolve_epoch
 
+    if given is None:
+        given = WARMUP_SHARE
     warm = resolve_epoch("generative.warmup_epochs", given, epochs)
     if is_share(given):
         return min(max(warm, 1), max(epochs - 1, 1))
