@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -761,8 +762,22 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     parsed: list[argparse.Namespace] = []
+    command = next((a for a in argv if not a.startswith("-")), None)
+
+    def starting(signum: int, frame: Any) -> None:
+        # Ctrl-C while the command starts (importing torch and the registries): nothing is
+        # written yet, and an import stopped half-way can leave a library broken for the
+        # rest of the process, so the process ends here, at once.
+        sys.stderr.write(f"tailmix: {_interrupted(argparse.Namespace(command=command))}\n")
+        os._exit(130)
+
     try:
-        return _run(argv, parsed, debug=debug)
+        previous = signal.signal(signal.SIGINT, starting)
+    except ValueError:  # not the main thread: signals stay as they are
+        previous = None
+    try:
+        return _run(argv, parsed, debug=debug, started=lambda: previous is not None
+                    and signal.signal(signal.SIGINT, previous))
     except KeyboardInterrupt:
         if debug:
             raise
@@ -773,12 +788,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(argv: list[str], parsed: list[argparse.Namespace], *, debug: bool) -> int:
-    from tailmix.data.download import DatasetError
-    from tailmix.engine import TrainingError
-    from tailmix.registry import import_plugins
+def _run(argv: list[str], parsed: list[argparse.Namespace], *, debug: bool,
+         started: Callable[[], Any]) -> int:
+    try:  # ``started``: the command's own work begins, Ctrl-C is KeyboardInterrupt again
+        from tailmix.data.download import DatasetError
+        from tailmix.engine import TrainingError
+        from tailmix.registry import import_plugins
 
-    parser = make_parser()
+        parser = make_parser()
+    finally:
+        started()
     args, unknown = parser.parse_known_args(argv)
     parsed.append(args)
     if unknown:  # named after the command, whose help lists what it takes
