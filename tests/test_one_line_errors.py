@@ -112,12 +112,12 @@ def _interrupted(argv: list[str], cwd: Path, after: float) -> tuple[int, str]:
     return proc.returncode, err
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["train", "--epochs", "1", "--no-progress", "--out", "run"], "nothing to resume"),
-    (["strategies"], "tailmix: interrupted"),
+@pytest.mark.parametrize("argv", [
+    ["train", "--epochs", "1", "--no-progress", "--out", "run"],
+    ["strategies"],
 ])
-def test_an_early_interrupt_is_one_line_and_exit_130(argv, says, tmp_path):
+def test_an_early_interrupt_is_one_line_and_exit_130(argv, tmp_path):
     code, err = _interrupted(argv, tmp_path, after=0.4)  # while the command imports
     assert code == 130, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("tailmix: interrupted"), err
-    assert says in err and ("--resume" in err) == (argv[0] == "train" and "nothing" not in says)
+    assert "--resume" not in err  # nothing to resume yet (train says so once it has parsed)
