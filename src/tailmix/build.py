@@ -576,9 +576,8 @@ def _check_unchanged(spec: RunSpec, out: Path) -> None:
     if not path.is_file():
         raise ParameterError("resume", "a run folder with checkpoints/last.pt", str(out))
     ckpt = load_checkpoint(path, name="resume")
-    digest = ckpt.get("config_sha256")
-    if isinstance(ckpt["config"], dict) and digest != config_digest(spec.config):
-        changes = config_changes(ckpt["config"], spec.config, older=digest is None)
+    if isinstance(ckpt["config"], dict):
+        changes = checkpoint_changes(ckpt, spec.config)
         if changes:
             raise _changed(changes, out)
 
@@ -609,7 +608,7 @@ def check_out(out: Path, *, name: str = "--out") -> None:
     """Refuse a run folder that is an existing file, that cannot be made (a name too long,
     a link loop, a file system that allows none there), or that another live process is
     training into (its ``.lock``). The folder is made here, before the data loads."""
-    from tailmix.io import FILE_ERROR_HINTS, check_unlocked
+    from tailmix.io import check_unlocked, os_error_text
 
     for folder in (out, *out.parents):
         if folder.exists():
@@ -620,10 +619,8 @@ def check_out(out: Path, *, name: str = "--out") -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        hint = FILE_ERROR_HINTS.get(e.errno)
         raise ParameterError(name, "a folder that can be made here",
-                             f"{out}: {e.strerror or e}" + (f" ({hint})" if hint else "")
-                             ) from e
+                             f"{out}: {os_error_text(e)}") from e
     check_unlocked(out, name=name)
 
 
@@ -1051,6 +1048,16 @@ def config_changes(was: dict[str, Any], now: dict[str, Any], *, older: bool = Fa
     return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
 
 
+def checkpoint_changes(ckpt: dict[str, Any], config: dict[str, Any]
+                       ) -> dict[str, tuple[Any, Any]]:
+    """The settings of ``config`` that differ from the checkpoint's (none when its recorded
+    ``config_sha256`` matches; a checkpoint without one is of an earlier version)."""
+    digest = ckpt.get("config_sha256")
+    if digest == config_digest(config):
+        return {}
+    return config_changes(ckpt["config"], config, older=digest is None)
+
+
 def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Path,
                     history: list[dict[str, Any]], class_counts: list[int] | None = None,
                     model_class: str | None = None, allow_changes: bool = False
@@ -1109,9 +1116,7 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
     if epoch > spec.epochs:
         raise ParameterError("resume", f"a run of at least the checkpoint's {epoch} epochs",
                              f"train.epochs: {spec.epochs} ({path})")
-    digest = ckpt.get("config_sha256")
-    changes = {} if digest == config_digest(spec.config) else \
-        config_changes(ckpt["config"], spec.config, older=digest is None)
+    changes = checkpoint_changes(ckpt, spec.config)
     if changes and not allow_changes:
         raise _changed(changes, out)
     if class_counts is not None and ckpt.get("class_counts", sources["the checkpoint"].get(

@@ -178,8 +178,10 @@ def _out_folder(path: str | Path, flag: str = "--out") -> Path:
     except FileNotFoundError:
         return path
     except OSError as e:
+        from tailmix.io import os_error_text
+
         raise ParameterError(flag, "a folder that can be made here",
-                             f"{path}: {_file_error(e).split(': ', 1)[-1]}") from e
+                             f"{path}: {os_error_text(e)}") from e
     if not path.is_dir():
         raise ParameterError(flag, "a folder (the run folder to write into)",
                              f"{path}: an existing file")
@@ -705,14 +707,11 @@ def make_parser() -> argparse.ArgumentParser:
 def _file_error(e: OSError) -> str | None:
     """One line for an ``OSError`` about a file (its path, what went wrong, what to do);
     None for one that names no file and is not a full or read-only disk."""
-    from tailmix.io import FILE_ERROR_HINTS
+    from tailmix.io import FILE_ERROR_HINTS, os_error_text
 
     if e.filename is None and e.errno not in FILE_ERROR_HINTS:
         return None
-    where = e.filename if e.filename is not None else "a file"
-    hint = FILE_ERROR_HINTS.get(e.errno)
-    return (f"{where}: {e.strerror or os.strerror(e.errno or 0)}"
-            + (f" ({hint})" if hint else ""))
+    return f"{e.filename if e.filename is not None else 'a file'}: {os_error_text(e)}"
 
 
 def _interrupted(args: argparse.Namespace) -> str:
@@ -775,9 +774,13 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGINT, starting)
     except ValueError:  # not the main thread: signals stay as they are
         previous = None
+
+    def started() -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
     try:
-        return _run(argv, parsed, debug=debug, started=lambda: previous is not None
-                    and signal.signal(signal.SIGINT, previous))
+        return _run(argv, parsed, debug=debug, started=started)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -789,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str], parsed: list[argparse.Namespace], *, debug: bool,
-         started: Callable[[], Any]) -> int:
+         started: Callable[[], None]) -> int:
     try:  # ``started``: the command's own work begins, Ctrl-C is KeyboardInterrupt again
         from tailmix.data.download import DatasetError
         from tailmix.engine import TrainingError

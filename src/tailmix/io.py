@@ -96,6 +96,14 @@ FILE_ERROR_HINTS = {code: hint for code, hint in (
 
 
 
+def os_error_text(error: OSError) -> str:
+    """What went wrong in an ``OSError``, with what to do where :data:`FILE_ERROR_HINTS`
+    knows (``"File name too long (a file or folder name is limited to 255 bytes: ...)"``)."""
+    hint = FILE_ERROR_HINTS.get(error.errno)
+    text = error.strerror or (os.strerror(error.errno) if error.errno else str(error))
+    return text + (f" ({hint})" if hint else "")
+
+
 # Spreadsheets read a cell that begins with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -122,9 +130,12 @@ def csv_cell(value: Any) -> Any:
 RUN_FILES = ("config.yaml", "history.jsonl", "metrics.json", "margins.json")
 
 
+#: The file ``tailmix report`` leaves beside the pages it writes (see
+#: :data:`tailmix.report.MARKER`).
+REPORT_MARKER = ".tailmix-report"
 # What else training or the commands that read a run may write into its folder.
 RUN_EXTRAS = ("checkpoints", "tensorboard", "report.html", "report.md", "report_files",
-              ".tailmix-report", LOCK_NAME)
+              REPORT_MARKER, LOCK_NAME)
 # A folder holding any of these holds a run's results.
 RESULTS = ("metrics.json", "history.jsonl", "checkpoints")
 

@@ -34,7 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tailmix._validation import ParameterError
-from tailmix.io import RUN_FILES, atomic_write_bytes, atomic_write_text
+from tailmix.io import REPORT_MARKER, RUN_FILES, atomic_write_bytes, atomic_write_text
 from tailmix.metrics import METRIC_NAMES, precision_recall, shot_groups
 
 __all__ = ["RunRecord", "build_report", "load_run"]
@@ -1303,9 +1303,7 @@ def _output_paths(run_dirs: list[Path], out: str | Path | None
 #: The file a report leaves in every folder it writes its page, summary and figures to:
 #: which of the folder's files are its own (JSON, ``{"written_by": "tailmix report",
 #: "files": [names]}``). A page named by an ``.html`` path gets none.
-MARKER = ".tailmix-report"
-# What a run folder holds (any of them): what `tailmix train` writes.
-_RUN_FILES = ("config.yaml", "metrics.json", "history.jsonl")
+MARKER = REPORT_MARKER
 # How the pages this module writes begin: recognises reports written before the marker.
 _HTML_START = b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
 _MD_STARTS = (b"# tailmix run report", b"# tailmix comparison of")
@@ -1404,7 +1402,7 @@ def _check_output(html_path: Path, md_path: Path | None, image_dir: Path | None,
     marked = _marked(folder)
     named_page = md_path is None
     if (not explicit and not named_page and marked is None
-            and not any((folder / f).is_file() for f in _RUN_FILES)
+            and not _holds_run(folder)
             and not _is_report_folder(folder) and any(folder.iterdir())):
         raise ParameterError(
             _OUT, f"a new or empty folder, a run folder, or a folder tailmix report wrote "
