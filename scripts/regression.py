@@ -88,6 +88,18 @@ CASES: dict[str, dict[str, Any]] = {
                                  "weights": {"name": "inverse"}},
     "knobs/vectors-mixup": {"strategy": "Mixup", "model": {"arch": "mlp"},
                             "dataset": {"name": "arrays"}},
+    # The sections beyond the catalogue: SAM from half-way, ImbSAM, two views with
+    # RandAugment and cutout, a frozen start with the backbone's own lr, a norm cap, cRT.
+    "knobs/sam-from-half": {"strategy": "MAMix-DRW", "sam": {"rho": 0.05, "start": 0.5}},
+    "knobs/imbsam": {"strategy": "ERM", "sam": {"rho": 0.05, "tail_below": 40}},
+    "knobs/two-views-randaugment-cutout": {
+        "strategy": "Mixup", "consistency": {"weight": 1.0, "dim": 16},
+        "augment": {"policy": "randaugment", "cutout": 3}},
+    "knobs/crt-frozen-start-max-norm": {
+        "strategy": "ERM", "crt": {"epochs": 2, "lr": 0.05},
+        "model": {"arch": "small_cnn", "freeze_backbone_epochs": 1, "backbone_lr": 0.01,
+                  "max_norm": 1.0},
+        "eval": {"tau_norm": 0.5}},
     "knobs/vectors-smote": {"strategy": "SMOTE", "model": {"arch": "mlp"},
                             "dataset": {"name": "arrays"}},
     "knobs/vectors-m2m": {"strategy": "M2m", "model": {"arch": "mlp"},

@@ -453,15 +453,18 @@ def test_generative_runs_on_the_test_device():
 
 def test_every_process_reads_the_m2m_snapshot_only_rank0_writes_it(tmp_path):
     """Under torchrun a resumed M2m run must translate with the saved g on every rank."""
-    from tailmix.build import _strategy_step, build_run
+    from tailmix.build import build_run
+    from tailmix.sections import Assembly
 
     run = build_run(_cfg("M2m", 3, warmup_epochs=1, steps=2), tmp_path / "run")
     step_kw = {k: getattr(run.trainer.step, k) for k in ("inputs", "labels", "augment", "loss",
                                                           "weights", "mixer", "num_classes",
                                                           "device", "amp", "channels_last")}
     for rank in (0, 1):
-        _, step = _strategy_step(run.spec, run.extra["generative"], run.trainer.sampler,
-                                 step_kw, model=run.trainer.model, lt=run.data,
-                                 out=tmp_path / "run", rank=rank, world_size=2, log=print)
+        built = Assembly(spec=run.spec, data=run.data, network=run.trainer.model,
+                         optimizer=run.trainer.optimizer, device=run.device,
+                         counts=run.data.class_counts, rank=rank, world_size=2,
+                         out=tmp_path / "run")
+        step = run.extra["generative"].step(step_kw, built)
         assert step.snapshot_path == tmp_path / "run" / "checkpoints" / "m2m_g.pt"
         assert step.save is (rank == 0)

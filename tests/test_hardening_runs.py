@@ -395,8 +395,8 @@ def test_bad_checkpoints_are_one_error_line(finished, tmp_path, capsys):
         assert "weights_only" not in err, err
         with pytest.raises(ParameterError):
             restore(path, device="cpu")
-    # A user's network that is not the checkpoint's.
-    with pytest.raises(ParameterError, match="weights"):
+    # A user's network for a checkpoint of a built-in one.
+    with pytest.raises(ParameterError, match="built-in 'small_cnn'"):
         restore(finished / "checkpoints" / "last.pt", device="cpu",
                 model=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)))
     # The same files in place of a run's last checkpoint: resume says what is wrong.

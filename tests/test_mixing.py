@@ -547,6 +547,36 @@ def test_feature_space_neighbours_refresh_on_schedule():
     assert model.calls == 3
 
 
+def test_the_mixer_keeps_its_table_in_a_users_loop():
+    """Without tailmix's step: ``Mixer.start_epoch`` searches on schedule (features asked
+    for only then), and ``table_state`` brings the table back in a new mixer exactly."""
+    labels = long_tailed_labels([20, 10, 4])
+    inputs = torch.randn(len(labels), 5, device=DEVICE)
+    mixer = Mixer(class_counts=counts_of(labels, 3), partner="knn_any", space="feature",
+                  refresh_every=3, k=2)
+    model, asked = FeatureProbe(), []
+
+    def features():
+        asked.append(True)
+        return model.features(inputs)
+
+    for epoch in range(4):
+        mixer.start_epoch(epoch, labels=labels, inputs=inputs, features=features)
+    assert len(asked) == 2  # epochs 0 and 3
+    state = mixer.table_state()
+    assert state["searched_at"] == 3 and torch.equal(
+        state["neighbours"], knn_indices(model.last, labels, k=2, within_class=False))
+    again = Mixer(class_counts=counts_of(labels, 3), partner="knn_any", space="feature",
+                  refresh_every=3, k=2)
+    again.load_table_state(state, labels=labels, inputs=inputs)
+    again.start_epoch(4, labels=labels, inputs=inputs, features=features)  # not due: kept
+    assert len(asked) == 2 and torch.equal(again.neighbours.indices, state["neighbours"])
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    index = torch.arange(len(labels), device=DEVICE)
+    assert torch.equal(mixer.neighbours.partners(index, g1), again.neighbours.partners(index, g2))
+    assert Mixer.preset("mixup").table_state() == {}
+
+
 def test_input_space_neighbours_are_found_once_and_downscaled():
     labels = long_tailed_labels([12, 6])
     g = torch.Generator().manual_seed(11)

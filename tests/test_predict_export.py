@@ -346,7 +346,7 @@ def test_a_run_at_another_image_size_reads_images_of_the_source_size(tmp_path):
     """Trained at dataset.image_size 64 from 32x32 arrays: a 32x32 image is resized as the
     run resized its own (shorter side to 64), within one grey level of the run's resize
     (Pillow's bilinear here, torch's there); the export says how."""
-    from tailmix.build import _resized
+    from tailmix.data.section import _resized
 
     rng = np.random.default_rng(7)
     tx, ty = _coloured([20, 12, 8, 6, 4], rng)

@@ -56,16 +56,22 @@ def test_extension_example_trains_from_yaml(tmp_path, monkeypatch):
     section = _section("Extending tailmix")
     (module,) = _blocks(section, "python")
     (config,) = _blocks(section, "yaml")
+    from tailmix import sections
+
     (tmp_path / "my_extensions.py").write_text(module)
     (tmp_path / "my_run.yaml").write_text(config)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    sections.sections()  # the registry restored after: the example's section leaves with it
+    monkeypatch.setattr(sections, "_SECTIONS", dict(sections._SECTIONS))
     try:
         assert main(["train", "-c", "my_run.yaml", "--out", "run", "--no-progress"]) == 0
         record = (tmp_path / "run" / "config.yaml").read_text()
-        assert "smoothed_ce" in record and "tiny_net" in record
+        assert "smoothed_ce" in record and "tiny_net" in record and "head_norms" in record
         metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
         assert metrics["epochs"] == 3 and metrics["strategy"] == "MAMix-DRW"
+        rows = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
+        assert len(rows) == 3 and all(r["head_norm_ratio"] >= 1.0 for r in rows)
         from tailmix.registry import LOSSES, MODELS
 
         assert type(LOSSES.get("smoothed_ce")).__name__ != "NoneType"

@@ -164,3 +164,38 @@ def test_ldam_drw_profile_matches_the_rule(num_classes, per_class, ratio, seed):
     assert data.class_counts == counts
     assert data.source_indices.tolist() == chosen
     assert numpy_shuffle_indices(labels, counts, seed=seed).tolist() == chosen
+
+
+def test_data_without_a_test_set_trains_and_selects_on_validation(tmp_path):
+    """``from_arrays`` without test arrays: no test set, so nothing is evaluated but the
+    validation split (the seam the scikit-learn estimator builds its run through); a source
+    that finds no test images is still refused."""
+    from tailmix.build import build_run
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 6)).astype("float32")
+    y = (x[:, 0] + 0.3 * rng.normal(size=240) > 0.6).astype(np.int64)
+    with pytest.raises(ParameterError) as info:
+        from_arrays(x, y, x[:5])
+    assert info.value.name == "test_y"
+    cfg = {"dataset": {"name": "arrays", "profile": "original"}, "model": {"arch": "mlp"},
+           "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, "device": "cpu"},
+           "log": {"progress": False}}
+    run = build_run(cfg, None, data=from_arrays(x, y), log=lambda _: None)
+    assert not run.data.has_test
+    assert not any(isinstance(c, Evaluator) for c in run.trainer.callbacks)
+    result = run.fit()
+    assert "final" not in result and len(run.trainer.state.history) == 3
+    assert run.trainer.state.selected_state is None
+    cfg["dataset"]["validation"] = {"per_class": 15}
+    cfg["eval"] = {"every": 1}
+    run = build_run(cfg, tmp_path / "run", data=from_arrays(x, y), log=lambda _: None)
+    result = run.fit()
+    assert "final" not in result and result["selected"]["epoch"] in (1, 2, 3)
+    chosen = result["selected"]["epoch"]
+    assert result["validation"]["selected"]["balanced_accuracy"] == max(
+        h["val_balanced_accuracy"] for h in run.trainer.state.history)
+    assert run.trainer.state.selected_state is not None
+    assert run.trainer.state.best["epoch"] == chosen
+    with pytest.raises(ParameterError, match="test set of at least one"):
+        prepare_dataset(from_arrays(x, y, x[:0], y[:0]), profile="original")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -169,3 +170,108 @@ def check_labels(
                       else f"class labels in [0, {num_classes - 1}]")
             raise ParameterError(name, wanted, f"values in [{low}, {high}]")
     return tensor
+
+
+# A number with an exponent but no dot or no exponent sign (1e-3, 5E2): YAML 1.1 reads it
+# as a string; ``--set`` values read it as a float, and a config file gets a hint.
+EXPONENT_NUMBER = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+def yaml_float(text: str) -> str:
+    """``1e-3`` spelled so that YAML 1.1 reads a float: ``1.0e-3``."""
+    mantissa, exponent = re.split("[eE]", text.strip().replace("_", ""))
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}"
+
+
+
+def type_name(types: tuple) -> str:
+    names = {int: "an int", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a mapping", None: "null"}
+    return " or ".join(names.get(t, str(t)) for t in types)
+
+
+def check_type(key: str, value: Any, types: tuple) -> Any:
+    """``value`` if it is one of ``types`` (a finite number where numbers go), else a
+    :class:`ParameterError` naming ``key``."""
+    if value is None and None in types:
+        return None
+    if isinstance(value, bool) and bool not in types:
+        raise ParameterError(key, type_name(types), value)
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, tuple(t for t in types if t is not None)):
+        expected = type_name(types)
+        if float in types and isinstance(value, str) and EXPONENT_NUMBER.match(value.strip()):
+            expected += (f" (YAML reads {value.strip()} as a string: write it with a dot and a "
+                         f"signed exponent, e.g. {yaml_float(value)})")
+        raise ParameterError(key, expected, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(key, "a finite number", value)
+    return value
+
+_INT64 = 2**63
+
+
+def refuse_non_finite(config: Mapping[str, Any]) -> None:
+    """A NaN or infinity anywhere in ``config`` (YAML's ``.nan``, ``.inf``), or an int
+    beyond 64 bits, is an error naming its key (``train.lr``, ``train.milestones[1]``,
+    ``mixer.q``)."""
+    stack: list[tuple[str, Any]] = [(str(k), v) for k, v in config.items()]
+    seen: set[int] = set()
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(key, "a finite number", value)
+        if isinstance(value, int) and not -_INT64 <= value < _INT64:
+            raise ParameterError(key, "a finite number (an int within 64 bits)",
+                                 f"an int of {len(str(abs(value)))} digits")
+        if isinstance(value, (dict, list)):
+            if id(value) in seen:  # YAML anchors can make a structure hold itself
+                continue
+            seen.add(id(value))
+            if isinstance(value, dict):
+                stack.extend((f"{key}.{sub}", v) for sub, v in value.items())
+            else:
+                stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
+def keywords(factory: Any, *, keyword_only: bool = False,
+             named_only: bool = False) -> tuple[str, ...] | None:
+    """The keyword names ``factory`` (a class or function) takes, or None when it takes
+    any (``**kwargs``) or has no signature to read. ``keyword_only``: only those after
+    ``*``; ``named_only``: its named keywords even when it also takes ``**kwargs`` (a
+    module class whose ``**kwargs`` are ``nn.Module``'s, a reader's that it passes on)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return None
+    if not named_only and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.KEYWORD_ONLY,) if keyword_only else (
+        inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in params if p.kind in kinds)
+
+
+def check_keywords(given: Mapping[str, Any], factory: Any, *, what: str,
+                   reserved: Iterable[str] = (), keyword_only: bool = False,
+                   named_only: bool = False, prefix: str = "") -> tuple[str, ...] | None:
+    """Refuse the keys of ``given`` that ``factory`` does not take (:func:`keywords`, less
+    ``reserved``: those the caller sets itself): a :class:`ParameterError` naming the
+    first (``prefix`` + key, in sorted order), saying ``what`` takes which, and giving the
+    unknown keys. Returns the accepted names (None: ``factory`` takes any)."""
+    names = keywords(factory, keyword_only=keyword_only, named_only=named_only)
+    if names is None:
+        return None
+    accepted = tuple(n for n in names if n not in set(reserved))
+    unknown = sorted(k for k in given if k not in accepted)
+    if unknown:
+        listed = ", ".join(accepted) or "none"
+        raise ParameterError(f"{prefix}{unknown[0]}", f"a parameter {what} takes ({listed})",
+                             unknown if len(unknown) > 1 else unknown[0])
+    return accepted

@@ -49,7 +49,6 @@ import yaml
 from tailmix._validation import ParameterError, check_number
 from tailmix.config import (
     DEFAULT_RATIO,
-    MACHINE_KEYS,
     flat_config,
     load_config_file,
     read_yaml,
@@ -353,7 +352,7 @@ def config_difference(run_dir: str | Path, config: dict[str, Any]
                       ) -> tuple[str, Any, Any] | None:
     """How the run in ``run_dir`` (its ``config.yaml``) differs from ``config`` resolved:
     the first differing key, its value in the run and in ``config``; None when they agree
-    up to :data:`tailmix.config.MACHINE_KEYS`, or when the folder holds no run. A run
+    up to :func:`tailmix.config.machine_keys`, or when the folder holds no run. A run
     resumed with a changed config (recorded in its ``history.jsonl``) is a run of neither
     config: it differs at the first changed key."""
     saved = Path(run_dir) / "config.yaml"
@@ -377,14 +376,15 @@ def config_difference(run_dir: str | Path, config: dict[str, Any]
         was = None
     if not isinstance(was, dict):
         return ("config.yaml", "unreadable", "a mapping")
-    from tailmix.config import default_config
+    from tailmix.config import default_config, machine_keys
 
+    machine = machine_keys()
     was = {k: v for k, v in was.items() if k not in ("class_counts", "model_class")}
     # Through YAML as config.yaml was: tuples become lists, numbers keep their type.
     now = yaml.safe_load(yaml.safe_dump(resolve(config).to_dict(), sort_keys=False))
     default = flat_config(default_config())
     for key, value in flat_config(now).items():
-        if key in MACHINE_KEYS or any(key.startswith(m + ".") for m in MACHINE_KEYS):
+        if key in machine or any(key.startswith(m + ".") for m in machine):
             continue
         node: Any = was
         for part in key.split("."):

@@ -56,6 +56,9 @@ class TrainState:
         Filled at the end: logits of the network the run ends with, each beside the inputs
         they came from (:meth:`logits_of`), so that a set passes through that network once
         (:class:`Evaluator` leaves the test set's, :class:`Margins` reads them).
+    selected_state : dict or None
+        Filled at the end of a run with a validation set: the weights of the epoch it
+        selected (a state dict on the CPU).
     wall_start : float
         ``time.perf_counter()`` when this process started fitting.
     """
@@ -70,6 +73,7 @@ class TrainState:
     stop: bool = False
     result: dict[str, Any] = field(default_factory=dict)
     final_logits: list[tuple[Any, Tensor]] = field(default_factory=list)
+    selected_state: dict[str, Tensor] | None = None
     wall_start: float = field(default_factory=time.perf_counter)
 
     @property
@@ -119,8 +123,9 @@ class Evaluator(Callback):
 
     Parameters
     ----------
-    inputs, labels : Tensor
-        The test set (raw inputs and labels).
+    inputs, labels : Tensor or None
+        The test set (raw inputs and labels); None for data without one (then a validation
+        set is needed, and nothing is reported on a test set).
     augment : nn.Module
         Normalisation (called with ``train=False``).
     class_counts : list of int
@@ -277,6 +282,14 @@ class Evaluator(Callback):
             state.result["final"] = self.evaluate(model, full=True, logits=logits)
             state.result["best"] = {**(state.best or {}), "note": "best evaluated epoch, "
                                     "chosen on the test set: optimistic, report 'final'"}
+        elif self.inputs is None:  # no test set: the validation figures alone
+            state.result["validation"] = {"final": self._validate(model)[0]}
+            if self.best_state is not None:
+                state.result["selected"] = {"epoch": state.best["epoch"],
+                                            "note": "epoch chosen on the validation set "
+                                            "(balanced accuracy); no test set"}
+                state.result["validation"]["selected"] = (
+                    self.best_validation[0] if self.best_validation is not None else None)
         else:
             val, tau = self._validate(model)
             logits = self.logits(model)
@@ -290,9 +303,11 @@ class Evaluator(Callback):
                     "note": "epoch chosen on the validation set (balanced accuracy); test "
                     "set read once, at the end"}
                 state.result["validation"]["selected"] = val_sel
+        state.selected_state = self.best_state
         self.kept.clear()
-        state.final_logits.append((self.inputs, logits))
-        self.handed = state.final_logits
+        if self.inputs is not None:
+            state.final_logits.append((self.inputs, logits))
+            self.handed = state.final_logits
 
     def _selected(self, model: nn.Module, state: TrainState, val: dict[str, Any],
                   final: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

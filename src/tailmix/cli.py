@@ -1,4 +1,9 @@
-"""The ``tailmix`` command. argparse and YAML live here only; the library takes keywords."""
+"""The ``tailmix`` command. argparse and YAML live here only; the library takes keywords.
+
+Over 600 lines on purpose: every command's parser and its handler sit side by side in this
+one module, so that a command reads from its flags to what it calls; each handler is thin
+(the work is in the modules it calls).
+"""
 
 from __future__ import annotations
 

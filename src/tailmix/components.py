@@ -10,17 +10,18 @@ builds them for the run. Neither imports the other through here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from tailmix._validation import ParameterError
 
-if TYPE_CHECKING:
-    from tailmix.config import RunSpec
+# ``spec`` below is a resolved :class:`tailmix.config.RunSpec` (not imported: the config
+# imports this module).
+RunSpec = Any
 
-__all__ = ["check_head", "checkpoint_logit_scale", "make_generative", "make_loss",
-           "make_mixer", "make_sampler", "make_weights"]
+__all__ = ["check_components", "check_head", "checkpoint_logit_scale", "make_generative",
+           "make_loss", "make_mixer", "make_sampler", "make_weights", "resolve_composition"]
 
 
 def _probe_labels(counts: list[int]) -> torch.Tensor:
@@ -37,6 +38,20 @@ def _own_params(part: dict[str, Any], key: str, reserved: tuple[str, ...],
             raise ParameterError(f"{key}.{k}", "not set in a config (tailmix fills it from "
                                  "the data and the run)", part[k])
     return {k: v for k, v in part.items() if k != identity}
+
+
+def resolve_composition(comp: dict[str, Any], run: Any, notes: list[str]) -> None:
+    """Turn the composition's shares of the run into epochs, each component by its own
+    module's rule (``weights.start_epoch``, a generative oversampler's epochs)."""
+    from tailmix.generative import GENERATIVE
+    from tailmix.weights import resolve_params
+
+    train = run.train
+    resolve_params(comp["weights"], epochs=train.epochs, milestones=train.milestone_epochs,
+                   lr_factors=train.lr_factors, notes=notes)
+    g = comp["generative"]
+    if isinstance(g, dict) and g.get("name") in GENERATIVE:
+        GENERATIVE[g["name"]].resolve_params(g, train.epochs, notes)
 
 
 def make_sampler(part: dict[str, Any], *, counts: list[int] | None, spec: RunSpec,
@@ -128,9 +143,7 @@ def checkpoint_logit_scale(config: dict[str, Any], *, counts: list[int]) -> floa
 
 def make_generative(part: dict[str, Any], *, counts: list[int]):
     """M2m or DeepSMOTE from a config's ``generative`` mapping (epochs already resolved)."""
-    import inspect
-
-    from tailmix._validation import check_choice
+    from tailmix._validation import check_choice, check_keywords
     from tailmix.generative import GENERATIVE
 
     if not isinstance(part, dict) or "name" not in part:
@@ -139,13 +152,31 @@ def make_generative(part: dict[str, Any], *, counts: list[int]):
     name = check_choice("generative.name", part["name"], GENERATIVE)
     kind = GENERATIVE[name]
     params = {k: v for k, v in part.items() if k != "name"}
-    accepted = sorted(p.name for p in inspect.signature(kind).parameters.values()
-                      if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "class_counts")
-    for key in params:
-        if key not in accepted:
-            raise ParameterError(f"generative.{key}",
-                                 f"one of the {name!r} parameters: " + ", ".join(accepted), key)
+    check_keywords(params, kind, what=f"the {name!r} oversampler", reserved=("class_counts",),
+                   keyword_only=True, named_only=True, prefix="generative.")
     try:
         return kind(class_counts=counts, **params) if name == "m2m" else kind(**params)
     except ParameterError as e:
         raise ParameterError(f"generative.{e.name}", e.expected, e.got) from e
+
+
+def check_components(spec: RunSpec, counts: list[int]) -> None:
+    """Build every component of ``spec`` once on ``counts`` (no data): errors surface here
+    with the config key they belong to."""
+    comp = spec.composition
+    for key, make in (("sampler", make_sampler),
+                      ("mixer", make_mixer), ("loss", make_loss),
+                      ("weights", make_weights)):
+        part = getattr(comp, key)
+        if part is None:
+            continue
+        try:
+            make(part, counts=counts, spec=spec)
+        except ParameterError as e:
+            name = e.name if e.name.startswith(f"{key}.") else f"{key}.{e.name}"
+            raise ParameterError(name, e.expected, e.got) from e
+        except TypeError as e:  # a parameter the component's constructor does not take
+            raise ParameterError(key, "parameters the component takes", str(e)) from e
+    check_head(comp, spec.config["crt"]["epochs"])
+    if comp.generative is not None:
+        make_generative(comp.generative, counts=counts)

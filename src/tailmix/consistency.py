@@ -15,12 +15,15 @@ exports without them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailmix._validation import check_number
+from tailmix._validation import ParameterError, check_number
+from tailmix.sections import Assembly, Section, Sections, section
 
-__all__ = ["TwoViewTerm", "negative_cosine"]
+__all__ = ["ConsistencySection", "TwoViewTerm", "negative_cosine"]
 
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
@@ -66,3 +69,38 @@ class TwoViewTerm(nn.Module):
         z1, z2 = self.projector(f1), self.projector(f2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         return self.weight * 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+
+
+@section("consistency")
+@dataclass
+class ConsistencySection(Section):
+    """The ``consistency`` config section: a :class:`TwoViewTerm` of factor ``weight``
+    (null: none) and projection width ``dim``, trained with the network."""
+
+    weight: float | None = None
+    dim: int = 128
+
+    ACTS_ONLY = {"dim": ("consistency.weight", lambda s: s.weight is not None)}
+
+    def check(self, run: Sections) -> None:
+        if self.weight is not None:
+            check_number("consistency.weight", self.weight, low=0, low_open=True)
+        check_number("consistency.dim", self.dim, low=4, integer=True)
+
+    def contribute(self, run: Assembly) -> None:
+        """The term, sized to the network's features, in the step and the optimiser."""
+        if self.weight is None:
+            return
+        if not run.data.is_image:
+            raise ParameterError("consistency.weight", "null for inputs that are not images "
+                                 "(they are not augmented: the two views would be the same)",
+                                 self.weight)
+        if run.world_size > 1:
+            raise ParameterError("consistency.weight", "null with several processes (the "
+                                 "views' feature pass runs outside DDP)", self.weight)
+        from tailmix.callbacks import classifier_weight
+
+        width = classifier_weight(run.network).shape[1]
+        term = TwoViewTerm(width, dim=self.dim, weight=self.weight).to(run.device)
+        run.add_param_group(list(term.parameters()))
+        run.step_args["consistency"] = term

@@ -60,8 +60,10 @@ class Trainer:
         whole epoch, the same on every process.
     step : callable
         ``step(model, batch) -> StepOutput``; optionally ``step.start_epoch(epoch, model)``
-        and ``step.load(index_slices, seed)``, an iterator of ``(raw inputs, keep mask or
-        None)`` per batch read ahead of use (images decoded from files).
+        and ``step.batches(plan, seed)``, which reads the epoch's planned batches (``plan``:
+        each batch's indices and synthetic mask) as ``(position, indices, synthetic mask,
+        raw inputs or None)``, leaving out what could not be read (images decoded from
+        files: :func:`tailmix.data.files.planned_batches`).
     epochs, batch_size, seed : int
         Length of the run, the global batch size, the training seed.
     device : torch.device
@@ -164,23 +166,11 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         seen, lr = 0, self.lr_schedule(epoch, 1.0)
         start = time.perf_counter()
-        slices = [slice(s * bs, (s + 1) * bs) for s in range(n_steps)]
-        # A step that reads its inputs ahead (images decoded from files) gets the plan.
-        load = getattr(self.step, "load", None)
-        loaded = None if load is None else load(
-            [idx[sl] for sl in slices],
-            seeding.derive_seed(self.seed, "decode", epoch=epoch, rank=self.rank))
-        for s, sl in enumerate(slices):
-            index, synthetic = idx[sl], None if mask is None else mask[sl]
-            raw = None
-            if loaded is not None:
-                raw, keep = next(loaded)
-                if keep is not None:  # files that could not be decoded were skipped
-                    keep = keep.to(self.device)
-                    index = index[keep]
-                    synthetic = None if synthetic is None else synthetic[keep]
-                    if len(index) < 2:
-                        continue
+        plan = [(idx[s * bs:(s + 1) * bs], None if mask is None else mask[s * bs:(s + 1) * bs])
+                for s in range(n_steps)]
+        read = getattr(self.step, "batches", _as_planned)  # files: the step reads ahead
+        decode = seeding.derive_seed(self.seed, "decode", epoch=epoch, rank=self.rank)
+        for s, index, synthetic, raw in read(plan, decode):
             batch = Batch(index, synthetic, epoch, gen, raw)
             lr = self.lr_schedule(epoch, (s + 1) / n_steps)
             for group in self.optimizer.param_groups:
@@ -264,3 +254,10 @@ class Trainer:
         # Only rank 0 writes; the others return once the run folder is complete.
         dist_utils.barrier()
         return state.result
+
+
+
+def _as_planned(plan, seed):
+    """A step's batches when it reads none itself: as planned, inputs read by the step."""
+    for position, (index, synthetic) in enumerate(plan):
+        yield position, index, synthetic, None

@@ -33,14 +33,13 @@ when it names them.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailmix._validation import ParameterError, check_number
+from tailmix._validation import ParameterError, check_keywords, check_number, keywords
 from tailmix.registry import LOSSES
 from tailmix.weights import ClassCounts, check_class_counts
 
@@ -300,17 +299,9 @@ def build_loss(name: str, *, class_counts: ClassCounts | None, **params: Any) ->
         On an unknown name, an argument the loss does not take, or an invalid value.
     """
     loss_class = LOSSES.get(name, "name")
-    keywords = [
-        parameter.name
-        for parameter in inspect.signature(loss_class).parameters.values()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    accepted = [keyword for keyword in keywords if keyword != "class_counts"]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        expected = f"keyword arguments of the {name!r} loss ({', '.join(accepted) or 'none'})"
-        raise ParameterError(unknown[0], expected, unknown)
-    if "class_counts" in keywords:
+    check_keywords(params, loss_class, what=f"the {name!r} loss", reserved=("class_counts",),
+                   keyword_only=True, named_only=True)
+    if "class_counts" in (keywords(loss_class, keyword_only=True, named_only=True) or ()):
         return loss_class(class_counts=class_counts, **params)
     return loss_class(**params)
 

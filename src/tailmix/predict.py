@@ -14,6 +14,10 @@ Probabilities may be corrected for the class imbalance of the training set: ``ad
 is the post-hoc logit adjustment tailmix reports (:func:`tailmix.losses.posthoc_adjust`,
 ``logits - tau * log(training prior)``), and ``prior=`` moves the predictions to a known test
 prior (``logits + log(test prior) - log(training prior)``).
+
+Over 600 lines on purpose: the readers of every input kind (arrays, image files and
+folders, ``.npy`` arrays, CSV tables) live beside :class:`Predictor` because they must read
+an input exactly as the run's evaluation read its test set, and they change with it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_choice, check_number
-from tailmix.models.heads import logit_scale, set_logit_scale
+from tailmix.models.heads import logit_scale
 
 __all__ = ["CHECKPOINTS", "InferenceNetwork", "Predictor", "checkpoint_path", "write_output",
            "write_table"]
@@ -137,36 +141,17 @@ def _device(name: str) -> torch.device:
         raise ParameterError("device", "auto, cpu, cuda or cuda:N", name) from e
 
 
-def _network(ckpt: dict[str, Any], inputs: dict[str, Any], model: nn.Module | None
-             ) -> nn.Module:
+def _network(ckpt: dict[str, Any], inputs: dict[str, Any], model: nn.Module | None,
+             where: Any = "") -> nn.Module:
     """The checkpoint's network with its weights (fp32, eval mode, on the CPU)."""
-    from tailmix.models import adapt, build_model
+    from tailmix.checkpoints import checkpoint_network
 
-    cfg = ckpt["config"]
-    custom = cfg.get("model_class")
-    shape = tuple(int(d) for d in inputs["shape"])
-    num_classes = len(ckpt["classes"])
-    head = cfg["composition"]["head"]
-    if custom is not None:
-        if model is None:
-            raise ParameterError("model", f"the {custom} module this checkpoint was trained "
-                                 "with (Predictor.from_run(path, model=...); the command line "
-                                 "cannot rebuild it)", None)
-        net = adapt(model, num_classes=num_classes, input_shape=shape, head=head,
-                    log=lambda _: None)
-    elif model is not None:
-        raise ParameterError("model", f"None: this checkpoint's network is the built-in "
-                             f"{cfg['model']['arch']!r}", type(model).__name__)
-    else:  # the weights come from the checkpoint, not a download
-        net = build_model(cfg["model"]["arch"], num_classes=num_classes, input_shape=shape,
-                          head=head, pretrained=False)
-    net = net.cpu().float()
-    net.load_state_dict(ckpt["model"])
-    if logit_scale(net) is not None:  # the scale is not in the weights: the loss says it
-        from tailmix.build import checkpoint_logit_scale
-
-        set_logit_scale(net, checkpoint_logit_scale(cfg, counts=list(ckpt["class_counts"])))
-    return net.eval()
+    net = checkpoint_network(ckpt, num_classes=len(ckpt["classes"]),
+                             input_shape=tuple(int(d) for d in inputs["shape"]),
+                             counts=list(ckpt["class_counts"]), model=model,
+                             hint=" (Predictor.from_run(path, model=...); the command line "
+                             "cannot rebuild it)", where=where)
+    return net.cpu().float().eval()
 
 
 # --------------------------------------------------------------------------- predictor
@@ -298,7 +283,7 @@ class Predictor:
         if inputs is None:
             net, inputs = _restore_old(file, device, model)
         else:
-            net = _network(ckpt, inputs, model)
+            net = _network(ckpt, inputs, model, where=file)
         network = InferenceNetwork(net, mean=inputs["mean"], std=inputs["std"],
                                    image=bool(inputs["image"]))
         return cls(network, classes=ckpt["classes"], class_counts=ckpt["class_counts"],

@@ -28,7 +28,8 @@ tailmix._validation.ParameterError: The 'widget' parameter must be one of 'round
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tailmix._validation import ParameterError
@@ -199,3 +200,23 @@ def _raised_in(error: BaseException) -> str:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return "" if tb is None else f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})"
+
+
+def refuse_saved_plugins(config: Mapping[str, Any], where: str) -> None:
+    """A config read from a saved file (a checkpoint, a run folder's ``config.yaml``) decides
+    no import: each module its ``plugins`` names must have been imported by the user already
+    (``--plugins MODULE`` on the command line, or ``import`` in Python), else this is an
+    error naming the modules, before anything resolves the config (which would import them).
+    """
+    plugins = config.get("plugins")
+    if plugins is None:
+        return
+    if not isinstance(plugins, list):
+        raise ParameterError("plugins", f"a list of module names in {where}", plugins)
+    missing = [m for m in plugins if not isinstance(m, str) or m not in sys.modules]
+    if missing:
+        names = " ".join(str(m) for m in missing)
+        raise ParameterError("plugins", f"modules you import yourself: {where} names plugin "
+                             f"modules, and tailmix imports no module that a saved file "
+                             f"names; if you trust them, pass --plugins {names} (in Python, "
+                             "import them first)", missing)

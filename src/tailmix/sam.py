@@ -27,14 +27,17 @@ of one forward) runs in a single process: DDP synchronises one backward per forw
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_number
+from tailmix.schedules import resolve_epoch
+from tailmix.sections import Assembly, Section, Sections, section
 
-__all__ = ["SAM", "Plain"]
+__all__ = ["SAM", "Plain", "SamSection"]
 
 
 class Plain:
@@ -176,3 +179,64 @@ def _frozen_batchnorm_statistics(model: nn.Module):
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
+
+
+@section("sam")
+@dataclass
+class SamSection(Section):
+    """The ``sam`` config section: the run's gradient rule.
+
+    ``rho`` (null: one plain backward pass) is SAM's radius, from epoch ``start`` (an epoch
+    or a share of the run); ``tail_below`` (null: every class) makes only the classes with
+    fewer training examples sharpness-aware (ImbSAM).
+    """
+
+    rho: float | None = None
+    start: float = 0
+    tail_below: float | None = None
+
+    ACTS_ONLY = {"start": ("sam.rho", lambda s: s.rho is not None),
+                 "tail_below": ("sam.rho", lambda s: s.rho is not None)}
+
+    def check(self, run: Sections) -> None:
+        if self.rho is not None:
+            check_number("sam.rho", self.rho, low=0, low_open=True)
+        elif self.tail_below is not None or self.start != 0:
+            key = "sam.tail_below" if self.tail_below is not None else "sam.start"
+            raise ParameterError("sam.rho", f"a radius > 0 when {key} is set (null turns SAM "
+                                 "off)", None)
+        epochs = run.train.epochs
+        start = resolve_epoch("sam.start", self.start, epochs)
+        if not 0 <= start < epochs:
+            raise ParameterError("sam.start", f"an epoch before the run's end (0 to "
+                                 f"{epochs - 1}) or a share of the run in (0, 1)", self.start)
+        if self.tail_below is not None:
+            check_number("sam.tail_below", self.tail_below, low=0, low_open=True)
+
+    def resolve(self, epochs: int, notes: list[str]) -> None:
+        self.start_epoch = resolve_epoch("sam.start", self.start, epochs)
+        self.end_epoch = epochs  # plain steps again after it (a cRT stage fits the head alone)
+
+    def contribute(self, run: Assembly) -> None:
+        """:class:`SAM` as the run's gradient rule when ``rho`` is set; with ``tail_below``
+        the step splits its loss by class (ImbSAM)."""
+        if self.rho is None:
+            return
+        tail = None
+        if self.tail_below is not None:
+            if run.world_size > 1:
+                raise ParameterError("sam.tail_below", "null with several processes (ImbSAM "
+                                     "takes two backward passes of one forward pass, which "
+                                     "DDP does not synchronise)", self.tail_below)
+            tail = torch.tensor(run.counts) < self.tail_below
+            if not bool(tail.any()):
+                raise ParameterError("sam.tail_below", f"a class size above the smallest "
+                                     f"class ({min(run.counts)} examples), so that some class "
+                                     "is a tail class", self.tail_below)
+            if run.step_args.get("consistency") is not None:
+                raise ParameterError("sam.tail_below", "null with consistency.weight (ImbSAM "
+                                     "splits the loss by class; the two-view term has no "
+                                     "class)", self.tail_below)
+            run.step_args["split_classes"] = True
+        run.gradient = SAM(rho=self.rho, start_epoch=self.start_epoch,
+                           end_epoch=self.end_epoch, tail=tail)

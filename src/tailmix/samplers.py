@@ -20,7 +20,6 @@ balance (SMOTE's anchors); :class:`Phased` switches samplers at an epoch.
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -28,7 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_choice, check_labels, check_number
+from tailmix._validation import (
+    ParameterError,
+    check_choice,
+    check_keywords,
+    check_labels,
+    check_number,
+)
 from tailmix.registry import SAMPLERS
 from tailmix.seeding import derive_seed
 from tailmix.weights import ClassCounts, check_class_counts
@@ -304,13 +309,7 @@ def build_sampler(
         counts that disagree.
     """
     sampler = SAMPLERS.get(name, "name")
-    if params:
-        accepted = _keywords(sampler)
-        for key, value in params.items():
-            if accepted is not None and key not in accepted:
-                listed = ", ".join(repr(k) for k in accepted)
-                raise ParameterError(key, f"a parameter the {name!r} sampler takes "
-                                     f"({listed})", value)
+    check_keywords(params, sampler, what=f"the {name!r} sampler")
     return sampler(
         labels=labels,
         class_counts=class_counts,
@@ -320,18 +319,6 @@ def build_sampler(
         seed=seed,
         **params,
     )
-
-
-def _keywords(factory: Any) -> tuple[str, ...] | None:
-    """The keywords ``factory`` (a class or function) takes; None if it takes ``**kwargs``."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):  # no signature to read: let the call decide
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return tuple(p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                                      inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
 
 class Resampled:

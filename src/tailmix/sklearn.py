@@ -35,8 +35,6 @@ from tailmix.config import ABSENT, get_path
 
 __all__ = ["TailmixClassifier"]
 
-# Evaluate "never": the estimator has no test set (see TailmixClassifier.fit).
-_NEVER = 1_000_000_000
 # Config keys the constructor's parameters fill, named as the user spelled them when the
 # ``config`` mapping does not set them itself.
 _PARAM_OF_KEY = {"model.arch": "arch", "train.device": "device", "strategy": "strategy"}
@@ -270,7 +268,6 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
             For malformed ``X`` or ``y`` (scikit-learn's own input checks).
         """
         from tailmix.build import build_run
-        from tailmix.callbacks import Evaluator
         from tailmix.data import from_arrays
 
         params = self._checked_params()
@@ -281,11 +278,8 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
             raise ParameterError("y", "labels of at least two classes (a classifier cannot "
                                  "learn from one class)", f"one class only, {classes[0]!r}")
         y_index = y_index.astype(np.int64).reshape(-1)
-        # tailmix's loop needs a test set: one example a class stands in (read, if at all,
-        # only by the end-of-run report of a run with a validation split).
-        stand_in = np.unique(y_index, return_index=True)[1]
-        raw = from_arrays(X, y_index, X[stand_in], y_index[stand_in],
-                          classes=[str(c) for c in classes])
+        # No test set: the run evaluates nothing but a validation split, if it has one.
+        raw = from_arrays(X, y_index, classes=[str(c) for c in classes])
         config = self._build_config(params, n_samples=len(y_index))
         log = print if self.verbose else _quiet
         with _kept_rng():
@@ -293,15 +287,9 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
                 run = build_run(config, None, data=raw, log=log)
             except ParameterError as e:
                 raise self._renamed(e) from e
-            # Without a validation split the evaluator would only read the stand-in test set.
-            validating = getattr(run.data, "val_labels", None) is not None
-            evaluators = [c for c in run.trainer.callbacks if isinstance(c, Evaluator)]
-            if not validating:
-                run.trainer.callbacks = [c for c in run.trainer.callbacks
-                                         if not isinstance(c, Evaluator)]
             run.fit()
         model = run.trainer.model
-        best = getattr(evaluators[0], "best_state", None) if validating and evaluators else None
+        best = run.trainer.state.selected_state
         self.best_epoch_ = None
         if best is not None:  # the epoch chosen on the validation split
             model.load_state_dict(best)
@@ -342,8 +330,11 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
         }
 
     def _build_config(self, params: dict[str, Any], *, n_samples: int) -> dict[str, Any]:
-        """The run's config: the data as given, no evaluation, ``config`` merged over."""
-        from tailmix.config import SCHEMA
+        """The run's config: the data as given (no test set), ``config`` merged over; a
+        validation split is evaluated every epoch unless ``config`` says otherwise."""
+        from tailmix.config import schema
+
+        sections = schema()
 
         config: dict[str, Any] = {
             "strategy": self.strategy,
@@ -353,18 +344,19 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
                       "lr": params["lr"], "weight_decay": params["weight_decay"],
                       "warmup_epochs": params["warmup_epochs"], "seed": params["seed"],
                       "device": self.device},
-            "eval": {"every": _NEVER, "margins": False},
+            "eval": {"margins": False},
             "log": {"progress": bool(self.verbose), "tensorboard": False,
                     "checkpoint_best": False},
         }
         for key, value in copy.deepcopy(self.config or {}).items():
-            if key in SCHEMA and isinstance(value, dict) and key in config:
+            if key in sections and isinstance(value, dict) and key in config:
                 config[key].update(value)
             else:  # a component, or anything the config check should see as given
                 config[key] = value
         dataset, evaluation = config["dataset"], config["eval"]
+        given = (self.config or {}).get("eval")
         if isinstance(dataset, dict) and dataset.get("validation") is not None \
-                and isinstance(evaluation, dict) and evaluation.get("every") == _NEVER:
+                and isinstance(evaluation, dict) and "every" not in (given or {}):
             evaluation["every"] = 1  # a validation split: select the epoch, stop early
         train = config["train"]
         batch = train.get("batch_size") if isinstance(train, dict) else None

@@ -13,15 +13,18 @@ the head at the switch. Nothing in the trainer knows about it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from tailmix._validation import check_number
 from tailmix.callbacks import Callback, TrainState
+from tailmix.sections import Assembly, Section, Sections, section
 from tailmix.steps import Batch, StepOutput
 
-__all__ = ["PhasedStep", "Stages", "param_groups"]
+__all__ = ["CrtSection", "PhasedStep", "Stages", "WeightDecayFrom", "param_groups"]
 
 
 def param_groups(model: nn.Module, *, lr: float, backbone_lr: float | None
@@ -52,9 +55,9 @@ class PhasedStep:
         if hasattr(step, "start_epoch"):
             step.start_epoch(epoch, model)
 
-    def load(self, slices: list[torch.Tensor], seed: int):
+    def batches(self, plan: list[tuple[torch.Tensor, torch.Tensor | None]], seed: int):
         # Both steps read the same inputs; the first decides how they are read.
-        return self.before.load(slices, seed) if hasattr(self.before, "load") else None
+        return self.before.batches(plan, seed)
 
     def state_dict(self) -> dict[str, Any]:
         state = getattr(self.before, "state_dict", dict)()
@@ -113,9 +116,74 @@ class Stages(Callback):
         from tailmix import seeding
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeding.derive_seed(self.seed, "init") + 1)
+            torch.manual_seed(seeding.derive_seed(self.seed, "head"))
             for m in self.model.head.modules():
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
         for p in self.model.head.parameters():
             self.optimizer.state.pop(p, None)
+
+
+@section("crt")
+@dataclass
+class CrtSection(Section):
+    """The ``crt`` config section: ``epochs`` of classifier re-training after the main run
+    (0: none), at cosine lr from ``lr`` (null: ``train.lr``) with weight decay
+    ``weight_decay`` (null: ``train.weight_decay``)."""
+
+    epochs: int = 0
+    lr: float | None = None
+    weight_decay: float | None = None
+
+    ACTS_ONLY = {"lr": ("crt.epochs > 0", lambda s: s.epochs > 0),
+                 "weight_decay": ("crt.epochs > 0", lambda s: s.epochs > 0)}
+
+    def check(self, run: Sections) -> None:
+        check_number("crt.epochs", self.epochs, low=0, integer=True)
+        for key in ("lr", "weight_decay"):
+            if getattr(self, key) is not None:
+                check_number(f"crt.{key}", getattr(self, key), low=0, low_open=key == "lr")
+
+    def contribute(self, run: Assembly) -> None:
+        """After the main run: class-balanced anchors, plain cross-entropy, no mixing, no
+        extra terms, cosine lr; the run gets ``epochs`` more."""
+        if self.epochs == 0:
+            return
+        switch = run.spec.epochs
+        run.retrain_from = switch
+        lr = self.lr if self.lr is not None else run.spec.train.lr
+
+        def stage(sampler: Any, step: Any, schedule: Any, epochs: int) -> tuple:
+            from tailmix.losses import build_loss
+            from tailmix.samplers import Phased, build_sampler
+            from tailmix.schedules import CosineSchedule, Then
+            from tailmix.steps import MixStep
+
+            data = run.data
+            balanced = build_sampler("class_balanced", labels=data.train_labels.cpu(),
+                                     class_counts=data.class_counts, rank=run.rank,
+                                     world_size=run.world_size, seed=run.spec.seed)
+            loss = build_loss("ce", class_counts=data.class_counts).to(run.device)
+            after = MixStep(**{**run.step_args, "consistency": None, "split_classes": False,
+                               "mixer": None, "weights": lambda epoch: None, "loss": loss})
+            second = CosineSchedule(base_lr=lr, warmup_epochs=0, epochs=self.epochs)
+            return (Phased(before=sampler, after=balanced, switch_epoch=switch),
+                    PhasedStep(step, after, switch_epoch=switch),
+                    Then(schedule, second, switch_epoch=switch), epochs + self.epochs)
+
+        run.stages.append(stage)
+        if self.weight_decay is not None:
+            run.callbacks.append(WeightDecayFrom(run.optimizer, switch, self.weight_decay))
+
+
+class WeightDecayFrom(Callback):
+    """Sets every parameter group's weight decay to ``value`` at ``epoch`` (a resumed run
+    gets it back with the optimiser's state)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, epoch: int, value: float):
+        self.optimizer, self.epoch, self.value = optimizer, epoch, value
+
+    def on_epoch_start(self, state: TrainState, epoch: int) -> None:
+        if epoch == self.epoch:
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = self.value

@@ -173,67 +173,50 @@ class MixStep:
         self.num_classes, self.device, self.amp = num_classes, device, amp
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
         self.class_weights: Tensor | None = None
-        self._searched_at: int | None = None
 
     # -- once per epoch --------------------------------------------------------------------
 
     def start_epoch(self, epoch: int, model: nn.Module) -> None:
-        """Set the epoch's class weights; index a mixer's class pool once; search its
-        neighbours when due (input space once, feature space every ``refresh_every``
-        epochs). ``model`` is the bare
-        network (not compiled or wrapped)."""
+        """Set the epoch's class weights, and let the mixer prepare its partners
+        (:meth:`tailmix.mixing.Mixer.start_epoch`). ``model`` is the bare network (not
+        compiled or wrapped)."""
         w = self.weights(epoch)
         self.class_weights = None if w is None else w.to(self.device, torch.float32)
-        mixer = self.mixer
-        pool = getattr(mixer, "pool", None)
-        if pool is not None and pool.labels.shape[0] != self.labels.shape[0]:
-            pool.fit(self.labels, inputs=self.inputs, num_classes=self.num_classes)
-        if mixer is None or not mixer.uses_neighbours:
+        if self.mixer is None:
             return
-        table = mixer.neighbours
-        stale = table.indices.shape[0] != self.labels.shape[0]
-        due = (mixer.space == "feature" and epoch % mixer.refresh_every == 0
-               and epoch != self._searched_at)
-        if stale or due:
-            if mixer.space == "feature":
-                points = predict(model, self.inputs, self.augment, device=self.device,
-                                 batch_size=self.eval_batch_size, amp=self.amp,
-                                 features=True, channels_last=self.channels_last)
-            else:
-                points = self.inputs
-            table.fit(points, self.labels, inputs=self.inputs)
-            self._searched_at = epoch
+
+        def features() -> Tensor:
+            return predict(model, self.inputs, self.augment, device=self.device,
+                           batch_size=self.eval_batch_size, amp=self.amp, features=True,
+                           channels_last=self.channels_last)
+
+        self.mixer.start_epoch(epoch, labels=self.labels, inputs=self.inputs,
+                               features=features)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs to draw the same partners: a feature-space neighbour
-        table and the epoch it was searched at (input-space tables are searched again)."""
+        """What a resumed run needs: the two-view term's weights, and the mixer's
+        neighbour table (:meth:`tailmix.mixing.Mixer.table_state`)."""
         state: dict[str, Any] = {}
         if self.consistency is not None:
             state["consistency"] = self.consistency.state_dict()
-        mixer = self.mixer
-        if mixer is None or not mixer.uses_neighbours or mixer.space != "feature" \
-                or not mixer.neighbours.fitted:
-            return state
-        return {**state, "searched_at": self._searched_at,
-                "neighbours": mixer.neighbours.indices}
+        if self.mixer is not None:
+            state.update(self.mixer.table_state())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.consistency is not None and "consistency" in state:
             self.consistency.load_state_dict(state["consistency"])
-        if "neighbours" not in state:
-            return
-        table = self.mixer.neighbours
-        table.indices = state["neighbours"].to(self.labels.device)
-        table.labels, table.inputs = self.labels, self.inputs
-        self._searched_at = state["searched_at"]
+        if self.mixer is not None:
+            self.mixer.load_table_state(state, labels=self.labels, inputs=self.inputs)
 
     # -- once per batch --------------------------------------------------------------------
 
-    def load(self, slices: list[Tensor], seed: int):
-        """Read the epoch's batches ahead when the inputs are files (None: in memory)."""
-        if not hasattr(self.inputs, "epoch_batches"):
-            return None
-        return iter(self.inputs.epoch_batches([s.cpu() for s in slices], seed))
+    def batches(self, plan: list[tuple[Tensor, Tensor | None]], seed: int):
+        """The epoch's batches, read ahead when the inputs are files
+        (:func:`tailmix.data.files.planned_batches`)."""
+        from tailmix.data.files import planned_batches
+
+        return planned_batches(self.inputs, plan, seed)
 
     def _raw(self, batch: Batch) -> Tensor:
         raw = batch.raw if batch.raw is not None else self.inputs[batch.index]

@@ -28,7 +28,6 @@ parameters::
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_number
+from tailmix._validation import ParameterError, check_keywords, check_number, keywords
 from tailmix.registry import WEIGHT_SCHEDULES
 
 ClassCounts = Sequence[float] | np.ndarray | Tensor
@@ -196,6 +195,22 @@ def resolve_start_epoch(given: Any, epochs: int, *, milestones: Sequence[int] = 
     return drop - 1
 
 
+def resolve_params(params: dict[str, Any], *, epochs: int, milestones: Sequence[int],
+                   lr_factors: Sequence[float], notes: list[str]) -> None:
+    """A config's ``weights`` mapping with ``start_epoch`` as an epoch of the run
+    (:func:`resolve_start_epoch`); left out, a schedule's own share where it was registered
+    with one (``start_share``: DRW's :data:`DRW_START_FRACTION`)."""
+    name = params.get("name")
+    own = WEIGHT_SCHEDULES.meta(name).get("start_share") \
+        if isinstance(name, str) and name in WEIGHT_SCHEDULES else None
+    if params.get("start_epoch") is None and own is not None:
+        params["start_epoch"] = own
+    if params.get("start_epoch") is not None:
+        params["start_epoch"] = resolve_start_epoch(params["start_epoch"], epochs,
+                                                    milestones=milestones,
+                                                    lr_factors=lr_factors, notes=notes)
+
+
 class WeightSchedule:
     """Per-epoch class weights: ``None`` (no weighting) before ``start_epoch``, fixed after.
 
@@ -282,7 +297,7 @@ def _sqrt_inverse_schedule(
                        start_epoch)
 
 
-@WEIGHT_SCHEDULES.register("drw")
+@WEIGHT_SCHEDULES.register("drw", start_share=DRW_START_FRACTION)
 def _drw_schedule(
     *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
     beta: float = DEFAULT_BETA,
@@ -338,18 +353,6 @@ def _cumulative_schedule(
 _COMMON_KEYWORDS = ("class_counts", "epochs", "start_epoch", "beta")
 
 
-def _factory_keywords(factory: Any) -> tuple[list[str], bool]:
-    """The keyword names ``factory`` takes, and whether it takes any (``**kwargs``)."""
-    names, open_ended = [], False
-    for parameter in inspect.signature(factory).parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            open_ended = True
-        elif parameter.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                inspect.Parameter.POSITIONAL_OR_KEYWORD):
-            names.append(parameter.name)
-    return names, open_ended
-
-
 def build_weight_schedule(
     name: str,
     *,
@@ -399,22 +402,18 @@ def build_weight_schedule(
     factory = WEIGHT_SCHEDULES.get(name, "name")
     epochs = check_number("epochs", epochs, low=1, integer=True)
     beta = check_number("beta", beta, low=0.0, high=1.0, high_open=True)
-    takes, open_ended = _factory_keywords(factory)
-    accepted = [keyword for keyword in takes if keyword not in _COMMON_KEYWORDS]
-    unknown = [] if open_ended else sorted(set(params) - set(accepted))
-    if unknown:
-        expected = f"keyword arguments of the {name!r} schedule ({', '.join(accepted) or 'none'})"
-        raise ParameterError(unknown[0], expected, unknown)
+    check_keywords(params, factory, what=f"the {name!r} schedule", reserved=_COMMON_KEYWORDS)
+    takes = keywords(factory)  # None: it takes any
     if start_epoch is not None:
         start_epoch = check_number("start_epoch", start_epoch, low=0, integer=True)
         if start_epoch > epochs - 1:
             expected = f"an epoch in [0, {epochs - 1}] (0-based; the run has epochs={epochs})"
             raise ParameterError("start_epoch", expected, start_epoch)
-        if not open_ended and "start_epoch" not in takes:
+        if takes is not None and "start_epoch" not in takes:
             raise ParameterError(
                 "start_epoch", f"None for the {name!r} schedule (it takes no start epoch)",
                 start_epoch,
             )
     common = {"start_epoch": start_epoch, "beta": beta}
-    common = {key: value for key, value in common.items() if open_ended or key in takes}
+    common = {key: value for key, value in common.items() if takes is None or key in takes}
     return factory(class_counts=class_counts, epochs=epochs, **common, **params)

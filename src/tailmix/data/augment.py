@@ -7,11 +7,15 @@ is no per-image Python.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
-from tailmix._validation import ParameterError, check_number
+from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.autoaugment import Cutout
+from tailmix.sections import Section, Sections, section
 
 
 class BatchAugment(nn.Module):
@@ -73,3 +77,69 @@ class BatchAugment(nn.Module):
         if self.cutout_op is not None:
             x = self.cutout_op(x, generator=generator)
         return self._normalise(x)
+
+
+AUGMENT_POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
+
+
+def _policy(*names: str):
+    return lambda s: s.policy in names
+
+
+@section("augment")
+@dataclass
+class AugmentSection(Section):
+    """The ``augment`` config section: a policy (null: none) with its knobs, and a cutout
+    hole's side (0: none), added to the training batches' augmentation after crop and flip,
+    before normalisation."""
+
+    policy: str | None = None
+    num_ops: int = 2
+    magnitude: float = 9
+    bins: int = 31
+    cutout: int = 0
+
+    ACTS_ONLY = {
+        "num_ops": ("augment.policy: randaugment", _policy("randaugment")),
+        "magnitude": ("augment.policy: randaugment", _policy("randaugment")),
+        "bins": ("augment.policy: randaugment or trivialaugment",
+                 _policy("randaugment", "trivialaugment")),
+    }
+
+    def check(self, run: Sections) -> None:
+        if self.policy is not None:
+            check_choice("augment.policy", self.policy, AUGMENT_POLICIES)
+        check_number("augment.num_ops", self.num_ops, low=1, integer=True)
+        bins = check_number("augment.bins", self.bins, low=2, integer=True)
+        if self.policy == "randaugment":
+            check_number("augment.magnitude", self.magnitude, low=0, high=bins - 1)
+        else:
+            check_number("augment.magnitude", self.magnitude, low=0)
+        check_number("augment.cutout", self.cutout, low=0, integer=True)
+
+    def adapt(self, data: Any) -> None:
+        """Put the policy and the cutout into ``data.augment``."""
+        policy = self.policy or "none"
+        if policy == "none" and not self.cutout:
+            return
+        key, value = ("augment.policy", policy) if policy != "none" else \
+            ("augment.cutout", self.cutout)
+        if not data.is_image:
+            raise ParameterError(key, "none for inputs that are not images", value)
+        shape = getattr(data.train_inputs, "shape", None)  # (N, C, H, W) in memory, else None
+        channels = shape[1] if shape is not None else 3
+        if policy != "none" and channels not in (1, 3):
+            raise ParameterError(key, f"none for images of {channels} channels (the policies "
+                                 "take grey or RGB images)", value)
+        if shape is not None and self.cutout >= min(shape[-2:]):  # the hole would blank them
+            raise ParameterError("augment.cutout", f"a hole smaller than the {shape[-2]} x "
+                                 f"{shape[-1]} images (0: none)", self.cutout)
+        from tailmix.data.autoaugment import build_policy
+
+        knobs = {"autoaugment": {}, "trivialaugment": {"num_bins": self.bins},
+                 "randaugment": {"num_ops": self.num_ops, "magnitude": self.magnitude,
+                                 "num_bins": self.bins}}
+        aug = data.augment
+        aug.policy = build_policy(policy, **knobs.get(policy, {}))
+        aug.cutout = int(self.cutout)
+        aug.cutout_op = Cutout(size=aug.cutout) if aug.cutout > 0 else None

@@ -26,6 +26,10 @@ class RawDataset:
         Whether horizontal flips are a sensible augmentation (False for digits).
     skipped:
         Image files left out as unusable (``bad_images: skip``), each as its path and why.
+    test_split:
+        False for data that comes without a test set on purpose (:func:`~tailmix.data.
+        from_arrays` without test arrays): its test split is empty and nothing is evaluated
+        on it. A source that finds no test images is refused instead.
     """
 
     train_x: np.ndarray
@@ -36,6 +40,7 @@ class RawDataset:
     name: str = "dataset"
     hflip: bool = True
     skipped: list[str] = field(default_factory=list)
+    test_split: bool = True
 
     @property
     def num_classes(self) -> int:

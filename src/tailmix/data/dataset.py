@@ -89,6 +89,12 @@ class LongTailData:
         """Training images of the largest class over those of the smallest."""
         return max(self.class_counts) / min(self.class_counts)
 
+    @property
+    def has_test(self) -> bool:
+        """Whether there is a test set to evaluate (data from
+        :func:`~tailmix.data.from_arrays` may come without one)."""
+        return len(self.test_labels) > 0
+
     def describe(self) -> str:
         """One line on what trains: the classes, their counts (largest and smallest where
         there are many) and the imbalance ratio."""
@@ -248,7 +254,7 @@ def prepare_dataset(
     if c < 2:
         raise ParameterError("dataset", "at least two classes (a classifier cannot learn "
                              "from one)", f"{raw.name!r} with {c} class: {classes}")
-    if len(test_y) == 0:
+    if len(test_y) == 0 and getattr(raw, "test_split", True):
         raise ParameterError("dataset", "a test set of at least one image",
                              f"{raw.name!r} with an empty test set")
     for key, y in (("train labels", train_y), ("test labels", test_y)):
@@ -390,7 +396,9 @@ def _first_short(counts: Sequence[int], available: np.ndarray) -> int | None:
 def _carve(labels: np.ndarray, want: Sequence[int], *, seed: int) -> np.ndarray:
     """``want[c]`` seeded indices of each class c (its own stream of the data seed),
     sorted."""
-    rng = np.random.default_rng([int(seed), 0x56414C])
+    from tailmix.seeding import numpy_generator
+
+    rng = numpy_generator(seed, "validation")
     picks = [rng.choice(np.flatnonzero(labels == k), size=n, replace=False)
              for k, n in enumerate(want)]
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
@@ -418,7 +426,9 @@ def _file_data(raw: FileDataset, keep: np.ndarray, train_y: np.ndarray, test_y: 
     if mean is None or std is None:
         # Channel statistics of a seeded sample of the training images (evaluation crop);
         # a file that does not decode is left out of them as it is of its batches.
-        pick = np.random.default_rng(0).permutation(len(train))[:512]
+        from tailmix.seeding import numpy_generator
+
+        pick = numpy_generator(0, "statistics").permutation(len(train))[:512]
         parts = []
         for x, _, failed in train.subset(np.sort(pick)).decoded(128):
             train.note_failed(failed)

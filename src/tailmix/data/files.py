@@ -19,6 +19,10 @@ checkpoint stays) or skipped (dropped from its batch) by the ``bad_images`` sett
 image of more pixels than ``max_pixels`` (default :data:`MAX_PIXELS`) is such a file too,
 found from its header before anything is decoded; the limit stands in for Pillow's own
 decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) wherever a dataset's images are read.
+
+Over 600 lines on purpose: listing, scanning, decoding in workers, skipping unusable
+files and reading an epoch ahead are one loader's parts; each reads the others' records
+(:class:`_Failed`, the decode seeds), so they stay in one module.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.download import DatasetError
+from tailmix.seeding import sample_seed
 
 __all__ = ["BAD_IMAGES", "IN_MEMORY_LIMIT", "MAX_PIXELS", "FileDataset", "ImageFiles",
            "centre_box", "check_decoding", "decode_image", "default_workers", "materialise",
@@ -561,15 +566,41 @@ class ImageFiles:
         plan, pos = [], 0
         for s in slices:
             ids = s.tolist()
-            plan.append([(i, _sample_seed(seed, pos + j)) for j, i in enumerate(ids)])
+            plan.append([(i, sample_seed(seed, pos + j)) for j, i in enumerate(ids)])
             pos += len(ids)
         for x, keep, failed in self._loader(plan):
             self.note_failed(failed)
             yield x, keep
 
 
-def _sample_seed(seed: int, position: int) -> int:
-    return int(np.random.SeedSequence([seed, position]).generate_state(1, dtype=np.uint64)[0])
+def planned_batches(inputs: Any, plan: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+                    seed: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None,
+                                                 torch.Tensor | None]]:
+    """An epoch's planned batches as ``(position, index, synthetic mask, raw inputs)``.
+
+    ``plan`` holds each batch's dataset indices and synthetic mask (None: none). Inputs in
+    memory give ``raw`` None (the step indexes them). Image files
+    (:class:`ImageFiles`) are decoded ahead by workers (:meth:`ImageFiles.epoch_batches`,
+    crops seeded by ``seed``); the files that could not be decoded (``bad_images: skip``)
+    are left out of their batch, index and mask alike, and a batch left with fewer than two
+    examples is skipped (its position is not yielded).
+    """
+    if not isinstance(inputs, ImageFiles):
+        for position, (index, synthetic) in enumerate(plan):
+            yield position, index, synthetic, None
+        return
+    loaded = inputs.epoch_batches([index.cpu() for index, _ in plan], seed)
+    for position, ((index, synthetic), (raw, keep)) in enumerate(zip(plan, loaded,
+                                                                     strict=True)):
+        if keep is not None:  # files that could not be decoded were skipped
+            keep = keep.to(index.device)
+            index = index[keep]
+            synthetic = None if synthetic is None else synthetic[keep]
+            if len(index) < 2:
+                continue
+        yield position, index, synthetic, raw
+
+
 
 
 def materialise(data: FileDataset, size: int | None, *, workers: int | None = None,

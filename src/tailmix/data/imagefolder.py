@@ -8,6 +8,10 @@ variable, else ``~/.cache/tailmix``.
 A zip is fingerprinted from its central directory (every member's name, size and CRC-32),
 which changes whenever a member's content does and costs no decompression; a folder from the
 relative paths, sizes and modification times of the images read.
+
+Nearly 700 lines on purpose: the layouts (folders, zips, CINIC-10), their one-line errors
+and the cache are one reader's parts, kept together so that a layout and its errors change
+in one place.
 """
 
 from __future__ import annotations

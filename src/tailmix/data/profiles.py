@@ -94,7 +94,9 @@ def subsample_indices(labels: np.ndarray, counts: Sequence[int], *, seed: int = 
     """
     labels = np.asarray(labels)
     num_classes = len(counts)
-    gen = torch.Generator().manual_seed(int(seed))
+    from tailmix.seeding import generator
+
+    gen = generator(int(seed), "data")
     keep = []
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)

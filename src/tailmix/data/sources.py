@@ -13,7 +13,11 @@ image files itself: it is then called with ``bad_images`` and ``max_pixels``, se
 :func:`~tailmix.data.imagefolder.read_imagefolder`) and ``profile`` (the ``dataset.profile``
 a config that names none gets: ``"original"`` for a user's own data and for releases that
 are long-tailed already, whose training images are used as they are; ``"exp"`` when
-absent)::
+absent). Beyond those, a source may say ``image_size`` (the side of its images, known
+without reading them), ``options`` (the ``dataset.options`` keys it takes, where its
+signature takes ``**options``), ``readers`` (the ``(module, function)`` of the readers it
+calls: their keyword-only parameters, less those it passes itself, are its options) and
+``eval_splits`` (the splits its ``eval_split`` option may name)::
 
     @DATASETS.register("my_data", needs_root=True, config=None, sizes=(5, 800))
     def my_data(*, root=None, download=False, **options):
@@ -56,13 +60,15 @@ def load_digits_dataset(*, test_per_class: int = 50, seed: int = 0) -> RawDatase
 
 
 def from_arrays(
-    train_x: Any, train_y: Any, test_x: Any, test_y: Any, *,
+    train_x: Any, train_y: Any, test_x: Any = None, test_y: Any = None, *,
     classes: list[str] | None = None, name: str = "arrays", hflip: bool = True,
 ) -> RawDataset:
     """Wrap in-memory numpy arrays or torch tensors as a :class:`RawDataset`.
 
     Images are uint8 (N, C, H, W) (or (N, H, W) for one channel); feature vectors are
-    (N, D) and stored as float32. Labels must be integers in ``0..C-1``.
+    (N, D) and stored as float32. Labels must be integers in ``0..C-1``. Without
+    ``test_x`` and ``test_y`` the data has no test set (``test_split`` False): a run on it
+    evaluates nothing but its validation split, if it has one.
 
     Raises
     ------
@@ -72,6 +78,15 @@ def from_arrays(
         vectors that are not all finite after the conversion to float32 (NaN, inf, or beyond
         float32's +-3.4e38): the message counts them and gives the first row.
     """
+    if (test_x is None) != (test_y is None):
+        given, missing = ("test_x", "test_y") if test_y is None else ("test_y", "test_x")
+        raise ParameterError(missing, f"an array beside {given} (or neither, for data "
+                             "without a test set)", None)
+    test_split = test_x is not None
+    if not test_split:  # no test set: empty arrays of the training inputs' kind
+        first = train_x.detach().cpu().numpy() if hasattr(train_x, "detach") else train_x
+        first = np.asarray(first)
+        test_x, test_y = first[:0], np.zeros(0, dtype=np.int64)
     arrays = {}
     for key, value in (("train_x", train_x), ("test_x", test_x), ("train_y", train_y),
                        ("test_y", test_y)):
@@ -112,7 +127,7 @@ def from_arrays(
             raise ParameterError(key, f"labels in 0..{num_classes - 1}",
                                  f"labels in {y.min()}..{y.max()}")
     return RawDataset(**arrays, classes=classes or [str(c) for c in range(num_classes)],
-                      name=name, hflip=hflip)
+                      name=name, hflip=hflip, test_split=test_split)
 
 
 def _finite_features(key: str, a: np.ndarray) -> np.ndarray:
@@ -185,8 +200,12 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
 # Each reads what load_source always passed it (the digits ignore root and options, SVHN and
 # the CIFAR release reader ignore options).
 
+_CIFAR_READERS = (("tailmix.data.cifar", "read_cifar"),
+                  ("tailmix.data.imagefolder", "read_imagefolder"))
 
-@DATASETS.register("digits", inputs="image", needs_root=False, config="digits", sizes=(10, 133))
+
+@DATASETS.register("digits", inputs="image", needs_root=False, config="digits", sizes=(10, 133),
+                   image_size=8, readers=())
 def _digits(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
     return load_digits_dataset()
 
@@ -210,7 +229,8 @@ def _cifar(
 
 
 @DATASETS.register("cifar10", inputs="image", needs_root=True, config="cifar10_lt",
-                   sizes=(10, 5000), streams=True, decodes=True)
+                   sizes=(10, 5000), streams=True, decodes=True, image_size=32,
+                   readers=_CIFAR_READERS)
 def _cifar10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -218,7 +238,8 @@ def _cifar10(
 
 
 @DATASETS.register("cifar100", inputs="image", needs_root=True, config="cifar100_lt",
-                   sizes=(100, 500), streams=True, decodes=True)
+                   sizes=(100, 500), streams=True, decodes=True, image_size=32,
+                   readers=_CIFAR_READERS)
 def _cifar100(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -226,7 +247,8 @@ def _cifar100(
 
 
 @DATASETS.register("imagefolder", inputs="image", needs_root=True, config=None, sizes=None,
-                   streams=True, decodes=True, profile="original")
+                   streams=True, decodes=True, profile="original",
+                   readers=(("tailmix.data.imagefolder", "read_imagefolder"),))
 def _imagefolder(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -236,7 +258,8 @@ def _imagefolder(
 
 
 # SVHN's official training split: digit 1 is the largest class (13,861 of 73,257 images).
-@DATASETS.register("svhn", inputs="image", needs_root=True, config="svhn_lt", sizes=(10, 13861))
+@DATASETS.register("svhn", inputs="image", needs_root=True, config="svhn_lt", sizes=(10, 13861),
+                   image_size=32, readers=(("tailmix.data.svhn", "read_svhn"),))
 def _svhn(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -246,7 +269,9 @@ def _svhn(
 
 
 @DATASETS.register("cinic10", inputs="image", needs_root=True, config="cinic10_lt",
-                   sizes=(10, 9000), decodes=True)
+                   sizes=(10, 9000), decodes=True, image_size=32,
+                   readers=(("tailmix.data.imagefolder", "read_cinic10"),),
+                   eval_splits=("test", "valid"))
 def _cinic10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -256,7 +281,8 @@ def _cinic10(
 
 
 @DATASETS.register("tiny_imagenet", inputs="image", needs_root=True, config="tiny_imagenet_lt",
-                   sizes=(200, 500), decodes=True)
+                   sizes=(200, 500), decodes=True, image_size=64,
+                   readers=(("tailmix.data.tinyimagenet", "read_tiny_imagenet"),))
 def _tiny_imagenet(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -265,7 +291,8 @@ def _tiny_imagenet(
     return read_tiny_imagenet(root, **options)
 
 
-@DATASETS.register("arrays", needs_root=False, config=None, sizes=None, profile="original")
+@DATASETS.register("arrays", needs_root=False, config=None, sizes=None, profile="original",
+                   readers=())
 def _arrays(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
     raise ParameterError("dataset", "data passed in from Python for the 'arrays' source "
                          "(train(config, out, data=from_arrays(...)))", "no data")

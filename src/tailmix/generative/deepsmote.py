@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tailmix import seeding
 from tailmix._validation import ParameterError, check_number
+from tailmix.generative.base import Generative
 
 __all__ = [
     "ConvAutoencoder",
@@ -314,7 +316,7 @@ def _fingerprint(data: Any) -> str:
     return digest.hexdigest()
 
 
-class DeepSMOTE:
+class DeepSMOTE(Generative):
     """Top every class up to ``n_max`` with decoded latent-SMOTE images (module docstring).
 
     Parameters
@@ -340,6 +342,8 @@ class DeepSMOTE:
     cache_dir : str or Path, optional
         Default: ``$TAILMIX_CACHE`` or ``~/.cache/tailmix``, plus ``deepsmote``.
     """
+
+    needs_memory = True  # it encodes the whole training set at once
 
     def __init__(self, *, ae_epochs: int = 50, latent_dim: int = 300, width: int = 64,
                  k: int = 5, batch_size: int = 100, lr: float = 2e-4, class_batch: int = 100,
@@ -428,9 +432,10 @@ class DeepSMOTE:
             return SyntheticSet(stored["inputs"], stored["labels"], list(stored["ae_history"]),
                                 True, path)
         device = torch.device(device)
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = seeding.generator(self.seed, "synthesis")
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)  # the initialisation only; global state restored
+            # the initialisation only; the global state is restored after it
+            torch.manual_seed(seeding.derive_seed(self.seed, "synthesis"))
             model = ConvAutoencoder(input_shape=data.input_shape, latent_dim=self.latent_dim,
                                     width=self.width).to(device)
         images, labels = data.train_inputs, data.train_labels

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from tailmix import seeding
 from tailmix._validation import ParameterError, check_number
+from tailmix.generative.base import Generative
 from tailmix.steps import Batch, MixStep, autocast
 from tailmix.weights import ClassCounts, check_class_counts
 
@@ -203,7 +204,7 @@ def translate(
     return x.detach()
 
 
-class M2m(nn.Module):
+class M2m(Generative, nn.Module):
     """Major-to-minor translation after an ERM warm-up (see the module docstring).
 
     Parameters
@@ -310,6 +311,34 @@ class M2m(nn.Module):
         g = copy.deepcopy(model).eval()
         g.requires_grad_(False)
         return g
+
+    # --- what it adds to a run (tailmix.generative.base.Generative)
+
+    @classmethod
+    def resolve_params(cls, params: dict[str, Any], epochs: int, notes: list[str]) -> None:
+        """``warmup_epochs`` as an epoch of the run (:func:`resolve_warmup`)."""
+        params["warmup_epochs"] = resolve_warmup(params.get("warmup_epochs"), epochs)
+        if params["warmup_epochs"] >= epochs:
+            notes.append(f"generative.warmup_epochs: the {epochs}-epoch run is all M2m's "
+                         "warm-up (plain training; translation needs 2 epochs or more)")
+
+    def plan(self, sampler: Any, run: Any) -> Any:
+        """Class-balanced anchors after the warm-up (with ``resample``)."""
+        if not self.resample:
+            return sampler
+        from tailmix.samplers import Phased, build_sampler
+
+        data = run.data
+        after = build_sampler("class_balanced", labels=data.train_labels.cpu(),
+                              class_counts=data.class_counts, rank=run.rank,
+                              world_size=run.world_size, seed=run.spec.seed)
+        return Phased(before=sampler, after=after, switch_epoch=self.warmup_epochs)
+
+    def step(self, step_args: dict[str, Any], run: Any) -> Any:
+        """The translating step, its snapshot of the warm-up network in the run folder."""
+        path = None if run.out is None else run.out / "checkpoints" / SNAPSHOT_NAME
+        return M2mStep(m2m=self, network=run.network, seed=run.spec.seed, rank=run.rank,
+                       snapshot_path=path, save=run.rank == 0, log=run.log, **step_args)
 
 
 class M2mStep(MixStep):

@@ -16,18 +16,16 @@ the mixer then interpolates.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix._validation import ParameterError, check_choice, check_keywords, check_number
 from tailmix.mixing.label_rules import LABEL_RULES, _label_weight, resolve_rule_params
-from tailmix.mixing.neighbours import knn_indices
+from tailmix.mixing.neighbours import ClassPool, NeighbourTable  # noqa: F401 (re-exported)
 
 __all__ = ["MIN_ALPHA", "PRESETS", "ClassPool", "Mixer", "NeighbourTable", "sample_beta"]
 
@@ -70,8 +68,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: all the mass at 0 and 1.
 MIN_ALPHA = 1e-3
 
-# Images converted to float at once while downscaling for the input-space kNN.
-_POOL_CHUNK = 4096
 # Gamma proposals drawn per sample; all of them are rejected with probability < 0.05 ** 12.
 _GAMMA_PROPOSALS = 12
 
@@ -159,176 +155,6 @@ def _log_gamma_sample(
     return log_g, torch.log(torch.rand(shape, **kw).clamp_min(tiny))
 
 
-class NeighbourTable:
-    """The ``k`` nearest neighbours of every training example: SMOTE-style partners.
-
-    Fit it on the points to search (raw inputs, or network features) and their labels; a
-    mixer then draws each anchor's partner uniformly among its ``k`` neighbours by the
-    anchor's dataset index.
-
-    Parameters
-    ----------
-    k : int, default 5
-        Neighbours per example.
-    within_class : bool, default True
-        Neighbours from the example's own class (SMOTE) or from any class (soft SMOTE).
-    downscale : int, optional
-        Average-pool images to ``downscale x downscale`` before the search.
-
-    Attributes
-    ----------
-    indices : LongTensor
-        ``(N, k)`` dataset indices of the neighbours, nearest first (empty before ``fit``).
-        A row that repeats its own index has no neighbour: the mixer copies it unmixed.
-    labels : LongTensor
-        ``(N,)`` labels the table was fitted with.
-    inputs : Tensor
-        What a partner's input is read from by default: the ``inputs`` given to ``fit``
-        (the searched points when none were given).
-
-    Examples
-    --------
-    >>> import torch
-    >>> x = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
-    >>> table = NeighbourTable(k=1, within_class=False).fit(x, torch.tensor([0, 0, 1, 1]))
-    >>> table.indices.squeeze(1).tolist()
-    [1, 0, 3, 2]
-    """
-
-    def __init__(self, *, k: int = 5, within_class: bool = True, downscale: int | None = None):
-        self.k = check_number("k", k, low=1, integer=True)
-        if not isinstance(within_class, bool):
-            raise ParameterError("within_class", "true or false", within_class)
-        self.within_class = within_class
-        if downscale is not None:
-            downscale = check_number("downscale", downscale, low=1, integer=True)
-        self.downscale = downscale
-        self.indices = torch.empty(0, self.k, dtype=torch.long)
-        self.labels = torch.empty(0, dtype=torch.long)
-        self.inputs: Tensor | None = None
-
-    @property
-    def fitted(self) -> bool:
-        return self.indices.shape[0] > 0
-
-    def fit(self, points: Tensor, labels: Tensor, *, inputs: Tensor | None = None
-            ) -> NeighbourTable:
-        """Search the neighbours of ``points`` (``(N, ...)``; images are downscaled first
-        when ``downscale`` is set) among examples labelled ``labels``; ``inputs`` (default
-        ``points``) is what partners are read from. Returns self."""
-        search = self._points(points)
-        self.indices = knn_indices(search, labels, k=self.k, within_class=self.within_class)
-        self.indices = self.indices.to(labels.device)
-        self.labels = labels
-        self.inputs = points if inputs is None else inputs
-        return self
-
-    def _points(self, points: Tensor) -> Tensor:
-        if points.ndim != 4 or self.downscale is None:
-            return points
-        side = self.downscale
-        return torch.cat([
-            F.adaptive_avg_pool2d(points[s: s + _POOL_CHUNK].float(), side)
-            for s in range(0, points.shape[0], _POOL_CHUNK)
-        ])
-
-    def partners(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One neighbour of each example in ``index``, drawn uniformly among its ``k``."""
-        if not self.fitted:
-            raise ParameterError("neighbours", "a fitted table (call fit(points, labels))",
-                                 "an empty table")
-        rows = self.indices[index]
-        pick = torch.randint(0, self.k, (index.shape[0], 1), generator=generator,
-                             device=rows.device)
-        return rows.gather(1, pick).squeeze(1)
-
-    def to(self, device: torch.device | str) -> NeighbourTable:
-        self.indices, self.labels = self.indices.to(device), self.labels.to(device)
-        return self
-
-    def __repr__(self) -> str:
-        return (f"NeighbourTable(k={self.k}, within_class={self.within_class}, "
-                f"rows={self.indices.shape[0]})")
-
-
-class ClassPool:
-    """Partners from the whole training set, drawn by class: class ``c`` with probability
-    proportional to ``n_c ** -q``, then one of its examples uniformly.
-
-    ``q = 0`` draws classes uniformly (class-balanced partners, as in GLMC), ``q > 0``
-    favours the tail further (``q = 1``: inversely to the class sizes), ``q = -1`` draws
-    as often as the data has them (an example uniformly from the whole set).
-
-    Parameters
-    ----------
-    q : float, default 0.0
-        Minus the power of the class sizes.
-
-    Examples
-    --------
-    >>> import torch
-    >>> pool = ClassPool(q=0.0).fit(torch.tensor([0, 0, 0, 1]))
-    >>> partners = pool.partners(1000, torch.Generator().manual_seed(0))
-    >>> round((pool.labels[partners] == 1).float().mean().item(), 1)
-    0.5
-    """
-
-    def __init__(self, *, q: float = 0.0):
-        self.q = check_number("partner_q", q)
-        self.labels = torch.empty(0, dtype=torch.long)
-        self.inputs: Tensor | None = None
-        self._order = self._start = self._counts = self._probs = None
-
-    @property
-    def fitted(self) -> bool:
-        return self.labels.shape[0] > 0
-
-    def fit(self, labels: Tensor, *, inputs: Tensor | None = None,
-            num_classes: int | None = None) -> ClassPool:
-        """Index ``labels`` (``(N,)``) by class; ``inputs`` is what partners are read from
-        by default. Returns self."""
-        labels = labels.long()
-        device = labels.device
-        # The bookkeeping in float64 on the CPU (some devices have no float64), then moved.
-        counts = torch.bincount(labels.cpu(), minlength=num_classes or 0)
-        present = counts > 0
-        weight = torch.where(present, counts.double().clamp_min(1) ** -self.q, 0.0)
-        self._probs = (weight / weight.sum()).float().to(device)
-        self._order = torch.argsort(labels, stable=True)
-        self._start = (torch.cumsum(counts, 0) - counts).to(device)
-        self._counts = counts.to(device)
-        self.labels, self.inputs = labels, inputs
-        return self
-
-    def class_probabilities(self) -> Tensor:
-        """``(C,)`` the probability of drawing each class."""
-        return self._probs
-
-    def partners(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` dataset indices, drawn as the class doc says, on the generator's device
-        (the pool's without one)."""
-        if not self.fitted:
-            raise ParameterError("partner", "a fitted class pool (call pool.fit(labels))",
-                                 "an empty pool")
-        device = self.labels.device if generator is None else generator.device
-        probs = self._probs.to(device)
-        cls = torch.multinomial(probs, n, replacement=True, generator=generator)
-        u = torch.rand(n, generator=generator, device=device)
-        counts = self._counts.to(device)[cls]
-        within = torch.minimum((u * counts).long(), counts - 1)
-        return self._order.to(device)[self._start.to(device)[cls] + within]
-
-    def to(self, device: torch.device | str) -> ClassPool:
-        if self.fitted:
-            self.labels = self.labels.to(device)
-            self._order, self._start = self._order.to(device), self._start.to(device)
-            self._counts, self._probs = self._counts.to(device), self._probs.to(device)
-        return self
-
-    def __repr__(self) -> str:
-        return f"ClassPool(q={self.q:g}, rows={self.labels.shape[0]})"
-
-
 class Mixer(nn.Module):
     """The SMOTE-to-Mixup family as one callable: ``mixer(x, y) -> (x_mix, soft_target)``.
 
@@ -372,11 +198,12 @@ class Mixer(nn.Module):
     k : int, default 5
         Neighbours per example for the kNN partners.
     space : {"input", "feature"}, default "input"
-        Where a training loop searches neighbours: raw inputs or network features.
+        Where a training loop searches neighbours (:meth:`start_epoch`): raw inputs or
+        network features.
     downscale : int, optional
         Average-pool images before an input-space search.
     refresh_every : int, default 1
-        Epochs between feature-space searches.
+        Epochs between feature-space searches (:meth:`start_epoch`).
     neighbours : NeighbourTable, optional
         A fitted (or to-be-fitted) table; by default an empty one with ``k`` and the
         partner's ``within_class``.
@@ -456,6 +283,7 @@ class Mixer(nn.Module):
             num_classes = check_number("num_classes", num_classes, low=1, integer=True)
         self.num_classes = num_classes if counts is None else counts.numel()
         self.generator = generator
+        self._searched_at: int | None = None  # the epoch of the last neighbour search
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Mixer:
@@ -465,12 +293,7 @@ class Mixer(nn.Module):
         3
         """
         check_choice("preset", name, PRESETS)
-        knobs = list(inspect.signature(cls).parameters)
-        unknown = sorted(set(overrides) - set(knobs))
-        if unknown:
-            raise ParameterError(
-                unknown[0], "one of the Mixer knobs (" + ", ".join(knobs) + ")", unknown
-            )
+        check_keywords(overrides, cls, what="a Mixer")
         return cls(**{**PRESETS[name], **overrides})
 
     def unused(self, names: Iterable[str]) -> list[tuple[str, str]]:
@@ -493,6 +316,40 @@ class Mixer(nn.Module):
                                   "a kNN partner with space: feature"),
                 "cutmix_prob": (self.input_mode == "either", "input_mode: either")}
         return [(n, acts[n][1]) for n in names if n in acts and not acts[n][0]]
+
+    def start_epoch(self, epoch: int, *, labels: Tensor, inputs: Tensor,
+                    features: Callable[[], Tensor]) -> None:
+        """Before an epoch's batches, in a training loop: index the class pool of
+        ``"balanced"`` partners once, and search the neighbours of kNN partners when due
+        (in input space once; in feature space every ``refresh_every`` epochs, on
+        ``features()``: the network's features of ``inputs``, called only then).
+        ``labels`` and ``inputs`` are the whole training set's."""
+        if self.pool is not None and self.pool.labels.shape[0] != labels.shape[0]:
+            self.pool.fit(labels, inputs=inputs, num_classes=self.num_classes)
+        if not self.uses_neighbours:
+            return
+        table = self.neighbours
+        stale = table.indices.shape[0] != labels.shape[0]
+        due = (self.space == "feature" and epoch % self.refresh_every == 0
+               and epoch != self._searched_at)
+        if stale or due:
+            table.fit(features() if self.space == "feature" else inputs, labels, inputs=inputs)
+            self._searched_at = epoch
+
+    def table_state(self) -> dict[str, Any]:
+        """What a resumed run needs to draw the same partners: a feature-space neighbour
+        table and the epoch it was searched at (an input-space table is searched again)."""
+        if not self.uses_neighbours or self.space != "feature" or not self.neighbours.fitted:
+            return {}
+        return {"searched_at": self._searched_at, "neighbours": self.neighbours.indices}
+
+    def load_table_state(self, state: Mapping[str, Any], *, labels: Tensor,
+                         inputs: Tensor) -> None:
+        """Bring back :meth:`table_state` (nothing when it holds no table)."""
+        if "neighbours" not in state:
+            return
+        self.neighbours.restore(state["neighbours"], labels, inputs=inputs)
+        self._searched_at = state["searched_at"]
 
     @property
     def uses_neighbours(self) -> bool:
