@@ -575,6 +575,11 @@ def test_the_mixer_keeps_its_table_in_a_users_loop():
     index = torch.arange(len(labels), device=DEVICE)
     assert torch.equal(mixer.neighbours.partners(index, g1), again.neighbours.partners(index, g2))
     assert Mixer.preset("mixup").table_state() == {}
+    # The same mixer in a new run searches again at its first epoch.
+    asked.clear()
+    mixer.forget_search()
+    mixer.start_epoch(0, labels=labels, inputs=inputs, features=features)
+    assert len(asked) == 1
 
 
 def test_input_space_neighbours_are_found_once_and_downscaled():

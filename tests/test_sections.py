@@ -98,6 +98,8 @@ def test_a_plugin_section_is_checked_recorded_and_acts(clip_plugin, tmp_path):
     spec = resolve(digits(plugins=[clip_plugin], clip={"max_norm": 0.25}))
     assert spec.clip.max_norm == 0.25 and spec.config["clip"] == {"max_norm": 0.25,
                                                                  "report": False}
+    # Registered, it is part of the configs that name it only: other runs are unchanged.
+    assert "clip" not in resolve(digits()).config and "clip" not in default_config()
     assert schema()["clip"] == {"max_norm": ((int, float, None), None),
                                 "report": ((bool,), False)}
 
@@ -213,3 +215,15 @@ def test_every_module_imports_first():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(names) > 60
+
+
+def test_two_views_and_imbsam_are_refused_together(tmp_path):
+    """ImbSAM splits the loss by class and the two-view term has none: refused before any
+    training, naming a key of the pair."""
+    from tailmix.build import build_run
+
+    cfg = digits(consistency={"weight": 1.0, "dim": 16},
+                 sam={"rho": 0.05, "tail_below": 40})
+    with pytest.raises(ParameterError) as info:
+        build_run(cfg, None, log=lambda _: None)
+    assert info.value.name == "sam.tail_below" and "consistency.weight" in info.value.expected

@@ -338,8 +338,8 @@ def _assemble(spec: RunSpec, lt: LongTailData, model: nn.Module | None, *,
               device: torch.device, out: Path | None, rank: int, world_size: int,
               log: Callable[[str], None]) -> tuple[Assembly, _Parts]:
     """The components on the data's class counts, the network on its device with its
-    optimiser, the training data (enlarged by a generative oversampler that does), the
-    anchor sampler and the step's arguments: the run the sections contribute to."""
+    optimiser, and the step's arguments: the run the sections contribute to (before a
+    generative oversampler's costly transform, so that their errors come first)."""
     t, counts, comp = spec.train, lt.class_counts, spec.composition
     mixer = None if comp.mixer is None else make_mixer(comp.mixer, counts=counts)
     loss, weights = make_loss(comp.loss, counts=counts), make_weights(comp.weights,
@@ -348,6 +348,7 @@ def _assemble(spec: RunSpec, lt: LongTailData, model: nn.Module | None, *,
                                                                       counts=counts)
     check_streaming(spec, lt, mixer, generative)
     net = make_model(spec, lt, model, log=log)
+    _check_head(spec, net)
     from tailmix.models.heads import set_logit_scale
 
     set_logit_scale(net, getattr(loss, "logit_scale", 1.0))
@@ -365,12 +366,6 @@ def _assemble(spec: RunSpec, lt: LongTailData, model: nn.Module | None, *,
     optimizer = t.optimizer(net, backbone_lr=spec.model.backbone_lr)
     # fp16 needs loss scaling to keep small gradients from flushing to zero.
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    real = None
-    if generative is not None:  # DeepSMOTE enlarges the training set
-        lt, real = generative.transform(lt, device=device, log=log)
-    # Over an enlarged training set the sampler counts the labels it is given.
-    sampler = make_sampler(comp.sampler, counts=counts if real is None else None, spec=spec,
-                           labels=lt.train_labels.cpu(), rank=rank, world_size=world_size)
     run = Assembly(spec=spec, data=lt, network=net, optimizer=optimizer, device=device,
                    counts=counts, rank=rank, world_size=world_size, out=out, log=log,
                    step_args=dict(
@@ -379,14 +374,24 @@ def _assemble(spec: RunSpec, lt: LongTailData, model: nn.Module | None, *,
                        device=device, amp=amp, channels_last=channels_last,
                        eval_batch_size=eval_batch_size(spec.eval.batch_size, device)))
     model_class = None if model is None else type(model).__qualname__
-    return run, _Parts(generative, sampler, real, speed, amp, scaler, model_class)
+    return run, _Parts(generative, None, None, speed, amp, scaler, model_class)
 
 
 def _trainer(run: Assembly, parts: _Parts) -> Trainer:
-    """The trainer of an assembled run: the strategy's step and planner, the run's own
-    callbacks after the sections', the stages after the main run applied in order, and one
+    """The trainer of an assembled run: the training data a generative oversampler
+    enlarges, the anchor sampler, the strategy's step and planner, the run's own callbacks
+    after the sections', the stages after the main run applied in order, and one
     :class:`~tailmix.stages.Stages` callback for a frozen start or a re-training stage."""
     spec, net, t = run.spec, run.network, run.spec.train
+    if parts.generative is not None:  # DeepSMOTE enlarges the training set
+        run.data, parts.real = parts.generative.transform(run.data, device=run.device,
+                                                          log=run.log)
+        run.step_args.update(inputs=run.data.train_inputs, labels=run.data.train_labels)
+    # Over an enlarged training set the sampler counts the labels it is given.
+    parts.sampler = make_sampler(spec.composition.sampler,
+                                 counts=run.counts if parts.real is None else None, spec=spec,
+                                 labels=run.data.train_labels.cpu(), rank=run.rank,
+                                 world_size=run.world_size)
     sampler, step = _strategy_step(run, parts.generative, parts.sampler)
     step_args = run.step_args
     callbacks = run_callbacks(spec, run.data, run.out if run.rank == 0 else None,
@@ -395,16 +400,12 @@ def _trainer(run: Assembly, parts: _Parts) -> Trainer:
                            speed=parts.speed.record(), rank=run.rank,
                            world_size=run.world_size, log=run.log,
                            model_class=parts.model_class)
-    _check_head(spec, net)
     callbacks = run.callbacks + callbacks
     lr, epochs = t.lr_schedule(), spec.epochs
     for stage in run.stages:  # e.g. classifier re-training after the main run
         sampler, step, lr, epochs = stage(sampler, step, lr, epochs)
     staged = bool(run.frozen_until) or run.retrain_from is not None
     if staged:
-        if not isinstance(getattr(net, "head", None), nn.Module):
-            raise ParameterError("model", "a network with a head module (model.head) for a "
-                                 "frozen backbone or cRT", type(net).__name__)
         from tailmix.stages import Stages
 
         callbacks.insert(0, Stages(model=net, optimizer=run.optimizer, seed=spec.seed,

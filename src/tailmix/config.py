@@ -67,7 +67,10 @@ def machine_keys() -> tuple[str, ...]:
 _MOVED = {"DEFAULT_RATIO": "tailmix.data.section", "probe_counts": "tailmix.data.section",
           "source_options": "tailmix.data.section",
           "check_source_options": "tailmix.data.section",
-          "DEFAULT_WARMUP_SHARE": "tailmix.training", "STEP_DEFAULTS": "tailmix.training"}
+          "DEFAULT_WARMUP_SHARE": "tailmix.training", "STEP_DEFAULTS": "tailmix.training",
+          "PRECISIONS": "tailmix.training", "SCHEDULES": "tailmix.training",
+          "COMPILE_MODES": "tailmix.training", "AUGMENT_POLICIES": "tailmix.data.augment",
+          "check_components": "tailmix.components"}
 
 
 def __getattr__(name: str) -> Any:  # computed or moved names, read when first asked for
@@ -97,10 +100,16 @@ def flat_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def default_config() -> dict[str, Any]:
+def default_config(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The defaults of every key: the built-in sections', and those of a plugin's section
+    that ``given`` (a config) names. A plugin's section is part of a config only where the
+    config names it, so registering one changes no other run's config."""
+    from tailmix.sections import BUILTIN
+
     cfg: dict[str, Any] = {k: copy.deepcopy(d) for k, (_, d) in TOP_LEVEL.items()}
     for key, keys in schema().items():
-        cfg[key] = {k: copy.deepcopy(d) for k, (_, d) in keys.items()}
+        if key in BUILTIN or key in (given or {}):
+            cfg[key] = {k: copy.deepcopy(d) for k, (_, d) in keys.items()}
     return cfg
 
 
@@ -140,7 +149,7 @@ def _resolve_config(config: dict[str, Any] | None
             # 7, null, "" are named by their repr
             name = key if isinstance(key, str) and key.strip() else repr(key)
             raise ParameterError(name, f"one of the known top-level keys: {known}", key)
-    cfg = default_config()
+    cfg = default_config(config)
     _strategy_settings(cfg, config.get("strategy"))
     for key, value in config.items():
         if key in keys:
@@ -156,7 +165,7 @@ def _resolve_config(config: dict[str, Any] | None
         else:
             cfg[key] = check_type(key, value, TOP_LEVEL[key][0])
     notes: list[str] = []
-    run = Sections({key: cls(**cfg[key]) for key, cls in sections().items()})
+    run = Sections({key: cls(**cfg[key]) for key, cls in sections().items() if key in cfg})
     for part in run:
         part.prepare(config.get(part.KEY) or {}, notes)
     STRATEGIES.get(cfg["strategy"], "strategy")
@@ -247,10 +256,15 @@ class RunSpec:
     sections: Sections = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __getattr__(self, key: str) -> Any:
-        parts = self.__dict__.get("sections")
-        if key.startswith("_") or parts is None:
+        if key.startswith("_") or "config" not in self.__dict__:
             raise AttributeError(key)
-        return getattr(parts, key)
+        parts = self.__dict__.get("sections")
+        if parts is not None:
+            return getattr(parts, key)
+        kind = sections().get(key)  # a spec made without its sections: from its config
+        if kind is None or key not in self.config:
+            raise AttributeError(key)
+        return kind(**self.config[key])
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config with its composition (what ``config.yaml`` records)."""

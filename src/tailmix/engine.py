@@ -24,7 +24,7 @@ from tailmix import distributed as dist_utils
 from tailmix import seeding
 from tailmix.callbacks import Callback, TrainState
 from tailmix.sam import Plain
-from tailmix.steps import Batch
+from tailmix.steps import Batch, as_planned
 
 __all__ = ["Trainer", "TrainingError"]
 
@@ -168,7 +168,7 @@ class Trainer:
         start = time.perf_counter()
         plan = [(idx[s * bs:(s + 1) * bs], None if mask is None else mask[s * bs:(s + 1) * bs])
                 for s in range(n_steps)]
-        read = getattr(self.step, "batches", _as_planned)  # files: the step reads ahead
+        read = getattr(self.step, "batches", as_planned)  # files: the step reads ahead
         decode = seeding.derive_seed(self.seed, "decode", epoch=epoch, rank=self.rank)
         for s, index, synthetic, raw in read(plan, decode):
             batch = Batch(index, synthetic, epoch, gen, raw)
@@ -254,10 +254,3 @@ class Trainer:
         # Only rank 0 writes; the others return once the run folder is complete.
         dist_utils.barrier()
         return state.result
-
-
-
-def _as_planned(plan, seed):
-    """A step's batches when it reads none itself: as planned, inputs read by the step."""
-    for position, (index, synthetic) in enumerate(plan):
-        yield position, index, synthetic, None

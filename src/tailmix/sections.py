@@ -26,7 +26,7 @@ config that sets one where it would not act is refused rather than silently igno
 
 The built-in sections are those :data:`BUILTIN` names, in its order (the order of a saved
 ``config.yaml``), each defined in the module it names; a plugin module registers its own
-section by defining one.
+section by defining one, and a config holds a plugin's section only where it names it.
 """
 
 from __future__ import annotations
@@ -77,12 +77,25 @@ class Section:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    # Read as a mapping too (``section["lr"]``, ``.get``, ``in``, ``dict(section)``), for
+    # code written when sections were mappings.
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, getattr(self, key)) for key in self.keys()]
+
     def __getitem__(self, key: str) -> Any:
-        """``section["lr"]``, the same as ``section.lr`` (for code written when sections
-        were mappings)."""
-        if key not in {f.name for f in dataclasses.fields(self)}:
+        if key not in self.keys():
             raise KeyError(key)
         return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
 
 
 def _copy(value: Any) -> Any:

@@ -57,7 +57,9 @@ class PhasedStep:
 
     def batches(self, plan: list[tuple[torch.Tensor, torch.Tensor | None]], seed: int):
         # Both steps read the same inputs; the first decides how they are read.
-        return self.before.batches(plan, seed)
+        from tailmix.steps import as_planned
+
+        return getattr(self.before, "batches", as_planned)(plan, seed)
 
     def state_dict(self) -> dict[str, Any]:
         state = getattr(self.before, "state_dict", dict)()
@@ -149,6 +151,9 @@ class CrtSection(Section):
         extra terms, cosine lr; the run gets ``epochs`` more."""
         if self.epochs == 0:
             return
+        from tailmix.models.section import needs_head
+
+        needs_head(run.network, "cRT")
         switch = run.spec.epochs
         run.retrain_from = switch
         lr = self.lr if self.lr is not None else run.spec.train.lr

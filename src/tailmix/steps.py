@@ -173,6 +173,8 @@ class MixStep:
         self.num_classes, self.device, self.amp = num_classes, device, amp
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
         self.class_weights: Tensor | None = None
+        if mixer is not None:  # a new run: the mixer searches its neighbours afresh
+            mixer.forget_search()
 
     # -- once per epoch --------------------------------------------------------------------
 
@@ -274,3 +276,10 @@ class MixStep:
         x, target = self.mix(x, y, batch)
         x, target = self.transform(x, target, y, batch)
         return self.forward(model, x, target, views)
+
+
+def as_planned(plan: list[tuple[Tensor, Tensor | None]], seed: int):
+    """The batches of a step that reads none itself: as planned, ``(position, indices,
+    synthetic mask, None)``; the step reads the inputs of the indices."""
+    for position, (index, synthetic) in enumerate(plan):
+        yield position, index, synthetic, None

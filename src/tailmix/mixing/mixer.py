@@ -336,6 +336,12 @@ class Mixer(nn.Module):
             table.fit(features() if self.space == "feature" else inputs, labels, inputs=inputs)
             self._searched_at = epoch
 
+    def forget_search(self) -> None:
+        """Make the next :meth:`start_epoch` search a feature-space table again, whatever
+        its epoch (a new run with this mixer: its network's features are not those of the
+        last search)."""
+        self._searched_at = None
+
     def table_state(self) -> dict[str, Any]:
         """What a resumed run needs to draw the same partners: a feature-space neighbour
         table and the epoch it was searched at (an input-space table is searched again)."""

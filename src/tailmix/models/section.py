@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.schedules import resolve_epoch
 from tailmix.sections import Assembly, Section, Sections, section
 
-__all__ = ["ModelSection"]
+__all__ = ["ModelSection", "needs_head"]
 
 
 @section("model")
@@ -59,8 +60,19 @@ class ModelSection(Section):
 
     def contribute(self, run: Assembly) -> None:
         """The frozen epochs, and the norm cap on the classifier's rows."""
+        if self.unfreeze_epoch:
+            needs_head(run.network, "a frozen backbone")
         run.frozen_until = self.unfreeze_epoch
         if self.max_norm is not None:
             from tailmix.callbacks import MaxNorm
 
             run.callbacks.append(MaxNorm(run.network, self.max_norm))
+
+
+def needs_head(network: Any, what: str) -> None:
+    """Refuse a network without a ``head`` module (the classifier a stage trains alone)."""
+    from torch import nn
+
+    if not isinstance(getattr(network, "head", None), nn.Module):
+        raise ParameterError("model", f"a network with a head module (model.head) for {what}",
+                             type(network).__name__)
