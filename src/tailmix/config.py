@@ -23,6 +23,7 @@ from tailmix._validation import ParameterError, check_type, refuse_non_finite
 from tailmix.configfile import (  # noqa: F401 (re-exported: configs as files)
     ABSENT,
     EXPONENT_NUMBER,
+    flat_config,
     get_path,
     load_config_file,
     parse_set,
@@ -83,21 +84,6 @@ def __getattr__(name: str) -> Any:  # computed or moved names, read when first a
 
         return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def flat_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as ``{dotted key: value}`` (leaves: anything but a non-empty
-    mapping).
-
-    >>> flat_config({"train": {"lr": 0.1, "milestones": [0.8]}, "dataset": {"options": {}}})
-    {'train.lr': 0.1, 'train.milestones': [0.8], 'dataset.options': {}}
-    """
-    if not isinstance(cfg, dict) or (prefix and not cfg):
-        return {prefix: cfg}
-    flat: dict[str, Any] = {}
-    for k, v in cfg.items():
-        flat.update(flat_config(v, f"{prefix}.{k}" if prefix else str(k)))
-    return flat
 
 
 def default_config(given: Mapping[str, Any] | None = None) -> dict[str, Any]:

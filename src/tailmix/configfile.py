@@ -1,5 +1,6 @@
 """Configs as files and command-line values: YAML read with errors that say where, a bare
-name read as a shipped config, ``--set KEY=VALUE`` values, and dotted keys into a config.
+name read as a shipped config, ``--set KEY=VALUE`` values, and dotted keys into a config
+(one key, or every key flat).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import yaml
 
 from tailmix._validation import EXPONENT_NUMBER, ParameterError, yaml_float
 
-__all__ = ["ABSENT", "EXPONENT_NUMBER", "get_path", "load_config_file", "parse_set",
+__all__ = ["ABSENT", "EXPONENT_NUMBER", "flat_config", "get_path", "load_config_file", "parse_set",
            "parse_yaml", "read_yaml", "set_path", "yaml_float"]
 
 class _SetValueLoader(yaml.SafeLoader):
@@ -162,3 +163,18 @@ def set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ParameterError(dotted, "a path through mappings", dotted)
     node[parts[-1]] = value
+
+
+def flat_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{dotted key: value}`` (leaves: anything but a non-empty
+    mapping).
+
+    >>> flat_config({"train": {"lr": 0.1, "milestones": [0.8]}, "dataset": {"options": {}}})
+    {'train.lr': 0.1, 'train.milestones': [0.8], 'dataset.options': {}}
+    """
+    if not isinstance(cfg, dict) or (prefix and not cfg):
+        return {prefix: cfg}
+    flat: dict[str, Any] = {}
+    for k, v in cfg.items():
+        flat.update(flat_config(v, f"{prefix}.{k}" if prefix else str(k)))
+    return flat
