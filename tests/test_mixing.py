@@ -300,6 +300,42 @@ def test_beta_sampler_matches_the_beta_distribution(alpha):
     assert stats.kstest(samples, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
 
 
+@pytest.mark.parametrize("alpha, beta", [(0.2, 1.0), (0.1, 1.0), (2.0, 5.0), (0.5, 3.0)])
+def test_beta_sampler_takes_a_second_shape(alpha, beta):
+    """``Beta(alpha, beta)`` (Balanced-MixUp's ``Beta(alpha, 1)`` among them) matches the
+    distribution; the second shape equal to the first draws the symmetric samples exactly."""
+    samples = sample_beta(alpha, (20_000,), generator=gen(9), dtype=torch.float64,
+                          beta=beta).cpu().numpy()
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    assert stats.kstest(samples, stats.beta(alpha, beta).cdf).pvalue > 1e-3
+    same = sample_beta(alpha, (500,), generator=gen(3), beta=alpha)
+    assert torch.equal(same, sample_beta(alpha, (500,), generator=gen(3)))
+
+
+def test_balanced_mixup_is_a_setting_of_the_mixer():
+    """Class-balanced partners taking a ``Beta(alpha, 1)`` share of the input: the soft
+    targets' partner mass averages ``alpha / (alpha + 1)`` and spreads over the classes
+    evenly, whatever the anchors' imbalance."""
+    counts = [900, 90, 10]
+    labels = long_tailed_labels(counts)
+    inputs = torch.zeros(len(labels), 1, device=DEVICE)
+    mixer = Mixer(class_counts=counts, partner="balanced", partner_q=0.0, alpha=0.2,
+                  beta=1.0, lam_per="example")
+    assert "lam=beta(0.2, 1)" in repr(mixer) and mixer.unused(["beta"]) == []
+    assert Mixer.preset("smote").unused(["beta"]) == [("beta", "lam: beta")]
+    mixer.start_epoch(0, labels=labels, inputs=inputs, features=lambda: inputs)
+    x = torch.zeros(4000, 1, device=DEVICE)
+    y = torch.zeros(4000, dtype=torch.long, device=DEVICE)  # every anchor of class 0
+    _, target = mixer(x, y, generator=gen(4))
+    # target = (1 - lam) one_hot(0) + lam one_hot(partner), the partner of each class
+    # with probability 1/3: the mass off class 0 averages E[lam] * 2/3.
+    assert abs(float(target[:, 1:].sum() / len(y)) - (0.2 / 1.2) * 2 / 3) < 0.02
+    assert abs(float(target[:, 1].sum() / target[:, 2].sum()) - 1.0) < 0.15
+    with pytest.raises(ParameterError) as info:
+        Mixer(beta=0.0)
+    assert info.value.name == "beta"
+
+
 @pytest.mark.parametrize("lam_per", ["batch", "example"])
 def test_cutmix_lam_is_the_pasted_area_share(lam_per):
     batch, side = 32, 12
@@ -713,8 +749,8 @@ def test_every_knob_is_validated(knobs, name):
 def test_preset_and_call_errors():
     with pytest.raises(ParameterError, match="'preset'"):
         Mixer.preset("cutmix")
-    with pytest.raises(ParameterError, match="'beta'"):
-        Mixer.preset("mixup", beta=0.5)
+    with pytest.raises(ParameterError, match="'gamma'"):  # not a knob of the Mixer
+        Mixer.preset("mixup", gamma=0.5)
     x, y = torch.rand(4, 3), torch.zeros(4, dtype=torch.long)
     smote = Mixer.preset("smote", class_counts=[4.0])
     with pytest.raises(ParameterError, match="'index'"):  # kNN partners need the indices
@@ -820,3 +856,18 @@ def test_label_mass_formula_matches_the_mixer(preset):
     else:
         assert float(expected[2]) < 35.0  # the formula does see the loss of tail mass
         torch.testing.assert_close((total / epochs).cpu(), expected, atol=0.6, rtol=0)
+
+
+def test_balanced_mixup_config_from_the_readme_resolves_and_checks_beta():
+    from tailmix.config import resolve
+
+    base = {"dataset": {"name": "digits"}, "model": {"arch": "small_cnn"},
+            "train": {"epochs": 2}, "strategy": "Mixup"}
+    spec = resolve({**base, "mixer": {"preset": "mixup", "partner": "balanced",
+                                      "partner_q": 0, "alpha": 0.2, "beta": 1}})
+    assert spec.composition.mixer["beta"] == 1
+    for mixer, key in (({"preset": "smote", "beta": 1}, "mixer.beta"),
+                       ({"preset": "mixup", "beta": 0}, "mixer.beta")):
+        with pytest.raises(ParameterError) as info:
+            resolve({**base, "mixer": mixer})
+        assert info.value.name == key, info.value

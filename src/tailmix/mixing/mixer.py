@@ -79,8 +79,10 @@ def sample_beta(
     generator: torch.Generator,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    beta: float | None = None,
 ) -> Tensor:
-    """Draw ``Beta(alpha, alpha)`` samples from ``generator`` (no global random state).
+    """Draw ``Beta(alpha, alpha)`` samples from ``generator`` (no global random state), or
+    ``Beta(alpha, beta)`` samples with a second shape ``beta``.
 
     Each Beta sample is ``G1 / (G1 + G2)`` with ``G1, G2 ~ Gamma(alpha)``, drawn by the
     Marsaglia-Tsang method (a fixed number of proposals per sample, the first accepted one
@@ -94,6 +96,10 @@ def sample_beta(
     ----------
     alpha : float
         The shape, ``> 0``; ``alpha = 1`` is ``Uniform(0, 1)``.
+    beta : float, optional
+        The second shape, ``> 0`` (None: ``alpha``, the symmetric Beta of Mixup). With two
+        shapes the sample is ``G1 / (G1 + G2)``, ``G1 ~ Gamma(alpha)``, ``G2 ~ Gamma(beta)``,
+        drawn as above; shapes below about ``1e-30`` (whose boosts both overflow) give 0.5.
     shape : tuple of int
         Shape of the result.
     generator : torch.Generator
@@ -108,6 +114,15 @@ def sample_beta(
     """
     alpha = check_number("alpha", alpha, low=0.0, low_open=True)
     device = torch.device(device) if device is not None else generator.device
+    if beta is not None and beta != alpha:
+        beta = check_number("beta", beta, low=0.0, low_open=True)
+        work = torch.float64 if dtype == torch.float64 else torch.float32
+        logs = []
+        for a in (alpha, beta):
+            base, log_u = _log_gamma_sample(a, shape, generator, device, work)
+            logs.append(base if log_u is None else base + log_u / a)
+        logit = logs[0] - logs[1]
+        return torch.sigmoid(torch.where(torch.isnan(logit), 0.0, logit)).to(dtype)
     if alpha == 1.0:
         return torch.rand(shape, generator=generator, device=device, dtype=dtype)
     work = torch.float64 if dtype == torch.float64 else torch.float32
@@ -181,6 +196,12 @@ class Mixer(nn.Module):
         Distribution of the partner's share: ``Uniform(0, 1)`` or ``Beta(alpha, alpha)``.
     alpha : float, default 1.0
         Beta shape, at least :data:`MIN_ALPHA` (``1e-3``; below it almost nothing is mixed).
+    beta : float, optional
+        A second Beta shape: the partner's share is ``Beta(alpha, beta)`` (None: ``alpha``,
+        Mixup's symmetric Beta). Balanced-MixUp (Galdran et al., MICCAI 2021) draws
+        ``Beta(alpha, 1)`` with small ``alpha`` (0.1 to 0.4 in its experiments) for a
+        class-balanced partner (``partner="balanced"``, ``partner_q=0``): mostly the
+        instance-sampled anchor, a little of the balanced one.
     lam_per : {"batch", "example"}, default "batch"
         One ``lam`` for the batch or one per example.
     rule : str, default "soft"
@@ -234,6 +255,7 @@ class Mixer(nn.Module):
         partner_q: float = 0.0,
         lam: str = "beta",
         alpha: float = 1.0,
+        beta: float | None = None,
         lam_per: str = "batch",
         rule: str = "soft",
         rule_params: Mapping[str, float] | None = None,
@@ -251,6 +273,7 @@ class Mixer(nn.Module):
         self.partner = check_choice("partner", partner, PARTNERS)
         self.lam = check_choice("lam", lam, LAM_DISTRIBUTIONS)
         self.alpha = _check_alpha(alpha)
+        self.beta = None if beta is None else _check_alpha(beta, name="beta")
         self.lam_per = check_choice("lam_per", lam_per, LAM_PER)
         self.rule = check_choice("rule", rule, LABEL_RULES)
         if rule_params is not None and not isinstance(rule_params, Mapping):
@@ -307,6 +330,7 @@ class Mixer(nn.Module):
         """
         knn = self.uses_neighbours
         acts = {"alpha": (self.lam == "beta", "lam: beta"),
+                "beta": (self.lam == "beta", "lam: beta"),
                 "partner_q": (self.partner == "balanced", "partner: balanced"),
                 "k": (knn, "partner: knn_class or knn_any"),
                 "space": (knn, "partner: knn_class or knn_any"),
@@ -379,7 +403,8 @@ class Mixer(nn.Module):
             parts += [f"k={self.k}", f"space={self.space!r}"]
         if self.pool is not None:
             parts.append(f"partner_q={self.partner_q:g}")
-        lam = f"beta({self.alpha:g})" if self.lam == "beta" else "uniform"
+        shapes = f"{self.alpha:g}" if self.beta is None else f"{self.alpha:g}, {self.beta:g}"
+        lam = f"beta({shapes})" if self.lam == "beta" else "uniform"
         parts += [f"lam={lam}", f"lam_per={self.lam_per!r}", f"rule={self.rule!r}"]
         parts += [f"{name}={value:g}" for name, value in self.rule_params.items()]
         if self.input_mode != "interpolate":
@@ -465,7 +490,8 @@ class Mixer(nn.Module):
             if generator is None:
                 generator = torch.default_generator if device.type == "cpu" else \
                     torch.cuda.default_generators[device.index or 0]
-            lam = sample_beta(self.alpha, shape, generator=generator, device=device)
+            lam = sample_beta(self.alpha, shape, generator=generator, device=device,
+                              beta=self.beta)
         return lam.expand(batch)
 
     def _counts(self, y: Tensor, y_partner: Tensor, device: torch.device) -> Tensor:
@@ -517,14 +543,15 @@ class Mixer(nn.Module):
         return x_mix, target
 
 
-def _check_alpha(alpha: Any) -> float:
-    """A Mixer's Beta shape: a finite number, at least :data:`MIN_ALPHA`."""
+def _check_alpha(alpha: Any, *, name: str = "alpha") -> float:
+    """A Mixer's Beta shape (``alpha``, or the second shape ``beta``): a finite number, at
+    least :data:`MIN_ALPHA`."""
     expected = (f"a number >= {MIN_ALPHA:g} (below it Beta(alpha, alpha) puts over 98% of "
                 "lam within 1e-6 of 0 or 1: almost nothing would be mixed)")
     try:
-        alpha = check_number("alpha", alpha, low=MIN_ALPHA)
+        alpha = check_number(name, alpha, low=MIN_ALPHA)
     except ParameterError:
-        raise ParameterError("alpha", expected, alpha) from None
+        raise ParameterError(name, expected, alpha) from None
     return alpha
 
 
