@@ -36,8 +36,6 @@ from tailmix.registry import refuse_saved_plugins  # noqa: F401 (re-exported)
 from tailmix.schedules import is_share, resolve_epoch  # noqa: F401 (shares of a run live there)
 from tailmix.sections import Sections, key_types, sections
 
-_NUM = (int, float)
-
 # Top-level keys that are not sections: (types, default).
 TOP_LEVEL: dict[str, tuple[tuple, Any]] = {
     "strategy": ((str,), "ERM"),

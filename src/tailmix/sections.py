@@ -31,6 +31,7 @@ section by defining one, and a config holds a plugin's section only where it nam
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import types
@@ -75,7 +76,7 @@ class Section:
         """Add what the section brings to a run being built."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     # Read as a mapping too (``section["lr"]``, ``.get``, ``in``, ``dict(section)``), for
     # code written when sections were mappings.
@@ -96,12 +97,6 @@ class Section:
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key) if key in self.keys() else default
-
-
-def _copy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
 
 
 def section(key: str) -> Callable[[type], type]:
