@@ -55,6 +55,11 @@ CATALOGUE = {
               "weights": _NONE, "generative": None, "head": "linear"},
     "Mixup-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "mixup"}, "loss": _CE,
                   "weights": _DRW, "generative": None, "head": "linear"},
+    # Galdran et al. 2021: instance anchors, a class-balanced partner, share ~ Beta(0.2, 1)
+    "Balanced-MixUp": {"sampler": _INSTANCE,
+                       "mixer": {"preset": "mixup", "partner": "balanced", "partner_q": 0.0,
+                                 "alpha": 0.2, "beta": 1.0},
+                       "loss": _CE, "weights": _NONE, "generative": None, "head": "linear"},
     "Remix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "remix"}, "loss": _CE,
                   "weights": _DRW, "generative": None, "head": "linear"},
     "MAMix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "mamix"}, "loss": _CE,

@@ -96,3 +96,10 @@ def test_mamix_drw_beats_erm_on_long_tailed_digits():
             accs.append(train(cfg, None)["final"]["balanced_accuracy"])
         scores[strategy] = statistics.mean(accs)
     assert scores["MAMix-DRW"] > scores["ERM"] + 0.5, scores
+
+
+def test_every_method_strategy_names_its_paper():
+    """``tailmix strategies`` cites a publication for every method that is not a baseline."""
+    for name, s in STRATEGIES.items():
+        if name != "ERM":
+            assert s.paper, name

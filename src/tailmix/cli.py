@@ -395,7 +395,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     load_builtins()
     width = max(len(n) for n in STRATEGIES)
     for name, s in STRATEGIES.items():
-        print(f"{name:<{width}}  {s.summary}")
+        print(f"{name:<{width}}  {s.summary}" + (f" [{s.paper}]" if s.paper else ""))
     return 0
 
 

@@ -19,7 +19,8 @@ from tailmix.registry import STRATEGIES
 class Strategy:
     """A named composition. ``settings`` are config sections the strategy sets beyond its
     parts (``{"augment": {"policy": "autoaugment"}, "sam": {...}}``): defaults under the
-    run's config, so a config that sets a key keeps its own value."""
+    run's config, so a config that sets a key keeps its own value. ``paper`` names the
+    publication whose method the composition follows (empty for a plain baseline)."""
 
     name: str
     summary: str
@@ -30,50 +31,64 @@ class Strategy:
     head: str = "linear"
     generative: dict[str, Any] | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paper: str = ""
 
 
 _DRW = {"name": "drw", "start_epoch": 0.8, "beta": 0.9999}
 _MAMIX_AA = Strategy("MAMix-DRW-AA", "MAMix-DRW with AutoAugment (CIFAR-10 policy) and Cutout 16 "
                      "on the device: for long schedules (200 epochs); short ones under-fit",
                      mixer={"preset": "mamix"}, weights=dict(_DRW),
-                     settings={"augment": {"policy": "autoaugment", "cutout": 16}})
+                     settings={"augment": {"policy": "autoaugment", "cutout": 16}},
+                     paper="Cheng, Mai, Lin, TAAI 2023; AutoAugment: Cubuk et al., CVPR 2019")
 
 for _s in [
     Strategy("ERM", "plain cross-entropy on the long-tailed data"),
     Strategy("CB", "class-balanced weights (effective number, beta 0.9999) from the start",
-             weights={"name": "cb", "beta": 0.9999}),
+             weights={"name": "cb", "beta": 0.9999}, paper="Cui et al., CVPR 2019"),
     Strategy("DRW", "cross-entropy, class-balanced weights deferred to 80% of the run",
-             weights=dict(_DRW)),
-    Strategy("Focal", "focal loss, gamma 1", loss={"name": "focal", "gamma": 1.0}),
+             weights=dict(_DRW), paper="Cao et al., NeurIPS 2019"),
+    Strategy("Focal", "focal loss, gamma 1", loss={"name": "focal", "gamma": 1.0},
+             paper="Lin et al., ICCV 2017"),
     Strategy("LDAM-DRW", "LDAM margins (max 0.5, s 30) on a cosine head, with DRW",
              loss={"name": "ldam", "max_margin": 0.5, "s": 30.0}, weights=dict(_DRW),
-             head="cosine"),
-    Strategy("LA", "logit-adjusted loss (tau 1)", loss={"name": "la", "tau": 1.0}),
-    Strategy("BS", "balanced softmax", loss={"name": "bs"}),
+             head="cosine", paper="Cao et al., NeurIPS 2019"),
+    Strategy("LA", "logit-adjusted loss (tau 1)", loss={"name": "la", "tau": 1.0},
+             paper="Menon et al., ICLR 2021"),
+    Strategy("BS", "balanced softmax", loss={"name": "bs"}, paper="Ren et al., NeurIPS 2020"),
     Strategy("SMOTE", "oversample every class to n_max by interpolating same-class "
-             "neighbours (k 5), anchor's hard label", mixer={"preset": "smote"}),
+             "neighbours (k 5), anchor's hard label", mixer={"preset": "smote"},
+             paper="Chawla et al., JAIR 2002"),
     Strategy("soft-SMOTE", "SMOTE with neighbours from any class and soft (Mixup) labels",
-             mixer={"preset": "soft_smote"}),
-    Strategy("Mixup", "Mixup (alpha 1) with soft labels", mixer={"preset": "mixup"}),
+             mixer={"preset": "soft_smote"}, paper="Cheng, Mai, Lin, TAAI 2023"),
+    Strategy("Mixup", "Mixup (alpha 1) with soft labels", mixer={"preset": "mixup"},
+             paper="Zhang et al., ICLR 2018"),
     Strategy("Mixup-DRW", "Mixup (alpha 1) with DRW", mixer={"preset": "mixup"},
-             weights=dict(_DRW)),
+             weights=dict(_DRW), paper="Zhang et al., ICLR 2018; DRW: Cao et al., NeurIPS 2019"),
+    Strategy("Balanced-MixUp", "Mixup of instance-sampled anchors with class-balanced "
+             "partners, the partner's share drawn from Beta(0.2, 1): mostly the anchor",
+             mixer={"preset": "mixup", "partner": "balanced", "partner_q": 0.0,
+                    "alpha": 0.2, "beta": 1.0},
+             paper="Galdran, Carneiro, Gonzalez Ballester, MICCAI 2021"),
     Strategy("Remix-DRW", "Remix labels (K 3, tau 0.5) with DRW",
-             mixer={"preset": "remix"}, weights=dict(_DRW)),
+             mixer={"preset": "remix"}, weights=dict(_DRW), paper="Chou et al., ECCV-W 2020"),
     Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
-             mixer={"preset": "mamix"}, weights=dict(_DRW)),
+             mixer={"preset": "mamix"}, weights=dict(_DRW), paper="Cheng, Mai, Lin, TAAI 2023"),
     _MAMIX_AA,
     replace(_MAMIX_AA, name="MAMix-DRW-AA-SimSiam",
             summary="MAMix-DRW-AA with a two-view consistency term (SimSiam-style, weight 1): "
                     "the recipe for long schedules; each step runs the network on two more "
                     "views",
-            settings={**_MAMIX_AA.settings, "consistency": {"weight": 1.0}}),
+            settings={**_MAMIX_AA.settings, "consistency": {"weight": 1.0}},
+            paper=_MAMIX_AA.paper + "; SimSiam: Chen, He, CVPR 2021"),
     Strategy("M2m", "ERM warm-up (80% of the run), then class-balanced batches whose "
              "minority slots take majority examples translated toward the slot's class",
              generative={"name": "m2m", "steps": 10, "step_size": 0.1, "lam": 0.5,
-                         "gamma": 0.9, "beta": 0.999}),  # warm-up: m2m.WARMUP_SHARE
+                         "gamma": 0.9, "beta": 0.999},  # warm-up: m2m.WARMUP_SHARE
+             paper="Kim, Jeong, Shin, CVPR 2020"),
     Strategy("DeepSMOTE", "SMOTE in an autoencoder's latent space tops every class up to "
              "n_max with decoded images", generative={"name": "deepsmote", "ae_epochs": 50,
-                                                      "latent_dim": 300, "k": 5}),
+                                                      "latent_dim": 300, "k": 5},
+             paper="Dablain, Krawczyk, Chawla, IEEE TNNLS 2022"),
 ]:
     STRATEGIES.register(_s.name, _s)
 
