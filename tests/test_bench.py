@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,3 +114,24 @@ def test_check_refuses_a_typo_in_the_last_cell_before_any_run(tmp_path, capsys):
                                "overrides": {"loss": {"name": "la", "tau": 2}}}])
     assert main(["check", str(fixed)]) == 0
     assert "all valid" in capsys.readouterr().out
+
+
+def test_the_committed_suites_runs_are_not_stale():
+    """``tailmix bench`` on a shipped suite goes on from its committed runs: every finished
+    run's config.yaml agrees with what the suite now asks of it (a new default that changes
+    no number must not turn them stale)."""
+    from tailmix.bench import config_difference, load_suite
+
+    root = Path(__file__).resolve().parents[1]
+    checked = 0
+    for path in sorted((root / "benchmarks" / "suites").glob("*.yaml")):
+        name = yaml.safe_load(path.read_text())["name"]
+        if not (root / "results" / name).is_dir():
+            continue  # a suite with no committed runs (the GPU ones) names no data root
+        suite = load_suite(path)
+        for cell in suite.cells:
+            run = root / "results" / suite.name / "runs" / cell.folder
+            if (run / "config.yaml").is_file():
+                assert config_difference(run, suite.config(cell)) is None, (path.name, cell)
+                checked += 1
+    assert checked >= 14

@@ -42,6 +42,10 @@ class EvalSection(Section):
     patience: int | None = None
     tau_norm: float | None = None
 
+    # How many test images go through the network at once: memory, not the result (the
+    # network is in eval mode), so another machine's choice leaves a run the same run.
+    MACHINE = ("batch_size",)
+
     def check(self, run: Sections) -> None:
         if self.tau_norm is not None:
             check_number("eval.tau_norm", self.tau_norm, low=0)
