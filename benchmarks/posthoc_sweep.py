@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from _machine import describe
 
-from tailmix.build import restore
-from tailmix.callbacks import tau_normalised
-from tailmix.steps import autocast, eval_batch_size, predict
+from tailmix.pipeline.build import restore
+from tailmix.pipeline.callbacks import tau_normalised
+from tailmix.pipeline.steps import autocast, eval_batch_size, predict
 
 TAUS = (-0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
 RULES = ("la", "norm")
@@ -35,7 +35,7 @@ def sweep(run: Path, taus: tuple[float, ...], data_root: str | None, *, rule: st
     ``tailmix.losses.posthoc_adjust``'s, written out because that function accepts tau >= 0
     only and the sweep also looks below 0 (is tau 0 a peak from both sides?); log(n_c) and
     log(prior) differ by a constant, same argmax. ``norm`` is the run's own
-    ``eval.tau_norm`` evaluation (:func:`~tailmix.callbacks.tau_normalised`)."""
+    ``eval.tau_norm`` evaluation (:func:`~tailmix.pipeline.callbacks.tau_normalised`)."""
     r = restore(run / "checkpoints" / "last.pt", data_root=data_root, device="cpu")
     labels = r.data.test_labels
 

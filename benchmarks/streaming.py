@@ -64,8 +64,8 @@ def child(args: argparse.Namespace) -> None:
     """One epoch in this process; prints one JSON line of figures."""
     import torch
 
-    from tailmix.build import build_run
     from tailmix.data.files import decode_image
+    from tailmix.pipeline.build import build_run
 
     torch.manual_seed(0)
     streaming = args.child == "stream"

@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from _machine import describe
 from PIL import Image, ImageOps
 
-from tailmix.build import Run, build_run
 from tailmix.data import from_arrays
 from tailmix.mixing import Mixer
 from tailmix.models import build_model
-from tailmix.steps import predict
+from tailmix.pipeline.build import Run, build_run
+from tailmix.pipeline.steps import predict
 
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from tailmix.build import make_generative, restore
 from tailmix.generative.deepsmote import ConvAutoencoder
 from tailmix.io import write_json
+from tailmix.pipeline.build import make_generative, restore
 
 
 def _summary(logits: torch.Tensor, labels: torch.Tensor, c: int) -> dict:

@@ -219,14 +219,14 @@ def check_digits(record: dict[str, Any], got: dict[str, Any]) -> tuple[list[str]
 def first_epochs(config: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
     """History rows of the first ``epochs`` epochs of ``config`` (whose schedule stays that
     of the whole run), trained without a run folder."""
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     run = build_run(config, None, log=lambda _: None)
     return [run.trainer.train_epoch(e) for e in range(epochs)]
 
 
 def cifar(epochs: int, data_root: str | None, only: list[str] | None) -> int:
-    from tailmix.config import load_config_file
+    from tailmix.pipeline.config import load_config_file
 
     torch.set_num_threads(2)
     failures = 0

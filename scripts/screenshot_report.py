@@ -26,7 +26,7 @@ import yaml
 
 from tailmix.margins import margin_report
 from tailmix.metrics import compute_metrics
-from tailmix.report import build_report
+from tailmix.tools.report import build_report
 
 
 def long_tailed_counts(num_classes: int, n_max: int, ratio: float) -> list[int]:

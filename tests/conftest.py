@@ -48,8 +48,8 @@ def digits_config(**train) -> dict:
 def train_interrupted(cfg: dict, out, *, at_epoch: int, monkeypatch, **train_kw) -> None:
     """Train ``cfg`` into ``out`` as if the process were stopped when epoch ``at_epoch``
     (0-based) begins, leaving the checkpoint of the epochs before it."""
-    from tailmix.build import train
-    from tailmix.engine import Trainer
+    from tailmix.pipeline.build import train
+    from tailmix.pipeline.engine import Trainer
 
     original = Trainer.train_epoch
     reached = []

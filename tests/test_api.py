@@ -12,7 +12,7 @@ from torch import nn
 
 from tailmix._validation import ParameterError
 from tailmix.cli import main
-from tailmix.config import resolve
+from tailmix.pipeline.config import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,9 +121,9 @@ def test_plugins_must_import(tmp_path):
 def test_trainer_takes_objects_and_any_step(device):
     """A user's own step (here: a plain loss on one-hot targets, counting its calls) runs
     in the trainer with no config at all, and the network learns."""
-    from tailmix.engine import Trainer
+    from tailmix.pipeline.engine import Trainer
+    from tailmix.pipeline.steps import StepOutput
     from tailmix.samplers import build_sampler
-    from tailmix.steps import StepOutput
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=g)

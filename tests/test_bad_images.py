@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tailmix.build import load_data
 from tailmix.data.download import DatasetError
 from tailmix.data.files import FileDataset, ImageFiles
+from tailmix.pipeline.build import load_data
 
 COUNTS = [6, 4]
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from tailmix._validation import ParameterError
-from tailmix.bench import load_suite, run_suite
+from tailmix.tools.bench import load_suite, run_suite
 
 
 def _suite(tmp_path, grid, **extra):
@@ -40,12 +40,12 @@ def test_suite_runs_resumes_and_tabulates(tmp_path, monkeypatch):
     assert (out / "reports" / "digits-r20" / "report.html").is_file()
 
     # A second call trains nothing: finished runs are skipped.
-    import tailmix.build
+    import tailmix.pipeline.build
 
     def boom(*a, **k):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(tailmix.build, "train", boom)
+    monkeypatch.setattr(tailmix.pipeline.build, "train", boom)
     logs = []
     run_suite(suite, tmp_path / "results", log=logs.append)
     assert len(logs) == 4 and all("skipped" in line for line in logs)
@@ -120,7 +120,7 @@ def test_the_committed_suites_runs_are_not_stale():
     """``tailmix bench`` on a shipped suite goes on from its committed runs: every finished
     run's config.yaml agrees with what the suite now asks of it (a new default that changes
     no number must not turn them stale)."""
-    from tailmix.bench import config_difference, load_suite
+    from tailmix.tools.bench import config_difference, load_suite
 
     root = Path(__file__).resolve().parents[1]
     checked = 0

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image, ImageFile
 
 from tailmix._validation import ParameterError
-from tailmix.config import SCHEMA, resolve_config
 from tailmix.data import from_arrays
 from tailmix.data.download import DatasetError
 from tailmix.data.files import FileDataset, decode_image, scan_images
 from tailmix.data.imagefolder import read_imagefolder
 from tailmix.data.lists import read_csv_file, read_list_file
+from tailmix.pipeline.config import SCHEMA, resolve_config
 
 HUGE = "99999999999"  # only under the memory limit: 100 billion class names do not fit
 FAR = 10**6  # far above the classes a few rows can hold, yet cheap where it is not refused
@@ -54,7 +54,7 @@ def _folder(root: Path) -> Path:
 # build of torch alone can map more than 2 GiB), and reports each exit code and standard error.
 _CHILD = r"""
 import contextlib, io, json, resource, sys
-import tailmix.build, tailmix.data.lists  # torch and the data readers, before measuring
+import tailmix.pipeline.build, tailmix.data.lists  # torch and the data readers, before measuring
 from tailmix.cli import main
 
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tailmix._validation import ParameterError
-from tailmix.callbacks import MaxNorm, tau_normalised
+from tailmix.pipeline.callbacks import MaxNorm, tau_normalised
 from tailmix.weights import build_weight_schedule, class_balanced_weights
 
 
@@ -67,7 +67,7 @@ def test_cumulative_weights_move_quadratically_to_class_balanced():
 def test_a_run_with_maxnorm_and_tau_norm_reports_both(tmp_path):
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits_config(epochs=2)
     cfg["model"] = {"arch": "small_cnn", "max_norm": 0.5}
@@ -88,7 +88,7 @@ def test_a_run_with_maxnorm_and_tau_norm_reports_both(tmp_path):
 def test_bad_settings_name_the_key(section, key, value):
     from conftest import digits_config
 
-    from tailmix.config import resolve_config
+    from tailmix.pipeline.config import resolve_config
 
     cfg = digits_config()
     cfg.setdefault(section, {})[key] = value
@@ -101,7 +101,7 @@ def test_bad_settings_name_the_key(section, key, value):
 def test_row_scaling_is_refused_on_a_cosine_head_before_training(key, value):
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits_config(epochs=2)
     cfg["strategy"] = "LDAM-DRW"
@@ -120,7 +120,7 @@ def test_crt_and_m2m_are_refused_on_a_cosine_head_before_any_data_is_read(capsys
     from conftest import digits_config
 
     from tailmix.cli import main
-    from tailmix.config import resolve
+    from tailmix.pipeline.config import resolve
 
     cfg = digits_config(epochs=2)
     cfg["strategy"] = "LDAM-DRW"

@@ -149,7 +149,7 @@ def test_no_progress_prints_one_line_an_epoch_and_eval_reads_a_run_folder(tmp_pa
 def test_progress_without_a_terminal_logs_each_epoch():
     """The bar is asked for, but there is no terminal (as under a test runner or a pipe):
     one line an epoch through the run's log."""
-    from tailmix.callbacks import Progress, TrainState
+    from tailmix.pipeline.callbacks import Progress, TrainState
 
     lines: list[str] = []
     progress = Progress(label="DRW", bar=True, log=lines.append)

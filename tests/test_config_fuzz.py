@@ -19,7 +19,7 @@ import yaml
 
 from tailmix._validation import ParameterError
 from tailmix.cli import main
-from tailmix.config import load_config_file, resolve
+from tailmix.pipeline.config import load_config_file, resolve
 
 SEED = 20240611
 N_CONFIGS = 300
@@ -232,6 +232,6 @@ def test_corrupted_yaml_files_end_in_one_error_line(tmp_path, capsys):
 
 
 def _digits_file() -> Path:
-    from tailmix.shipped import config_path
+    from tailmix.pipeline.shipped import config_path
 
     return config_path("digits")

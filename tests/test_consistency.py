@@ -39,7 +39,7 @@ def test_the_term_is_symmetric_and_weighted():
 def _run(tmp_path=None, **consistency):
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits_config(epochs=3)
     cfg["strategy"] = "Mixup"
@@ -68,7 +68,7 @@ def test_consistency_settings_are_checked():
     assert info.value.name == "consistency.weight"
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits_config(epochs=3)
     cfg["consistency"] = {"weight": 1.0}

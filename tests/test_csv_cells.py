@@ -7,7 +7,7 @@ import random
 import string
 
 from tailmix.io import csv_cell
-from tailmix.predict import write_table
+from tailmix.tools.predict import write_table
 
 
 def test_cells_that_begin_like_a_formula_are_escaped_and_others_kept():

@@ -25,8 +25,8 @@ from conftest import digits_config
 
 from tailmix import seeding
 from tailmix._validation import ParameterError
-from tailmix.build import build_run, check_distributed
 from tailmix.distributed import shard
+from tailmix.pipeline.build import build_run, check_distributed
 from tailmix.samplers import Resampled, build_sampler
 
 # --------------------------------------------------------------------------- shard
@@ -139,8 +139,9 @@ WORKER = textwrap.dedent('''
     import sys
     from pathlib import Path
 
-    from tailmix import build, distributed, engine, steps
+    from tailmix import distributed
     from tailmix.cli import main
+    from tailmix.pipeline import build, engine, steps
 
     record_dir = Path(os.environ["RECORD_DIR"])
     stop_at = int(os.environ.get("STOP_AT_EPOCH", "-1"))
@@ -385,7 +386,7 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
     from torch import nn
 
     from tailmix import distributed
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
     from tailmix.data import from_arrays, load_source
 
     raw = load_source("digits")

@@ -10,9 +10,9 @@ from conftest import digits_config, shared_zip_or_skip, train_interrupted
 
 import tailmix
 from tailmix._validation import ParameterError
-from tailmix.build import build_run, train
 from tailmix.cli import main
-from tailmix.config import resolve_config
+from tailmix.pipeline.build import build_run, train
+from tailmix.pipeline.config import resolve_config
 
 
 def test_digits_run_learns_and_writes_results(tmp_path):
@@ -140,7 +140,7 @@ def test_strategies_command_lists_the_catalogue(capsys):
 @pytest.mark.slow
 def test_shared_cifar10_zip_loads_as_cifar10_lt(tmp_path):
     root = shared_zip_or_skip()
-    from tailmix.build import load_data
+    from tailmix.pipeline.build import load_data
 
     cfg = resolve_config({"dataset": {"name": "cifar10", "root": str(root), "ratio": 100}})
     data = load_data(cfg)
@@ -154,7 +154,7 @@ def test_shared_cifar10_zip_loads_as_cifar10_lt(tmp_path):
 def test_every_shipped_config_resolves(tmp_path):
     from pathlib import Path
 
-    from tailmix.config import load_config_file
+    from tailmix.pipeline.config import load_config_file
 
     configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     assert len(configs) >= 6
@@ -203,7 +203,7 @@ def test_neighbours_command_shows_how_soft_labels_undo_the_balance(tmp_path, cap
 
 @pytest.mark.slow
 def test_soft_smote_partners_of_the_cifar10_tail_are_other_classes(tmp_path):
-    from tailmix.analysis import neighbour_balance
+    from tailmix.tools.analysis import neighbour_balance
 
     root = shared_zip_or_skip()
     result = neighbour_balance({"dataset": {"name": "cifar10", "root": str(root), "ratio": 100},

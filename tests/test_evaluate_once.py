@@ -9,13 +9,13 @@ import torch
 from conftest import DEVICE, digits_config
 from torch import nn
 
-import tailmix.callbacks as cb
+import tailmix.pipeline.callbacks as cb
 from tailmix._validation import ParameterError
-from tailmix.build import build_run, restore
-from tailmix.config import resolve
 from tailmix.margins import margin_report
 from tailmix.metrics import compute_metrics
-from tailmix.steps import EVAL_BATCH_SIZES, eval_batch_size, predict
+from tailmix.pipeline.build import build_run, restore
+from tailmix.pipeline.config import resolve
+from tailmix.pipeline.steps import EVAL_BATCH_SIZES, eval_batch_size, predict
 
 TEST_IMAGES = 500  # digits: 50 test images a class
 WHOLE = 4096  # an evaluation batch larger than any digits set: one forward call a set

@@ -12,8 +12,6 @@ from conftest import DEVICE, digits_config, train_interrupted
 from torch import nn
 
 from tailmix._validation import ParameterError
-from tailmix.build import build_run, load_data, make_generative, train
-from tailmix.config import resolve
 from tailmix.data import from_arrays, prepare_dataset
 from tailmix.generative import (
     ConvAutoencoder,
@@ -30,6 +28,8 @@ from tailmix.generative import (
 from tailmix.generative import deepsmote as deepsmote_module
 from tailmix.generative import m2m as m2m_module
 from tailmix.mixing import knn_indices
+from tailmix.pipeline.build import build_run, load_data, make_generative, train
+from tailmix.pipeline.config import resolve
 from tailmix.samplers import ClassBalancedSampler, InstanceSampler, Phased
 
 
@@ -453,8 +453,8 @@ def test_generative_runs_on_the_test_device():
 
 def test_every_process_reads_the_m2m_snapshot_only_rank0_writes_it(tmp_path):
     """Under torchrun a resumed M2m run must translate with the saved g on every rank."""
-    from tailmix.build import build_run
-    from tailmix.sections import Assembly
+    from tailmix.pipeline.build import build_run
+    from tailmix.pipeline.sections import Assembly
 
     run = build_run(_cfg("M2m", 3, warmup_epochs=1, steps=2), tmp_path / "run")
     step_kw = {k: getattr(run.trainer.step, k) for k in ("inputs", "labels", "augment", "loss",

@@ -11,8 +11,8 @@ import pytest
 
 from tailmix._validation import ParameterError
 from tailmix.cli import build_config, main
-from tailmix.config import load_config_file, read_yaml, resolve, source_options
 from tailmix.data import from_arrays, prepare_dataset
+from tailmix.pipeline.config import load_config_file, read_yaml, resolve, source_options
 from tailmix.registry import DATASETS
 
 

@@ -16,13 +16,13 @@ from torch import nn
 from tailmix._validation import ParameterError
 from tailmix.cli import main
 from tailmix.data.sources import from_arrays
-from tailmix.engine import Trainer, TrainingError
 from tailmix.losses import Focal
 from tailmix.metrics import compute_metrics
 from tailmix.mixing import Mixer, sample_beta
 from tailmix.models.heads import CosineHead
-from tailmix.report import build_report
-from tailmix.steps import StepOutput
+from tailmix.pipeline.engine import Trainer, TrainingError
+from tailmix.pipeline.steps import StepOutput
+from tailmix.tools.report import build_report
 
 CPU = torch.device("cpu")
 
@@ -137,10 +137,10 @@ def test_a_non_finite_loss_with_finite_gradients_is_caught_in_a_later_epoch(bad)
 
 
 def test_training_error_is_a_runtime_error_exported_by_the_engine():
-    import tailmix.engine
+    import tailmix.pipeline.engine
 
     assert issubclass(TrainingError, RuntimeError)
-    assert "TrainingError" in tailmix.engine.__all__
+    assert "TrainingError" in tailmix.pipeline.engine.__all__
 
 
 def test_fp16_loss_scaling_overflow_is_not_an_error():
@@ -183,8 +183,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tailmix.engine import Trainer, TrainingError
-from tailmix.steps import StepOutput
+from tailmix.pipeline.engine import Trainer, TrainingError
+from tailmix.pipeline.steps import StepOutput
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()

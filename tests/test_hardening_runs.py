@@ -19,13 +19,13 @@ import torch
 import yaml
 from conftest import digits_config, train_interrupted
 
-import tailmix.engine
-from tailmix import callbacks as cb
+import tailmix.pipeline.engine
 from tailmix._validation import ParameterError
-from tailmix.bench import load_suite, run_suite
-from tailmix.build import build_run, resolve_device, restore, train
 from tailmix.cli import main
 from tailmix.io import atomic_write_text
+from tailmix.pipeline import callbacks as cb
+from tailmix.pipeline.build import build_run, resolve_device, restore, train
+from tailmix.tools.bench import load_suite, run_suite
 
 
 def quiet(_: str) -> None:
@@ -105,7 +105,7 @@ def test_the_lock_is_held_while_training_and_released_on_interrupt(tmp_path, mon
                                                                    capsys):
     out = tmp_path / "run"
     seen = []
-    original = tailmix.engine.Trainer.train_epoch
+    original = tailmix.pipeline.engine.Trainer.train_epoch
 
     def epoch(self, e):
         holder = json.loads((out / ".lock").read_text())
@@ -117,11 +117,11 @@ def test_the_lock_is_held_while_training_and_released_on_interrupt(tmp_path, mon
         assert "--out" in err and f"pid {os.getpid()}" in err
         return original(self, e)
 
-    monkeypatch.setattr(tailmix.engine.Trainer, "train_epoch", epoch)
+    monkeypatch.setattr(tailmix.pipeline.engine.Trainer, "train_epoch", epoch)
     train(tiny(), out, log=quiet)
     assert seen == [os.getpid()]
     assert not (out / ".lock").exists()
-    monkeypatch.setattr(tailmix.engine.Trainer, "train_epoch", original)
+    monkeypatch.setattr(tailmix.pipeline.engine.Trainer, "train_epoch", original)
     train_interrupted(tiny(2), tmp_path / "cut", at_epoch=1, monkeypatch=monkeypatch,
                       log=quiet)
     assert not (tmp_path / "cut" / ".lock").exists()
@@ -161,14 +161,14 @@ def test_two_processes_cannot_share_a_run_folder(tmp_path):
 import sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import digits_config
-import tailmix.engine
-from tailmix.build import train
-original = tailmix.engine.Trainer.train_epoch
+import tailmix.pipeline.engine
+from tailmix.pipeline.build import train
+original = tailmix.pipeline.engine.Trainer.train_epoch
 def epoch(self, e):
     open({str(flag)!r}, "w").close()
     time.sleep(4)
     return original(self, e)
-tailmix.engine.Trainer.train_epoch = epoch
+tailmix.pipeline.engine.Trainer.train_epoch = epoch
 train(digits_config(epochs=1, warmup_epochs=0), {str(out)!r}, log=lambda s: None)
 """
     proc = subprocess.Popen([sys.executable, "-c", script])
@@ -333,15 +333,15 @@ def test_bench_refuses_a_stale_cell_or_retrains_it(tmp_path, monkeypatch, capsys
     assert json.loads((cell / "metrics.json").read_text())["wall_time_s"] != first["wall_time_s"]
     # A setting of the machine (device, data root) does not make a cell stale.
     suite = load_suite(path, data_root=str(tmp_path / "elsewhere"))
-    monkeypatch.setattr("tailmix.build.train", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("tailmix.pipeline.build.train", lambda *a, **k: pytest.fail("retrained"))
     run_suite(suite, results, log=quiet)
 
 
 def test_a_share_recorded_by_an_older_run_is_the_epoch_it_resolves_to(tmp_path):
     """Older config.yaml files hold DRW's start and M2m's warm-up as shares of the run; the
     resolved composition holds epochs. The same epoch is not a difference, another is."""
-    from tailmix.bench import config_difference
-    from tailmix.config import resolve
+    from tailmix.pipeline.config import resolve
+    from tailmix.tools.bench import config_difference
 
     for strategy, part, key, share, epoch in (("DRW", "weights", "start_epoch", 0.8, 8),
                                               ("M2m", "generative", "warmup_epochs", 0.8, 8)):
@@ -477,13 +477,14 @@ def test_a_training_error_is_one_error_line(tmp_path, monkeypatch, capsys):
     class TrainingError(RuntimeError):
         pass
 
-    monkeypatch.setattr(tailmix.engine, "TrainingError",
-                        getattr(tailmix.engine, "TrainingError", TrainingError), raising=False)
+    engine = tailmix.pipeline.engine
+    monkeypatch.setattr(engine, "TrainingError", getattr(engine, "TrainingError", TrainingError),
+                        raising=False)
 
     def diverge(self, epoch):
-        raise tailmix.engine.TrainingError("the loss is NaN at epoch 1 (lower train.lr)")
+        raise tailmix.pipeline.engine.TrainingError("the loss is NaN at epoch 1 (lower train.lr)")
 
-    monkeypatch.setattr(tailmix.engine.Trainer, "train_epoch", diverge)
+    monkeypatch.setattr(tailmix.pipeline.engine.Trainer, "train_epoch", diverge)
     out = tmp_path / "run"
     assert main(["train", "-c", str(config_file(tmp_path, tiny())), "--out", str(out)]) == 1
     assert "loss is NaN" in error_line(capsys)

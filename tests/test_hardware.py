@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from tailmix import hardware
-from tailmix.hardware import choose_speed
+from tailmix.pipeline import hardware
+from tailmix.pipeline.hardware import choose_speed
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)

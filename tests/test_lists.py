@@ -203,7 +203,7 @@ def test_release_registrations():
 
 
 def test_shipped_configs_resolve(tmp_path):
-    from tailmix.config import load_config_file, probe_counts, resolve_config
+    from tailmix.pipeline.config import load_config_file, probe_counts, resolve_config
 
     for name, arch in (("imagenet_lt", "resnext50_32x4d"), ("places_lt", "torchvision:resnet152"),
                        ("inat2018", "resnet50")):

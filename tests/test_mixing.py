@@ -22,9 +22,9 @@ from tailmix.mixing import (
     oversample_label_mass,
     sample_beta,
 )
+from tailmix.pipeline.steps import Batch, MixStep
 from tailmix.samplers import Resampled, build_sampler, resample_anchors
 from tailmix.seeding import derive_seed
-from tailmix.steps import Batch, MixStep
 
 DEVICE = torch.device(os.environ.get("TAILMIX_TEST_DEVICE", "cpu"))
 
@@ -859,7 +859,7 @@ def test_label_mass_formula_matches_the_mixer(preset):
 
 
 def test_balanced_mixup_config_from_the_readme_resolves_and_checks_beta():
-    from tailmix.config import resolve
+    from tailmix.pipeline.config import resolve
 
     base = {"dataset": {"name": "digits"}, "model": {"arch": "small_cnn"},
             "train": {"epochs": 2}, "strategy": "Mixup"}

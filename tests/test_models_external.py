@@ -383,7 +383,7 @@ def test_timm_backbone_trains_on_grey_images_held_in_memory(tmp_path):
     """A timm backbone built for one channel gets one channel's normalisation, so grey
     batches stay grey (three-channel statistics would broadcast them to three channels)."""
     pytest.importorskip("timm", reason="timm is not installed")
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     run = build_run({"dataset": {"name": "digits", "image_size": 32},
                      "model": {"arch": "timm:resnet18", "pretrained": False},

@@ -13,8 +13,8 @@ from conftest import DEVICE
 
 from tailmix import train
 from tailmix._validation import ParameterError
-from tailmix.build import restore
 from tailmix.cli import main
+from tailmix.pipeline.build import restore
 
 PLUGIN = """
 from pathlib import Path

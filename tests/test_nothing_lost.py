@@ -112,7 +112,7 @@ def test_a_hand_edited_config_is_refused_on_resume_naming_the_keys(interrupted_r
     assert rows[0]["config_changes"] == {"train.lr": [0.05, 5.0]}
     assert "config_changes" not in rows[1]
     # A suite does not take it for a run of either config.
-    from tailmix.bench import config_difference
+    from tailmix.tools.bench import config_difference
 
     now = yaml.safe_load((run / "config.yaml").read_text())
     assert now["train"]["lr"] == 5.0
@@ -133,7 +133,7 @@ def test_resume_may_change_the_device_and_data_root_only(interrupted_run):
 
 
 def test_the_checkpoint_records_the_digest_of_its_config(finished):
-    from tailmix.build import config_digest, load_checkpoint
+    from tailmix.pipeline.build import config_digest, load_checkpoint
 
     ckpt = load_checkpoint(finished / "checkpoints" / "last.pt")
     assert ckpt["config_sha256"] == config_digest(ckpt["config"])
@@ -153,7 +153,7 @@ def test_train_flags_that_do_not_go_together(tmp_path, capsys):
 def test_a_reported_run_is_still_a_run(finished, tmp_path):
     import shutil
 
-    from tailmix.report import build_report
+    from tailmix.tools.report import build_report
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)

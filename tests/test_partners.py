@@ -118,7 +118,7 @@ def test_bad_knobs_name_themselves(knobs, name):
 def test_a_run_with_balanced_partners_and_either_learns():
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits_config(epochs=4)
     cfg["strategy"] = "MAMix-DRW"

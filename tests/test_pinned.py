@@ -2,7 +2,7 @@
 shares of a run become epochs.
 
 Every expected value below is written out by hand from the method descriptions in
-``tailmix/strategies.py`` (and the papers they cite), not read back from the library, so
+``tailmix/pipeline/strategies.py`` (and the papers they cite), not read back from the library, so
 that a strategy quietly mapped to something else (LDAM-DRW to plain cross-entropy, DRW
 switching on at the wrong epoch, Remix with MAMix's rule) fails here.
 """
@@ -15,10 +15,10 @@ from conftest import digits_config
 from torch import nn
 
 from tailmix._validation import ParameterError
-from tailmix.build import build_run, make_generative
-from tailmix.callbacks import Callback
-from tailmix.config import resolve, resolve_epoch
 from tailmix.models import CosineHead
+from tailmix.pipeline.build import build_run, make_generative
+from tailmix.pipeline.callbacks import Callback
+from tailmix.pipeline.config import resolve, resolve_epoch
 from tailmix.registry import STRATEGIES, load_builtins
 from tailmix.weights import class_balanced_weights
 

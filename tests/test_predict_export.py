@@ -19,10 +19,10 @@ from tailmix.cli import main
 from tailmix.data import from_arrays, load_source
 from tailmix.data.augment import BatchAugment
 from tailmix.data.files import decode_image
-from tailmix.export import TOLERANCE, export
 from tailmix.models import build_model
-from tailmix.predict import Predictor
-from tailmix.steps import predict as run_network
+from tailmix.pipeline.steps import predict as run_network
+from tailmix.tools.export import TOLERANCE, export
+from tailmix.tools.predict import Predictor
 
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (210, 210, 40), (160, 40, 200)]
 
@@ -157,7 +157,7 @@ def test_probabilities_are_the_softmax_of_the_checkpoint_network(digits_run, dig
 def test_a_cosine_head_is_read_at_its_loss_scale_everywhere(ldam_run, digits_test, tmp_path):
     """LDAM trains softmax(s * cos): the run's evaluation, the predictor, a restored run and
     an export all read the head's cosines at s = 30, not as bare cosines."""
-    from tailmix.build import restore
+    from tailmix.pipeline.build import restore
 
     ckpt = torch.load(ldam_run / "checkpoints" / "last.pt", map_location="cpu",
                       weights_only=True)
@@ -192,7 +192,7 @@ def test_a_cosine_head_is_read_at_its_loss_scale_everywhere(ldam_run, digits_tes
 def test_eval_reproduces_the_runs_final_evaluation(tmp_path):
     """`tailmix eval` computes the logits as the run's evaluation did (its precision and
     memory format), so its figures are the recorded ones, exactly."""
-    from tailmix.build import evaluate_checkpoint, restore
+    from tailmix.pipeline.build import evaluate_checkpoint, restore
 
     run = _train({"dataset": {"name": "digits", "profile": "exp", "ratio": 20, "n_max": 120},
                   "model": {"arch": "resnet32"},
@@ -663,7 +663,7 @@ def test_a_run_of_an_own_module_exports_with_the_module(digits_test, tmp_path, c
 
 
 def test_export_refuses_a_model_that_does_not_match(digits_run, tmp_path, monkeypatch):
-    import tailmix.export as ex
+    import tailmix.tools.export as ex
 
     monkeypatch.setattr(ex, "TOLERANCE", -1.0)
     with pytest.raises(ParameterError, match="reproduces the checkpoint's logits"):

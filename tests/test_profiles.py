@@ -85,8 +85,8 @@ def test_the_default_head_count_is_the_most_the_pool_can_give():
 
 
 def test_digits_without_n_max_loads():
-    from tailmix.build import load_data
-    from tailmix.config import resolve
+    from tailmix.pipeline.build import load_data
+    from tailmix.pipeline.config import resolve
 
     spec = resolve({"dataset": {"name": "digits", "ratio": 10}})
     assert load_data(spec).class_counts == [128, 99, 76, 59, 46, 35, 27, 21, 16, 12]
@@ -188,7 +188,7 @@ def test_a_users_folder_trains_on_every_image_it_holds(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["imagefolder", "filelist", "csv", "arrays", "imagenet_lt",
                                   "places_lt", "inat2018"])
 def test_a_users_data_and_the_long_tailed_releases_default_to_the_original_profile(name):
-    from tailmix.config import resolve
+    from tailmix.pipeline.config import resolve
 
     root = str(Path(__file__).resolve().parents[1])
     spec = resolve({"dataset": {"name": name, "root": root}})
@@ -205,7 +205,7 @@ def test_a_users_data_and_the_long_tailed_releases_default_to_the_original_profi
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "cinic10", "tiny_imagenet",
                                   "digits"])
 def test_the_benchmark_sources_keep_their_cut(name):
-    from tailmix.config import resolve
+    from tailmix.pipeline.config import resolve
 
     root = str(Path(__file__).resolve().parents[1])
     spec = resolve({"dataset": {"name": name, "root": root}})
@@ -223,8 +223,8 @@ def test_check_names_the_original_profile(tmp_path, capsys):
 
 
 def test_a_profile_written_for_a_users_folder_still_cuts_it(tmp_path):
-    from tailmix.build import load_data
-    from tailmix.config import resolve
+    from tailmix.pipeline.build import load_data
+    from tailmix.pipeline.config import resolve
 
     root = _folder(tmp_path / "mydata")
     spec = resolve({"dataset": {"name": "imagefolder", "root": str(root), "profile": "exp",

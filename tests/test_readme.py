@@ -56,7 +56,7 @@ def test_extension_example_trains_from_yaml(tmp_path, monkeypatch):
     section = _section("Extending tailmix")
     (module,) = _blocks(section, "python")
     (config,) = _blocks(section, "yaml")
-    from tailmix import sections
+    from tailmix.pipeline import sections
 
     (tmp_path / "my_extensions.py").write_text(module)
     (tmp_path / "my_run.yaml").write_text(config)
@@ -101,7 +101,7 @@ def test_own_model_snippet_runs(tmp_path, monkeypatch):
     # The YAML shown there resolves (the backbone is not built: that needs timm).
     import yaml
 
-    from tailmix.config import resolve_config
+    from tailmix.pipeline.config import resolve_config
 
     (config,) = _blocks(_section("Your own model"), "yaml")
     cfg = resolve_config(yaml.safe_load(config))
@@ -164,8 +164,8 @@ def test_own_module_export_snippet_runs(tmp_path, monkeypatch):
 def test_recipe_settings_resolve_as_shown():
     import yaml
 
-    from tailmix.config import resolve_config
-    from tailmix.strategies import compose
+    from tailmix.pipeline.config import resolve_config
+    from tailmix.pipeline.strategies import compose
 
     (config,) = _blocks(_section("Beyond the paper: the ingredients of stronger recipes"),
                         "yaml")

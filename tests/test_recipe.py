@@ -8,9 +8,9 @@ import math
 import pytest
 
 from tailmix._validation import ParameterError
-from tailmix.config import resolve_config
+from tailmix.pipeline.config import resolve_config
+from tailmix.pipeline.strategies import Strategy, register_strategy
 from tailmix.registry import STRATEGIES
-from tailmix.strategies import Strategy, register_strategy
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_a_strategys_settings_are_defaults_under_the_config(recipe):
 def test_a_strategy_with_settings_trains_end_to_end(recipe):
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     # No lr steps, so DRW stays at epoch 2 and the two epochs trained are unweighted.
     cfg = digits_config(epochs=3, milestones=[], lr_factors=[])
@@ -62,7 +62,7 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
     from conftest import digits_config
 
     from tailmix import train
-    from tailmix.callbacks import read_history
+    from tailmix.pipeline.callbacks import read_history
 
     plain = digits_config(epochs=4)  # evaluated every 2 epochs: at 4 with or without cRT
     plain["strategy"] = "MAMix-DRW"
@@ -101,7 +101,7 @@ def test_a_named_recipe_is_its_measured_200_epoch_composition(tmp_path, name):
     strategy with overrides), the strategy's name aside."""
     from pathlib import Path
 
-    from tailmix.bench import load_suite
+    from tailmix.tools.bench import load_suite
 
     tag, measured_as, settings = _NAMED[name]
     suite = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
@@ -130,7 +130,7 @@ def test_a_named_recipe_trains_as_its_overrides_do(tmp_path, name, spelled_as):
     from conftest import digits_config
 
     from tailmix import train
-    from tailmix.callbacks import read_history
+    from tailmix.pipeline.callbacks import read_history
 
     named = digits_config(epochs=2)
     named["strategy"] = name

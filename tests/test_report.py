@@ -13,7 +13,13 @@ from conftest import digits_config
 from tailmix._validation import ParameterError
 from tailmix.margins import fit_margin_slope, margin_report
 from tailmix.metrics import compute_metrics
-from tailmix.report import _fig_confusion, _fig_per_class, _output_paths, build_report, load_run
+from tailmix.tools.report import (
+    _fig_confusion,
+    _fig_per_class,
+    _output_paths,
+    build_report,
+    load_run,
+)
 
 DATA_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
@@ -452,7 +458,7 @@ def test_report_of_a_digits_run_whose_classes_are_not_in_count_order(tmp_path):
 
 
 def test_suite_table_says_what_a_margin_slope_rests_on(tmp_path):
-    from tailmix.bench import load_suite, write_tables
+    from tailmix.tools.bench import load_suite, write_tables
 
     spec = {"name": "tiny", "overrides": {"dataset": {"name": "digits", "ratio": 20}},
             "grid": [{"strategies": ["ERM", "DRW"], "ratios": [20], "seeds": [0]}]}

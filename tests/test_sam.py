@@ -133,7 +133,7 @@ def test_imbsam_needs_a_tail_class_and_a_split_loss():
 def _sam_run(strategy="MAMix-DRW", **sam):
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits_config(epochs=4)
     cfg["strategy"] = strategy
@@ -195,7 +195,7 @@ def test_sam_stops_at_its_end_epoch():
 def test_a_crt_stage_after_sam_and_consistency_is_plain():
     from conftest import digits_config
 
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits_config(epochs=3)
     cfg["strategy"] = "Mixup"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tailmix import sections
 from tailmix._validation import ParameterError
-from tailmix.config import default_config, resolve, schema
+from tailmix.pipeline import sections
+from tailmix.pipeline.config import default_config, resolve, schema
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tailmix"
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from tailmix._validation import check_number
-from tailmix.sections import Section, section
+from tailmix.pipeline.sections import Section, section
 
 NORMS = []  # the gradient norms seen before clipping, one per step
 
@@ -129,7 +129,7 @@ def test_the_built_in_sections_and_their_keys():
 def test_the_config_and_builder_name_no_section():
     """config.py and build.py read sections through the protocol: neither names the keys
     of an ingredient's section (SAM, the two-view term, cRT, augmentation)."""
-    for module in ("config.py", "build.py"):
+    for module in ("pipeline/config.py", "pipeline/build.py"):
         tree = ast.parse((SRC / module).read_text())
         names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
                  and isinstance(n.value, str)}
@@ -165,8 +165,8 @@ def test_sections_read_as_mappings_too():
 def test_crt_weight_decay_acts_from_the_switch(tmp_path):
     """``crt.weight_decay`` is the re-training stage's weight decay (before, the key was
     accepted and had no effect); the main epochs keep ``train.weight_decay``."""
-    from tailmix.build import build_run
-    from tailmix.callbacks import Callback
+    from tailmix.pipeline.build import build_run
+    from tailmix.pipeline.callbacks import Callback
 
     cfg = digits(crt={"epochs": 1, "weight_decay": 0.01})
     cfg["train"]["weight_decay"] = 5e-4
@@ -220,7 +220,7 @@ def test_every_module_imports_first():
 def test_two_views_and_imbsam_are_refused_together(tmp_path):
     """ImbSAM splits the loss by class and the two-view term has none: refused before any
     training, naming a key of the pair."""
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     cfg = digits(consistency={"weight": 1.0, "dim": 16},
                  sam={"rho": 0.05, "tail_below": 40})

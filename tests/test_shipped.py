@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tailmix._validation import ParameterError
-from tailmix.shipped import config_names, config_path
+from tailmix.pipeline.shipped import config_names, config_path
 
 ROOT = Path(__file__).parents[1]
 

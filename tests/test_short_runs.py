@@ -11,9 +11,9 @@ from torch import nn
 
 from tailmix._validation import ParameterError
 from tailmix.cli import main
-from tailmix.config import load_config_file, resolve
+from tailmix.pipeline.config import load_config_file, resolve
+from tailmix.pipeline.shipped import config_names
 from tailmix.registry import STRATEGIES
-from tailmix.shipped import config_names
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ import pytest
 from conftest import digits_config
 
 from tailmix._validation import ParameterError
-from tailmix.build import build_run, train
-from tailmix.config import resolve, resolve_config
-from tailmix.strategies import STRATEGIES, compose
+from tailmix.pipeline.build import build_run, train
+from tailmix.pipeline.config import resolve, resolve_config
+from tailmix.pipeline.strategies import STRATEGIES, compose
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

@@ -14,8 +14,6 @@ from torch import nn
 
 import tailmix
 from tailmix._validation import ParameterError
-from tailmix.build import build_run, load_data, restore
-from tailmix.config import resolve
 from tailmix.data.download import DatasetError
 from tailmix.data.files import (
     IN_MEMORY_LIMIT,
@@ -25,8 +23,10 @@ from tailmix.data.files import (
     scan_images,
     stream_or_memory,
 )
+from tailmix.pipeline.build import build_run, load_data, restore
+from tailmix.pipeline.config import resolve
+from tailmix.pipeline.stages import param_groups
 from tailmix.schedules import CosineSchedule, StepSchedule, Then
-from tailmix.stages import param_groups
 
 COUNTS = [40, 20, 10, 6]  # a long-tailed training profile over 4 classes
 COLOURS = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30)]

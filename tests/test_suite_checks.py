@@ -10,10 +10,10 @@ import yaml
 from PIL import Image
 
 from tailmix._validation import ParameterError
-from tailmix.bench import NAME_BYTES, load_suite
 from tailmix.cli import main
 from tailmix.data.download import DatasetError
 from tailmix.data.locate import locate_source
+from tailmix.tools.bench import NAME_BYTES, load_suite
 
 DIGITS = {"name": "digits", "profile": "exp", "ratio": 20, "n_max": 120}
 
@@ -49,7 +49,7 @@ def _no_training(monkeypatch):
     def train(*args, **kwargs):
         raise AssertionError("a cell trained")
 
-    monkeypatch.setattr("tailmix.build.train", train)
+    monkeypatch.setattr("tailmix.pipeline.build.train", train)
 
 
 # --------------------------------------------------------------------------- suite fields

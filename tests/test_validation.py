@@ -10,11 +10,11 @@ import pytest
 
 import tailmix
 from tailmix._validation import ParameterError
-from tailmix.build import load_data
-from tailmix.callbacks import Evaluator
-from tailmix.config import resolve
 from tailmix.data import from_arrays, prepare_dataset
 from tailmix.data.profiles import class_counts, numpy_shuffle_indices, subset_digest
+from tailmix.pipeline.build import load_data
+from tailmix.pipeline.callbacks import Evaluator
+from tailmix.pipeline.config import resolve
 
 
 def config(**over) -> dict:
@@ -92,7 +92,7 @@ def test_a_run_selects_on_validation_and_reads_the_test_set_once(tmp_path, monke
     assert m["validation_images"] == 100
     report = (tmp_path / "run" / "metrics.json").read_text()
     assert json.loads(report)["selected"]["top1"] == m["selected"]["top1"]
-    from tailmix.report import build_report
+    from tailmix.tools.report import build_report
 
     _, md = build_report([tmp_path / "run"], tmp_path / "report")
     assert "epoch chosen on the validation set" in md.read_text()
@@ -101,7 +101,7 @@ def test_a_run_selects_on_validation_and_reads_the_test_set_once(tmp_path, monke
 @pytest.mark.slow
 def test_resumed_run_keeps_its_selection(tmp_path):
     first = tailmix.train(config(), tmp_path / "a", log=lambda _: None)
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     run = build_run(config(), tmp_path / "b", log=lambda _: None)
     run.trainer.epochs = 3  # as if stopped after three epochs
@@ -170,7 +170,7 @@ def test_data_without_a_test_set_trains_and_selects_on_validation(tmp_path):
     """``from_arrays`` without test arrays: no test set, so nothing is evaluated but the
     validation split (the seam the scikit-learn estimator builds its run through); a source
     that finds no test images is still refused."""
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 6)).astype("float32")

@@ -45,8 +45,8 @@ def _choices() -> dict[str, str]:
     """What the config flags take, in words, read from the registries (tailmix's own
     entries; a config's plugins add theirs when it is read)."""
     from tailmix.data.dataset import PREPARE_PROFILES
+    from tailmix.pipeline.shipped import config_names
     from tailmix.registry import DATASETS, MODELS, STRATEGIES, load_builtins
-    from tailmix.shipped import config_names
 
     load_builtins()
     return {"configs": _names(config_names()), "datasets": _names(DATASETS),
@@ -126,7 +126,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config a command line asks for: file, then flags, then --set."""
-    from tailmix.config import load_config_file, set_path
+    from tailmix.pipeline.config import load_config_file, set_path
 
     cfg = load_config_file(args.config) if args.config else _dataset_default(args)
     for flag, key in FLAG_KEYS.items():
@@ -143,7 +143,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _apply_sets(cfg: dict[str, Any], items: list[str]) -> None:
     """Apply ``--set KEY=VALUE`` arguments to ``cfg`` in order."""
-    from tailmix.config import parse_set, set_path
+    from tailmix.pipeline.config import parse_set, set_path
 
     for item in items:
         set_path(cfg, *parse_set(item))
@@ -152,7 +152,7 @@ def _apply_sets(cfg: dict[str, Any], items: list[str]) -> None:
 def _dataset_default(args: argparse.Namespace) -> dict[str, Any]:
     """The shipped config a dataset brings (its model, profile and schedule); an empty
     config for a dataset without one."""
-    from tailmix.config import load_config_file
+    from tailmix.pipeline.config import load_config_file
     from tailmix.registry import DATASETS, load_builtins
 
     load_builtins()
@@ -196,7 +196,7 @@ def _out_folder(path: str | Path, flag: str = "--out") -> Path:
 def _resume_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config of the run ``--resume`` names (its ``config.yaml``), with the flags that
     cannot change the run applied; any other flag is refused, not ignored."""
-    from tailmix.config import load_config_file, refuse_saved_plugins
+    from tailmix.pipeline.config import load_config_file, refuse_saved_plugins
 
     run = Path(args.resume)
     given = ["--config"] if args.config else []
@@ -264,7 +264,7 @@ def _fit(cfg: dict[str, Any], out: Path, *, resume: bool, force: bool,
          allow_changes: bool) -> dict[str, Any] | None:
     """Train; the result on rank 0, None on the other processes. The trainer (and its
     process-group handles) is released on return, before the group is destroyed."""
-    from tailmix.build import build_run
+    from tailmix.pipeline.build import build_run
 
     run = build_run(cfg, out, resume=resume, allow_changes=allow_changes, force=force)
     result = run.fit()
@@ -314,9 +314,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
-    from tailmix.bench import config_difference
-    from tailmix.build import train
-    from tailmix.config import resolve
+    from tailmix.pipeline.build import train
+    from tailmix.pipeline.config import resolve
+    from tailmix.tools.bench import config_difference
 
     base = build_config(args)
     out_root = _out_folder(args.out)
@@ -352,7 +352,7 @@ def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
     if not is_main:
         return 0
     _print_summary(rows)
-    from tailmix.report import build_report
+    from tailmix.tools.report import build_report
 
     html, _ = build_report(run_dirs, out_root / "report")
     print(f"comparison report: {html}")
@@ -370,9 +370,9 @@ def _json_file(path: Path | None) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from tailmix.build import evaluate_checkpoint
     from tailmix.metrics import REPORT_KEYS
-    from tailmix.predict import checkpoint_path
+    from tailmix.pipeline.build import evaluate_checkpoint
+    from tailmix.tools.predict import checkpoint_path
 
     try:  # a run folder names its checkpoint as predict and export read it
         path = checkpoint_path(args.run, args.checkpoint)
@@ -400,7 +400,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_margins(args: argparse.Namespace) -> int:
-    from tailmix.analysis import margins_for_run
+    from tailmix.tools.analysis import margins_for_run
 
     try:
         path = margins_for_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
@@ -414,8 +414,8 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tailmix.analysis import neighbour_balance
     from tailmix.io import write_json
+    from tailmix.tools.analysis import neighbour_balance
 
     _json_file(args.json)
     result = neighbour_balance(build_config(args))
@@ -437,7 +437,7 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tailmix.report import build_report
+    from tailmix.tools.report import build_report
 
     out = Path(args.out) if args.out else None
     if args.force and out is None:
@@ -452,13 +452,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config or a suite (every cell, and where its data is) without loading
     data or training."""
-    from tailmix.config import load_config_file, read_yaml, resolve
+    from tailmix.pipeline.config import load_config_file, read_yaml, resolve
 
     path = Path(args.target)
     if path.is_file():
         spec = read_yaml(path, name="config")  # malformed YAML: the file, line and column
         if isinstance(spec, dict) and "grid" in spec:
-            from tailmix.bench import load_suite, locate_data
+            from tailmix.tools.bench import load_suite, locate_data
 
             if args.set:
                 raise ParameterError("--set", "a config to set keys of (a suite sets its "
@@ -486,8 +486,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tailmix.bench import load_suite, run_suite
-    from tailmix.config import read_yaml
+    from tailmix.pipeline.config import read_yaml
+    from tailmix.tools.bench import load_suite, run_suite
 
     if Path(args.suite).is_file():
         read_yaml(args.suite, name="suite")  # malformed YAML: the file, line and column
@@ -521,7 +521,7 @@ def _parse_prior(text: str | None) -> list[float] | None:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict the class of every input with a trained run; write a CSV table."""
     from tailmix.io import check_output
-    from tailmix.predict import Predictor
+    from tailmix.tools.predict import Predictor
 
     flags = {"checkpoint": "--checkpoint", "device": "--device", "batch_size": "--batch-size",
              "adjust": "--adjust", "prior": "--prior", "run": "RUN", "inputs": "INPUTS",
@@ -558,7 +558,7 @@ def _prediction_table(path: Path) -> bool:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained run's network (with its normalisation) to ONNX or TorchScript."""
-    from tailmix.export import export
+    from tailmix.tools.export import export
 
     flags = {"format": "--format", "checkpoint": "--checkpoint", "run": "RUN", "out": "--out"}
     try:
@@ -800,7 +800,7 @@ def _run(argv: list[str], parsed: list[argparse.Namespace], *, debug: bool,
          started: Callable[[], None]) -> int:
     try:  # ``started``: the command's own work begins, Ctrl-C is KeyboardInterrupt again
         from tailmix.data.download import DatasetError
-        from tailmix.engine import TrainingError
+        from tailmix.pipeline.engine import TrainingError
         from tailmix.registry import import_plugins
 
         parser = make_parser()

@@ -7,7 +7,7 @@ prediction toward the other view's projection, held fixed::
     z1, z2 = g(f(v1)), g(f(v2));   p1, p2 = h(z1), h(z2)
     term = weight * (D(p1, stop(z2)) + D(p2, stop(z1))) / 2,   D(p, z) = -cos(p, z)
 
-The term is added to the step's loss (:class:`tailmix.steps.MixStep`, ``consistency=``);
+The term is added to the step's loss (:class:`tailmix.pipeline.steps.MixStep`, ``consistency=``);
 the projector and predictor are trained with the network (their own parameter group)
 and saved in the step's state, not in the network, so a trained network predicts and
 exports without them.
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_number
-from tailmix.sections import Assembly, Section, Sections, section
+from tailmix.pipeline.sections import Assembly, Section, Sections, section
 
 __all__ = ["ConsistencySection", "TwoViewTerm", "negative_cosine"]
 
@@ -98,7 +98,7 @@ class ConsistencySection(Section):
         if run.world_size > 1:
             raise ParameterError("consistency.weight", "null with several processes (the "
                                  "views' feature pass runs outside DDP)", self.weight)
-        from tailmix.callbacks import classifier_weight
+        from tailmix.pipeline.callbacks import classifier_weight
 
         width = classifier_weight(run.network).shape[1]
         term = TwoViewTerm(width, dim=self.dim, weight=self.weight).to(run.device)

@@ -131,7 +131,7 @@ RUN_FILES = ("config.yaml", "history.jsonl", "metrics.json", "margins.json")
 
 
 #: The file ``tailmix report`` leaves beside the pages it writes (see
-#: :data:`tailmix.report.MARKER`).
+#: :data:`tailmix.tools.report.MARKER`).
 REPORT_MARKER = ".tailmix-report"
 # What else training or the commands that read a run may write into its folder.
 RUN_EXTRAS = ("checkpoints", "tensorboard", "report.html", "report.md", "report_files",

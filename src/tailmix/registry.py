@@ -132,7 +132,7 @@ SAMPLERS = Registry("sampler.name")
 #: Label rules: ``rule(lam, n_anchor, n_partner, **params) -> w``; metadata ``defaults``
 #: (parameter -> default) and ``check`` (``params -> None``, raising on a bad value).
 LABEL_RULES = Registry("rule")
-#: Named compositions (:class:`tailmix.strategies.Strategy`).
+#: Named compositions (:class:`tailmix.pipeline.strategies.Strategy`).
 STRATEGIES = Registry("strategy")
 
 _BY_KIND = {
@@ -154,7 +154,7 @@ _BUILTIN = (
     "tailmix.weights",
     "tailmix.samplers",
     "tailmix.mixing.label_rules",
-    "tailmix.strategies",
+    "tailmix.pipeline.strategies",
 )
 
 

@@ -1,6 +1,6 @@
 """How a step's loss becomes gradients: plainly, or sharpness-aware (SAM, ImbSAM).
 
-The trainer hands every step's :class:`~tailmix.steps.StepOutput` to a *gradient rule*,
+The trainer hands every step's :class:`~tailmix.pipeline.steps.StepOutput` to a *gradient rule*,
 ``rule.backward(out, model, optimizer, scaler, epoch) -> losses``, which leaves the
 gradients to apply in ``.grad`` and returns the loss values whose finiteness the trainer
 checks before the optimiser step. :class:`Plain` is one backward pass. :class:`SAM`
@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_number
+from tailmix.pipeline.sections import Assembly, Section, Sections, section
 from tailmix.schedules import resolve_epoch
-from tailmix.sections import Assembly, Section, Sections, section
 
 __all__ = ["SAM", "Plain", "SamSection"]
 

@@ -31,7 +31,7 @@ except ImportError as error:  # scikit-learn < 1.6
                       "validate_data); upgrade it with pip install -U scikit-learn") from error
 
 from tailmix._validation import ParameterError, check_number
-from tailmix.config import ABSENT, get_path
+from tailmix.pipeline.config import ABSENT, get_path
 
 __all__ = ["TailmixClassifier"]
 
@@ -267,8 +267,8 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
         ValueError
             For malformed ``X`` or ``y`` (scikit-learn's own input checks).
         """
-        from tailmix.build import build_run
         from tailmix.data import from_arrays
+        from tailmix.pipeline.build import build_run
 
         params = self._checked_params()
         X, y = self._fit_inputs(X, y)
@@ -332,7 +332,7 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
     def _build_config(self, params: dict[str, Any], *, n_samples: int) -> dict[str, Any]:
         """The run's config: the data as given (no test set), ``config`` merged over; a
         validation split is evaluated every epoch unless ``config`` says otherwise."""
-        from tailmix.config import schema
+        from tailmix.pipeline.config import schema
 
         sections = schema()
 
@@ -413,7 +413,7 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
         return torch.from_numpy(np.array(X, dtype=np.uint8))
 
     def _logits(self, X: Any) -> np.ndarray:
-        from tailmix.steps import predict
+        from tailmix.pipeline.steps import predict
 
         check_is_fitted(self)
         inputs = self._predict_inputs(X)

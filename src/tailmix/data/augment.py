@@ -15,7 +15,7 @@ from torch import nn
 
 from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.autoaugment import Cutout
-from tailmix.sections import Section, Sections, section
+from tailmix.pipeline.sections import Section, Sections, section
 
 
 class BatchAugment(nn.Module):

@@ -21,7 +21,7 @@ from tailmix._validation import (
     check_permutation,
     keywords,
 )
-from tailmix.sections import Section, Sections, section
+from tailmix.pipeline.sections import Section, Sections, section
 
 __all__ = ["DEFAULT_RATIO", "DatasetSection", "check_source_options", "probe_counts",
            "source_options"]

@@ -1,12 +1,12 @@
 """Generative strategies: examples made for minority classes rather than mixed in a batch.
 
 - M2m translates majority examples toward minority classes inside the training step
-  (:class:`~tailmix.generative.m2m.M2mStep`, a :class:`tailmix.steps.MixStep`).
+  (:class:`~tailmix.generative.m2m.M2mStep`, a :class:`tailmix.pipeline.steps.MixStep`).
 - DeepSMOTE is a data transform applied before training
   (:meth:`~tailmix.generative.deepsmote.DeepSMOTE.transform`: the enlarged dataset and
   which of its examples are real).
 
-The builder (:mod:`tailmix.build`) turns a config's ``generative`` mapping into them.
+The builder (:mod:`tailmix.pipeline.build`) turns a config's ``generative`` mapping into them.
 """
 
 from __future__ import annotations

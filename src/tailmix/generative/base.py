@@ -32,9 +32,9 @@ class Generative:
         return data, None
 
     def plan(self, sampler: Any, run: Any) -> Any:
-        """The epoch planner for the run (:class:`tailmix.sections.Assembly`)."""
+        """The epoch planner for the run (:class:`tailmix.pipeline.sections.Assembly`)."""
         return sampler
 
     def step(self, step_args: dict[str, Any], run: Any) -> Any:
-        """The run's step, or None for the default :class:`tailmix.steps.MixStep`."""
+        """The run's step, or None for the default :class:`tailmix.pipeline.steps.MixStep`."""
         return None

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from tailmix import seeding
 from tailmix._validation import ParameterError, check_number
 from tailmix.generative.base import Generative
-from tailmix.steps import Batch, MixStep, autocast
+from tailmix.pipeline.steps import Batch, MixStep, autocast
 from tailmix.weights import ClassCounts, check_class_counts
 
 __all__ = [
@@ -365,7 +365,7 @@ class M2mStep(MixStep):
     log : callable
         Receives notes (a resumed run without a saved ``g``).
     **step
-        :class:`tailmix.steps.MixStep` arguments.
+        :class:`tailmix.pipeline.steps.MixStep` arguments.
     """
 
     def __init__(self, *, m2m: M2m, network: nn.Module, seed: int, rank: int = 0,

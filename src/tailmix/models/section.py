@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix.pipeline.sections import Assembly, Section, Sections, section
 from tailmix.schedules import resolve_epoch
-from tailmix.sections import Assembly, Section, Sections, section
 
 __all__ = ["ModelSection", "needs_head"]
 
@@ -64,7 +64,7 @@ class ModelSection(Section):
             needs_head(run.network, "a frozen backbone")
         run.frozen_until = self.unfreeze_epoch
         if self.max_norm is not None:
-            from tailmix.callbacks import MaxNorm
+            from tailmix.pipeline.callbacks import MaxNorm
 
             run.callbacks.append(MaxNorm(run.network, self.max_norm))
 

@@ -13,24 +13,24 @@ and the global backend are never touched.
 
 The package's modules:
 
-* :mod:`~tailmix.report.runs`: reading a run folder (:class:`RunRecord`, :func:`load_run`)
+* :mod:`~tailmix.tools.report.runs`: reading a run folder (:class:`RunRecord`, :func:`load_run`)
   and the numbers and text derived from it (class order, shot groups, config summary,
   formatting);
-* :mod:`~tailmix.report.figures`: the matplotlib figures and their rendering to PNG;
-* :mod:`~tailmix.report.content`: the sections of the page, their tables and figures, for
+* :mod:`~tailmix.tools.report.figures`: the matplotlib figures and their rendering to PNG;
+* :mod:`~tailmix.tools.report.content`: the sections of the page, their tables and figures, for
   one run and for a comparison of several;
-* :mod:`~tailmix.report.output`: where a report goes, its marker, and the checks that
+* :mod:`~tailmix.tools.report.output`: where a report goes, its marker, and the checks that
   refuse an output that could harm the user's files;
-* :mod:`~tailmix.report.page`: the HTML and Markdown writers and :func:`build_report`.
+* :mod:`~tailmix.tools.report.page`: the HTML and Markdown writers and :func:`build_report`.
 """
 
 from __future__ import annotations
 
-from tailmix.report.figures import _fig_confusion as _fig_confusion
-from tailmix.report.figures import _fig_per_class as _fig_per_class
-from tailmix.report.output import MARKER as MARKER
-from tailmix.report.output import _output_paths as _output_paths
-from tailmix.report.page import build_report
-from tailmix.report.runs import RunRecord, load_run
+from tailmix.tools.report.figures import _fig_confusion as _fig_confusion
+from tailmix.tools.report.figures import _fig_per_class as _fig_per_class
+from tailmix.tools.report.output import MARKER as MARKER
+from tailmix.tools.report.output import _output_paths as _output_paths
+from tailmix.tools.report.page import build_report
+from tailmix.tools.report.runs import RunRecord, load_run
 
 __all__ = ["RunRecord", "build_report", "load_run"]

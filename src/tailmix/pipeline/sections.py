@@ -2,7 +2,7 @@
 
 A section is a dataclass registered with :func:`section`. Its fields are its keys: their
 defaults are the config's defaults and their annotations its types (``float`` takes an int
-too, ``X | None`` takes null). The config (:mod:`tailmix.config`) reads keys, defaults and
+too, ``X | None`` takes null). The config (:mod:`tailmix.pipeline.config`) reads keys, defaults and
 types from here and knows no section by name. A section then does five things, each once:
 
 ``prepare(given, notes)``
@@ -44,9 +44,10 @@ __all__ = ["Assembly", "Section", "Sections", "section", "sections", "key_types"
 
 #: The built-in sections, in the order of a saved config: key -> the module defining it.
 BUILTIN = {"dataset": "tailmix.data.section", "model": "tailmix.models.section",
-           "train": "tailmix.training", "eval": "tailmix.evaluation",
+           "train": "tailmix.pipeline.training", "eval": "tailmix.pipeline.evaluation",
            "augment": "tailmix.data.augment", "consistency": "tailmix.consistency",
-           "sam": "tailmix.sam", "crt": "tailmix.stages", "log": "tailmix.evaluation"}
+           "sam": "tailmix.sam", "crt": "tailmix.pipeline.stages",
+           "log": "tailmix.pipeline.evaluation"}
 
 _SECTIONS: dict[str, type[Section]] = {}
 
@@ -169,7 +170,7 @@ class Sections:
 
 @dataclass
 class Assembly:
-    """A run being built (:func:`tailmix.build.build_run`): what the sections read and
+    """A run being built (:func:`tailmix.pipeline.build.build_run`): what the sections read and
     what they add. The builder makes the step from ``step_args`` once every section has
     contributed, then applies ``stages`` in order, each ``(sampler, step, lr, epochs) ->
     (sampler, step, lr, epochs)``."""
@@ -189,7 +190,7 @@ class Assembly:
     callbacks: list[Any] = field(default_factory=list)
     stages: list[Callable[..., tuple]] = field(default_factory=list)
     #: Epochs the backbone is frozen for at the start, and the first epoch of classifier
-    #: re-training (None: none); one :class:`tailmix.stages.Stages` callback applies both.
+    #: re-training (None: none); one :class:`tailmix.pipeline.stages.Stages` callback applies both.
     frozen_until: int = 0
     retrain_from: int | None = None
 

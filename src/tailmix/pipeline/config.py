@@ -2,7 +2,7 @@
 
 A config is plain data (what YAML holds): top-level keys (the strategy, its components, a
 name, plugins) and sections. Each section is a typed object defined beside the feature it
-configures (:mod:`tailmix.sections`), and this module knows none of them by name.
+configures (:mod:`tailmix.pipeline.sections`), and this module knows none of them by name.
 :func:`resolve_config` fills defaults, rejects unknown keys and wrong types, lets every
 section fill what depends on the keys given and check itself (messages name the key), and
 returns the resolved config as a new dict; :func:`resolve` goes on to the :class:`RunSpec`:
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tailmix._validation import ParameterError, check_type, refuse_non_finite
-from tailmix.configfile import (  # noqa: F401 (re-exported: configs as files)
+from tailmix.pipeline.configfile import (  # noqa: F401 (re-exported: configs as files)
     ABSENT,
     EXPONENT_NUMBER,
     flat_config,
@@ -32,9 +32,9 @@ from tailmix.configfile import (  # noqa: F401 (re-exported: configs as files)
     set_path,
     yaml_float,
 )
+from tailmix.pipeline.sections import Sections, key_types, sections
 from tailmix.registry import refuse_saved_plugins  # noqa: F401 (re-exported)
 from tailmix.schedules import is_share, resolve_epoch  # noqa: F401 (shares of a run live there)
-from tailmix.sections import Sections, key_types, sections
 
 # Top-level keys that are not sections: (types, default).
 TOP_LEVEL: dict[str, tuple[tuple, Any]] = {
@@ -66,10 +66,11 @@ def machine_keys() -> tuple[str, ...]:
 _MOVED = {"DEFAULT_RATIO": "tailmix.data.section", "probe_counts": "tailmix.data.section",
           "source_options": "tailmix.data.section",
           "check_source_options": "tailmix.data.section",
-          "DEFAULT_WARMUP_SHARE": "tailmix.training", "STEP_DEFAULTS": "tailmix.training",
-          "PRECISIONS": "tailmix.training", "SCHEDULES": "tailmix.training",
-          "COMPILE_MODES": "tailmix.training", "AUGMENT_POLICIES": "tailmix.data.augment",
-          "check_components": "tailmix.components"}
+          "DEFAULT_WARMUP_SHARE": "tailmix.pipeline.training",
+          "STEP_DEFAULTS": "tailmix.pipeline.training",
+          "PRECISIONS": "tailmix.pipeline.training", "SCHEDULES": "tailmix.pipeline.training",
+          "COMPILE_MODES": "tailmix.pipeline.training", "AUGMENT_POLICIES": "tailmix.data.augment",
+          "check_components": "tailmix.pipeline.components"}
 
 
 def __getattr__(name: str) -> Any:  # computed or moved names, read when first asked for
@@ -88,7 +89,7 @@ def default_config(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The defaults of every key: the built-in sections', and those of a plugin's section
     that ``given`` (a config) names. A plugin's section is part of a config only where the
     config names it, so registering one changes no other run's config."""
-    from tailmix.sections import BUILTIN
+    from tailmix.pipeline.sections import BUILTIN
 
     cfg: dict[str, Any] = {k: copy.deepcopy(d) for k, (_, d) in TOP_LEVEL.items()}
     for key, keys in schema().items():
@@ -176,7 +177,7 @@ def _check_used(run: Sections, given: Mapping[str, Any]) -> None:
 def _strategy_settings(cfg: dict[str, Any], name: Any) -> None:
     """Put a named strategy's own settings (``Strategy.settings``) over the defaults; the
     config's keys then go over them."""
-    import tailmix.strategies  # noqa: F401  (the catalogue registers itself)
+    import tailmix.pipeline.strategies  # noqa: F401  (the catalogue registers itself)
     from tailmix.registry import STRATEGIES
 
     if not isinstance(name, str) or name not in STRATEGIES:
@@ -212,7 +213,7 @@ class Composition:
 class RunSpec:
     """A validated run specification: the resolved config, its typed sections, the
     composition and the schedule in epochs. Build objects from it with
-    :func:`tailmix.build.build_run`.
+    :func:`tailmix.pipeline.build.build_run`.
 
     Attributes
     ----------
@@ -266,9 +267,9 @@ def resolve(config: dict[str, Any] | RunSpec | None = None) -> RunSpec:
     """
     if isinstance(config, RunSpec):
         return config
-    from tailmix.components import check_components, resolve_composition
     from tailmix.data.section import probe_counts
-    from tailmix.strategies import compose
+    from tailmix.pipeline.components import check_components, resolve_composition
+    from tailmix.pipeline.strategies import compose
 
     cfg, notes, run = _resolve_config(config)
     epochs = run.train.epochs

@@ -3,8 +3,8 @@ the class-weight schedule and the generative oversampler, each built by its own 
 (:mod:`tailmix.samplers`, :mod:`tailmix.mixing`, :mod:`tailmix.losses`,
 :mod:`tailmix.weights`, :mod:`tailmix.generative`).
 
-Resolving a config (:func:`tailmix.config.resolve`) builds each once on probe class counts,
-so that a bad parameter fails with its key before any data loads; :mod:`tailmix.build`
+Resolving a config (:func:`tailmix.pipeline.config.resolve`) builds each once on probe class counts,
+so that a bad parameter fails with its key before any data loads; :mod:`tailmix.pipeline.build`
 builds them for the run. Neither imports the other through here.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from tailmix._validation import ParameterError
 
-# ``spec`` below is a resolved :class:`tailmix.config.RunSpec` (not imported: the config
+# ``spec`` below is a resolved :class:`tailmix.pipeline.config.RunSpec` (not imported: the config
 # imports this module).
 RunSpec = Any
 

@@ -47,15 +47,15 @@ from typing import Any
 import yaml
 
 from tailmix._validation import ParameterError, check_number
-from tailmix.config import (
+from tailmix.io import atomic_write_text, csv_cell
+from tailmix.metrics import REPORT_KEYS
+from tailmix.pipeline.config import (
     DEFAULT_RATIO,
     flat_config,
     load_config_file,
     read_yaml,
     resolve,
 )
-from tailmix.io import atomic_write_text, csv_cell
-from tailmix.metrics import REPORT_KEYS
 
 # Published top-1 (%) for the paper's protocol (ResNet-32, 200 epochs, ratio 100), from the
 # reference package's README (DESIGN section 4).
@@ -352,13 +352,13 @@ def config_difference(run_dir: str | Path, config: dict[str, Any]
                       ) -> tuple[str, Any, Any] | None:
     """How the run in ``run_dir`` (its ``config.yaml``) differs from ``config`` resolved:
     the first differing key, its value in the run and in ``config``; None when they agree
-    up to :func:`tailmix.config.machine_keys`, or when the folder holds no run. A run
+    up to :func:`tailmix.pipeline.config.machine_keys`, or when the folder holds no run. A run
     resumed with a changed config (recorded in its ``history.jsonl``) is a run of neither
     config: it differs at the first changed key."""
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
         return None
-    from tailmix.callbacks import read_history
+    from tailmix.pipeline.callbacks import read_history
 
     try:
         history = read_history(Path(run_dir))
@@ -376,7 +376,7 @@ def config_difference(run_dir: str | Path, config: dict[str, Any]
         was = None
     if not isinstance(was, dict):
         return ("config.yaml", "unreadable", "a mapping")
-    from tailmix.config import default_config, machine_keys
+    from tailmix.pipeline.config import default_config, machine_keys
 
     machine = machine_keys()
     was = {k: v for k, v in was.items() if k not in ("class_counts", "model_class")}
@@ -405,7 +405,7 @@ SHARE_KEYS = ("composition.weights.start_epoch", "composition.generative.warmup_
 
 def _same_epoch(key: str, was: Any, now: Any, run: dict[str, Any]) -> bool:
     """Whether ``was`` (a share of the run's epochs) is the epoch ``now``."""
-    from tailmix.config import resolve_epoch
+    from tailmix.pipeline.config import resolve_epoch
 
     train = run.get("train")
     epochs = train.get("epochs") if isinstance(train, dict) else None
@@ -443,7 +443,7 @@ def run_suite(suite: Suite, out_root: str | Path = "results", *,
     DatasetError
         Naming the first cell to train whose data is missing.
     """
-    from tailmix.build import train
+    from tailmix.pipeline.build import train
 
     out = Path(out_root) / suite.name
     runs = out / "runs"
@@ -596,7 +596,7 @@ def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
 
 
 def _write_reports(suite: Suite, out: Path) -> None:
-    from tailmix.report import build_report
+    from tailmix.tools.report import build_report
 
     groups: dict[str, list[Path]] = {}
     for cell in suite.cells:

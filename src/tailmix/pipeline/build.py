@@ -1,5 +1,5 @@
 """Specification -> objects: data, network, optimiser, lr schedule, sampler, mixer, loss,
-class weights, a strategy's step and callbacks, handed to :class:`tailmix.engine.Trainer`.
+class weights, a strategy's step and callbacks, handed to :class:`tailmix.pipeline.engine.Trainer`.
 
 :func:`train` is the whole path for a config (resolve -> build -> fit); ``tailmix train``,
 ``compare``, ``bench``, ``eval``, ``margins`` and ``neighbours`` all go through here.
@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from tailmix import callbacks as cb
 from tailmix import distributed as dist_utils
 from tailmix._validation import ParameterError
-from tailmix.checkpoints import (  # noqa: F401 (re-exported: checkpoints were read here)
+from tailmix.data import LongTailData, RawDataset
+from tailmix.pipeline import callbacks as cb
+from tailmix.pipeline.checkpoints import (  # noqa: F401 (re-exported: checkpoints were read here)
     RUN_IDENTITY,
     changed_error,
     check_resumable,
@@ -32,24 +33,23 @@ from tailmix.checkpoints import (  # noqa: F401 (re-exported: checkpoints were r
     load_checkpoint,
     weights_mismatch,
 )
-from tailmix.components import (
+from tailmix.pipeline.components import (
     make_generative,
     make_loss,
     make_mixer,
     make_sampler,
     make_weights,
 )
-from tailmix.config import (
+from tailmix.pipeline.config import (
     RunSpec,
     refuse_saved_plugins,
     resolve,
 )
-from tailmix.data import LongTailData, RawDataset
-from tailmix.engine import Trainer
-from tailmix.evaluation import environment, input_record, run_callbacks  # noqa: F401
-from tailmix.hardware import choose_speed
-from tailmix.sections import Assembly
-from tailmix.steps import eval_batch_size
+from tailmix.pipeline.engine import Trainer
+from tailmix.pipeline.evaluation import environment, input_record, run_callbacks  # noqa: F401
+from tailmix.pipeline.hardware import choose_speed
+from tailmix.pipeline.sections import Assembly
+from tailmix.pipeline.steps import eval_batch_size
 
 __all__ = ["Run", "build_run", "check_resumable", "evaluate_checkpoint",
            "load_checkpoint", "load_data", "make_mixer", "resolve_device", "restore", "train"]
@@ -278,7 +278,7 @@ def build_run(config: dict[str, Any] | RunSpec, out_dir: str | Path | None = Non
     with the changes recorded (:meth:`Run.resume`).
 
     The path: the data, the components and the network (:func:`_assemble`), then every
-    config section's contribution (:meth:`tailmix.sections.Section.contribute`), then the
+    config section's contribution (:meth:`tailmix.pipeline.sections.Section.contribute`), then the
     trainer (:func:`_trainer`).
     """
     spec = resolve(config)
@@ -323,7 +323,7 @@ def _claim_out(spec: RunSpec, out: Path, *, resume: bool, allow_changes: bool, f
 
 @dataclass
 class _Parts:
-    """What the builder keeps beside the :class:`~tailmix.sections.Assembly`."""
+    """What the builder keeps beside the :class:`~tailmix.pipeline.sections.Assembly`."""
 
     generative: Any
     sampler: Any
@@ -381,7 +381,7 @@ def _trainer(run: Assembly, parts: _Parts) -> Trainer:
     """The trainer of an assembled run: the training data a generative oversampler
     enlarges, the anchor sampler, the strategy's step and planner, the run's own callbacks
     after the sections', the stages after the main run applied in order, and one
-    :class:`~tailmix.stages.Stages` callback for a frozen start or a re-training stage."""
+    :class:`~tailmix.pipeline.stages.Stages` callback for a frozen start or a re-training stage."""
     spec, net, t = run.spec, run.network, run.spec.train
     if parts.generative is not None:  # DeepSMOTE enlarges the training set
         run.data, parts.real = parts.generative.transform(run.data, device=run.device,
@@ -406,7 +406,7 @@ def _trainer(run: Assembly, parts: _Parts) -> Trainer:
         sampler, step, lr, epochs = stage(sampler, step, lr, epochs)
     staged = bool(run.frozen_until) or run.retrain_from is not None
     if staged:
-        from tailmix.stages import Stages
+        from tailmix.pipeline.stages import Stages
 
         callbacks.insert(0, Stages(model=net, optimizer=run.optimizer, seed=spec.seed,
                                    unfreeze_epoch=run.frozen_until,
@@ -510,8 +510,8 @@ def _strategy_step(run: Assembly, generative: Any, sampler: Any) -> tuple[Any, A
     """The epoch planner and the step: the generative oversampler's (M2m's phased sampler
     and translating step), anchors resampled for a mixer that asks for them, else the
     default step."""
+    from tailmix.pipeline.steps import MixStep
     from tailmix.samplers import Resampled
-    from tailmix.steps import MixStep
 
     if generative is not None:
         sampler = generative.plan(sampler, run)
@@ -565,7 +565,7 @@ class Restored:
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """The network's logits for ``inputs``, computed as the run's evaluation computed
         them (its precision and memory format)."""
-        from tailmix.steps import eval_batch_size, predict
+        from tailmix.pipeline.steps import eval_batch_size, predict
 
         return predict(self.model, inputs, self.data.augment, device=self.device, amp=self.amp,
                        batch_size=eval_batch_size(self.spec.eval.batch_size, self.device),

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tailmix._validation import ParameterError
 from tailmix.io import atomic_write_bytes, atomic_write_text
-from tailmix.report.content import _comparison_sections, _run_sections, _Section, _Table
-from tailmix.report.output import MARKER, _check_output, _output_paths
-from tailmix.report.runs import RunRecord, _slug, load_run
+from tailmix.tools.report.content import _comparison_sections, _run_sections, _Section, _Table
+from tailmix.tools.report.output import MARKER, _check_output, _output_paths
+from tailmix.tools.report.runs import RunRecord, _slug, load_run
 
 # ----------------------------------------------------------------------------- writers
 

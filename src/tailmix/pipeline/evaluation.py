@@ -1,6 +1,6 @@
 """The ``eval`` and ``log`` config sections: what a run measures, and what it records.
 
-:class:`EvalSection` configures the run's :class:`~tailmix.callbacks.Evaluator` (how often,
+:class:`EvalSection` configures the run's :class:`~tailmix.pipeline.callbacks.Evaluator` (how often,
 the many/few-shot thresholds, post-hoc adjustments, early stopping on a validation set) and
 its margin figures; :class:`LogSection` the progress display, TensorBoard and the best
 checkpoint. :func:`run_callbacks` makes the callbacks of a run from them: evaluation,
@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from tailmix import callbacks as cb
 from tailmix._validation import ParameterError, check_choice, check_number
-from tailmix.checkpoints import config_digest
-from tailmix.config import RunSpec
 from tailmix.data import LongTailData
-from tailmix.hardware import cpu_capability
-from tailmix.sections import Section, Sections, section
-from tailmix.steps import eval_batch_size
+from tailmix.pipeline import callbacks as cb
+from tailmix.pipeline.checkpoints import config_digest
+from tailmix.pipeline.config import RunSpec
+from tailmix.pipeline.hardware import cpu_capability
+from tailmix.pipeline.sections import Section, Sections, section
+from tailmix.pipeline.steps import eval_batch_size
 
 __all__ = ["EvalSection", "LogSection", "environment", "input_record", "run_callbacks"]
 
@@ -111,7 +111,7 @@ class _SkippedImages(cb.Callback):
 
 
 class _StreamedMargins(cb.Callback):
-    """:class:`~tailmix.callbacks.Margins` of a streamed run, taken at its end without the
+    """:class:`~tailmix.pipeline.callbacks.Margins` of a streamed run, taken at its end without the
     training files met unusable while training (``dataset.bad_images: skip``)."""
 
     def __init__(self, out: Path, data: LongTailData, **margins: Any):

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from tailmix._validation import ParameterError
 from tailmix.metrics import shot_groups
-from tailmix.report.runs import (
+from tailmix.tools.report.runs import (
     RunRecord,
     _class_names,
     _clean_counts,

@@ -1,7 +1,7 @@
 """The report's content as sections of paragraphs, tables and figures.
 
 One run's sections and the sections comparing several runs, built here and written as
-HTML and Markdown by :mod:`tailmix.report.page`.
+HTML and Markdown by :mod:`tailmix.tools.report.page`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 
 from tailmix._validation import ParameterError
 from tailmix.metrics import METRIC_NAMES, precision_recall
-from tailmix.report.figures import (
+from tailmix.tools.report.figures import (
     _BY_COUNT,
     _draw,
     _fig_compare_curves,
@@ -26,7 +26,7 @@ from tailmix.report.figures import (
     _fig_reliability,
     _Image,
 )
-from tailmix.report.runs import (
+from tailmix.tools.report.runs import (
     _MIN_FIT_CLASSES,
     _MISSING,
     RunRecord,

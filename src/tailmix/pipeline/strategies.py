@@ -1,7 +1,7 @@
 """The strategy catalogue: named compositions of sampler x mixer x loss x weights x head.
 
 A strategy is data, not a training loop: every name below is trained by the same loop in
-:mod:`tailmix.engine`. A config may override any part (``loss: {name: focal, gamma: 2}``)
+:mod:`tailmix.pipeline.engine`. A config may override any part (``loss: {name: focal, gamma: 2}``)
 or spell a composition from scratch under any name.
 """
 

@@ -3,7 +3,7 @@ strategy's step, callbacks - and knows no config keys, strategy names or dataset
 
 One epoch: the sampler plans the epoch's indices (and synthetic slots) from the seed; every
 process keeps its shard; each batch goes through the step (which returns the loss); the
-optimiser steps; callbacks see the epoch's row. :mod:`tailmix.build` makes the objects from
+optimiser steps; callbacks see the epoch's row. :mod:`tailmix.pipeline.build` makes the objects from
 a config, and :func:`tailmix.train` runs a config end to end.
 
 A non-finite loss stops the run with :class:`TrainingError` before the optimiser step that
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from tailmix import distributed as dist_utils
 from tailmix import seeding
-from tailmix.callbacks import Callback, TrainState
+from tailmix.pipeline.callbacks import Callback, TrainState
+from tailmix.pipeline.steps import Batch, as_planned
 from tailmix.sam import Plain
-from tailmix.steps import Batch, as_planned
 
 __all__ = ["Trainer", "TrainingError"]
 

@@ -11,8 +11,8 @@ from tailmix.io import write_json
 def margins_for_run(run_dir: str | Path, *, checkpoint: str = "last",
                     device: str = "auto") -> Path:
     """Compute per-class margins of a run's checkpoint and write ``margins.json``."""
-    from tailmix.build import restore
     from tailmix.margins import margin_report
+    from tailmix.pipeline.build import restore
 
     run_dir = Path(run_dir)
     check_choice("checkpoint", checkpoint, ("last", "best"))
@@ -47,9 +47,9 @@ def neighbour_balance(config: dict) -> dict:
     """
     import torch
 
-    from tailmix.build import load_data, make_mixer
-    from tailmix.config import resolve
     from tailmix.mixing import neighbour_class_share, oversample_label_mass
+    from tailmix.pipeline.build import load_data, make_mixer
+    from tailmix.pipeline.config import resolve
 
     spec = resolve(config)
     data = load_data(spec)

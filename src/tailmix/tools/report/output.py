@@ -70,7 +70,8 @@ def _output_paths(run_dirs: list[Path], out: str | Path | None
 #: which of the folder's files are its own (JSON, ``{"written_by": "tailmix report",
 #: "files": [names]}``). A page named by an ``.html`` path gets none.
 MARKER = REPORT_MARKER
-# How the pages tailmix.report.page writes begin: recognises reports written before the marker.
+# How the pages tailmix.tools.report.page writes begin: recognises reports written before
+# the marker.
 _HTML_START = b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
 _MD_STARTS = (b"# tailmix run report", b"# tailmix comparison of")
 _OUT = "-o/--out"

@@ -1,10 +1,10 @@
 """A trained network as a file other programs run: ONNX or TorchScript.
 
-The exported graph reads inputs the way :class:`tailmix.predict.Predictor` does: raw pixel
+The exported graph reads inputs the way :class:`tailmix.tools.predict.Predictor` does: raw pixel
 values 0..255 as ``float32 (N, C, H, W)`` for images, raw ``float32 (N, D)`` feature vectors
 otherwise; the normalisation (``/ 255``, then ``(x - mean) / std``) is inside the graph. It
 returns logits ``(N, classes)``; the batch size is free, the image size is the network's: an
-image of another size is brought to it first as :class:`~tailmix.predict.Predictor` does
+image of another size is brought to it first as :class:`~tailmix.tools.predict.Predictor` does
 (shorter side resized to ``input.resize``, then the central square; the metadata says so).
 The class names travel with it: in the ONNX model's metadata, in the TorchScript archive's
 ``tailmix.json``, and in a side file ``<out>.classes.json`` for both.
@@ -32,7 +32,7 @@ import torch
 from tailmix._validation import ParameterError, check_choice
 from tailmix._version import __version__
 from tailmix.io import check_output
-from tailmix.predict import Predictor, checkpoint_path, write_output
+from tailmix.tools.predict import Predictor, checkpoint_path, write_output
 
 __all__ = ["FORMATS", "TOLERANCE", "export"]
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tailmix._validation import ParameterError
 from tailmix.io import atomic_write_text, dumps_json, load_torch, save_torch, write_json, write_yaml
 from tailmix.metrics import ADJUSTED_KEYS, SUMMARY_KEYS
-from tailmix.steps import predict
+from tailmix.pipeline.steps import predict
 
 __all__ = ["Callback", "Checkpointer", "Evaluator", "Margins", "Progress", "Results",
            "TensorBoard", "TrainState", "read_history"]
@@ -400,7 +400,7 @@ class Checkpointer(Callback):
 
     A checkpoint holds the trainer's state, the resolved config (and its digest,
     ``config_sha256``, which a resumed run must match), the class names and counts, and
-    ``inputs``: what the network reads (:func:`tailmix.build.input_record`), so that it
+    ``inputs``: what the network reads (:func:`tailmix.pipeline.build.input_record`), so that it
     can predict without the training data."""
 
     def __init__(self, out: Path, *, config: dict[str, Any], classes: list[str],
@@ -503,7 +503,7 @@ class Margins(Callback):
 
 class Progress(Callback):
     """Training progress: a live bar (the epochs, and the steps of the current one) on a
-    terminal, and one log line an epoch (:func:`tailmix.progress.epoch_line`) when there is
+    terminal, and one log line an epoch (:func:`tailmix.pipeline.progress.epoch_line`) when there is
     no bar (``bar=False``, or standard error is not a terminal) or standard output is not a
     terminal.
 
@@ -526,7 +526,7 @@ class Progress(Callback):
 
         from rich.console import Console
 
-        from tailmix.progress import EpochProgress
+        from tailmix.pipeline.progress import EpochProgress
 
         console = Console(stderr=True)
         if self.show_bar and console.is_terminal:
@@ -540,7 +540,7 @@ class Progress(Callback):
             self.bar.step(step, steps, loss_sum, seen, lr)
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
-        from tailmix.progress import epoch_line
+        from tailmix.pipeline.progress import epoch_line
 
         if self.bar is not None:
             self.bar.epoch_done(row)

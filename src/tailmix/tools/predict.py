@@ -1,8 +1,8 @@
 """Predictions from a trained run without its training data.
 
-A checkpoint written by :class:`tailmix.callbacks.Checkpointer` holds the network's weights,
-its config, the class names and training counts, and ``inputs``: the shape of one input and
-the normalisation applied to raw inputs (:func:`tailmix.build.input_record`). That is all
+A checkpoint written by :class:`tailmix.pipeline.callbacks.Checkpointer` holds the network's
+weights, its config, the class names and training counts, and ``inputs``: the shape of one input and
+the normalisation applied to raw inputs (:func:`tailmix.pipeline.build.input_record`). That is all
 :class:`Predictor` needs: it rebuilds the network, loads the weights and reads raw inputs --
 ``uint8`` images ``(N, C, H, W)`` or float feature vectors ``(N, D)``, as arrays or as image
 files, ``.npy`` arrays and CSV tables -- the way the run's evaluation read its test set. An
@@ -120,7 +120,7 @@ def checkpoint_path(path: str | os.PathLike, checkpoint: str = "last") -> Path:
 
 
 def _load(file: Path) -> dict[str, Any]:
-    from tailmix.build import load_checkpoint
+    from tailmix.pipeline.build import load_checkpoint
 
     ckpt = load_checkpoint(file, name="run")  # says what the file is, never how to unpickle
     keys = ("model", "config", "classes", "class_counts")
@@ -131,7 +131,7 @@ def _load(file: Path) -> dict[str, Any]:
 
 
 def _device(name: str) -> torch.device:
-    from tailmix.build import resolve_device
+    from tailmix.pipeline.build import resolve_device
 
     try:
         return resolve_device(name)
@@ -144,7 +144,7 @@ def _device(name: str) -> torch.device:
 def _network(ckpt: dict[str, Any], inputs: dict[str, Any], model: nn.Module | None,
              where: Any = "") -> nn.Module:
     """The checkpoint's network with its weights (fp32, eval mode, on the CPU)."""
-    from tailmix.checkpoints import checkpoint_network
+    from tailmix.pipeline.checkpoints import checkpoint_network
 
     net = checkpoint_network(ckpt, num_classes=len(ckpt["classes"]),
                              input_shape=tuple(int(d) for d in inputs["shape"]),
@@ -172,7 +172,7 @@ class Predictor:
     class_counts : list of int
         Training examples per class (the training prior).
     inputs : dict
-        What the network reads (:func:`tailmix.build.input_record`): ``shape``, ``image``,
+        What the network reads (:func:`tailmix.pipeline.build.input_record`): ``shape``, ``image``,
         ``mean``, ``std``, ``image_size``, ``resize``.
     device : torch.device
     batch_size : int, default 256
@@ -260,7 +260,7 @@ class Predictor:
         Notes
         -----
         The training data is not read. A checkpoint written before checkpoints recorded
-        their inputs (no ``inputs`` entry) is restored with :func:`tailmix.build.restore`
+        their inputs (no ``inputs`` entry) is restored with :func:`tailmix.pipeline.build.restore`
         instead, which loads the training data once to learn the normalisation; without
         that data it is refused.
 
@@ -275,7 +275,7 @@ class Predictor:
         ckpt = _load(file)
         dev = _device(device)
         if batch_size is None:
-            from tailmix.steps import eval_batch_size
+            from tailmix.pipeline.steps import eval_batch_size
 
             batch_size = eval_batch_size((ckpt["config"].get("eval") or {}).get("batch_size")
                                          or 256, dev)
@@ -778,8 +778,8 @@ def _resized_in_memory(config: dict[str, Any], inputs: dict[str, Any]) -> int | 
 def _restore_old(file: Path, device: str, model: nn.Module | None
                  ) -> tuple[nn.Module, dict[str, Any]]:
     """A checkpoint without an input record: restored with its training data."""
-    from tailmix.build import input_record, restore
     from tailmix.data.download import DatasetError
+    from tailmix.pipeline.build import input_record, restore
 
     try:
         r = restore(file, device=device, model=model)

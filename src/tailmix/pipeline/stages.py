@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from tailmix._validation import check_number
-from tailmix.callbacks import Callback, TrainState
-from tailmix.sections import Assembly, Section, Sections, section
-from tailmix.steps import Batch, StepOutput
+from tailmix.pipeline.callbacks import Callback, TrainState
+from tailmix.pipeline.sections import Assembly, Section, Sections, section
+from tailmix.pipeline.steps import Batch, StepOutput
 
 __all__ = ["CrtSection", "PhasedStep", "Stages", "WeightDecayFrom", "param_groups"]
 
@@ -57,7 +57,7 @@ class PhasedStep:
 
     def batches(self, plan: list[tuple[torch.Tensor, torch.Tensor | None]], seed: int):
         # Both steps read the same inputs; the first decides how they are read.
-        from tailmix.steps import as_planned
+        from tailmix.pipeline.steps import as_planned
 
         return getattr(self.before, "batches", as_planned)(plan, seed)
 
@@ -160,9 +160,9 @@ class CrtSection(Section):
 
         def stage(sampler: Any, step: Any, schedule: Any, epochs: int) -> tuple:
             from tailmix.losses import build_loss
+            from tailmix.pipeline.steps import MixStep
             from tailmix.samplers import Phased, build_sampler
             from tailmix.schedules import CosineSchedule, Then
-            from tailmix.steps import MixStep
 
             data = run.data
             balanced = build_sampler("class_balanced", labels=data.train_labels.cpu(),

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tailmix._validation import ParameterError, check_choice, check_number
+from tailmix.pipeline.sections import Section, Sections, section
 from tailmix.schedules import is_share, resolve_epoch
-from tailmix.sections import Section, Sections, section
 
 __all__ = ["DEFAULT_WARMUP_SHARE", "STEP_DEFAULTS", "TrainSection"]
 
@@ -183,7 +183,7 @@ class TrainSection(Section):
         """SGD over the network's parameter groups (the backbone's own lr where set)."""
         import torch
 
-        from tailmix.stages import param_groups
+        from tailmix.pipeline.stages import param_groups
 
         return torch.optim.SGD(param_groups(network, lr=self.lr, backbone_lr=backbone_lr),
                                lr=self.lr, momentum=self.momentum,

@@ -97,7 +97,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         Naming ``config``: no such file or shipped config, a file that is not UTF-8 text,
         malformed YAML (with the line and column), or YAML that is not a mapping.
     """
-    from tailmix.shipped import config_path
+    from tailmix.pipeline.shipped import config_path
 
     path = config_path(path)
     data = read_yaml(path, name="config")

@@ -2,7 +2,7 @@
 may go on from it (its config's digest and what changed).
 
 Everything here reads files and configs as plain data; it builds no run (that is
-:mod:`tailmix.build`, which reads its checkpoints through here).
+:mod:`tailmix.pipeline.build`, which reads its checkpoints through here).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tailmix._validation import ParameterError
-from tailmix.config import ABSENT, RunSpec, flat_config, get_path, machine_keys
+from tailmix.pipeline.config import ABSENT, RunSpec, flat_config, get_path, machine_keys
 
 __all__ = ["RUN_IDENTITY", "changed_error", "check_resumable", "checkpoint_changes",
            "checkpoint_network", "config_changes", "config_digest", "load_checkpoint",
@@ -91,7 +91,7 @@ def checkpoint_network(ckpt: dict[str, Any], *, num_classes: int, input_shape: t
     The built-in network its config names (``model.arch``, built without downloading
     weights), or ``model`` adapted to the checkpoint's classes when it was a user's own
     network (its config's ``model_class``). A cosine head reads its logits at the scale of
-    the loss the run trained with (:func:`tailmix.components.checkpoint_logit_scale`).
+    the loss the run trained with (:func:`tailmix.pipeline.components.checkpoint_logit_scale`).
     ``composition``: the composition of a checkpoint that records none (an earlier
     version's); ``hint``: how to pass ``model``, for the error that asks for it.
 
@@ -102,9 +102,9 @@ def checkpoint_network(ckpt: dict[str, Any], *, num_classes: int, input_shape: t
         one; naming ``checkpoint`` (``model`` for a user's network) for weights that are
         not those of the network.
     """
-    from tailmix.components import checkpoint_logit_scale
     from tailmix.models import adapt, build_model
     from tailmix.models.heads import logit_scale, set_logit_scale
+    from tailmix.pipeline.components import checkpoint_logit_scale
 
     cfg = ckpt["config"]
     custom = cfg.get("model_class")
@@ -203,8 +203,8 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
     agree on :data:`RUN_IDENTITY` (strategy, seed, architecture, dataset and its profile).
     Any other setting of ``spec`` that differs from the checkpoint's (its
     ``config_sha256``, :func:`config_digest`) is refused, naming the keys, unless
-    ``allow_changes``; :func:`tailmix.config.machine_keys` may differ. A run never has fewer
-    epochs than its checkpoint. The checkpoint's class counts must be the data's, and
+    ``allow_changes``; :func:`tailmix.pipeline.config.machine_keys` may differ. A run never
+    has fewer epochs than its checkpoint. The checkpoint's class counts must be the data's, and
     ``history`` (``history.jsonl``) must hold epochs 1 to the checkpoint's (and at most
     the one after, whose checkpoint was not written yet).
 
