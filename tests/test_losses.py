@@ -134,10 +134,17 @@ def _hard_reference(name, loss, logits, labels, weights):
         return F.cross_entropy(logits + loss.tau * loss.log_prior, labels, weight=weights)
     if name == "bs":
         return F.cross_entropy(logits + loss.log_counts, labels, weight=weights)
+    if name == "las":  # MiSLAS's form: (1 - eps_y) nll_y + eps_y mean_k nll_k
+        eps = loss.eps.to(logits.dtype)[labels]
+        nll = F.cross_entropy(logits, labels, reduction="none")
+        per_example = (1 - eps) * nll + eps * -F.log_softmax(logits, dim=1).mean(dim=1)
+        v = torch.ones(logits.shape[1], dtype=logits.dtype) if weights is None else weights
+        return (v[labels] * per_example).sum() / v[labels].sum()
     raise AssertionError(name)
 
 
-PARAMS = {"ce": {}, "focal": {"gamma": 1.5}, "ldam": {"s": 10.0}, "la": {"tau": 0.7}, "bs": {}}
+PARAMS = {"ce": {}, "focal": {"gamma": 1.5}, "ldam": {"s": 10.0}, "la": {"tau": 0.7}, "bs": {},
+          "las": {"eps_head": 0.4, "eps_tail": 0.05, "shape": "convex"}}
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -305,3 +312,40 @@ def test_build_loss_passes_parameters():
     loss = build_loss("ldam", class_counts=[4, 1], max_margin=0.3, s=16.0)
     assert loss.s == 16.0 and loss.margins.max().item() == pytest.approx(0.3)
     assert build_loss("la", class_counts=[4, 1], tau=0.25).tau == 0.25
+
+
+# ------------------------------------------------------------ label-aware smoothing (MiSLAS)
+
+@pytest.mark.parametrize("shape, middle", [("concave", 0.1 + 0.2 * math.sin(math.pi / 4)),
+                                           ("linear", 0.2),
+                                           ("convex", 0.3 - 0.2 * math.cos(math.pi / 4))])
+def test_label_aware_smoothing_runs_from_tail_to_head_by_its_shape(shape, middle):
+    """Counts 100, 55, 10: x = 1, 0.5, 0; eps from eps_tail (0.1) to eps_head (0.3)."""
+    loss = build_loss("las", class_counts=[100, 55, 10], eps_head=0.3, eps_tail=0.1,
+                      shape=shape)
+    torch.testing.assert_close(loss.eps, torch.tensor([0.3, middle, 0.1]), rtol=0, atol=1e-7)
+
+
+def test_label_aware_smoothing_is_torchs_label_smoothing_when_classes_are_equal():
+    """Equal class sizes give every class ``eps_head``: the loss is cross-entropy with
+    ``label_smoothing=eps_head``, over many random batches."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        c = int(torch.randint(2, 12, (1,), generator=g))
+        eps = float(torch.rand(1, generator=g))
+        loss = build_loss("las", class_counts=[7] * c, eps_head=eps, eps_tail=0.0)
+        z = torch.randn(16, c, generator=g, dtype=torch.float64) * 3
+        y = torch.randint(0, c, (16,), generator=g)
+        torch.testing.assert_close(loss(z, y), F.cross_entropy(z, y, label_smoothing=eps))
+
+
+def test_label_aware_smoothing_by_hand():
+    """Logits (2, 0, 0), label 0, eps 0.3 for class 0: 0.7 * nll_0 + 0.3 * mean(nll)."""
+    loss = build_loss("las", class_counts=[9, 1, 1], eps_head=0.3, eps_tail=0.0)
+    log_z = math.log(math.exp(2) + 2)
+    expected = 0.7 * (log_z - 2) + 0.3 * ((log_z - 2) + 2 * log_z) / 3
+    got = loss(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # the tail classes have eps 0: plain cross-entropy on them
+    got = loss(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([1]))
+    assert got.item() == pytest.approx(log_z, rel=1e-6)

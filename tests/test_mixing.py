@@ -871,3 +871,144 @@ def test_balanced_mixup_config_from_the_readme_resolves_and_checks_beta():
         with pytest.raises(ParameterError) as info:
             resolve({**base, "mixer": mixer})
         assert info.value.name == key, info.value
+
+
+# ------------------------------------------------------------ how often and when it mixes
+
+def test_prob_mixes_that_share_of_batches_and_leaves_the_rest_untouched():
+    """``prob``: one draw a batch decides whether it is mixed; an unmixed batch keeps its
+    inputs bit for bit and one-hot targets. Over 2,000 batches the mixed share is 0.3
+    within a binomial test."""
+    counts = [50, 20, 5]
+    mixer = Mixer(class_counts=counts, prob=0.3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 3), torch.arange(16) % 3
+    one_hot = torch.nn.functional.one_hot(y, 3).float()
+    mixed = 0
+    for _ in range(2000):
+        x_mix, target = mixer(x, y, generator=g)
+        if torch.equal(x_mix, x):
+            assert torch.equal(target, one_hot)
+        else:
+            mixed += 1
+            assert not torch.equal(target, one_hot)
+    assert stats.binomtest(mixed, 2000, 0.3).pvalue > 1e-3
+
+
+def test_prob_draws_per_example_when_lam_is_per_example():
+    mixer = Mixer(class_counts=[10, 10], prob=0.25, lam_per="example", lam="uniform")
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(400, 2), torch.arange(400) % 2
+    x_mix, _ = mixer(x, y, generator=g)
+    kept = int((x_mix == x).all(dim=1).sum())
+    # a mixed example equal to its anchor needs lam == 0 or a partner equal to it
+    assert stats.binomtest(400 - kept, 400, 0.25).pvalue > 1e-3
+
+
+def test_a_mixer_mixes_only_inside_its_epochs_and_draws_nothing_outside():
+    """``from_epoch <= epoch < until_epoch``, as :meth:`Mixer.start_epoch` is told; outside,
+    the batch passes unmixed and the generator is not advanced."""
+    mixer = Mixer(class_counts=[30, 3], from_epoch=2, until_epoch=4)
+    x, y = torch.rand(8, 5), torch.arange(8) % 2
+    labels, inputs = torch.arange(33) % 2, torch.rand(33, 5)
+    seen = []
+    for epoch in range(6):
+        mixer.start_epoch(epoch, labels=labels, inputs=inputs, features=lambda: None)
+        g = torch.Generator().manual_seed(7)
+        before = g.get_state()
+        x_mix, target = mixer(x, y, generator=g)
+        unmixed = torch.equal(x_mix, x)
+        assert unmixed == torch.equal(g.get_state(), before)
+        assert unmixed == torch.equal(target, torch.nn.functional.one_hot(y, 2).float())
+        seen.append(not unmixed)
+    assert seen == [False, False, True, True, False, False]
+    assert Mixer(class_counts=[3, 3]).active  # a loop that never calls start_epoch mixes
+
+
+@pytest.mark.parametrize("mixer, key", [({"prob": 0}, "mixer.prob"),
+                                        ({"prob": 1.5}, "mixer.prob"),
+                                        ({"from_epoch": 3, "until_epoch": 3},
+                                         "mixer.until_epoch"),
+                                        ({"from_epoch": -1}, "mixer.from_epoch"),
+                                        ({"until_epoch": 1.5}, "mixer.until_epoch")])
+def test_bad_prob_or_epochs_are_refused_naming_the_key(mixer, key):
+    from tailmix.pipeline.config import resolve
+
+    cfg = {"dataset": {"name": "digits"}, "model": {"arch": "small_cnn"},
+           "train": {"epochs": 10}, "strategy": "Mixup", "mixer": mixer}
+    with pytest.raises(ParameterError) as info:
+        resolve(cfg)
+    assert info.value.name == key, info.value
+
+
+@pytest.mark.parametrize("epochs, window", [(200, (4, 197)), (60, (1, 59)), (2, (0, 2)),
+                                            (1, (0, 1))])
+def test_epoch_shares_of_the_mixer_become_epochs_with_one_that_mixes(epochs, window):
+    """CMO's window, 3 < epoch < 197 of 200 (0-based), as shares 0.02 and 0.985: any run
+    keeps at least one epoch that mixes."""
+    from tailmix.pipeline.config import resolve
+
+    spec = resolve({"dataset": {"name": "digits"}, "model": {"arch": "small_cnn"},
+                    "train": {"epochs": epochs, "warmup_epochs": 0, "milestones": [],
+                              "lr_factors": []},
+                    "strategy": "Mixup", "mixer": {"from_epoch": 0.02, "until_epoch": 0.985}})
+    m = spec.composition.mixer
+    assert (m["from_epoch"], m["until_epoch"]) == window
+
+
+# ------------------------------------------------------------------- UniMix's two knobs
+
+def test_batch_partners_are_drawn_by_class_weight_with_replacement():
+    """``partner="batch"``: each partner an example of the same batch, drawn with
+    probability ``~ n_y ** -partner_q`` (UniMix's sampler); chi-square over 300 batches."""
+    counts = torch.tensor([400.0, 100.0, 25.0])
+    mixer = Mixer(class_counts=counts, partner="batch", partner_q=0.5, lam="uniform")
+    y = torch.tensor([0] * 8 + [1] * 4 + [2] * 4)
+    x = torch.nn.functional.one_hot(torch.arange(16), 16).float()  # each row names itself
+    g = torch.Generator().manual_seed(3)
+    drawn = torch.zeros(16)
+    eye = torch.eye(16, dtype=torch.bool)
+    for _ in range(300):
+        x_mix, _ = mixer(x, y, generator=g)
+        # row i holds (1 - lam) at column i and lam at its partner's (all at i: itself)
+        other = x_mix.masked_fill(eye, 0.0)
+        partner = torch.where(other.sum(dim=1) > 0, other.argmax(dim=1), torch.arange(16))
+        drawn += torch.bincount(partner, minlength=16).float()
+    weight = counts[y] ** -0.5
+    expected = weight / weight.sum() * drawn.sum()
+    assert stats.chisquare(drawn.numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_unimix_share_follows_its_wrapped_distribution():
+    """``lam="unimix"``: for an anchor of class size 90 and a partner of size 10 the anchor
+    keeps ``0.1 + b`` (``b ~ Beta(0.8, 0.8)``), less 1 above 1: a KS test against that law."""
+    counts = [90, 10]
+    mixer = Mixer(class_counts=counts, lam="unimix", alpha=0.8)
+    g = torch.Generator().manual_seed(5)
+    y = torch.tensor([0, 1] * 64)
+    kept = []
+    for _ in range(40):
+        _, target = mixer(torch.rand(128, 2), y, generator=g)
+        pair = (y == 0) & (target[:, 1] > 0)  # an anchor of class 0 with a class-1 partner
+        kept.append(target[pair, 0])
+    kept = torch.cat(kept).double().numpy()
+    law = stats.beta(0.8, 0.8)
+
+    def cdf(t):
+        t = torch.as_tensor(t, dtype=torch.float64).numpy()
+        low = law.cdf(t.clip(0.1, 1.0) - 0.1) * (t >= 0.1)
+        return low + law.cdf((t + 0.9).clip(0.9, 1.0)) - law.cdf(0.9)
+
+    assert len(kept) > 1000
+    assert stats.kstest(kept, cdf).pvalue > 1e-3
+
+
+def test_unimix_knobs_need_counts_and_refuse_lam_per():
+    with pytest.raises(ParameterError) as info:
+        Mixer(lam="unimix")
+    assert info.value.name == "class_counts"
+    with pytest.raises(ParameterError) as info:
+        Mixer(partner="batch")
+    assert info.value.name == "class_counts"
+    assert Mixer(class_counts=[3, 1], lam="unimix").unused(["lam_per", "alpha"]) == [
+        ("lam_per", "lam: uniform or beta")]

@@ -30,6 +30,9 @@ _CE = {"name": "ce"}
 _NONE = {"name": "none"}
 _DRW = {"name": "drw", "start_epoch": 8, "beta": 0.9999}  # deferred to 0.8 of 10 epochs
 
+_CMO = {"preset": "mixup", "partner": "balanced", "partner_q": 0.0, "input_mode": "cutmix",
+        "alpha": 1.0, "prob": 0.5, "from_epoch": 0, "until_epoch": 10}
+
 # strategy -> its composition for a digits config of 10 epochs, shares resolved to epochs.
 CATALOGUE = {
     "ERM": {"sampler": _INSTANCE, "mixer": None, "loss": _CE, "weights": _NONE,
@@ -60,6 +63,23 @@ CATALOGUE = {
                        "mixer": {"preset": "mixup", "partner": "balanced", "partner_q": 0.0,
                                  "alpha": 0.2, "beta": 1.0},
                        "loss": _CE, "weights": _NONE, "generative": None, "head": "linear"},
+    # Park et al. 2022: a class-balanced partner's box pasted in half the batches, labels by
+    # area, epochs 4..196 of 200 (shares 0.02 and 0.985: 0 and 10 of a 10-epoch run)
+    "CMO-DRW": {"sampler": _INSTANCE, "mixer": _CMO, "loss": _CE, "weights": _DRW,
+                "generative": None, "head": "linear"},
+    "CMO-BS": {"sampler": _INSTANCE, "mixer": _CMO, "loss": {"name": "bs"}, "weights": _NONE,
+               "generative": None, "head": "linear"},
+    # Xu et al. 2021 (the authors' CIFAR-10 code): partners from the batch ~ n ** -0.5 (tau
+    # -0.5), the anchor's share n_j / (n_i + n_j) + Beta(0.8, 0.8), Bayias = logit adjustment
+    "UniMix": {"sampler": _INSTANCE,
+               "mixer": {"preset": "mixup", "partner": "batch", "partner_q": 0.5,
+                         "lam": "unimix", "alpha": 0.8},
+               "loss": {"name": "la", "tau": 1.0}, "weights": _NONE, "generative": None,
+               "head": "linear"},
+    # Zhong et al. 2021, stage one: Mixup alpha 1 with cross-entropy (stage two is its crt
+    # settings, pinned in tests/test_strategies.py)
+    "MiSLAS": {"sampler": _INSTANCE, "mixer": {"preset": "mixup"}, "loss": _CE,
+               "weights": _NONE, "generative": None, "head": "linear"},
     "Remix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "remix"}, "loss": _CE,
                   "weights": _DRW, "generative": None, "head": "linear"},
     "MAMix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "mamix"}, "loss": _CE,
@@ -129,6 +149,8 @@ def test_strategy_builds_its_pinned_parts(name):
     expected = CATALOGUE[name]
     run = build_run(_config(name), None, log=lambda _: None)
     step, counts = run.trainer.step, run.data.class_counts
+    if name == "MiSLAS":  # the main run's step; its re-training stage is pinned elsewhere
+        step = step.before
     # loss: its class and every parameter of the composition
     loss = expected["loss"]
     assert type(step.loss).__name__ == LOSS_CLASSES[loss["name"]]
@@ -165,6 +187,10 @@ def test_strategy_builds_its_pinned_parts(name):
     if expected["mixer"] is not None and expected["mixer"]["preset"].endswith("smote"):
         assert type(sampler).__name__ == "Resampled" and sampler.mode == "oversample"
         sampler = sampler.base
+    if name == "MiSLAS":  # the main run's 10 epochs, then re-training on balanced batches
+        assert type(sampler).__name__ == "Phased" and sampler.switch_epoch == EPOCHS
+        assert sampler.after.name == "class_balanced"
+        sampler = sampler.before
     if name == "M2m":  # ERM warm-up, then class-balanced batches
         assert type(sampler).__name__ == "Phased" and sampler.switch_epoch == 8
         assert sampler.after.name == "class_balanced"

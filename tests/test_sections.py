@@ -227,3 +227,70 @@ def test_two_views_and_imbsam_are_refused_together(tmp_path):
     with pytest.raises(ParameterError) as info:
         build_run(cfg, None, log=lambda _: None)
     assert info.value.name == "sam.tail_below" and "consistency.weight" in info.value.expected
+
+
+@pytest.mark.parametrize("reinit, shift_bn", [(True, False), (False, True)])
+def test_crt_keeps_or_resets_the_head_and_shifts_batchnorm_statistics_when_asked(
+        tmp_path, reinit, shift_bn):
+    """MiSLAS's stage two as cRT settings: ``reinit: false`` re-trains the main run's head
+    as it was; ``shift_bn: true`` re-estimates the frozen backbone's batch-norm statistics
+    from the class-balanced batches (its weights stay fixed); ``loss`` is the stage's loss."""
+    import torch
+
+    from tailmix.pipeline.build import build_run
+    from tailmix.pipeline.callbacks import Callback
+
+    cfg = digits(crt={"epochs": 1, "reinit": reinit, "shift_bn": shift_bn,
+                      "loss": {"name": "las", "eps_head": 0.2}})
+    run = build_run(cfg, tmp_path / "run", log=lambda _: None)
+    net = run.trainer.model
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms, "the test needs a network with batch norm"
+    snap = {}
+
+    def state():
+        return {"head": [p.detach().clone() for p in net.head.parameters()],
+                "mean": [m.running_mean.clone() for m in norms],
+                "weight": [m.weight.detach().clone() for m in norms]}
+
+    class Watch(Callback):
+        def on_epoch_start(self, state_, epoch):
+            if epoch == 2:  # the re-training epoch, after Stages acted
+                snap["start"] = state()
+                snap["training"] = [m.training for m in norms]
+
+        def on_epoch_end(self, state_, row):
+            snap[row["epoch"]] = state()
+
+    run.trainer.callbacks.append(Watch())
+    run.fit()
+    assert type(run.trainer.step.after.loss).__name__ == "LabelAwareSmoothing"
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    same_head = same(snap[2]["head"], snap["start"]["head"])
+    assert same_head == (not reinit)
+    moved = not same(snap[2]["mean"], snap[3]["mean"])
+    assert moved == shift_bn and snap["training"] == [shift_bn] * len(norms)
+    assert same(snap[2]["weight"], snap[3]["weight"])
+
+
+@pytest.mark.parametrize("crt, key", [({"epochs": 1.5}, "crt.epochs"),
+                                      ({"epochs": 2, "loss": {"name": "ldam"}},
+                                       "crt.loss.name"),
+                                      ({"epochs": 2, "loss": {"name": "las", "eps_tail": 2}},
+                                       "crt.loss.eps_tail"),
+                                      ({"loss": {"name": "las"}}, "crt.loss"),
+                                      ({"shift_bn": True}, "crt.shift_bn")])
+def test_bad_crt_settings_are_refused_naming_the_key(crt, key):
+    with pytest.raises(ParameterError) as info:
+        resolve(digits(crt=crt))
+    assert info.value.name == key, info.value
+
+
+@pytest.mark.parametrize("share, main, retrain", [(0.05, 200, 10), (0.05, 60, 3),
+                                                  (0.05, 2, 1), (4, 60, 4)])
+def test_crt_epochs_may_be_a_share_of_the_main_run(share, main, retrain):
+    cfg = digits(crt={"epochs": share})
+    cfg["train"]["epochs"] = main
+    assert resolve(cfg).crt.retrain_epochs == retrain

@@ -33,13 +33,20 @@ when it names them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailmix._validation import ParameterError, check_keywords, check_number, keywords
+from tailmix._validation import (
+    ParameterError,
+    check_choice,
+    check_keywords,
+    check_number,
+    keywords,
+)
 from tailmix.registry import LOSSES
 from tailmix.weights import ClassCounts, check_class_counts
 
@@ -49,6 +56,7 @@ __all__ = [
     "CrossEntropy",
     "Focal",
     "LDAM",
+    "LabelAwareSmoothing",
     "LogitAdjusted",
     "SoftTargetLoss",
     "build_loss",
@@ -271,6 +279,61 @@ class BalancedSoftmax(SoftTargetLoss):
 
     def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return -F.log_softmax(logits + self.log_counts.to(logits.dtype), dim=1)
+
+
+#: How label-aware smoothing's ``eps`` moves from the smallest class to the largest.
+SMOOTHING_SHAPES = ("concave", "linear", "convex")
+
+
+@LOSSES.register("las")
+class LabelAwareSmoothing(SoftTargetLoss):
+    """Label-aware smoothing (Zhong et al., "Improving Calibration for Long-Tailed
+    Recognition", CVPR 2021): cross-entropy against a target smoothed toward uniform by a
+    class's own ``eps``, more for large classes (over-confident) than for small ones:
+    ``l_ik = (1 - eps_k) (-log p_ik) + eps_k mean_j(-log p_ij)``.
+
+    With ``x_k = (n_k - n_min) / (n_max - n_min)`` (1 for every class when all are the same
+    size), ``eps_k`` runs from ``eps_tail`` (the smallest class) to ``eps_head`` (the
+    largest): ``concave`` ``eps_tail + (eps_head - eps_tail) sin(pi x / 2)``, ``linear``
+    ``eps_tail + (eps_head - eps_tail) x``, ``convex``
+    ``eps_head - (eps_head - eps_tail) cos(pi x / 2)``. The paper's CIFAR-10-LT (ratio 100)
+    setting is the default: ``eps_head`` 0.3, ``eps_tail`` 0, concave.
+
+    Parameters
+    ----------
+    class_counts : sequence of numbers, ndarray or Tensor
+        Training examples per class, all positive.
+    eps_head, eps_tail : float
+        Smoothing of the largest and the smallest class, each in [0, 1].
+    shape : {"concave", "linear", "convex"}
+
+    Attributes
+    ----------
+    eps : Tensor
+        Buffer of shape ``(C,)``: each class's smoothing.
+    """
+
+    def __init__(self, *, class_counts: ClassCounts, eps_head: float = 0.3,
+                 eps_tail: float = 0.0, shape: str = "concave"):
+        super().__init__()
+        self.eps_head = check_number("eps_head", eps_head, low=0.0, high=1.0)
+        self.eps_tail = check_number("eps_tail", eps_tail, low=0.0, high=1.0)
+        self.shape = check_choice("shape", shape, SMOOTHING_SHAPES)
+        counts = check_class_counts(class_counts).double()
+        span = counts.max() - counts.min()
+        x = (counts - counts.min()) / span if span > 0 else torch.ones_like(counts)
+        rise = {"concave": torch.sin(math.pi * x / 2), "linear": x,
+                "convex": 1 - torch.cos(math.pi * x / 2)}[self.shape]
+        eps = self.eps_tail + (self.eps_head - self.eps_tail) * rise
+        self.register_buffer("eps", eps.to(torch.float32))
+
+    def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        nll = -F.log_softmax(logits, dim=1)
+        eps = self.eps.to(logits.dtype)
+        return (1 - eps) * nll + eps * nll.mean(dim=1, keepdim=True)
+
+    def extra_repr(self) -> str:
+        return f"eps_head={self.eps_head}, eps_tail={self.eps_tail}, shape={self.shape!r}"
 
 
 def build_loss(name: str, *, class_counts: ClassCounts | None, **params: Any) -> SoftTargetLoss:

@@ -30,8 +30,8 @@ from tailmix.mixing.neighbours import ClassPool, NeighbourTable  # noqa: F401 (r
 __all__ = ["MIN_ALPHA", "PRESETS", "ClassPool", "Mixer", "NeighbourTable", "sample_beta"]
 
 ANCHORS = ("instance", "class_balanced", "oversample")
-PARTNERS = ("random", "knn_class", "knn_any", "balanced")
-LAM_DISTRIBUTIONS = ("uniform", "beta")
+PARTNERS = ("random", "knn_class", "knn_any", "balanced", "batch")
+LAM_DISTRIBUTIONS = ("uniform", "beta", "unimix")
 LAM_PER = ("batch", "example")
 INPUT_MODES = ("interpolate", "cutmix", "either")
 SPACES = ("input", "feature")
@@ -70,6 +70,21 @@ MIN_ALPHA = 1e-3
 
 # Gamma proposals drawn per sample; all of them are rejected with probability < 0.05 ** 12.
 _GAMMA_PROPOSALS = 12
+
+
+def resolve_params(params: dict[str, Any], epochs: int) -> None:
+    """A config's ``mixer`` mapping with its epochs as epochs of the run: ``from_epoch`` and
+    ``until_epoch`` may be shares of the run (``0.02``: the epoch 2% in). A share of
+    ``until_epoch`` keeps at least one epoch that mixes."""
+    from tailmix.schedules import resolve_epoch
+
+    if params.get("from_epoch") is not None:
+        params["from_epoch"] = resolve_epoch("mixer.from_epoch", params["from_epoch"], epochs)
+    until = params.get("until_epoch")
+    if isinstance(until, float) and not until.is_integer():
+        resolve_epoch("mixer.until_epoch", until, epochs)  # the check of a share
+        first = params.get("from_epoch") or 0
+        params["until_epoch"] = max(min(int(round(until * epochs)), epochs), first + 1)
 
 
 def sample_beta(
@@ -190,10 +205,18 @@ class Mixer(nn.Module):
         :class:`ClassPool`: class-balanced at ``partner_q = 0``; its ``inputs`` must be
         what the network takes, like ``x``, unless the call's ``fetch`` maps indices to
         such inputs).
+        ``"batch"``: an example of the same batch drawn with replacement, with probability
+        ``~ n_y ** -partner_q`` by its class (UniMix's sampler, Xu et al., NeurIPS 2021, at
+        ``partner_q = 0.5`` on CIFAR-10: a batch drawn by instance, so classes come
+        ``~ n ** (1 - q)``); needs ``class_counts``.
     partner_q : float, default 0.0
-        ``"balanced"`` partners: class ``c`` drawn with probability ``~ n_c ** -q``.
-    lam : {"uniform", "beta"}, default "beta"
-        Distribution of the partner's share: ``Uniform(0, 1)`` or ``Beta(alpha, alpha)``.
+        ``"balanced"`` partners: class ``c`` drawn with probability ``~ n_c ** -q``;
+        ``"batch"`` partners: an example of class ``c`` weighted ``n_c ** -q``.
+    lam : {"uniform", "beta", "unimix"}, default "beta"
+        Distribution of the partner's share: ``Uniform(0, 1)``, ``Beta(alpha, alpha)``, or
+        UniMix's share that favours the rarer class of each pair: the anchor's share is
+        ``n_partner / (n_anchor + n_partner) + b`` with ``b ~ Beta(alpha, alpha)``, less 1
+        when over 1 (one draw an example, whatever ``lam_per``; needs ``class_counts``).
     alpha : float, default 1.0
         Beta shape, at least :data:`MIN_ALPHA` (``1e-3``; below it almost nothing is mixed).
     beta : float, optional
@@ -216,6 +239,16 @@ class Mixer(nn.Module):
         batch).
     cutmix_prob : float, default 0.5
         The share of pasted examples with ``input_mode="either"``.
+    prob : float, default 1.0
+        The chance that a draw of ``lam`` mixes at all (one draw a batch, or one an example
+        with ``lam_per="example"``); the others keep their input and a one-hot target. CMO
+        (Park et al., CVPR 2022) pastes into half the batches.
+    from_epoch, until_epoch : int, optional
+        Mix only in epochs ``from_epoch <= epoch < until_epoch`` (0-based; None: to the end),
+        as a training loop tells the mixer through :meth:`start_epoch`; outside them every
+        example keeps its input and a one-hot target (an oversampling sampler's synthetic
+        slots included: they stay copies). A loop that never calls :meth:`start_epoch` always
+        mixes. CMO leaves its first and last few epochs unmixed.
     k : int, default 5
         Neighbours per example for the kNN partners.
     space : {"input", "feature"}, default "input"
@@ -261,6 +294,9 @@ class Mixer(nn.Module):
         rule_params: Mapping[str, float] | None = None,
         input_mode: str = "interpolate",
         cutmix_prob: float = 0.5,
+        prob: float = 1.0,
+        from_epoch: int = 0,
+        until_epoch: int | None = None,
         k: int = 5,
         space: str = "input",
         downscale: int | None = None,
@@ -283,6 +319,13 @@ class Mixer(nn.Module):
         self.rule_params = resolve_rule_params(rule, rule_params)
         self.input_mode = check_choice("input_mode", input_mode, INPUT_MODES)
         self.cutmix_prob = check_number("cutmix_prob", cutmix_prob, low=0, high=1)
+        self.prob = check_number("prob", prob, low=0, high=1, low_open=True)
+        self.from_epoch = check_number("from_epoch", from_epoch, low=0, integer=True)
+        if until_epoch is not None:
+            until_epoch = check_number("until_epoch", until_epoch, low=self.from_epoch + 1,
+                                       integer=True)
+        self.until_epoch = until_epoch
+        self.active = True  # inside the epochs that mix (start_epoch updates it)
         self.partner_q = check_number("partner_q", partner_q)
         self.pool = ClassPool(q=self.partner_q) if partner == "balanced" else None
         self.k = check_number("k", k, low=1, integer=True)
@@ -302,6 +345,10 @@ class Mixer(nn.Module):
 
             counts = check_class_counts(class_counts).float()
         self.register_buffer("class_counts", counts)
+        if counts is None and (partner == "batch" or lam == "unimix"):
+            needs = "partner 'batch'" if partner == "batch" else "lam 'unimix'"
+            raise ParameterError("class_counts", f"the training class counts ({needs} reads "
+                                 "them)", None)
         if num_classes is not None:
             num_classes = check_number("num_classes", num_classes, low=1, integer=True)
         self.num_classes = num_classes if counts is None else counts.numel()
@@ -329,9 +376,11 @@ class Mixer(nn.Module):
         [('alpha', 'lam: beta')]
         """
         knn = self.uses_neighbours
-        acts = {"alpha": (self.lam == "beta", "lam: beta"),
+        acts = {"alpha": (self.lam in ("beta", "unimix"), "lam: beta or unimix"),
                 "beta": (self.lam == "beta", "lam: beta"),
-                "partner_q": (self.partner == "balanced", "partner: balanced"),
+                "lam_per": (self.lam != "unimix", "lam: uniform or beta"),
+                "partner_q": (self.partner in ("balanced", "batch"),
+                              "partner: balanced or batch"),
                 "k": (knn, "partner: knn_class or knn_any"),
                 "space": (knn, "partner: knn_class or knn_any"),
                 "downscale": (knn and self.space == "input",
@@ -347,7 +396,10 @@ class Mixer(nn.Module):
         ``"balanced"`` partners once, and search the neighbours of kNN partners when due
         (in input space once; in feature space every ``refresh_every`` epochs, on
         ``features()``: the network's features of ``inputs``, called only then).
-        ``labels`` and ``inputs`` are the whole training set's."""
+        ``labels`` and ``inputs`` are the whole training set's. Also whether ``epoch`` is one
+        that mixes (``from_epoch``, ``until_epoch``)."""
+        self.active = self.from_epoch <= epoch and (self.until_epoch is None
+                                                    or epoch < self.until_epoch)
         if self.pool is not None and self.pool.labels.shape[0] != labels.shape[0]:
             self.pool.fit(labels, inputs=inputs, num_classes=self.num_classes)
         if not self.uses_neighbours:
@@ -401,16 +453,23 @@ class Mixer(nn.Module):
         parts = [f"anchors={self.anchors!r}", f"partner={self.partner!r}"]
         if self.uses_neighbours:
             parts += [f"k={self.k}", f"space={self.space!r}"]
-        if self.pool is not None:
+        if self.partner in ("balanced", "batch"):
             parts.append(f"partner_q={self.partner_q:g}")
         shapes = f"{self.alpha:g}" if self.beta is None else f"{self.alpha:g}, {self.beta:g}"
-        lam = f"beta({shapes})" if self.lam == "beta" else "uniform"
-        parts += [f"lam={lam}", f"lam_per={self.lam_per!r}", f"rule={self.rule!r}"]
+        lam = f"{self.lam}({shapes})" if self.lam != "uniform" else "uniform"
+        parts.append(f"lam={lam}")
+        if self.lam != "unimix":  # one draw an example, always
+            parts.append(f"lam_per={self.lam_per!r}")
+        parts.append(f"rule={self.rule!r}")
         parts += [f"{name}={value:g}" for name, value in self.rule_params.items()]
         if self.input_mode != "interpolate":
             parts.append(f"input_mode={self.input_mode!r}")
         if self.input_mode == "either":
             parts.append(f"cutmix_prob={self.cutmix_prob:g}")
+        if self.prob < 1:
+            parts.append(f"prob={self.prob:g}")
+        if self.from_epoch or self.until_epoch is not None:
+            parts.append(f"epochs=[{self.from_epoch}, {self.until_epoch or 'end'})")
         return ", ".join(parts)
 
     def forward(
@@ -448,6 +507,8 @@ class Mixer(nn.Module):
             The mixed inputs, shaped like ``x``, and soft targets ``(B, C)`` summing to 1.
         """
         _check_batch(x, y, index, synthetic)
+        if not self.active:  # an epoch outside from_epoch..until_epoch: nothing drawn
+            return x, self._one_hot(y, x.device)
         g = generator if generator is not None else self.generator
         mixed = synthetic
         if self.pool is not None:
@@ -461,6 +522,11 @@ class Mixer(nn.Module):
                 fetch = lambda idx: inputs[idx.to(inputs.device)]  # noqa: E731
             x_partner = fetch(partner).to(device=x.device, dtype=x.dtype)
             y_partner = pool.labels[partner.to(pool.labels.device)].to(y.device)
+        elif self.partner == "batch":
+            counts = self._counts(y, y, x.device)
+            weight = counts[y].double().clamp_min(1) ** -self.partner_q
+            drawn = torch.multinomial(weight, x.shape[0], replacement=True, generator=g)
+            x_partner, y_partner = x[drawn], y[drawn]
         elif not self.uses_neighbours:
             perm = torch.randperm(x.shape[0], generator=g, device=x.device)
             x_partner, y_partner = x[perm], y[perm]
@@ -494,6 +560,29 @@ class Mixer(nn.Module):
                               beta=self.beta)
         return lam.expand(batch)
 
+    def _unimix_lam(self, y: Tensor, y_partner: Tensor, generator: torch.Generator | None,
+                    device: torch.device) -> Tensor:
+        """The partner's share under UniMix's factor: the anchor keeps
+        ``n_partner / (n_anchor + n_partner) + Beta(alpha, alpha)``, wrapped into [0, 1]."""
+        counts = self._counts(y, y_partner, device)
+        n_anchor, n_partner = counts[y], counts[y_partner]
+        if generator is None:
+            generator = torch.default_generator if device.type == "cpu" else \
+                torch.cuda.default_generators[device.index or 0]
+        b = sample_beta(self.alpha, (y.shape[0],), generator=generator, device=device)
+        keep = n_partner / (n_anchor + n_partner) + b
+        keep = torch.where(keep > 1, keep - 1, keep)
+        return 1 - keep
+
+    def _one_hot(self, y: Tensor, device: torch.device) -> Tensor:
+        """Unmixed targets, as wide as mixed ones would be."""
+        if self.class_counts is not None:
+            width = self.class_counts.shape[0]
+        else:
+            width = self.num_classes or int(y.max()) + 1
+        target = torch.zeros(y.shape[0], width, dtype=torch.float32, device=device)
+        return target.scatter_(1, y.unsqueeze(1), 1.0)
+
     def _counts(self, y: Tensor, y_partner: Tensor, device: torch.device) -> Tensor:
         if self.class_counts is not None:
             return self.class_counts.to(device)
@@ -513,7 +602,14 @@ class Mixer(nn.Module):
         generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
         batch = x.shape[0]
-        lam = self._draw_lam(batch, generator, x.device)
+        if self.lam == "unimix":
+            lam = self._unimix_lam(y, y_partner, generator, x.device)
+        else:
+            lam = self._draw_lam(batch, generator, x.device)
+        if self.prob < 1:  # drawn only then: the random stream of prob 1 is unchanged
+            draws = batch if self.lam_per == "example" else 1
+            on = (torch.rand(draws, generator=generator, device=x.device) < self.prob)
+            mixed = on.expand(batch) if mixed is None else mixed & on
         if mixed is not None:
             lam = torch.where(mixed, lam, 0.0)
         if self.input_mode != "interpolate" and x.ndim != 4:

@@ -410,7 +410,9 @@ def _trainer(run: Assembly, parts: _Parts) -> Trainer:
 
         callbacks.insert(0, Stages(model=net, optimizer=run.optimizer, seed=spec.seed,
                                    unfreeze_epoch=run.frozen_until,
-                                   crt_epoch=run.retrain_from))
+                                   crt_epoch=run.retrain_from,
+                                   reset_head=run.retrain_reset_head,
+                                   batchnorm_stats=run.retrain_batchnorm_stats))
     train_model = _wrap(net, t, run.device, run.world_size, find_unused=staged)
     return Trainer(model=net, optimizer=run.optimizer, lr_schedule=lr, sampler=sampler,
                    step=step, epochs=epochs, batch_size=t.batch_size, seed=spec.seed,

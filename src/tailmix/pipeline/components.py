@@ -42,13 +42,16 @@ def _own_params(part: dict[str, Any], key: str, reserved: tuple[str, ...],
 
 def resolve_composition(comp: dict[str, Any], run: Any, notes: list[str]) -> None:
     """Turn the composition's shares of the run into epochs, each component by its own
-    module's rule (``weights.start_epoch``, a generative oversampler's epochs)."""
+    module's rule (``weights.start_epoch``, the mixer's epochs, a generative oversampler's)."""
     from tailmix.generative import GENERATIVE
+    from tailmix.mixing.mixer import resolve_params as resolve_mixer
     from tailmix.weights import resolve_params
 
     train = run.train
     resolve_params(comp["weights"], epochs=train.epochs, milestones=train.milestone_epochs,
                    lr_factors=train.lr_factors, notes=notes)
+    if isinstance(comp["mixer"], dict):
+        resolve_mixer(comp["mixer"], train.epochs)
     g = comp["generative"]
     if isinstance(g, dict) and g.get("name") in GENERATIVE:
         GENERATIVE[g["name"]].resolve_params(g, train.epochs, notes)

@@ -190,9 +190,14 @@ class Assembly:
     callbacks: list[Any] = field(default_factory=list)
     stages: list[Callable[..., tuple]] = field(default_factory=list)
     #: Epochs the backbone is frozen for at the start, and the first epoch of classifier
-    #: re-training (None: none); one :class:`tailmix.pipeline.stages.Stages` callback applies both.
+    #: re-training (None: none); one :class:`tailmix.pipeline.stages.Stages` callback applies
+    #: both, re-initialising the head when re-training starts (``retrain_reset_head``) and
+    #: keeping the frozen backbone's batch-norm statistics or re-estimating them from the
+    #: re-training's batches (``retrain_batchnorm_stats``).
     frozen_until: int = 0
     retrain_from: int | None = None
+    retrain_reset_head: bool = True
+    retrain_batchnorm_stats: bool = False
 
     def add_param_group(self, params: list[Any]) -> None:
         """Parameters trained beside the network's, at the scheduled lr."""

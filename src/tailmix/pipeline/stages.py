@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tailmix._validation import check_number
+from tailmix._validation import ParameterError, check_number
 from tailmix.pipeline.callbacks import Callback, TrainState
 from tailmix.pipeline.sections import Assembly, Section, Sections, section
 from tailmix.pipeline.steps import Batch, StepOutput
@@ -89,12 +89,21 @@ class Stages(Callback):
         The first classifier re-training epoch, or None.
     seed : int
         Seeds the re-initialised head.
+    reset_head : bool, default True
+        Re-initialise the head at ``crt_epoch`` (False: re-train it from the main run's
+        weights, as MiSLAS does).
+    batchnorm_stats : bool, default False
+        From ``crt_epoch`` on, re-estimate the frozen backbone's batch-norm statistics from
+        the re-training's (class-balanced) batches, its weights still fixed: MiSLAS's "shift
+        learning" on batch normalisation.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 unfreeze_epoch: int = 0, crt_epoch: int | None = None, seed: int = 0):
+                 unfreeze_epoch: int = 0, crt_epoch: int | None = None, seed: int = 0,
+                 reset_head: bool = True, batchnorm_stats: bool = False):
         self.model, self.optimizer = model, optimizer
         self.unfreeze_epoch, self.crt_epoch, self.seed = unfreeze_epoch, crt_epoch, seed
+        self.reset_head, self.batchnorm_stats = reset_head, batchnorm_stats
         head = {id(p) for p in model.head.parameters()}
         self.body = [p for p in model.parameters() if id(p) not in head]
         self.head_modules = {id(m) for m in model.head.modules()}
@@ -108,10 +117,11 @@ class Stages(Callback):
         for p in self.body:
             p.requires_grad_(not frozen)
         if frozen:  # batch-norm statistics stay those of the representation
+            shift = self.batchnorm_stats and epoch >= (self.crt_epoch or epoch + 1)
             for m in self.model.modules():
                 if id(m) not in self.head_modules and m is not self.model:
-                    m.eval()
-        if epoch == self.crt_epoch:
+                    m.train(shift and isinstance(m, nn.modules.batchnorm._BatchNorm))
+        if epoch == self.crt_epoch and self.reset_head:
             self._reset_head()
 
     def _reset_head(self) -> None:
@@ -130,26 +140,69 @@ class Stages(Callback):
 @dataclass
 class CrtSection(Section):
     """The ``crt`` config section: ``epochs`` of classifier re-training after the main run
-    (0: none), at cosine lr from ``lr`` (null: ``train.lr``) with weight decay
-    ``weight_decay`` (null: ``train.weight_decay``)."""
+    (0: none; a float in (0, 1): that share of the main run's epochs, at least one), at
+    cosine lr from ``lr`` (null: ``train.lr``) with weight decay
+    ``weight_decay`` (null: ``train.weight_decay``), with the ``loss`` mapping's loss (null:
+    cross-entropy; e.g. ``{name: las}``, label-aware smoothing), a re-initialised head
+    unless ``reinit`` is false, and the backbone's batch-norm statistics re-estimated from
+    the class-balanced batches when ``shift_bn`` (MiSLAS's stage two: ``loss: {name: las},
+    reinit: false``, and ``shift_bn: true`` on CIFAR-100-LT)."""
 
-    epochs: int = 0
+    epochs: float = 0
     lr: float | None = None
     weight_decay: float | None = None
+    loss: dict | None = None
+    reinit: bool = True
+    shift_bn: bool = False
 
-    ACTS_ONLY = {"lr": ("crt.epochs > 0", lambda s: s.epochs > 0),
-                 "weight_decay": ("crt.epochs > 0", lambda s: s.epochs > 0)}
+    ACTS_ONLY = {key: ("crt.epochs > 0", lambda s: s.epochs > 0)
+                 for key in ("lr", "weight_decay", "loss", "reinit", "shift_bn")}
 
     def check(self, run: Sections) -> None:
-        check_number("crt.epochs", self.epochs, low=0, integer=True)
+        expected = "a number of epochs (an int >= 0) or a share of the main run in (0, 1)"
+        try:
+            if isinstance(self.epochs, float) and not self.epochs.is_integer():
+                check_number("crt.epochs", self.epochs, low=0, high=1, low_open=True,
+                             high_open=True)
+            else:
+                check_number("crt.epochs", self.epochs, low=0, integer=True)
+        except ParameterError:
+            raise ParameterError("crt.epochs", expected, self.epochs) from None
         for key in ("lr", "weight_decay"):
             if getattr(self, key) is not None:
                 check_number(f"crt.{key}", getattr(self, key), low=0, low_open=key == "lr")
+        if self.loss is not None:
+            self._loss([2, 1])  # its parameters, on stand-in counts: no data is read here
+
+    def resolve(self, epochs: int, notes: list[str]) -> None:
+        share = isinstance(self.epochs, float) and not self.epochs.is_integer()
+        self.retrain_epochs = max(1, round(self.epochs * epochs)) if share \
+            else int(self.epochs)
+
+    def _loss(self, counts: list[int]) -> Any:
+        """The re-training's loss (cross-entropy unless ``loss`` names another), for a
+        linear head: the loss reads the head's outputs as logits."""
+        from tailmix.losses import build_loss
+        from tailmix.pipeline.components import make_loss
+        from tailmix.registry import LOSSES
+
+        if self.loss is None:
+            return build_loss("ce", class_counts=counts)
+        try:
+            loss = make_loss(self.loss, counts=counts)
+            if getattr(LOSSES.get(self.loss["name"], "name"), "requires_cosine_head", False):
+                raise ParameterError("name", "a loss on a linear head's logits (cRT trains a "
+                                     "linear head)", self.loss["name"])
+        except ParameterError as e:
+            name = e.name if e.name.startswith("loss.") else f"loss.{e.name}"
+            raise ParameterError(f"crt.{name}", e.expected, e.got) from e
+        return loss
 
     def contribute(self, run: Assembly) -> None:
-        """After the main run: class-balanced anchors, plain cross-entropy, no mixing, no
-        extra terms, cosine lr; the run gets ``epochs`` more."""
-        if self.epochs == 0:
+        """After the main run: class-balanced anchors, the section's loss (plain
+        cross-entropy by default), no mixing, no extra terms, cosine lr; the run gets
+        ``epochs`` more."""
+        if self.retrain_epochs == 0:
             return
         from tailmix.models.section import needs_head
 
@@ -159,7 +212,6 @@ class CrtSection(Section):
         lr = self.lr if self.lr is not None else run.spec.train.lr
 
         def stage(sampler: Any, step: Any, schedule: Any, epochs: int) -> tuple:
-            from tailmix.losses import build_loss
             from tailmix.pipeline.steps import MixStep
             from tailmix.samplers import Phased, build_sampler
             from tailmix.schedules import CosineSchedule, Then
@@ -168,15 +220,16 @@ class CrtSection(Section):
             balanced = build_sampler("class_balanced", labels=data.train_labels.cpu(),
                                      class_counts=data.class_counts, rank=run.rank,
                                      world_size=run.world_size, seed=run.spec.seed)
-            loss = build_loss("ce", class_counts=data.class_counts).to(run.device)
+            loss = self._loss(data.class_counts).to(run.device)
             after = MixStep(**{**run.step_args, "consistency": None, "split_classes": False,
                                "mixer": None, "weights": lambda epoch: None, "loss": loss})
-            second = CosineSchedule(base_lr=lr, warmup_epochs=0, epochs=self.epochs)
+            second = CosineSchedule(base_lr=lr, warmup_epochs=0, epochs=self.retrain_epochs)
             return (Phased(before=sampler, after=balanced, switch_epoch=switch),
                     PhasedStep(step, after, switch_epoch=switch),
-                    Then(schedule, second, switch_epoch=switch), epochs + self.epochs)
+                    Then(schedule, second, switch_epoch=switch), epochs + self.retrain_epochs)
 
         run.stages.append(stage)
+        run.retrain_reset_head, run.retrain_batchnorm_stats = self.reinit, self.shift_bn
         if self.weight_decay is not None:
             run.callbacks.append(WeightDecayFrom(run.optimizer, switch, self.weight_decay))
 

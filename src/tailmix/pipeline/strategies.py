@@ -35,6 +35,12 @@ class Strategy:
 
 
 _DRW = {"name": "drw", "start_epoch": 0.8, "beta": 0.9999}
+# CMO (Park et al., CVPR 2022; the authors' CIFAR defaults): a box of a class-balanced
+# example (their minority sampler's weights n ** -1 per example) pasted onto the
+# instance-sampled image, its area Beta(1, 1), labels by area, in half the batches, and
+# not in the first and last 3 of 200 epochs (0-based 3 < epoch < 197).
+_CMO = {"preset": "mixup", "partner": "balanced", "partner_q": 0.0, "input_mode": "cutmix",
+        "alpha": 1.0, "prob": 0.5, "from_epoch": 0.02, "until_epoch": 0.985}
 _MAMIX_AA = Strategy("MAMix-DRW-AA", "MAMix-DRW with AutoAugment (CIFAR-10 policy) and Cutout 16 "
                      "on the device: for long schedules (200 epochs); short ones under-fit",
                      mixer={"preset": "mamix"}, weights=dict(_DRW),
@@ -69,6 +75,24 @@ for _s in [
              mixer={"preset": "mixup", "partner": "balanced", "partner_q": 0.0,
                     "alpha": 0.2, "beta": 1.0},
              paper="Galdran, Carneiro, Gonzalez Ballester, MICCAI 2021"),
+    Strategy("CMO-DRW", "a class-balanced example's box pasted onto the instance-sampled "
+             "image (CutMix, labels by area) in half the batches, with DRW",
+             mixer=dict(_CMO), weights=dict(_DRW), paper="Park et al., CVPR 2022"),
+    Strategy("CMO-BS", "CMO's pasted class-balanced boxes with balanced softmax",
+             mixer=dict(_CMO), loss={"name": "bs"}, paper="Park et al., CVPR 2022"),
+    Strategy("UniMix", "partners drawn from the batch by class weight n ** -0.5, the "
+             "anchor's share n_partner / (n_anchor + n_partner) + Beta(0.8, 0.8) (wrapped), "
+             "with the prior-compensated (logit-adjusted) loss",
+             mixer={"preset": "mixup", "partner": "batch", "partner_q": 0.5, "lam": "unimix",
+                    "alpha": 0.8},
+             loss={"name": "la", "tau": 1.0}, paper="Xu et al., NeurIPS 2021"),
+    Strategy("MiSLAS", "Mixup (alpha 1), then a twentieth of the run re-training the classifier, "
+             "not re-initialised, on class-balanced batches with label-aware smoothing "
+             "(eps 0.3 for the largest class to 0 for the smallest, concave), lr 0.05",
+             mixer={"preset": "mixup"},
+             settings={"crt": {"epochs": 0.05, "lr": 0.05, "reinit": False,
+                               "loss": {"name": "las", "eps_head": 0.3, "eps_tail": 0.0}}},
+             paper="Zhong et al., CVPR 2021"),
     Strategy("Remix-DRW", "Remix labels (K 3, tau 0.5) with DRW",
              mixer={"preset": "remix"}, weights=dict(_DRW), paper="Chou et al., ECCV-W 2020"),
     Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
