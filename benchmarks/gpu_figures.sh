@@ -5,9 +5,12 @@
 #   2. train_speed.py and mixer_cost.py on the GPU;
 #   3. the timed unit of research: a full 200-epoch ResNet-32 CIFAR-10-LT ratio-100 run
 #      (configs/cifar10_lt.yaml, evaluation every 10 epochs), wall time from the shell,
-#      eagerly and with train.compile=reduce-overhead (CUDA graphs).
+#      eagerly and with train.compile=reduce-overhead (CUDA graphs);
+#   4. optional, with FAMILY=1: the mixing family side by side at 200 epochs, 3 seeds
+#      (benchmarks/suites/cifar10_lt_family_paper.yaml: 33 runs, resumable; run it again to
+#      go on where it stopped).
 #
-# Usage: benchmarks/gpu_figures.sh DATA_ROOT [OUT_DIR]
+# Usage: [FAMILY=1] benchmarks/gpu_figures.sh DATA_ROOT [OUT_DIR]
 #   DATA_ROOT  CIFAR-10 root or the JPEG image-folder zip of CIFAR-10-LT
 #   OUT_DIR    where logs and the run folder go (default: runs/gpu-figures)
 set -euo pipefail
@@ -51,3 +54,9 @@ print(f"200-epoch run: shell wall {end - start:.1f} s (process start to exit); r
       f"{images / m['train_time_s']:.0f} training img/s; final top-1 {m['final']['top1']:.2f}")
 EOF
 done
+
+if [ "${FAMILY:-0}" = 1 ]; then
+  echo "== the mixing family, 200 epochs, 3 seeds" | tee "$out/family.txt"
+  $py -m tailmix bench benchmarks/suites/cifar10_lt_family_paper.yaml --data-root "$data" \
+      --out "$out/results" 2>&1 | tail -n 40 | tee -a "$out/family.txt"
+fi
