@@ -75,7 +75,7 @@ CASES: dict[str, dict[str, Any]] = {
     "ERM": {}, "CB": {}, "DRW": {}, "Focal": {}, "LDAM-DRW": {}, "LA": {}, "BS": {},
     "SMOTE": {}, "soft-SMOTE": {}, "Mixup": {}, "Mixup-DRW": {}, "Remix-DRW": {},
     "MAMix-DRW": {}, "Balanced-MixUp": {}, "CMO-DRW": {}, "CMO-BS": {}, "UniMix": {},
-    "MiSLAS": {},
+    "MiSLAS": {}, "GLMC": {},
     "M2m": {"generative": {"warmup_epochs": 2, "steps": 3}},
     "DeepSMOTE": {"generative": {"ae_epochs": 2, "latent_dim": 16, "width": 8}},
     "knobs/feature-knn": {"strategy": "soft-SMOTE",

@@ -1012,3 +1012,81 @@ def test_unimix_knobs_need_counts_and_refuse_lam_per():
     assert info.value.name == "class_counts"
     assert Mixer(class_counts=[3, 1], lam="unimix").unused(["lam_per", "alpha"]) == [
         ("lam_per", "lam: uniform or beta")]
+
+
+# ------------------------------------------------------------- two mixed views (GLMC)
+
+def test_pair_mixes_two_views_with_the_same_partners_and_share():
+    """``Mixer.pair``: the blended view is ``lerp(x1, x1[perm], lam)`` and the pasted view
+    takes its box from ``x2[perm]``, the same permutation and draw of ``lam``; each target
+    follows its own view (the pasted one by the box's area)."""
+    counts = [5, 3]
+    mixer = Mixer(class_counts=counts, lam="uniform")
+    b = 6
+    # every image constant, its own value: a mixed pixel tells which images it mixes
+    x1 = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 1, 8, 8).clone()
+    x2 = x1 + 100
+    y = torch.tensor([0, 0, 0, 1, 1, 0])
+    (v1, t1), (v2, t2) = mixer.pair(x1, x2, y, generator=torch.Generator().manual_seed(4))
+    assert (v1 == v1[:, :, :1, :1]).all()  # blended: one value per image
+    for i in range(b):
+        pasted = v2[i].unique()
+        assert 100 + i in pasted or len(pasted) == 1
+        others = [int(v) - 100 for v in pasted if int(v) != 100 + i]
+        j = others[0] if others else None
+        if j is None:
+            continue
+        lam = float(v1[i, 0, 0, 0] - x1[i, 0, 0, 0]) / (j - i)  # v1 = x_i + lam (x_j - x_i)
+        area = float((v2[i] == 100 + j).float().mean())
+        assert abs(t1[i, y[j]] - (lam if y[j] != y[i] else 1.0)) < 1e-5
+        assert abs(t2[i, y[j]] - (area if y[j] != y[i] else 1.0)) < 1e-5
+
+
+def test_pair_fetches_a_partner_once_per_view():
+    """Partners by dataset index (a class pool) are fetched, so augmented, once per view,
+    with the same indices."""
+    counts = [30, 3]
+    labels = torch.tensor([0] * 30 + [1] * 3)
+    mixer = Mixer(class_counts=counts, partner="balanced")
+    mixer.pool.fit(labels, inputs=torch.rand(33, 1, 4, 4))
+    asked = []
+
+    def fetch(idx):
+        asked.append(idx.clone())
+        return torch.rand(len(idx), 1, 4, 4)
+
+    x, y = torch.rand(8, 1, 4, 4), labels[:8]
+    mixer.pair(x, x.clone(), y, generator=torch.Generator().manual_seed(0), fetch=fetch)
+    assert len(asked) == 2 and torch.equal(asked[0], asked[1])
+
+
+def test_mixed_views_train_end_to_end_and_are_refused_without_a_mixer(tmp_path):
+    """``consistency: {views: mixed}``: the classifier sees both mixed views (twice the
+    batch) and the run trains; without a mixer it is refused naming the key."""
+    from tailmix.pipeline.build import build_run
+    from tailmix.pipeline.config import resolve
+
+    cfg = {"dataset": {"name": "digits", "n_max": 60, "ratio": 10},
+           "model": {"arch": "small_cnn"},
+           "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "precision": "fp32"},
+           "log": {"progress": False}, "strategy": "Mixup",
+           "consistency": {"weight": 0.5, "dim": 16, "views": "mixed"}}
+    run = build_run(cfg, tmp_path / "run", log=lambda _: None)
+    sizes = []
+    step = run.trainer.step
+    call = step.forward
+
+    def forward(model, x, target, views=None):
+        sizes.append((x.shape[0], views))
+        return call(model, x, target, views)
+
+    step.forward = forward
+    result = run.fit()
+    assert sizes and all(v == "halves" and n % 2 == 0 for n, v in sizes)
+    assert sizes[0][0] == 64 and result["final"]["top1"] >= 0
+    with pytest.raises(ParameterError) as info:
+        build_run({**cfg, "strategy": "ERM"}, None, log=lambda _: None)
+    assert info.value.name == "consistency.views"
+    with pytest.raises(ParameterError) as info:
+        resolve({**cfg, "consistency": {"weight": 1.0, "views": "twice"}})
+    assert info.value.name == "consistency.views"

@@ -20,7 +20,7 @@ from tailmix.pipeline.build import build_run, make_generative
 from tailmix.pipeline.callbacks import Callback
 from tailmix.pipeline.config import resolve, resolve_epoch
 from tailmix.registry import STRATEGIES, load_builtins
-from tailmix.weights import class_balanced_weights
+from tailmix.weights import class_balanced_weights, inverse_frequency_weights
 
 # --------------------------------------------------------------------------- the catalogue
 
@@ -80,6 +80,12 @@ CATALOGUE = {
     # settings, pinned in tests/test_strategies.py)
     "MiSLAS": {"sampler": _INSTANCE, "mixer": {"preset": "mixup"}, "loss": _CE,
                "weights": _NONE, "generative": None, "head": "linear"},
+    # Du et al. 2023: instance-drawn partners from the whole set, cumulative n ** -1.2
+    # weights from the start (its two views and their term are consistency settings)
+    "GLMC": {"sampler": _INSTANCE,
+             "mixer": {"preset": "mixup", "partner": "balanced", "partner_q": -1.0},
+             "loss": _CE, "weights": {"name": "cumulative", "power": 1.2},
+             "generative": None, "head": "linear"},
     "Remix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "remix"}, "loss": _CE,
                   "weights": _DRW, "generative": None, "head": "linear"},
     "MAMix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "mamix"}, "loss": _CE,
@@ -171,6 +177,13 @@ def test_strategy_builds_its_pinned_parts(name):
     schedule, start = step.weights, expected["weights"].get("start_epoch")
     if expected["weights"]["name"] == "none":
         assert all(schedule(e) is None for e in range(EPOCHS))
+    elif expected["weights"]["name"] == "cumulative":  # uniform, then (t / T) ** 2 of n ** -p
+        w = inverse_frequency_weights(counts, expected["weights"]["power"])
+        assert schedule(0) is None
+        for e in range(1, EPOCHS):
+            a = (e / EPOCHS) ** 2
+            blend = (1 - a) + a * w
+            torch.testing.assert_close(schedule(e), blend * len(w) / blend.sum())
     else:
         start = 0 if start is None else start
         assert [schedule(e) is None for e in range(EPOCHS)] == [e < start for e in range(EPOCHS)]

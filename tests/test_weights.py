@@ -200,3 +200,18 @@ def test_every_schedule_name_builds():
         assert schedule.name == name
         last = schedule(3)
         assert last is None or last.sum().item() == pytest.approx(2.0)
+
+
+def test_cumulative_schedule_with_a_power_moves_to_inverse_frequency_weights():
+    """``cumulative`` with ``power`` (GLMC's ``n ** -1.2``): at epoch 5 of 10 the weights
+    are 3/4 uniform and 1/4 the re-weighting, written out by hand, then scaled to sum to C."""
+    from tailmix.weights import build_weight_schedule
+
+    counts = [100.0, 10.0, 1.0]
+    schedule = build_weight_schedule("cumulative", class_counts=counts, epochs=10, power=1.2)
+    raw = [n ** -1.2 for n in counts]
+    w = [3 * v / sum(raw) for v in raw]
+    blend = [0.75 * 1.0 + 0.25 * v for v in w]
+    expected = torch.tensor([3 * v / sum(blend) for v in blend])
+    torch.testing.assert_close(schedule(5), expected, rtol=1e-6, atol=0)
+    assert schedule(0) is None  # all uniform at the start

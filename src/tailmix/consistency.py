@@ -20,10 +20,13 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailmix._validation import ParameterError, check_number
+from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.pipeline.sections import Assembly, Section, Sections, section
 
-__all__ = ["ConsistencySection", "TwoViewTerm", "negative_cosine"]
+__all__ = ["VIEWS", "ConsistencySection", "TwoViewTerm", "negative_cosine"]
+
+#: What the term compares: two augmentations of the batch, or two mixings of it.
+VIEWS = ("augmented", "mixed")
 
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
@@ -75,17 +78,23 @@ class TwoViewTerm(nn.Module):
 @dataclass
 class ConsistencySection(Section):
     """The ``consistency`` config section: a :class:`TwoViewTerm` of factor ``weight``
-    (null: none) and projection width ``dim``, trained with the network."""
+    (null: none) and projection width ``dim``, trained with the network, between two
+    augmentations of the batch (``views: augmented``) or two mixings of it with the same
+    partners and share, blended and pasted, both classified (``views: mixed``, GLMC's
+    global and local views; needs a mixer)."""
 
     weight: float | None = None
     dim: int = 128
+    views: str = "augmented"
 
-    ACTS_ONLY = {"dim": ("consistency.weight", lambda s: s.weight is not None)}
+    ACTS_ONLY = {key: ("consistency.weight", lambda s: s.weight is not None)
+                 for key in ("dim", "views")}
 
     def check(self, run: Sections) -> None:
         if self.weight is not None:
             check_number("consistency.weight", self.weight, low=0, low_open=True)
         check_number("consistency.dim", self.dim, low=4, integer=True)
+        check_choice("consistency.views", self.views, VIEWS)
 
     def contribute(self, run: Assembly) -> None:
         """The term, sized to the network's features, in the step and the optimiser."""
@@ -102,5 +111,9 @@ class ConsistencySection(Section):
 
         width = classifier_weight(run.network).shape[1]
         term = TwoViewTerm(width, dim=self.dim, weight=self.weight).to(run.device)
+        if self.views == "mixed" and run.step_args.get("mixer") is None:
+            raise ParameterError("consistency.views", "'augmented' without a mixer (mixed "
+                                 "views are two mixings of the batch)", self.views)
         run.add_param_group(list(term.parameters()))
         run.step_args["consistency"] = term
+        run.step_args["consistency_views"] = self.views

@@ -341,11 +341,15 @@ class CumulativeSchedule(WeightSchedule):
 @WEIGHT_SCHEDULES.register("cumulative")
 def _cumulative_schedule(
     *, class_counts: ClassCounts, epochs: int, start_epoch: int | None = None,
-    beta: float = DEFAULT_BETA,
+    beta: float = DEFAULT_BETA, power: float | None = None,
 ) -> WeightSchedule:
-    """Uniform weights moving to class-balanced ones (``beta``) along the run, quadratically
-    from ``start_epoch`` (default 0): :class:`CumulativeSchedule`."""
-    weights = class_balanced_weights(check_class_counts(class_counts), beta)
+    """Uniform weights moving to class-balanced ones along the run, quadratically from
+    ``start_epoch`` (default 0): :class:`CumulativeSchedule`. The class-balanced weights are
+    by effective number (``beta``), or ``n_c ** -power`` when ``power`` is given (GLMC,
+    Du et al., CVPR 2023, re-weights by ``n ** -1.2`` on CIFAR-LT)."""
+    counts = check_class_counts(class_counts)
+    weights = class_balanced_weights(counts, beta) if power is None \
+        else inverse_frequency_weights(counts, power)
     return CumulativeSchedule(weights=weights, start_epoch=start_epoch or 0, epochs=epochs)
 
 

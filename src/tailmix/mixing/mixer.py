@@ -510,6 +510,50 @@ class Mixer(nn.Module):
         if not self.active:  # an epoch outside from_epoch..until_epoch: nothing drawn
             return x, self._one_hot(y, x.device)
         g = generator if generator is not None else self.generator
+        take, y_partner, mixed = self._partners(x, y, index, synthetic, g, fetch)
+        return self._combine(x, y, take(x), y_partner, mixed, g)
+
+    def pair(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        y: Tensor,
+        index: Tensor | None = None,
+        synthetic: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        fetch: Callable[[Tensor], Tensor] | None = None,
+        modes: tuple[str, str] = ("interpolate", "cutmix"),
+    ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Two mixed views of one batch: ``x1`` and ``x2`` (two augmentations of the same
+        examples) mixed with the same partners and the same draw of ``lam``, the first
+        blended and the second pasted by default (GLMC's global and local views, Du et al.,
+        CVPR 2023); a partner fetched by index is fetched, and so augmented, once per view.
+        A pasted view's target follows its box's area, as in :meth:`forward`.
+
+        Returns ``((x_mix1, target1), (x_mix2, target2))``; arguments as :meth:`forward`.
+        """
+        for mode in modes:
+            check_choice("modes", mode, INPUT_MODES)
+        _check_batch(x1, y, index, synthetic)
+        _check_batch(x2, y, index, synthetic)
+        if not self.active:
+            one_hot = self._one_hot(y, x1.device)
+            return (x1, one_hot), (x2, one_hot)
+        g = generator if generator is not None else self.generator
+        take, y_partner, mixed = self._partners(x1, y, index, synthetic, g, fetch)
+        partners = take(x1), take(x2)
+        lam, mixed = self._draw_share(y, y_partner, mixed, g, x1.device)
+        return tuple(self._combine(x, y, p, y_partner, mixed, g, lam=lam, input_mode=mode)
+                     for x, p, mode in zip((x1, x2), partners, modes, strict=True))
+
+    def _partners(self, x: Tensor, y: Tensor, index: Tensor | None,
+                  synthetic: Tensor | None, g: torch.Generator | None,
+                  fetch: Callable[[Tensor], Tensor] | None):
+        """Draw the batch's partners: ``(take, y_partner, mixed)``, where ``take(view)`` gives
+        the partners' inputs for a view of the batch (a batch partner is taken from the view
+        itself; a partner by dataset index is fetched, once per call) and ``mixed`` is the
+        mask of slots to mix (None: all)."""
         mixed = synthetic
         if self.pool is not None:
             pool = self.pool
@@ -520,32 +564,30 @@ class Mixer(nn.Module):
             if fetch is None:
                 inputs = pool.inputs
                 fetch = lambda idx: inputs[idx.to(inputs.device)]  # noqa: E731
-            x_partner = fetch(partner).to(device=x.device, dtype=x.dtype)
             y_partner = pool.labels[partner.to(pool.labels.device)].to(y.device)
-        elif self.partner == "batch":
+            return (lambda v: fetch(partner).to(device=v.device, dtype=v.dtype)), y_partner, \
+                mixed
+        if self.partner == "batch":
             counts = self._counts(y, y, x.device)
             weight = counts[y].double().clamp_min(1) ** -self.partner_q
             drawn = torch.multinomial(weight, x.shape[0], replacement=True, generator=g)
-            x_partner, y_partner = x[drawn], y[drawn]
-        elif not self.uses_neighbours:
+            return (lambda v: v[drawn]), y[drawn], mixed
+        if not self.uses_neighbours:
             perm = torch.randperm(x.shape[0], generator=g, device=x.device)
-            x_partner, y_partner = x[perm], y[perm]
-        else:
-            if index is None:
-                raise ParameterError("index", f"the batch's dataset indices (partner "
-                                     f"{self.partner!r} looks up neighbours)", None)
-            table = self.neighbours
-            partner = table.partners(index, g)
-            if fetch is None:
-                if table.inputs is None:
-                    raise ParameterError("neighbours", "a fitted table (call "
-                                         "mixer.neighbours.fit(inputs, labels))", table)
-                fetch = table.inputs.__getitem__
-            x_partner = fetch(partner).to(x.dtype)
-            y_partner = table.labels[partner]
-            alone = partner == index  # no neighbour at all: copy only
-            mixed = ~alone if mixed is None else mixed & ~alone
-        return self._combine(x, y, x_partner, y_partner, mixed, g)
+            return (lambda v: v[perm]), y[perm], mixed
+        if index is None:
+            raise ParameterError("index", f"the batch's dataset indices (partner "
+                                 f"{self.partner!r} looks up neighbours)", None)
+        table = self.neighbours
+        partner = table.partners(index, g)
+        if fetch is None:
+            if table.inputs is None:
+                raise ParameterError("neighbours", "a fitted table (call "
+                                     "mixer.neighbours.fit(inputs, labels))", table)
+            fetch = table.inputs.__getitem__
+        alone = partner == index  # no neighbour at all: copy only
+        mixed = ~alone if mixed is None else mixed & ~alone
+        return (lambda v: fetch(partner).to(v.dtype)), table.labels[partner], mixed
 
     def _draw_lam(self, batch: int, generator: torch.Generator | None,
                   device: torch.device) -> Tensor:
@@ -592,6 +634,24 @@ class Mixer(nn.Module):
         c = self.num_classes or int(torch.maximum(y.max(), y_partner.max())) + 1
         return torch.ones(c, device=device)
 
+    def _draw_share(self, y: Tensor, y_partner: Tensor, mixed: Tensor | None,
+                    generator: torch.Generator | None, device: torch.device
+                    ) -> tuple[Tensor, Tensor | None]:
+        """The partners' shares ``lam`` (0 where a slot is not mixed) and the mask of mixed
+        slots (None: all), ``prob`` applied."""
+        batch = y.shape[0]
+        if self.lam == "unimix":
+            lam = self._unimix_lam(y, y_partner, generator, device)
+        else:
+            lam = self._draw_lam(batch, generator, device)
+        if self.prob < 1:  # drawn only then: the random stream of prob 1 is unchanged
+            draws = batch if self.lam_per == "example" else 1
+            on = (torch.rand(draws, generator=generator, device=device) < self.prob)
+            mixed = on.expand(batch) if mixed is None else mixed & on
+        if mixed is not None:
+            lam = torch.where(mixed, lam, 0.0)
+        return lam, mixed
+
     def _combine(
         self,
         x: Tensor,
@@ -600,25 +660,22 @@ class Mixer(nn.Module):
         y_partner: Tensor,
         mixed: Tensor | None,
         generator: torch.Generator | None,
+        *,
+        lam: Tensor | None = None,
+        input_mode: str | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """Mix ``x`` with its partners: the shares drawn here unless ``lam`` is given (with
+        ``mixed`` then already applied), in ``input_mode`` (default the mixer's)."""
         batch = x.shape[0]
-        if self.lam == "unimix":
-            lam = self._unimix_lam(y, y_partner, generator, x.device)
-        else:
-            lam = self._draw_lam(batch, generator, x.device)
-        if self.prob < 1:  # drawn only then: the random stream of prob 1 is unchanged
-            draws = batch if self.lam_per == "example" else 1
-            on = (torch.rand(draws, generator=generator, device=x.device) < self.prob)
-            mixed = on.expand(batch) if mixed is None else mixed & on
-        if mixed is not None:
-            lam = torch.where(mixed, lam, 0.0)
-        if self.input_mode != "interpolate" and x.ndim != 4:
-            raise ParameterError(
-                "input_mode", "'interpolate' for inputs that are not images", self.input_mode
-            )
-        if self.input_mode == "cutmix":
+        if lam is None:
+            lam, mixed = self._draw_share(y, y_partner, mixed, generator, x.device)
+        mode = input_mode or self.input_mode
+        if mode != "interpolate" and x.ndim != 4:
+            raise ParameterError("input_mode", "'interpolate' for inputs that are not images",
+                                 mode)
+        if mode == "cutmix":
             x_mix, lam = _paste_boxes(x, x_partner, lam, self.lam_per == "batch", generator)
-        elif self.input_mode == "either":
+        elif mode == "either":
             pasted, area = _paste_boxes(x, x_partner, lam, self.lam_per == "batch", generator)
             paste = torch.rand(batch, generator=generator, device=x.device) < self.cutmix_prob
             blended = torch.lerp(x, x_partner, lam.to(x.dtype).view(batch, 1, 1, 1))

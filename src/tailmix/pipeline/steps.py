@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tailmix._validation import ParameterError
+
 __all__ = ["EVAL_BATCH_SIZES", "Batch", "MixStep", "StepOutput", "autocast",
            "eval_batch_size", "iter_batches", "predict"]
 
@@ -160,15 +162,25 @@ class MixStep:
         A two-view term (:class:`tailmix.consistency.TwoViewTerm`): a second augmentation
         of the batch's anchors, and ``consistency(features(view 1), features(view 2))``
         added to the loss (the views are not mixed; the classifier's input is).
+    consistency_views : {"augmented", "mixed"}, default "augmented"
+        ``"mixed"``: the two views are the batch mixed twice with the same partners and
+        ``lam`` (:meth:`tailmix.mixing.Mixer.pair`: blended and pasted, GLMC's global and
+        local views); the classifier trains on both, and the term pulls their features
+        together. Needs a mixer.
     """
 
     def __init__(self, *, inputs: Tensor, labels: Tensor, augment: nn.Module, loss: nn.Module,
                  weights: Callable[[int], Tensor | None], mixer: nn.Module | None = None,
                  num_classes: int, device: torch.device, amp: torch.dtype | None = None,
                  channels_last: bool = False, eval_batch_size: int = 1024,
-                 split_classes: bool = False, consistency: nn.Module | None = None):
+                 split_classes: bool = False, consistency: nn.Module | None = None,
+                 consistency_views: str = "augmented"):
         self.inputs, self.labels, self.augment = inputs, labels, augment
         self.split_classes, self.consistency = split_classes, consistency
+        self.consistency_views = consistency_views
+        if consistency is not None and consistency_views == "mixed" and mixer is None:
+            raise ParameterError("consistency_views", "'augmented' without a mixer (the "
+                                 "mixed views are two mixings of the batch)", "mixed")
         self.loss, self.weights, self.mixer = loss, weights, mixer
         self.num_classes, self.device, self.amp = num_classes, device, amp
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
@@ -228,16 +240,22 @@ class MixStep:
         """The batch's augmented inputs and labels."""
         return self.augment(self._raw(batch), batch.generator), self.labels[batch.index]
 
+    def _fetch(self, generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+        """Dataset indices -> their inputs, augmented as the batch's are."""
+
+        def fetch(idx: Tensor) -> Tensor:
+            return self.augment(self.inputs[idx].to(self.device, non_blocking=True),
+                                generator)
+
+        return fetch
+
     def mix(self, x: Tensor, y: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
         """Mixed inputs and soft targets (one-hot targets without a mixer)."""
         if self.mixer is None:
             return x, torch.nn.functional.one_hot(y, self.num_classes).float()
         g = batch.generator
-
-        def fetch(idx: Tensor) -> Tensor:
-            return self.augment(self.inputs[idx].to(self.device, non_blocking=True), g)
-
-        return self.mixer(x, y, batch.index, batch.synthetic, generator=g, fetch=fetch)
+        return self.mixer(x, y, batch.index, batch.synthetic, generator=g,
+                          fetch=self._fetch(g))
 
     def transform(self, x: Tensor, target: Tensor, y: Tensor, batch: Batch
                   ) -> tuple[Tensor, Tensor]:
@@ -245,20 +263,27 @@ class MixStep:
         return x, target
 
     def forward(self, model: nn.Module, x: Tensor, target: Tensor,
-                views: tuple[Tensor, Tensor] | None = None) -> StepOutput:
-        """Forward pass and the class-weighted soft-target loss (plus the two-view term
-        on ``views`` when the step has one)."""
+                views: tuple[Tensor, Tensor] | str | None = None) -> StepOutput:
+        """Forward pass and the class-weighted soft-target loss, plus the two-view term on
+        ``views`` when the step has one: two batches of views, or ``"halves"``, the two
+        halves of ``x`` itself (mixed views, one pass for logits and features)."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        features = None
         with autocast(self.device, self.amp):
-            logits = model(x)
+            if views == "halves":
+                logits, features = model(x, return_features=True)
+            else:
+                logits = model(x)
         terms = None
         if self.split_classes:
             terms = self.loss.class_terms(logits.float(), target, self.class_weights)
             loss = terms.sum()
         else:
             loss = self.loss(logits.float(), target, self.class_weights)
-        if views is not None:
+        if features is not None:
+            loss = loss + self.consistency(*features.float().chunk(2))
+        elif views is not None:
             both = torch.cat(views)
             if self.channels_last and both.dim() == 4:
                 both = both.contiguous(memory_format=torch.channels_last)
@@ -270,12 +295,27 @@ class MixStep:
 
     def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
         x, y = self.sample(batch)
+        if self.consistency is not None and self.consistency_views == "mixed":
+            return self._mixed_views(model, batch, x, y)
         views = None
         if self.consistency is not None:
             views = (x, self.augment(self._raw(batch), batch.generator))
         x, target = self.mix(x, y, batch)
         x, target = self.transform(x, target, y, batch)
         return self.forward(model, x, target, views)
+
+
+    def _mixed_views(self, model: nn.Module, batch: Batch, x: Tensor, y: Tensor
+                     ) -> StepOutput:
+        """GLMC's views: a second augmentation of the batch, both mixed with the same
+        partners and ``lam``, the classifier on both and the term between them."""
+        g = batch.generator
+        x2 = self.augment(self._raw(batch), g)
+        mixed = self.mixer.pair(x, x2, y, batch.index, batch.synthetic, generator=g,
+                                fetch=self._fetch(g))
+        views = [self.transform(xv, tv, y, batch) for xv, tv in mixed]
+        return self.forward(model, torch.cat([views[0][0], views[1][0]]),
+                            torch.cat([views[0][1], views[1][1]]), "halves")
 
 
 def as_planned(plan: list[tuple[Tensor, Tensor | None]], seed: int):

@@ -93,6 +93,20 @@ for _s in [
              settings={"crt": {"epochs": 0.05, "lr": 0.05, "reinit": False,
                                "loss": {"name": "las", "eps_head": 0.3, "eps_tail": 0.0}}},
              paper="Zhong et al., CVPR 2021"),
+    # GLMC (Du et al., CVPR 2023; the authors' CIFAR-10 ratio-100 command): partners from
+    # the whole training set by instance (their second loader's weights n ** -0 = 1: as a
+    # class pool, classes ~ n), one Beta(1, 1) share for a blended and a pasted view of the
+    # batch, a SimSiam-style term between the views (their weight 1 on the sum of the two
+    # views' losses: 0.5 on our mean of them), and the loss moving from plain to n ** -1.2
+    # re-weighted targets as 1 - (t / T) ** 2. Their two heads (plain and re-weighted,
+    # the second used at test) are one head here whose class weights move the same way.
+    Strategy("GLMC", "a blended (Mixup) and a pasted (CutMix) view of each batch with the "
+             "same partners and share, a consistency term between them, and class weights "
+             "moving from uniform to n ** -1.2 along the run (one head)",
+             mixer={"preset": "mixup", "partner": "balanced", "partner_q": -1.0},
+             weights={"name": "cumulative", "power": 1.2},
+             settings={"consistency": {"weight": 0.5, "views": "mixed"}},
+             paper="Du et al., CVPR 2023"),
     Strategy("Remix-DRW", "Remix labels (K 3, tau 0.5) with DRW",
              mixer={"preset": "remix"}, weights=dict(_DRW), paper="Chou et al., ECCV-W 2020"),
     Strategy("MAMix-DRW", "margin-aware Mixup labels (q -0.25) with DRW",
