@@ -941,6 +941,19 @@ def test_bad_prob_or_epochs_are_refused_naming_the_key(mixer, key):
     assert info.value.name == key, info.value
 
 
+@pytest.mark.parametrize("window, epochs, key", [
+    ({"from_epoch": 150, "until_epoch": 0.5}, 200, "mixer.until_epoch"),
+    ({"from_epoch": 0.5, "until_epoch": 0.3}, 10, "mixer.until_epoch"),
+    ({"from_epoch": 50}, 20, "mixer.from_epoch")])
+def test_an_epoch_window_that_would_never_mix_is_refused(window, epochs, key):
+    from tailmix.pipeline.config import resolve
+
+    with pytest.raises(ParameterError) as info:
+        resolve({"dataset": {"name": "digits"}, "model": {"arch": "small_cnn"},
+                 "train": {"epochs": epochs}, "strategy": "Mixup", "mixer": window})
+    assert info.value.name == key, info.value
+
+
 @pytest.mark.parametrize("epochs, window", [(200, (4, 197)), (60, (1, 59)), (2, (0, 2)),
                                             (1, (0, 1))])
 def test_epoch_shares_of_the_mixer_become_epochs_with_one_that_mixes(epochs, window):
@@ -1042,6 +1055,18 @@ def test_pair_mixes_two_views_with_the_same_partners_and_share():
         assert abs(t2[i, y[j]] - (area if y[j] != y[i] else 1.0)) < 1e-5
 
 
+def test_pair_draws_one_share_for_both_views():
+    """Two blended views of the same inputs are the same mix: one draw of ``lam`` (and of
+    the partners) serves both; the generator then stands where one draw leaves it."""
+    mixer = Mixer(class_counts=[4, 2], lam_per="example")
+    x, y = torch.rand(6, 3), torch.tensor([0, 0, 0, 1, 1, 0])
+    (v1, t1), (v2, t2) = mixer.pair(x, x.clone(), y, modes=("interpolate", "interpolate"),
+                                    generator=torch.Generator().manual_seed(2))
+    assert torch.equal(v1, v2) and torch.equal(t1, t2)
+    one, _ = mixer(x, y, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(one, v1)  # the same draws as a single mixing
+
+
 def test_pair_fetches_a_partner_once_per_view():
     """Partners by dataset index (a class pool) are fetched, so augmented, once per view,
     with the same indices."""
@@ -1081,12 +1106,45 @@ def test_mixed_views_train_end_to_end_and_are_refused_without_a_mixer(tmp_path):
         return call(model, x, target, views)
 
     step.forward = forward
-    result = run.fit()
+    run.fit()
     assert sizes and all(v == "halves" and n % 2 == 0 for n, v in sizes)
-    assert sizes[0][0] == 64 and result["final"]["top1"] >= 0
+    assert sizes[0][0] == 64
+    import json
+
+    rows = [json.loads(r) for r in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert all(0 <= r["train_acc"] <= 100 for r in rows)  # two views, one accuracy
     with pytest.raises(ParameterError) as info:
         build_run({**cfg, "strategy": "ERM"}, None, log=lambda _: None)
     assert info.value.name == "consistency.views"
+    with pytest.raises(ParameterError) as info:  # its views are one blended, one pasted
+        build_run({**cfg, "mixer": {"input_mode": "cutmix"}}, None, log=lambda _: None)
+    assert info.value.name == "mixer.input_mode"
     with pytest.raises(ParameterError) as info:
         resolve({**cfg, "consistency": {"weight": 1.0, "views": "twice"}})
     assert info.value.name == "consistency.views"
+
+
+def test_a_step_of_two_views_counts_each_example_once_in_the_accuracy(tmp_path):
+    """A step that classifies two views of each example (twice the batch's rows) gets the
+    accuracy of its examples, not twice it: every row right is 100%."""
+    import json
+
+    from tailmix.pipeline.build import build_run
+    from tailmix.pipeline.steps import StepOutput
+
+    cfg = {"dataset": {"name": "digits", "n_max": 60, "ratio": 10},
+           "model": {"arch": "small_cnn"},
+           "train": {"epochs": 1, "batch_size": 32, "device": "cpu", "precision": "fp32"},
+           "log": {"progress": False}, "strategy": "ERM"}
+    run = build_run(cfg, tmp_path / "run", log=lambda _: None)
+    real = run.trainer.step
+
+    def two_views(model, batch):
+        out = real(model, batch)
+        both = torch.cat([out.target, out.target])
+        return StepOutput(out.loss, both * 10, both)  # every row right
+
+    run.trainer.step = two_views
+    run.fit()
+    row = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[0])
+    assert row["train_acc"] == pytest.approx(100.0)

@@ -258,6 +258,8 @@ def test_crt_keeps_or_resets_the_head_and_shifts_batchnorm_statistics_when_asked
             if epoch == 2:  # the re-training epoch, after Stages acted
                 snap["start"] = state()
                 snap["training"] = [m.training for m in norms]
+                snap["momentum"] = [p in run.trainer.optimizer.state
+                                    for p in net.head.parameters()]
 
         def on_epoch_end(self, state_, row):
             snap[row["epoch"]] = state()
@@ -273,6 +275,7 @@ def test_crt_keeps_or_resets_the_head_and_shifts_batchnorm_statistics_when_asked
     moved = not same(snap[2]["mean"], snap[3]["mean"])
     assert moved == shift_bn and snap["training"] == [shift_bn] * len(norms)
     assert same(snap[2]["weight"], snap[3]["weight"])
+    assert not any(snap["momentum"])  # the stage's optimiser state starts afresh either way
 
 
 @pytest.mark.parametrize("crt, key", [({"epochs": 1.5}, "crt.epochs"),

@@ -121,14 +121,14 @@ def test_mislas_retrains_the_kept_head_with_label_aware_smoothing():
     assert resolve(resolve_config(cfg)).crt.shift_bn is True
 
 
-def test_glmc_trains_two_mixed_views_with_the_consistency_term():
+def test_glmc_builds_two_mixed_views_with_the_consistency_term():
     """GLMC's views are consistency settings: two mixings of each batch (blended and
-    pasted), both classified, and the term between them at half GLMC's weight (our loss is
-    the mean of the two views' losses, theirs the sum)."""
+    pasted), both classified, and the term between them at GLMC's weight 1 (our loss and
+    term are means where theirs are sums of the same two parts: the ratio is kept)."""
     cfg = digits_config()
     cfg["strategy"] = "GLMC"
     spec = resolve(resolve_config(cfg))
-    assert (spec.consistency.weight, spec.consistency.views) == (0.5, "mixed")
+    assert (spec.consistency.weight, spec.consistency.views) == (1.0, "mixed")
     run = build_run(cfg, None)
     step = run.trainer.step
-    assert step.consistency_views == "mixed" and step.consistency.weight == 0.5
+    assert step.consistency_views == "mixed" and step.consistency.weight == 1.0

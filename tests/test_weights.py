@@ -215,3 +215,11 @@ def test_cumulative_schedule_with_a_power_moves_to_inverse_frequency_weights():
     expected = torch.tensor([3 * v / sum(blend) for v in blend])
     torch.testing.assert_close(schedule(5), expected, rtol=1e-6, atol=0)
     assert schedule(0) is None  # all uniform at the start
+
+
+def test_cumulative_schedule_refuses_beta_beside_power():
+    from tailmix.weights import build_weight_schedule
+
+    with pytest.raises(ParameterError) as info:
+        build_weight_schedule("cumulative", class_counts=[5, 1], epochs=4, power=1.0, beta=0.5)
+    assert info.value.name == "beta"

@@ -111,9 +111,14 @@ class ConsistencySection(Section):
 
         width = classifier_weight(run.network).shape[1]
         term = TwoViewTerm(width, dim=self.dim, weight=self.weight).to(run.device)
-        if self.views == "mixed" and run.step_args.get("mixer") is None:
+        mixer = run.step_args.get("mixer")
+        if self.views == "mixed" and mixer is None:
             raise ParameterError("consistency.views", "'augmented' without a mixer (mixed "
                                  "views are two mixings of the batch)", self.views)
+        if self.views == "mixed" and mixer.input_mode != "interpolate":
+            raise ParameterError("mixer.input_mode", "'interpolate' with consistency.views: "
+                                 "mixed (its two views are one blended and one pasted)",
+                                 mixer.input_mode)
         run.add_param_group(list(term.parameters()))
         run.step_args["consistency"] = term
         run.step_args["consistency_views"] = self.views

@@ -344,13 +344,14 @@ def build_loss(name: str, *, class_counts: ClassCounts | None, **params: Any) ->
     name : str
         A name registered in :data:`tailmix.registry.LOSSES`; built in: ``"ce"``
         (cross-entropy), ``"focal"``, ``"ldam"``, ``"la"`` (logit-adjusted), ``"bs"``
-        (balanced softmax).
+        (balanced softmax), ``"las"`` (label-aware smoothing).
     class_counts : sequence of numbers, ndarray or Tensor, or None
         Training examples per class, passed to a loss whose constructor takes a
-        ``class_counts`` keyword (``"ldam"``, ``"la"``, ``"bs"``); ignored (may be ``None``)
-        for the others.
+        ``class_counts`` keyword (``"ldam"``, ``"la"``, ``"bs"``, ``"las"``); ignored (may
+        be ``None``) for the others.
     **params
-        The loss's own keyword-only arguments (``gamma``; ``max_margin``, ``s``; ``tau``).
+        The loss's own keyword-only arguments (``gamma``; ``max_margin``, ``s``; ``tau``;
+        ``eps_head``, ``eps_tail``, ``shape``).
 
     Returns
     -------

@@ -348,6 +348,9 @@ def _cumulative_schedule(
     by effective number (``beta``), or ``n_c ** -power`` when ``power`` is given (GLMC,
     Du et al., CVPR 2023, re-weights by ``n ** -1.2`` on CIFAR-LT)."""
     counts = check_class_counts(class_counts)
+    if power is not None and beta != DEFAULT_BETA:
+        raise ParameterError("beta", f"left out with power (the weights are n ** -power, "
+                             f"not effective numbers; default {DEFAULT_BETA})", beta)
     weights = class_balanced_weights(counts, beta) if power is None \
         else inverse_frequency_weights(counts, power)
     return CumulativeSchedule(weights=weights, start_epoch=start_epoch or 0, epochs=epochs)

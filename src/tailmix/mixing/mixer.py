@@ -65,13 +65,21 @@ def resolve_params(params: dict[str, Any], epochs: int) -> None:
     ``until_epoch`` keeps at least one epoch that mixes."""
     from tailmix.schedules import resolve_epoch
 
-    if params.get("from_epoch") is not None:
-        params["from_epoch"] = resolve_epoch("mixer.from_epoch", params["from_epoch"], epochs)
+    first = params.get("from_epoch")
+    if first is not None:
+        first = params["from_epoch"] = resolve_epoch("mixer.from_epoch", first, epochs)
+        if isinstance(first, int) and first >= epochs:
+            raise ParameterError("mixer.from_epoch", f"an epoch of the {epochs}-epoch run "
+                                 "(from it on the mixer mixes; later, it never would)", first)
     until = params.get("until_epoch")
     if isinstance(until, float) and not until.is_integer():
         resolve_epoch("mixer.until_epoch", until, epochs)  # the check of a share
-        first = params.get("from_epoch") or 0
-        params["until_epoch"] = max(min(int(round(until * epochs)), epochs), first + 1)
+        first = first if isinstance(first, int) else 0
+        end = min(int(round(until * epochs)), epochs)
+        if end <= first and until * epochs <= first:
+            raise ParameterError("mixer.until_epoch", f"a share of the run after "
+                                 f"mixer.from_epoch (epoch {first} of {epochs})", until)
+        params["until_epoch"] = max(end, first + 1)  # rounding keeps one epoch that mixes
 
 
 class Mixer(nn.Module):
@@ -87,7 +95,7 @@ class Mixer(nn.Module):
         Which examples are mixed each epoch. Not applied here: a sampler plans the epoch
         (:class:`tailmix.samplers.Resampled`); with ``"oversample"`` the loop passes the
         plan's ``synthetic`` mask and only those slots are mixed.
-    partner : {"random", "knn_class", "knn_any", "balanced"}, default "random"
+    partner : {"random", "knn_class", "knn_any", "balanced", "batch"}, default "random"
         A permutation of the batch, one of the anchor's ``k`` nearest neighbours within
         its class or over all classes (from :attr:`neighbours`, by dataset index), or an
         example of the whole training set drawn by class (:attr:`pool`, a
@@ -306,8 +314,9 @@ class Mixer(nn.Module):
     def forget_search(self) -> None:
         """Make the next :meth:`start_epoch` search a feature-space table again, whatever
         its epoch (a new run with this mixer: its network's features are not those of the
-        last search)."""
+        last search), and mix again until it says otherwise."""
         self._searched_at = None
+        self.active = True
 
     def table_state(self) -> dict[str, Any]:
         """What a resumed run needs to draw the same partners: a feature-space neighbour

@@ -114,8 +114,8 @@ def make_weights(part: dict[str, Any], *, counts: list[int], spec: RunSpec):
 
 
 def check_head(comp: Any, crt_epochs: int = 0) -> None:
-    """A loss that scales cosine logits needs the cosine head; cRT (plain cross-entropy,
-    which reads the outputs unscaled) needs a linear one."""
+    """A loss that scales cosine logits needs the cosine head; cRT (whose loss reads the
+    outputs as logits, unscaled) needs a linear one."""
     from tailmix.registry import LOSSES
 
     if getattr(LOSSES.get(comp.loss["name"], "loss.name"), "requires_cosine_head", False) \
@@ -126,8 +126,8 @@ def check_head(comp: Any, crt_epochs: int = 0) -> None:
         return
     if crt_epochs > 0:
         raise ParameterError("crt.epochs", "0 with a cosine head (cRT re-trains the head with "
-                             "plain cross-entropy, which would read its cosines unscaled; "
-                             "use a linear head)", crt_epochs)
+                             "a loss that reads its outputs as logits, so its cosines "
+                             "unscaled; use a linear head)", crt_epochs)
     if (comp.generative or {}).get("name") == "m2m":
         raise ParameterError("model.head", "a linear head for M2m (its classifier's softmax "
                              "over bare cosines is at most 0.88, under the default acceptance "
@@ -136,8 +136,9 @@ def check_head(comp: Any, crt_epochs: int = 0) -> None:
 
 def checkpoint_logit_scale(config: dict[str, Any], *, counts: list[int]) -> float:
     """The scale a checkpoint's cosine head is read at: its loss's
-    (:attr:`SoftTargetLoss.logit_scale`; 1 for a loss without one), or 1 when cRT (plain
-    cross-entropy, allowed on a cosine head by older versions) trained the head last."""
+    (:attr:`SoftTargetLoss.logit_scale`; 1 for a loss without one), or 1 when cRT (which
+    reads the outputs as logits; allowed on a cosine head by older versions) trained the
+    head last."""
     if ((config.get("crt") or {}).get("epochs") or 0) > 0:
         return 1.0
     loss = make_loss(config["composition"]["loss"], counts=counts)

@@ -190,7 +190,9 @@ class Trainer:
                 loss_sum += out.loss.detach() * size
                 # Accuracy against the (possibly soft) target: the target mass on the
                 # predicted class; for one-hot targets this is the ordinary accuracy.
-                correct += out.target.gather(1, out.logits.detach().argmax(1, keepdim=True)).sum()
+                hit = out.target.gather(1, out.logits.detach().argmax(1, keepdim=True)).sum()
+                views = out.target.shape[0] // size  # a step may classify several views
+                correct += hit / views if views > 1 else hit
             seen += size
             for cb in self.callbacks:
                 cb.on_step_end(self.state, s + 1, n_steps, loss_sum, seen, lr)

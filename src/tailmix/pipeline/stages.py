@@ -91,7 +91,7 @@ class Stages(Callback):
         Seeds the re-initialised head.
     reset_head : bool, default True
         Re-initialise the head at ``crt_epoch`` (False: re-train it from the main run's
-        weights, as MiSLAS does).
+        weights, as MiSLAS does); its optimiser state is cleared either way.
     batchnorm_stats : bool, default False
         From ``crt_epoch`` on, re-estimate the frozen backbone's batch-norm statistics from
         the re-training's (class-balanced) batches, its weights still fixed: MiSLAS's "shift
@@ -121,17 +121,20 @@ class Stages(Callback):
             for m in self.model.modules():
                 if id(m) not in self.head_modules and m is not self.model:
                     m.train(shift and isinstance(m, nn.modules.batchnorm._BatchNorm))
-        if epoch == self.crt_epoch and self.reset_head:
+        if epoch == self.crt_epoch:
             self._reset_head()
 
     def _reset_head(self) -> None:
+        """Re-initialise the head (seeded) unless it is kept; either way its optimiser state
+        (momentum) starts afresh, as a new stage's optimiser would."""
         from tailmix import seeding
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeding.derive_seed(self.seed, "head"))
-            for m in self.model.head.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+        if self.reset_head:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seeding.derive_seed(self.seed, "head"))
+                for m in self.model.head.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
         for p in self.model.head.parameters():
             self.optimizer.state.pop(p, None)
 

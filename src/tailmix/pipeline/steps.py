@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailmix._validation import ParameterError
+from tailmix._validation import ParameterError, check_choice
 
 __all__ = ["EVAL_BATCH_SIZES", "Batch", "MixStep", "StepOutput", "autocast",
            "eval_batch_size", "iter_batches", "predict"]
@@ -177,7 +177,8 @@ class MixStep:
                  consistency_views: str = "augmented"):
         self.inputs, self.labels, self.augment = inputs, labels, augment
         self.split_classes, self.consistency = split_classes, consistency
-        self.consistency_views = consistency_views
+        self.consistency_views = check_choice("consistency_views", consistency_views,
+                                              ("augmented", "mixed"))
         if consistency is not None and consistency_views == "mixed" and mixer is None:
             raise ParameterError("consistency_views", "'augmented' without a mixer (the "
                                  "mixed views are two mixings of the batch)", "mixed")

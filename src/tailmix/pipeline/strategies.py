@@ -96,8 +96,10 @@ for _s in [
     # GLMC (Du et al., CVPR 2023; the authors' CIFAR-10 ratio-100 command): partners from
     # the whole training set by instance (their second loader's weights n ** -0 = 1: as a
     # class pool, classes ~ n), one Beta(1, 1) share for a blended and a pasted view of the
-    # batch, a SimSiam-style term between the views (their weight 1 on the sum of the two
-    # views' losses: 0.5 on our mean of them), and the loss moving from plain to n ** -1.2
+    # batch, a SimSiam-style term between the views (their weight 1 beside the sum of the
+    # two views' losses and of the term's two halves; our loss is the mean of the views'
+    # and the term the mean of its halves, so weight 1 keeps their ratio), and the loss
+    # moving from plain to n ** -1.2
     # re-weighted targets as 1 - (t / T) ** 2. Their two heads (plain and re-weighted,
     # the second used at test) are one head here whose class weights move the same way.
     Strategy("GLMC", "a blended (Mixup) and a pasted (CutMix) view of each batch with the "
@@ -105,7 +107,7 @@ for _s in [
              "moving from uniform to n ** -1.2 along the run (one head)",
              mixer={"preset": "mixup", "partner": "balanced", "partner_q": -1.0},
              weights={"name": "cumulative", "power": 1.2},
-             settings={"consistency": {"weight": 0.5, "views": "mixed"}},
+             settings={"consistency": {"weight": 1.0, "views": "mixed"}},
              paper="Du et al., CVPR 2023"),
     Strategy("Remix-DRW", "Remix labels (K 3, tau 0.5) with DRW",
              mixer={"preset": "remix"}, weights=dict(_DRW), paper="Chou et al., ECCV-W 2020"),
