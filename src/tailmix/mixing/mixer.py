@@ -11,7 +11,9 @@ training loop. Random partners come from the batch itself; SMOTE-style partners 
 :class:`NeighbourTable` fitted on (inputs, labels), looked up by the batch's dataset
 indices. The anchors knob (which examples are mixed) is a sampler's job:
 :class:`tailmix.samplers.Resampled` oversamples to balance and marks the synthetic slots
-the mixer then interpolates.
+the mixer then interpolates. (Slightly over 600 lines: the one :class:`Mixer` documents
+every knob of the family where it is set; the share draws live in
+:mod:`tailmix.mixing.shares`, the neighbour search in :mod:`tailmix.mixing.neighbours`.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ class weights, a strategy's step and callbacks, handed to :class:`tailmix.pipeli
 :func:`train` is the whole path for a config (resolve -> build -> fit); ``tailmix train``,
 ``compare``, ``bench``, ``eval``, ``margins`` and ``neighbours`` all go through here.
 Users with their own loop take the parts instead (README, "Use tailmix in your own
-training loop").
+training loop"). Slightly over 600 lines because :func:`restore` stays beside the build it
+inverts: a config's way to its trainer and a checkpoint's way back to its network read
+together.
 """
 
 from __future__ import annotations
