@@ -160,3 +160,23 @@ def test_a_reported_run_is_still_a_run(finished, tmp_path):
     build_report([run])  # the report's page, summary, figures and marker, in the run
     with pytest.raises(ParameterError, match=r"a finished run \(metrics.json\)"):
         train(digits_config(epochs=2), run, **QUIET)
+
+
+def test_a_setting_added_since_the_run_at_its_default_is_no_change():
+    """A run interrupted under an earlier version resumes after an upgrade: keys its
+    config lacks that now hold their defaults (they act as the run did without them) are
+    not changes; the same key set otherwise is one."""
+    import copy
+
+    from tailmix.pipeline.checkpoints import config_changes
+    from tailmix.pipeline.config import resolve
+
+    now = resolve({"dataset": {"name": "digits"}, "model": {"arch": "small_cnn"},
+                   "train": {"epochs": 2}}).to_dict()
+    was = copy.deepcopy(now)
+    del was["crt"]["reinit"], was["consistency"]["views"]
+    assert config_changes(was, now) == {}
+    changed = copy.deepcopy(now)
+    changed["crt"]["reinit"] = False
+    assert config_changes(was, changed) == {"crt.reinit": (None, False)}
+    assert config_changes(now, changed) == {"crt.reinit": (True, False)}

@@ -175,10 +175,17 @@ def config_changes(was: dict[str, Any], now: dict[str, Any], *, older: bool = Fa
                    ) -> dict[str, tuple[Any, Any]]:
     """``{key: (was, now)}`` for every setting that differs between two run configs (a key
     one of them lacks counts as None there; ``older``: ``was`` was written by an earlier
-    version, so the settings it lacks are not compared)."""
+    version, so the settings it lacks are not compared). A setting ``was`` lacks and
+    ``now`` holds at its default is not a change either: a key added by a later version
+    acts at its default as the run did without it, so an interrupted run resumes after an
+    upgrade."""
+    from tailmix.pipeline.config import default_config
+
     a, b = _settings(was), _settings(now)
     keys = a.keys() if older else a.keys() | b.keys()
-    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
+    defaults = flat_config(default_config())
+    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)
+            and not (k not in a and k in defaults and b[k] == defaults[k])}
 
 
 def checkpoint_changes(ckpt: dict[str, Any], config: dict[str, Any]
