@@ -40,3 +40,27 @@ def test_posthoc_sweep_of_tau_norm_is_the_runs_own_tau_norm_evaluation(tmp_path)
     top1 = sweep(tmp_path, (0.0, 1.0, 0.0), data_root=None, rule="norm")
     assert top1[0.0] == pytest.approx(final["top1"], abs=0.011)
     assert top1[1.0] == pytest.approx(final["tau_norm"]["top1"], abs=0.011)
+
+
+def test_reference_parity_reads_the_reference_rule_at_the_protocols_epochs():
+    """A 60-epoch run reads the reference's 200-epoch rule so that its lr steps and DRW
+    fall where tailmix's scaled protocol has them: x0.01 and DRW from epoch 48 (virtual
+    160), x0.0001 from 54 (virtual 180; the rule steps after 180, 1-based), the 5 warm-up
+    epochs as they are; a 200-epoch run reads it as it is."""
+    from reference_parity import virtual_epoch
+
+    v = [virtual_epoch(e, 60) for e in range(60)]
+    assert v[:5] == [0, 1, 2, 3, 4] and v == sorted(v)
+    assert [e for e in range(60) if v[e] // 160 >= 1][0] == 48  # DRW's epoch // 160
+    assert [e for e in range(60) if v[e] + 1 > 160][0] == 48  # x0.01 after epoch 160
+    assert [e for e in range(60) if v[e] + 1 > 180][0] == 54  # x0.0001 after epoch 180
+    assert [virtual_epoch(e, 200) for e in range(200)] == list(range(200))
+
+
+def test_reference_parity_refuses_a_folder_without_the_reference(tmp_path, capsys,
+                                                                 monkeypatch):
+    from reference_parity import main
+
+    monkeypatch.setattr(sys, "argv", ["reference_parity.py", "--reference", str(tmp_path)])
+    assert main() == 2
+    assert capsys.readouterr().err.startswith("tailmix: error: --reference")
