@@ -497,11 +497,8 @@ class Mixer(nn.Module):
         if self.lam == "uniform":
             lam = torch.rand(shape, generator=generator, device=device)
         else:
-            if generator is None:
-                generator = torch.default_generator if device.type == "cpu" else \
-                    torch.cuda.default_generators[device.index or 0]
-            lam = sample_beta(self.alpha, shape, generator=generator, device=device,
-                              beta=self.beta)
+            lam = sample_beta(self.alpha, shape, generator=_generator(generator, device),
+                              device=device, beta=self.beta)
         return lam.expand(batch)
 
     def _unimix_lam(self, y: Tensor, y_partner: Tensor, generator: torch.Generator | None,
@@ -510,10 +507,8 @@ class Mixer(nn.Module):
         ``n_partner / (n_anchor + n_partner) + Beta(alpha, alpha)``, wrapped into [0, 1]."""
         counts = self._counts(y, y_partner, device)
         n_anchor, n_partner = counts[y], counts[y_partner]
-        if generator is None:
-            generator = torch.default_generator if device.type == "cpu" else \
-                torch.cuda.default_generators[device.index or 0]
-        b = sample_beta(self.alpha, (y.shape[0],), generator=generator, device=device)
+        b = sample_beta(self.alpha, (y.shape[0],), generator=_generator(generator, device),
+                        device=device)
         keep = n_partner / (n_anchor + n_partner) + b
         keep = torch.where(keep > 1, keep - 1, keep)
         return 1 - keep
@@ -596,6 +591,14 @@ class Mixer(nn.Module):
         target.scatter_add_(1, y.unsqueeze(1), w.unsqueeze(1))
         target.scatter_add_(1, y_partner.unsqueeze(1), (1.0 - w).unsqueeze(1))
         return x_mix, target
+
+
+def _generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
+    """``generator``, or torch's default one of ``device`` (the Beta sampler needs one)."""
+    if generator is not None:
+        return generator
+    return torch.default_generator if device.type == "cpu" else \
+        torch.cuda.default_generators[device.index or 0]
 
 
 def _check_batch(x: Tensor, y: Tensor, idx: Tensor | None, mask: Tensor | None) -> None:
