@@ -6,7 +6,7 @@ Two parts:
   trained for a few epochs on the embedded digits data, seeded, on the CPU with two threads;
   recorded per epoch (lr, training loss and accuracy, test metrics on evaluated epochs) and
   at the end (every final metric). ``record`` writes them to ``tests/data/regression_digits.json``;
-  ``check`` retrains and compares every value exactly. ``tests/test_regression.py`` runs
+  ``check`` retrains and compares every value exactly. ``tests/test_api.py`` runs
   the same check in the test suite.
 - **cifar**: the first epochs of every committed CIFAR-10-LT run of the CPU suite
   (``results/cifar10-lt-cpu/runs``), retrained from its own ``config.yaml`` and compared
@@ -73,7 +73,8 @@ THREADS = 2
 # name -> overrides of the digits config. Every catalogue strategy, then knob settings.
 CASES: dict[str, dict[str, Any]] = {
     "ERM": {}, "CB": {}, "DRW": {}, "Focal": {}, "LDAM-DRW": {}, "LA": {}, "BS": {},
-    "SMOTE": {}, "soft-SMOTE": {}, "Mixup": {}, "Mixup-DRW": {}, "Remix-DRW": {},
+    "SMOTE": {}, "Borderline-SMOTE": {}, "ADASYN": {}, "soft-SMOTE": {}, "Mixup": {},
+    "Mixup-DRW": {}, "Remix-DRW": {},
     "MAMix-DRW": {}, "Balanced-MixUp": {}, "CMO-DRW": {}, "CMO-BS": {}, "UniMix": {},
     "MiSLAS": {}, "GLMC": {},
     "M2m": {"generative": {"warmup_epochs": 2, "steps": 3}},
@@ -103,6 +104,9 @@ CASES: dict[str, dict[str, Any]] = {
         "eval": {"tau_norm": 0.5}},
     "knobs/vectors-smote": {"strategy": "SMOTE", "model": {"arch": "mlp"},
                             "dataset": {"name": "arrays"}},
+    "knobs/feature-borderline-soft": {"strategy": "Borderline-SMOTE",
+                                      "mixer": {"partner": "knn_any", "rule": "soft",
+                                                "space": "feature", "m_neighbors": 6}},
     "knobs/vectors-m2m": {"strategy": "M2m", "model": {"arch": "mlp"},
                           "dataset": {"name": "arrays"},
                           "generative": {"warmup_epochs": 2, "steps": 3}},

@@ -649,15 +649,17 @@ def test_every_preset_runs_the_training_protocol(name):
     mixer = Mixer.preset(name, class_counts=counts_of(labels, 3)).to(DEVICE)
     step = mix_step(images, labels, mixer, 3)
     planner = build_sampler("instance", labels=labels.cpu())
-    if mixer.anchors != "instance":
-        planner = Resampled(planner, mode=mixer.anchors, labels=labels, num_classes=3)
+    if mixer.sampler_mode is not None:
+        planner = Resampled(planner, mode=mixer.sampler_mode, labels=labels, num_classes=3,
+                            anchor_weights=mixer.anchor_weights if mixer.m_neighbors
+                            else None, quota=mixer.anchor_quota)
     for epoch in range(2):
         g = gen(epoch)
         step.start_epoch(epoch, None)
         assert mixer.neighbours is None or mixer.neighbours.fitted
         idx, mask = planner.epoch_plan(epoch, 0, g)
         idx = idx.to(DEVICE)  # as the trainer moves its plan
-        assert (mask is not None) == (mixer.anchors == "oversample")
+        assert (mask is not None) == (mixer.sampler_mode == "oversample")
         for start in range(0, len(idx), 10):
             idx_b = idx[start : start + 10]
             mask_b = None if mask is None else mask[start : start + 10]
@@ -668,7 +670,8 @@ def test_every_preset_runs_the_training_protocol(name):
             assert x_mix.shape == x_b.shape and target.shape == (len(idx_b), 3)
             assert bool(((target >= 0) & (target <= 1)).all())
             torch.testing.assert_close(target.sum(1), torch.ones(len(idx_b), device=DEVICE))
-            if name == "smote":  # hard labels, same-class partners: targets stay one-hot
+            if PRESETS[name]["partner"] == "knn_class" and PRESETS[name]["rule"] == "hard":
+                # hard labels, same-class partners: targets stay one-hot
                 assert bool((target.max(1).values == 1).all())
 
 

@@ -52,6 +52,12 @@ CATALOGUE = {
            "generative": None, "head": "linear"},
     "SMOTE": {"sampler": _INSTANCE, "mixer": {"preset": "smote"}, "loss": _CE,
               "weights": _NONE, "generative": None, "head": "linear"},
+    # Han et al. 2005, imbalanced-learn's BorderlineSMOTE defaults: m_neighbors 10, k 5
+    "Borderline-SMOTE": {"sampler": _INSTANCE, "mixer": {"preset": "borderline_smote"},
+                         "loss": _CE, "weights": _NONE, "generative": None, "head": "linear"},
+    # He et al. 2008, imbalanced-learn's ADASYN default n_neighbors 5 for both searches
+    "ADASYN": {"sampler": _INSTANCE, "mixer": {"preset": "adasyn"}, "loss": _CE,
+               "weights": _NONE, "generative": None, "head": "linear"},
     "soft-SMOTE": {"sampler": _INSTANCE, "mixer": {"preset": "soft_smote"}, "loss": _CE,
                    "weights": _NONE, "generative": None, "head": "linear"},
     "Mixup": {"sampler": _INSTANCE, "mixer": {"preset": "mixup"}, "loss": _CE,
@@ -107,7 +113,8 @@ CATALOGUE = {
 
 # preset -> the knobs of the Mixer it builds (the label rule's parameters filled in).
 _SMOTE_KNOBS = {"anchors": "oversample", "lam": "uniform", "alpha": 1.0, "lam_per": "example",
-                "k": 5, "input_mode": "interpolate", "space": "input", "rule_params": {}}
+                "k": 5, "input_mode": "interpolate", "space": "input", "rule_params": {},
+                "m_neighbors": None, "anchor_quota": False}
 _MIXUP_KNOBS = {"anchors": "instance", "partner": "random", "lam": "beta", "alpha": 1.0,
                 "lam_per": "batch", "input_mode": "interpolate"}
 MIXER_KNOBS = {
@@ -115,6 +122,12 @@ MIXER_KNOBS = {
     "smote": {**_SMOTE_KNOBS, "partner": "knn_class", "rule": "hard"},
     # neighbours from any class, Mixup's soft label
     "soft_smote": {**_SMOTE_KNOBS, "partner": "knn_any", "rule": "soft"},
+    # only examples in danger among their 10 neighbours over all classes are anchors
+    "borderline_smote": {**_SMOTE_KNOBS, "anchors": "borderline", "m_neighbors": 10,
+                         "partner": "knn_class", "rule": "hard", "anchor_quota": False},
+    # anchors allotted by their share of other-class neighbours among k = 5
+    "adasyn": {**_SMOTE_KNOBS, "anchors": "adasyn", "m_neighbors": 5, "partner": "knn_class",
+               "rule": "hard", "anchor_quota": True},
     "mixup": {**_MIXUP_KNOBS, "rule": "soft", "rule_params": {}},
     "remix": {**_MIXUP_KNOBS, "rule": "remix", "rule_params": {"K": 3.0, "tau": 0.5}},
     "mamix": {**_MIXUP_KNOBS, "rule": "mamix", "rule_params": {"q": -0.25}},
@@ -197,8 +210,12 @@ def test_strategy_builds_its_pinned_parts(name):
         assert type(head) is nn.Linear
     # the epoch planner
     sampler = run.trainer.sampler
-    if expected["mixer"] is not None and expected["mixer"]["preset"].endswith("smote"):
+    if expected["mixer"] is not None and MIXER_KNOBS[expected["mixer"]["preset"]][
+            "anchors"] != "instance":
         assert type(sampler).__name__ == "Resampled" and sampler.mode == "oversample"
+        weighted = step.mixer.m_neighbors is not None
+        assert (sampler.anchor_weights is not None) == weighted
+        assert sampler.quota == (name == "ADASYN")
         sampler = sampler.base
     if name == "MiSLAS":  # the main run's 10 epochs, then re-training on balanced batches
         assert type(sampler).__name__ == "Phased" and sampler.switch_epoch == EPOCHS

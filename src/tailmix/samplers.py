@@ -342,6 +342,20 @@ class Resampled:
         sampler's, on the CPU).
     num_classes : int, optional
         Number of classes; defaults to the base sampler's.
+    anchor_weights : Tensor or callable, optional
+        ``"oversample"`` only: ``(N,)`` weights of the training examples as anchors of the
+        extra slots, or a callable returning them at each epoch's plan (a mixer's
+        :meth:`~tailmix.mixing.Mixer.anchor_weights`, whose neighbour table may be searched
+        again between epochs). Within a class, the extra slots go to its examples in
+        proportion to their weights (Borderline-SMOTE: 1 for an example in danger, 0 for the
+        others). A class whose examples all weigh 0 is topped up from all of them, as
+        without weights (imbalanced-learn adds none to it): every class still reaches
+        ``n_max``. None: uniformly within the class.
+    quota : bool, default False
+        With ``anchor_weights``: give each example its share of the class's extra slots,
+        rounded to whole slots (the largest remainders rounded up, so the class gets exactly
+        its ``n_max - n_c``), the same every epoch, as ADASYN does; otherwise draw the
+        slots with replacement in proportion to the weights, as SMOTE draws its anchors.
 
     Examples
     --------
@@ -356,9 +370,16 @@ class Resampled:
     MODES = ("oversample", "class_balanced")
 
     def __init__(self, base: AnchorSampler, *, mode: str, labels: Tensor | None = None,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, anchor_weights: Any = None,
+                 quota: bool = False):
         self.base = base
         self.mode = check_choice("mode", mode, self.MODES)
+        if anchor_weights is not None and self.mode != "oversample":
+            raise ParameterError("anchor_weights", "None with mode 'class_balanced' (weights "
+                                 "place the extra slots of 'oversample')", "weights")
+        if not isinstance(quota, bool):
+            raise ParameterError("quota", "true or false", quota)
+        self.anchor_weights, self.quota = anchor_weights, quota
         self.labels = base.labels if labels is None else labels
         self.num_classes = int(base.class_counts.numel() if num_classes is None
                                else num_classes)
@@ -371,7 +392,16 @@ class Resampled:
         g = generator if generator is not None else torch.Generator(
             device=labels.device).manual_seed(derive_seed(seed, "batch", epoch=epoch))
         idx = self.base.global_indices(epoch, seed).to(labels.device)
-        return resample_anchors(idx, labels, self.num_classes, self.mode, g)
+        weights = self.anchor_weights
+        if callable(weights):
+            weights = weights()
+        if weights is not None and (not isinstance(weights, Tensor)
+                                    or weights.shape != labels.shape):
+            raise ParameterError("anchor_weights", f"a tensor of shape {tuple(labels.shape)} "
+                                 "(one weight per training example)",
+                                 getattr(weights, "shape", weights))
+        return resample_anchors(idx, labels, self.num_classes, self.mode, g,
+                                weights=weights, quota=self.quota)
 
     def global_indices(self, epoch: int, seed: int) -> Tensor:
         return self.epoch_plan(epoch, seed)[0]
@@ -399,9 +429,11 @@ class Resampled:
 
 
 def resample_anchors(idx: Tensor, labels: Tensor, num_classes: int, mode: str,
-                     generator: torch.Generator) -> EpochPlan:
+                     generator: torch.Generator, *, weights: Tensor | None = None,
+                     quota: bool = False) -> EpochPlan:
     """Re-draw the anchor sequence ``idx`` (see :class:`Resampled`); ``labels`` are the
-    training labels, on ``idx``'s device."""
+    training labels, on ``idx``'s device; ``weights`` (one per training example) place the
+    extra slots of ``"oversample"``, drawn or (``quota``) allotted."""
     g, device = generator, idx.device
     anchor_labels = labels[idx]
     order = torch.argsort(anchor_labels, stable=True)
@@ -412,13 +444,61 @@ def resample_anchors(idx: Tensor, labels: Tensor, num_classes: int, mode: str,
                                     generator=g)
         return idx[order[_draw_members(classes, starts, counts, g)]], None
     extra_per_class = torch.where(counts > 0, counts.max() - counts, 0)
-    classes = torch.repeat_interleave(torch.arange(num_classes, device=device), extra_per_class)
-    extra = idx[order[_draw_members(classes, starts, counts, g)]]
+    if weights is None:
+        classes = torch.repeat_interleave(torch.arange(num_classes, device=device),
+                                          extra_per_class)
+        extra = idx[order[_draw_members(classes, starts, counts, g)]]
+    else:
+        extra = _weighted_extra(idx[order], starts.tolist(), counts.tolist(),
+                                extra_per_class.tolist(), weights.to(device), quota, g)
     all_idx = torch.cat([idx, extra])
     synthetic = torch.cat([torch.zeros_like(idx, dtype=torch.bool),
                            torch.ones_like(extra, dtype=torch.bool)])
     shuffle = torch.randperm(all_idx.shape[0], generator=g, device=device)
     return all_idx[shuffle], synthetic[shuffle]
+
+
+def _weighted_extra(sorted_idx: Tensor, starts: list[int], counts: list[int],
+                    extras: list[int], weights: Tensor, quota: bool,
+                    generator: torch.Generator) -> Tensor:
+    """The extra slots of every class, placed on its members (``sorted_idx``, grouped by
+    class) by their ``weights``: drawn in proportion, or allotted by largest remainder."""
+    parts = [sorted_idx[:0]]
+    for start, count, extra in zip(starts, counts, extras, strict=True):
+        if not extra:
+            continue
+        members = sorted_idx[start:start + count]
+        if quota:  # the allotment follows the examples, not this epoch's order of them
+            members = members.sort().values
+        w = weights[members].double()
+        if not bool((w > 0).any()):  # no anchor weighs anything: the class's plain draw
+            w = torch.ones_like(w)
+        if quota:
+            parts.append(members.repeat_interleave(largest_remainder(w, extra).to(
+                members.device)))
+        else:
+            pick = torch.multinomial(w.float(), extra, replacement=True, generator=generator)
+            parts.append(members[pick])
+    return torch.cat(parts)
+
+
+def largest_remainder(weights: Tensor, total: int) -> Tensor:
+    """Whole shares of ``total`` in proportion to ``weights`` (non-negative, not all 0):
+    each share rounded down, then the largest remainders (the first, among equal ones)
+    rounded up until the shares sum to ``total``. Where rounding each share to the nearest
+    whole already sums to ``total``, the two agree.
+
+    >>> import torch
+    >>> largest_remainder(torch.tensor([1.0, 1.0, 2.0]), 5).tolist()
+    [1, 1, 3]
+    """
+    quota = weights.double().cpu() * total / weights.double().sum()
+    shares = quota.floor()
+    left = total - int(shares.sum())
+    if left > 0:
+        order = torch.argsort(shares - quota, stable=True)  # largest remainder first
+        shares[order[:left]] += 1
+    return shares.long()
 
 
 def _draw_members(classes: Tensor, starts: Tensor, counts: Tensor,

@@ -26,12 +26,19 @@ from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_choice, check_keywords, check_number
 from tailmix.mixing.label_rules import LABEL_RULES, _label_weight, resolve_rule_params
-from tailmix.mixing.neighbours import ClassPool, NeighbourTable  # noqa: F401 (re-exported)
+from tailmix.mixing.neighbours import (  # noqa: F401 (re-exported)
+    ANCHOR_RULES,
+    ClassPool,
+    NeighbourTable,
+)
 from tailmix.mixing.shares import MIN_ALPHA, check_alpha, paste_boxes, sample_beta
 
 __all__ = ["MIN_ALPHA", "PRESETS", "ClassPool", "Mixer", "NeighbourTable", "sample_beta"]
 
-ANCHORS = ("instance", "class_balanced", "oversample")
+ANCHORS = ("instance", "class_balanced", "oversample", *ANCHOR_RULES)
+#: imbalanced-learn's defaults for the neighbours over all classes of each anchor rule
+#: (BorderlineSMOTE's m_neighbors; ADASYN's one n_neighbors serves both searches: ``k``).
+_M_NEIGHBORS = {"borderline": 10, "adasyn": None}
 PARTNERS = ("random", "knn_class", "knn_any", "balanced", "batch")
 LAM_DISTRIBUTIONS = ("uniform", "beta", "unimix")
 LAM_PER = ("batch", "example")
@@ -59,6 +66,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mixup": dict(anchors="instance", partner="random", lam="beta", alpha=1.0, rule="soft"),
     "remix": dict(anchors="instance", partner="random", lam="beta", alpha=1.0, rule="remix"),
     "mamix": dict(anchors="instance", partner="random", lam="beta", alpha=1.0, rule="mamix"),
+    "borderline_smote": dict(
+        anchors="borderline",
+        partner="knn_class",
+        k=5,
+        m_neighbors=10,
+        lam="uniform",
+        lam_per="example",
+        rule="hard",
+    ),
+    "adasyn": dict(
+        anchors="adasyn",
+        partner="knn_class",
+        k=5,
+        lam="uniform",
+        lam_per="example",
+        rule="hard",
+    ),
 }
 
 def resolve_params(params: dict[str, Any], epochs: int) -> None:
@@ -93,10 +117,20 @@ class Mixer(nn.Module):
         Training examples per class (a buffer that moves with ``.to``). Needed by the
         ``remix`` and ``mamix`` rules, and to size the targets; without it, targets have
         ``max(y) + 1`` columns unless ``num_classes`` is given.
-    anchors : {"instance", "class_balanced", "oversample"}, default "instance"
+    anchors : {"instance", "class_balanced", "oversample", "borderline", "adasyn"}, \
+default "instance"
         Which examples are mixed each epoch. Not applied here: a sampler plans the epoch
         (:class:`tailmix.samplers.Resampled`); with ``"oversample"`` the loop passes the
-        plan's ``synthetic`` mask and only those slots are mixed.
+        plan's ``synthetic`` mask and only those slots are mixed. ``"borderline"`` and
+        ``"adasyn"`` oversample the same way but choose the synthetic slots' anchors within
+        each class from the classes of their ``m_neighbors`` nearest neighbours over all
+        classes (:meth:`anchor_weights`): Borderline-SMOTE (Han, Wang, Mao, ICIC 2005)
+        only from examples "in danger", at least half but not all of whose neighbours are
+        of other classes; ADASYN (He et al., IJCNN 2008) from every example in proportion
+        to its share of other-class neighbours, rounded to whole slots. Both need kNN
+        partners (``partner="knn_class"``: imbalanced-learn's Borderline-SMOTE-1 and
+        ADASYN; ``"knn_any"`` with ``rule="soft"`` interpolates toward other classes with
+        soft labels instead).
     partner : {"random", "knn_class", "knn_any", "balanced", "batch"}, default "random"
         A permutation of the batch, one of the anchor's ``k`` nearest neighbours within
         its class or over all classes (from :attr:`neighbours`, by dataset index), or an
@@ -150,6 +184,10 @@ class Mixer(nn.Module):
         mixes. CMO leaves its first and last few epochs unmixed.
     k : int, default 5
         Neighbours per example for the kNN partners.
+    m_neighbors : int, optional
+        Neighbours over all classes that the ``"borderline"`` and ``"adasyn"`` anchors read
+        (None: imbalanced-learn's defaults, 10 for Borderline-SMOTE and ``k`` for ADASYN,
+        whose one ``n_neighbors`` serves both searches).
     space : {"input", "feature"}, default "input"
         Where a training loop searches neighbours (:meth:`start_epoch`): raw inputs or
         network features.
@@ -197,6 +235,7 @@ class Mixer(nn.Module):
         from_epoch: int = 0,
         until_epoch: int | None = None,
         k: int = 5,
+        m_neighbors: int | None = None,
         space: str = "input",
         downscale: int | None = None,
         refresh_every: int = 1,
@@ -236,9 +275,23 @@ class Mixer(nn.Module):
             downscale = check_number("downscale", downscale, low=1, integer=True)
         if neighbours is not None and not isinstance(neighbours, NeighbourTable):
             raise ParameterError("neighbours", "a NeighbourTable", type(neighbours).__name__)
+        if m_neighbors is not None:
+            m_neighbors = check_number("m_neighbors", m_neighbors, low=1, integer=True)
+        if self.anchors in ANCHOR_RULES:
+            if not self.uses_neighbours:
+                raise ParameterError("partner", f"'knn_class' or 'knn_any' (anchors "
+                                     f"{self.anchors!r} read the neighbour table)", partner)
+            m_neighbors = m_neighbors or _M_NEIGHBORS[self.anchors] or self.k
+        else:
+            m_neighbors = None
+        self.m_neighbors = m_neighbors
         if neighbours is None and self.uses_neighbours:
             neighbours = NeighbourTable(k=self.k, within_class=partner == "knn_class",
-                                        downscale=downscale)
+                                        downscale=downscale, m_neighbors=m_neighbors)
+        elif neighbours is not None and neighbours.m_neighbors != m_neighbors:
+            raise ParameterError("neighbours", f"a table with m_neighbors={m_neighbors} "
+                                 f"(the mixer's anchors {self.anchors!r})",
+                                 f"m_neighbors={neighbours.m_neighbors}")
         self.neighbours = neighbours
         counts = None
         if class_counts is not None:
@@ -283,6 +336,7 @@ class Mixer(nn.Module):
                 "partner_q": (self.partner in ("balanced", "batch"),
                               "partner: balanced or batch"),
                 "k": (knn, "partner: knn_class or knn_any"),
+                "m_neighbors": (self.anchors in ANCHOR_RULES, "anchors: borderline or adasyn"),
                 "space": (knn, "partner: knn_class or knn_any"),
                 "downscale": (knn and self.space == "input",
                               "a kNN partner with space: input"),
@@ -325,15 +379,41 @@ class Mixer(nn.Module):
         table and the epoch it was searched at (an input-space table is searched again)."""
         if not self.uses_neighbours or self.space != "feature" or not self.neighbours.fitted:
             return {}
-        return {"searched_at": self._searched_at, "neighbours": self.neighbours.indices}
+        state = {"searched_at": self._searched_at, "neighbours": self.neighbours.indices}
+        if self.neighbours.context is not None:
+            state["context"] = self.neighbours.context
+        return state
 
     def load_table_state(self, state: Mapping[str, Any], *, labels: Tensor,
                          inputs: Tensor) -> None:
         """Bring back :meth:`table_state` (nothing when it holds no table)."""
         if "neighbours" not in state:
             return
-        self.neighbours.restore(state["neighbours"], labels, inputs=inputs)
+        self.neighbours.restore(state["neighbours"], labels, inputs=inputs,
+                                context=state.get("context"))
         self._searched_at = state["searched_at"]
+
+    def anchor_weights(self) -> Tensor | None:
+        """``(N,)`` weights of the training examples as anchors of synthetic slots, read from
+        the fitted neighbour table (``"borderline"``: 1 in danger, 0 otherwise;
+        ``"adasyn"``: the share of other-class neighbours), for a sampler that places them
+        (:class:`tailmix.samplers.Resampled`); None for the other anchors."""
+        if self.anchors not in ANCHOR_RULES:
+            return None
+        return self.neighbours.anchor_weights(self.anchors)
+
+    @property
+    def anchor_quota(self) -> bool:
+        """Whether each anchor gets its whole share of slots (ADASYN) rather than draws."""
+        return self.anchors == "adasyn"
+
+    @property
+    def sampler_mode(self) -> str | None:
+        """The :class:`tailmix.samplers.Resampled` mode these anchors need (None: the
+        loop's own sampler, unchanged)."""
+        if self.anchors == "instance":
+            return None
+        return "class_balanced" if self.anchors == "class_balanced" else "oversample"
 
     @property
     def uses_neighbours(self) -> bool:
@@ -347,6 +427,8 @@ class Mixer(nn.Module):
         table = self.neighbours
         if table is not None:
             table.indices, table.labels = fn(table.indices), fn(table.labels)
+            if table.context is not None:
+                table.context = fn(table.context)
         if self.pool is not None and self.pool.fitted:
             self.pool.to(fn(self.pool.labels).device)
         return module
@@ -355,6 +437,8 @@ class Mixer(nn.Module):
         parts = [f"anchors={self.anchors!r}", f"partner={self.partner!r}"]
         if self.uses_neighbours:
             parts += [f"k={self.k}", f"space={self.space!r}"]
+        if self.m_neighbors is not None:
+            parts.append(f"m_neighbors={self.m_neighbors}")
         if self.partner in ("balanced", "batch"):
             parts.append(f"partner_q={self.partner_q:g}")
         shapes = f"{self.alpha:g}" if self.beta is None else f"{self.alpha:g}, {self.beta:g}"

@@ -11,8 +11,11 @@ from torch import Tensor
 
 from tailmix._validation import ParameterError, check_choice, check_labels, check_number
 
-__all__ = ["ClassPool", "NeighbourTable", "knn_indices", "neighbour_class_share",
-           "oversample_label_mass"]
+__all__ = ["ANCHOR_RULES", "ClassPool", "NeighbourTable", "adasyn_density", "in_danger",
+           "knn_indices", "neighbour_class_share", "oversample_label_mass"]
+
+#: Rules that weight a class's anchors by the classes of their neighbours over all classes.
+ANCHOR_RULES = ("borderline", "adasyn")
 
 # Images converted to float at once while downscaling for the input-space kNN.
 _POOL_CHUNK = 4096
@@ -173,6 +176,77 @@ def neighbour_class_share(neighbours: Tensor, labels: Tensor, num_classes: int) 
     return counts / counts.sum(dim=1, keepdim=True)
 
 
+def _other_class_counts(context: Tensor, labels: Tensor) -> Tensor:
+    """For each row of the any-class table ``context`` ``(N, m)``, how many of its ``m``
+    neighbours belong to another class than the row's own."""
+    if (not isinstance(context, Tensor) or context.ndim != 2 or context.is_floating_point()
+            or context.is_complex()):
+        got = getattr(context, "shape", context)
+        raise ParameterError("neighbours", "an integer tensor of shape (N, m)", got)
+    labels = check_labels(labels, length=context.shape[0]).to(context.device)
+    return (labels[context] != labels.unsqueeze(1)).sum(dim=1)
+
+
+def in_danger(context: Tensor, labels: Tensor) -> Tensor:
+    """Borderline-SMOTE's examples "in danger" (Han, Wang, Mao, ICIC 2005): at least half,
+    but not all, of an example's ``m`` nearest neighbours over all classes belong to other
+    classes (``m / 2 <= m' < m``). Those with ``m' = m`` are noise, those with ``m' < m / 2``
+    safe; neither is an anchor of Borderline-SMOTE.
+
+    Parameters
+    ----------
+    context : LongTensor
+        ``(N, m)`` nearest neighbours over all classes, as :func:`knn_indices` with
+        ``within_class=False`` returns them.
+    labels : Tensor
+        ``(N,)`` integer class labels.
+
+    Returns
+    -------
+    BoolTensor
+        ``(N,)``, True where the example is in danger.
+
+    Examples
+    --------
+    >>> import torch
+    >>> labels = torch.tensor([0, 0, 1, 1, 1])
+    >>> context = torch.tensor([[2, 1], [0, 0], [0, 1], [0, 1], [2, 4]])
+    >>> in_danger(context, labels).tolist()   # 1 of 2 other: danger; 2 of 2: noise
+    [True, False, False, False, False]
+    """
+    other = _other_class_counts(context, labels)
+    m = context.shape[1]
+    return (2 * other >= m) & (other < m)
+
+
+def adasyn_density(context: Tensor, labels: Tensor) -> Tensor:
+    """ADASYN's weight of each example (He, Bai, Garcia, Li, IJCNN 2008): the share of its
+    ``m`` nearest neighbours over all classes that belong to other classes. Within a class,
+    an example receives synthetic examples in proportion to it.
+
+    Parameters
+    ----------
+    context : LongTensor
+        ``(N, m)`` nearest neighbours over all classes.
+    labels : Tensor
+        ``(N,)`` integer class labels.
+
+    Returns
+    -------
+    Tensor
+        ``(N,)`` float64 in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> labels = torch.tensor([0, 0, 1, 1])
+    >>> context = torch.tensor([[2, 1], [0, 0], [3, 3], [0, 1]])
+    >>> adasyn_density(context, labels).tolist()
+    [0.5, 0.0, 0.0, 1.0]
+    """
+    return _other_class_counts(context, labels).double() / context.shape[1]
+
+
 def oversample_label_mass(
     class_counts: Tensor, share: Tensor, *, rule: str, lam_mean: float = 0.5
 ) -> Tensor:
@@ -246,12 +320,19 @@ class NeighbourTable:
         Neighbours from the example's own class (SMOTE) or from any class (soft SMOTE).
     downscale : int, optional
         Average-pool images to ``downscale x downscale`` before the search.
+    m_neighbors : int, optional
+        Also search each example's ``m_neighbors`` nearest neighbours over all classes
+        (:attr:`context`), from which :meth:`anchor_weights` tells Borderline-SMOTE's
+        examples in danger and ADASYN's weights. None: no such search.
 
     Attributes
     ----------
     indices : LongTensor
         ``(N, k)`` dataset indices of the neighbours, nearest first (empty before ``fit``).
         A row that repeats its own index has no neighbour: the mixer copies it unmixed.
+    context : LongTensor or None
+        ``(N, m_neighbors)`` nearest neighbours over all classes, when ``m_neighbors`` is set
+        (None otherwise).
     labels : LongTensor
         ``(N,)`` labels the table was fitted with.
     inputs : Tensor
@@ -267,8 +348,13 @@ class NeighbourTable:
     [1, 0, 3, 2]
     """
 
-    def __init__(self, *, k: int = 5, within_class: bool = True, downscale: int | None = None):
+    def __init__(self, *, k: int = 5, within_class: bool = True, downscale: int | None = None,
+                 m_neighbors: int | None = None):
         self.k = check_number("k", k, low=1, integer=True)
+        if m_neighbors is not None:
+            m_neighbors = check_number("m_neighbors", m_neighbors, low=1, integer=True)
+        self.m_neighbors = m_neighbors
+        self.context: Tensor | None = None
         if not isinstance(within_class, bool):
             raise ParameterError("within_class", "true or false", within_class)
         self.within_class = within_class
@@ -291,18 +377,37 @@ class NeighbourTable:
         search = self._points(points)
         self.indices = knn_indices(search, labels, k=self.k, within_class=self.within_class)
         self.indices = self.indices.to(labels.device)
+        if self.m_neighbors is not None:
+            self.context = knn_indices(search, labels, k=self.m_neighbors,
+                                       within_class=False).to(labels.device)
         self.labels = labels
         self.inputs = points if inputs is None else inputs
         return self
 
-    def restore(self, indices: Tensor, labels: Tensor, *, inputs: Tensor) -> NeighbourTable:
-        """A table searched before (``indices``, as saved) over ``labels`` and ``inputs``,
-        without searching again. Returns self."""
-        if indices.ndim != 2 or indices.shape[0] != labels.shape[0]:
-            raise ParameterError("indices", f"a ({labels.shape[0]}, k) table of neighbours "
-                                 "of these examples", tuple(indices.shape))
+    def restore(self, indices: Tensor, labels: Tensor, *, inputs: Tensor,
+                context: Tensor | None = None) -> NeighbourTable:
+        """A table searched before (``indices`` and ``context``, as saved) over ``labels``
+        and ``inputs``, without searching again. Returns self."""
+        for name, table in (("indices", indices), ("context", context)):
+            if table is not None and (table.ndim != 2 or table.shape[0] != labels.shape[0]):
+                raise ParameterError(name, f"a ({labels.shape[0]}, k) table of neighbours "
+                                     "of these examples", tuple(table.shape))
         self.indices, self.labels, self.inputs = indices.to(labels.device), labels, inputs
+        self.context = None if context is None else context.to(labels.device)
         return self
+
+    def anchor_weights(self, rule: str) -> Tensor:
+        """``(N,)`` float64 weights of the examples as anchors of synthetic examples, from
+        :attr:`context`: ``"borderline"``, 1 for an example in danger (:func:`in_danger`)
+        and 0 otherwise; ``"adasyn"``, its share of other-class neighbours
+        (:func:`adasyn_density`)."""
+        rule = check_choice("anchors", rule, ANCHOR_RULES)
+        if self.context is None:
+            raise ParameterError("neighbours", "a table fitted with m_neighbors set (the "
+                                 f"{rule!r} anchors read neighbours over all classes)", self)
+        if rule == "borderline":
+            return in_danger(self.context, self.labels).double()
+        return adasyn_density(self.context, self.labels)
 
     def _points(self, points: Tensor) -> Tensor:
         if points.ndim != 4 or self.downscale is None:
@@ -325,10 +430,13 @@ class NeighbourTable:
 
     def to(self, device: torch.device | str) -> NeighbourTable:
         self.indices, self.labels = self.indices.to(device), self.labels.to(device)
+        if self.context is not None:
+            self.context = self.context.to(device)
         return self
 
     def __repr__(self) -> str:
-        return (f"NeighbourTable(k={self.k}, within_class={self.within_class}, "
+        m = "" if self.m_neighbors is None else f", m_neighbors={self.m_neighbors}"
+        return (f"NeighbourTable(k={self.k}, within_class={self.within_class}{m}, "
                 f"rows={self.indices.shape[0]})")
 
 

@@ -520,9 +520,11 @@ def _strategy_step(run: Assembly, generative: Any, sampler: Any) -> tuple[Any, A
     if generative is not None:
         sampler = generative.plan(sampler, run)
     mixer, data = run.step_args["mixer"], run.data
-    if mixer is not None and mixer.anchors != "instance":
-        sampler = Resampled(sampler, mode=mixer.anchors, labels=data.train_labels,
-                            num_classes=data.num_classes)
+    if mixer is not None and mixer.sampler_mode is not None:
+        sampler = Resampled(sampler, mode=mixer.sampler_mode, labels=data.train_labels,
+                            num_classes=data.num_classes, anchor_weights=mixer.anchor_weights
+                            if mixer.m_neighbors is not None else None,
+                            quota=mixer.anchor_quota)
     step = None if generative is None else generative.step(run.step_args, run)
     return sampler, step if step is not None else MixStep(**run.step_args)
 

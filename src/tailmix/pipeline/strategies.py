@@ -64,6 +64,13 @@ for _s in [
     Strategy("SMOTE", "oversample every class to n_max by interpolating same-class "
              "neighbours (k 5), anchor's hard label", mixer={"preset": "smote"},
              paper="Chawla et al., JAIR 2002"),
+    Strategy("Borderline-SMOTE", "SMOTE whose synthetic examples come only from examples "
+             "in danger: at least half, not all, of their 10 nearest neighbours over all "
+             "classes are of other classes (Borderline-SMOTE-1)",
+             mixer={"preset": "borderline_smote"}, paper="Han, Wang, Mao, ICIC 2005"),
+    Strategy("ADASYN", "SMOTE whose synthetic examples go to each example in proportion to "
+             "the share of other classes among its 5 nearest neighbours",
+             mixer={"preset": "adasyn"}, paper="He, Bai, Garcia, Li, IJCNN 2008"),
     Strategy("soft-SMOTE", "SMOTE with neighbours from any class and soft (Mixup) labels",
              mixer={"preset": "soft_smote"}, paper="Cheng, Mai, Lin, TAAI 2023"),
     Strategy("Mixup", "Mixup (alpha 1) with soft labels", mixer={"preset": "mixup"},
