@@ -400,7 +400,7 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
 
 
     def train(arg):
-        out, lr, *flags = arg.split(":")  # name:lr, or name:lr:sam
+        out, lr, *flags = arg.split(":")  # name:lr, then any of :sam, :acc
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
                             nn.Linear(64, 10))
@@ -419,6 +419,8 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
         }
         if "sam" in flags:
             cfg["sam"] = {"rho": 0.05}
+        if "acc" in flags:  # the same global batch of 64 as two accumulated halves
+            cfg["train"].update(batch_size=32, accumulate=2)
         run = build_run(cfg, out, data=data, model=net, log=lambda _: None)
         assert run.trainer.world_size == distributed.world_size()
         run.fit()
@@ -514,6 +516,29 @@ def test_sam_with_two_processes_trains_like_one_process(tmp_path):
         weights("plain-rank0-of-1")
     assert gap(one, two) < 1e-5, gap(one, two)  # rounding only, as without SAM
     assert gap(one, plain) > 1e-3, gap(one, plain)  # SAM's steps are not the plain ones
+
+
+@pytest.mark.slow
+def test_accumulated_halves_train_like_one_batch_with_and_without_sam(tmp_path):
+    """Two accumulated micro-batches of 32 per update take the steps of one batch of 64:
+    in one process, in two processes (16 a micro-batch each, averaged once per update),
+    and under SAM (its ascent from the update's whole gradient, its second pass over both
+    micro-batches)."""
+    _equivalence_runs(tmp_path, "two-acc:0.1:acc", "one:0.1", "one-acc:0.1:acc",
+                      "one-sam:0.1:sam", "one-acc-sam:0.1:sam:acc", "doubled:0.2")
+
+    def weights(name):
+        return torch.load(tmp_path / f"{name}.pt", weights_only=True)
+
+    def gap(a, b):
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    one = weights("one-rank0-of-1")
+    assert gap(one, weights("one-acc-rank0-of-1")) < 1e-5
+    assert gap(one, weights("two-acc-rank0-of-2")) < 1e-5
+    assert gap(weights("one-sam-rank0-of-1"), weights("one-acc-sam-rank0-of-1")) < 1e-5
+    # summing the micro-batches' gradients instead would be the run at twice the lr
+    assert gap(weights("one-acc-rank0-of-1"), weights("doubled-rank0-of-1")) > 1e-3
 
 
 @pytest.mark.slow

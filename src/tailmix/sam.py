@@ -44,9 +44,17 @@ class Plain:
     """One backward pass of the step's loss (through the loss scaler)."""
 
     def backward(self, out: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, epoch: int) -> Tensor:
-        scaler.scale(out.loss).backward()
+                 scaler: torch.amp.GradScaler, epoch: int, weight: Tensor | None = None
+                 ) -> Tensor:
+        """Backward ``out.loss`` (times ``weight``, a micro-batch's share under gradient
+        accumulation), adding to the gradients there are."""
+        scaler.scale(out.loss if weight is None else out.loss * weight).backward()
         return out.loss.detach()
+
+    def finish(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, epoch: int) -> None:
+        """Nothing to do once the update's micro-batches are in."""
+        return None
 
     def __repr__(self) -> str:
         return "Plain()"
@@ -87,31 +95,59 @@ class SAM:
                                      "class falls", tail.tolist())
         self.tail = tail
         self._plain = Plain()
+        # The update's micro-batches so far: (recompute, weight, tail), and the head
+        # classes' gradients kept aside (ImbSAM).
+        self._pending: list[tuple[Any, Tensor | None, Tensor | None]] = []
+        self._head: list[Tensor | None] | None = None
+
+    def _active(self, epoch: int) -> bool:
+        return self.start_epoch <= epoch and (self.end_epoch is None or epoch < self.end_epoch)
 
     def backward(self, out: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, epoch: int) -> Tensor:
-        if epoch < self.start_epoch or (self.end_epoch is not None
-                                        and epoch >= self.end_epoch):
-            return self._plain.backward(out, model, optimizer, scaler, epoch)
+                 scaler: torch.amp.GradScaler, epoch: int, weight: Tensor | None = None
+                 ) -> Tensor:
+        """The first pass: the gradient at ``w`` (the ascent's direction), added to those of
+        the update's earlier micro-batches; the second pass waits for :meth:`finish`."""
+        if not self._active(epoch):
+            return self._plain.backward(out, model, optimizer, scaler, epoch, weight)
         recompute = getattr(out, "recompute", None)
         if recompute is None:
             raise ParameterError("sam", "a step that can recompute its loss on the same "
                                  "batch (StepOutput.recompute)", type(out).__name__)
-        params = [p for group in optimizer.param_groups for p in group["params"]
-                  if p.requires_grad]
-        head_grads = None
+        tail = None
         if self.tail is None:
-            scaler.scale(out.loss).backward()
+            scaler.scale(out.loss if weight is None else out.loss * weight).backward()
         else:
             tail = self._tail(out)
-            head_grads = self._head_then_tail(out, tail, model, params, scaler)
+            head = self._head_then_tail(out, tail, _params(optimizer), scaler, weight)
+            self._head = head if self._head is None else [
+                h if a is None else (a if h is None else a.add_(h))
+                for a, h in zip(self._head, head, strict=True)]
+        self._pending.append((recompute, weight, tail))
+        return out.loss.detach().float()
+
+    def finish(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, epoch: int) -> Tensor | None:
+        """The second pass, once the update's micro-batches are in: move to ``w + e``,
+        take every micro-batch's gradient there (the batch-norm statistics kept; with
+        several processes, synchronised on the last one only), and come back to ``w``."""
+        if not self._pending:
+            return None
+        pending, head_grads = self._pending, self._head
+        self._pending, self._head = [], None
+        params = _params(optimizer)
         saved = [p.detach().clone() for p in params]
         self._ascend(params)
         optimizer.zero_grad(set_to_none=True)
-        with _frozen_batchnorm_statistics(model):
-            again = recompute()
-        second = again.loss if self.tail is None else (again.class_terms * tail).sum()
-        scaler.scale(second).backward()
+        seconds = []
+        for i, (recompute, weight, tail) in enumerate(pending):
+            local = i < len(pending) - 1 and hasattr(model, "no_sync")
+            with model.no_sync() if local else contextlib.nullcontext():
+                with _frozen_batchnorm_statistics(model):
+                    again = recompute()
+                second = again.loss if tail is None else (again.class_terms * tail).sum()
+                scaler.scale(second if weight is None else second * weight).backward()
+            seconds.append(second.detach().float())
         with torch.no_grad():
             for p, w in zip(params, saved, strict=True):
                 p.copy_(w)  # back to w exactly
@@ -119,7 +155,7 @@ class SAM:
                 for p, h in zip(params, head_grads, strict=True):
                     if h is not None:
                         p.grad = h if p.grad is None else p.grad.add_(h)
-        return torch.stack([out.loss.detach().float(), second.detach().float()])
+        return torch.stack(seconds)
 
     def _tail(self, out: Any) -> Tensor:
         terms = getattr(out, "class_terms", None)
@@ -128,15 +164,19 @@ class SAM:
                                  "(StepOutput.class_terms)", None)
         return self.tail.to(terms.device, terms.dtype)
 
-    def _head_then_tail(self, out: Any, tail: Tensor, model: nn.Module,
-                        params: list[Tensor], scaler: torch.amp.GradScaler
+    def _head_then_tail(self, out: Any, tail: Tensor, params: list[Tensor],
+                        scaler: torch.amp.GradScaler, weight: Tensor | None
                         ) -> list[Tensor | None]:
-        """Backward the head share (kept aside), then the tail share (left in ``.grad``)."""
-        terms = out.class_terms
-        scaler.scale((terms * (1 - tail)).sum()).backward(retain_graph=True)
-        head = [None if p.grad is None else p.grad.clone() for p in params]
+        """Backward the head share (returned), then the tail share (added to ``.grad``,
+        which holds the tail shares of the update's earlier micro-batches)."""
+        terms = out.class_terms if weight is None else out.class_terms * weight
+        before = [p.grad for p in params]
         for p in params:
             p.grad = None
+        scaler.scale((terms * (1 - tail)).sum()).backward(retain_graph=True)
+        head = [None if p.grad is None else p.grad.clone() for p in params]
+        for p, g in zip(params, before, strict=True):
+            p.grad = g
         scaler.scale((terms * tail).sum()).backward()
         return head
 
@@ -160,6 +200,10 @@ class SAM:
     def __repr__(self) -> str:
         tail = None if self.tail is None else torch.nonzero(self.tail).flatten().tolist()
         return f"SAM(rho={self.rho:g}, start_epoch={self.start_epoch}, tail={tail})"
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
 
 @contextlib.contextmanager

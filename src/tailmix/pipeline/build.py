@@ -420,7 +420,7 @@ def _trainer(run: Assembly, parts: _Parts) -> Trainer:
                    step=step, epochs=epochs, batch_size=t.batch_size, seed=spec.seed,
                    device=run.device, train_model=train_model, scaler=parts.scaler,
                    callbacks=callbacks, rank=run.rank, world_size=run.world_size,
-                   gradient=run.gradient)
+                   gradient=run.gradient, accumulate=t.accumulate)
 
 
 def _check_head(spec: RunSpec, net: nn.Module) -> None:

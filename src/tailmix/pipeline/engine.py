@@ -13,6 +13,7 @@ nothing of the epoch it happened in.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from tailmix import distributed as dist_utils
 from tailmix import seeding
+from tailmix._validation import ParameterError, check_number
 from tailmix.pipeline.callbacks import Callback, TrainState
 from tailmix.pipeline.steps import Batch, as_planned
 from tailmix.sam import Plain
@@ -42,6 +44,30 @@ class TrainingError(RuntimeError):
     :meth:`Trainer.train_epoch` before the optimiser step the failure concerns, so the
     network keeps the weights of the last good step and the epoch reaches no callback.
     """
+
+
+class _Update:
+    """The micro-batches of one optimiser update: its number in the epoch, its lr, the
+    losses to check, the last batch's position, and the micro-batches' weights so far
+    (each its loss normaliser over the first one's; None until a second arrives)."""
+
+    def __init__(self, number: int, lr: float):
+        self.number, self.lr, self.last = number, lr, number
+        self.checked: list[Tensor] = []
+        self.first: Tensor | None = None
+        self.total: Tensor | None = None
+
+    def weight(self, out: Any) -> Tensor:
+        """A micro-batch's weight: its loss normaliser over the update's first one's."""
+        norm = getattr(out, "norm", None)
+        if norm is None:
+            norm = torch.tensor(float(out.target.shape[0]), device=out.target.device)
+        norm = norm.detach().float()
+        if self.first is None:
+            self.first = norm
+        weight = norm / self.first
+        self.total = weight if self.total is None else self.total + weight
+        return weight
 
 
 class Trainer:
@@ -78,7 +104,13 @@ class Trainer:
     gradient : gradient rule, optional
         How a step's loss becomes gradients, ``rule.backward(out, model, optimizer,
         scaler, epoch) -> losses checked`` (:mod:`tailmix.sam`); default one backward pass
-        (:class:`tailmix.sam.Plain`).
+        (:class:`tailmix.sam.Plain`). A rule may also have ``finish(model, optimizer,
+        scaler, epoch) -> losses checked or None``, called once an update's micro-batches
+        are in (SAM's second pass); with ``accumulate`` above 1 it must have it, and its
+        ``backward`` takes ``weight=``, the micro-batch's share of the update.
+    accumulate : int, default 1
+        Micro-batches of ``batch_size`` whose gradients make one optimiser update, as one
+        batch ``accumulate`` times larger would (see Notes).
 
     Notes
     -----
@@ -99,6 +131,18 @@ class Trainer:
     With several processes the flag is summed over them (one all-reduce of one number) so
     that all stop at the same step. A check every N steps would save the wait but let the
     optimiser step on a NaN loss, which corrupts the weights and the momentum.
+
+    Gradient accumulation (``accumulate = k``): each update sums the gradients of ``k``
+    consecutive micro-batches of the epoch's plan, each micro-batch's loss weighted by its
+    share of the update's loss normaliser (``StepOutput.norm``: the class-weighted target
+    mass, the batch size without class weights), so the update is the gradient of the loss
+    of the ``k`` batches taken as one: the same as a ``k`` times larger batch for a network
+    without batch-norm when the batch's randomness does not depend on its size. What does:
+    batch-norm normalises each micro-batch by its own statistics, a Mixup partner is drawn
+    within the micro-batch, a two-view term is a mean over the micro-batch. The lr follows
+    the updates (the ``k`` micro-batches of an update share its lr), the loss is checked
+    for every micro-batch before the update, and with several processes the gradients are
+    averaged once, at the last micro-batch.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -107,7 +151,7 @@ class Trainer:
                  device: torch.device, train_model: nn.Module | None = None,
                  scaler: torch.amp.GradScaler | None = None,
                  callbacks: Sequence[Callback] = (), rank: int = 0, world_size: int = 1,
-                 gradient: Any = None):
+                 gradient: Any = None, accumulate: int = 1):
         self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
         self.sampler, self.step = sampler, step
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
@@ -116,6 +160,11 @@ class Trainer:
         self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
         self.callbacks = list(callbacks)
         self.gradient = Plain() if gradient is None else gradient
+        self.accumulate = check_number("train.accumulate", accumulate, low=1, integer=True)
+        if self.accumulate > 1 and not hasattr(self.gradient, "finish"):
+            raise ParameterError("train.accumulate", f"1 with the gradient rule "
+                                 f"{self.gradient!r} (it has no finish(), so it cannot "
+                                 "accumulate)", accumulate)
         self.state = TrainState(model=model, epochs=epochs, snapshot=self.state_dict)
 
     # -- state ---------------------------------------------------------------------------
@@ -170,21 +219,36 @@ class Trainer:
                 for s in range(n_steps)]
         read = getattr(self.step, "batches", as_planned)  # files: the step reads ahead
         decode = seeding.derive_seed(self.seed, "decode", epoch=epoch, rank=self.rank)
+        k = self.accumulate
+        n_updates = -(-n_steps // k)
+        update: _Update | None = None  # the micro-batches of the update being gathered
         for s, index, synthetic, raw in read(plan, decode):
             batch = Batch(index, synthetic, epoch, gen, raw)
-            lr = self.lr_schedule(epoch, (s + 1) / n_steps)
+            if update is not None and update.number != s // k:  # its last batch was unread
+                self._apply(update, epoch, n_steps)
+                update = None
+            lr = self.lr_schedule(epoch, (s // k + 1) / n_updates)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
-            out = self.step(self.train_model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            checked = self.gradient.backward(out, self.train_model, self.optimizer,
-                                             self.scaler, epoch)
-            # Unscaling first (a no-op without fp16 loss scaling) lets the check's wait also
-            # cover the scaler's own overflow flag, read inside scaler.step.
-            self.scaler.unscale_(self.optimizer)
-            self._check_loss(checked, epoch, s, n_steps, lr)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            last = (s + 1) % k == 0 or s + 1 == n_steps
+            local = not last and hasattr(self.train_model, "no_sync")
+            with self.train_model.no_sync() if local else contextlib.nullcontext():
+                out = self.step(self.train_model, batch)
+                if update is None:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    update = _Update(s // k, lr)
+                if k == 1:
+                    checked = self.gradient.backward(out, self.train_model, self.optimizer,
+                                                     self.scaler, epoch)
+                else:
+                    checked = self.gradient.backward(out, self.train_model, self.optimizer,
+                                                     self.scaler, epoch,
+                                                     weight=update.weight(out))
+            update.checked.append(checked.flatten())
+            update.last = s
+            if last:
+                self._apply(update, epoch, n_steps)
+                update = None
             with torch.no_grad():
                 size = len(batch.index)
                 loss_sum += out.loss.detach() * size
@@ -196,6 +260,8 @@ class Trainer:
             seen += size
             for cb in self.callbacks:
                 cb.on_step_end(self.state, s + 1, n_steps, loss_sum, seen, lr)
+        if update is not None:  # the epoch's last batch was unread
+            self._apply(update, epoch, n_steps)
         # Replicas leave the epoch identical, so evaluation and checkpoints agree.
         dist_utils.broadcast_buffers(self.model)
         if self.device.type == "cuda":
@@ -208,6 +274,28 @@ class Trainer:
                 "train_acc": 100.0 * correct_total / max(seen_total, 1),
                 "epoch_time_s": elapsed,
                 "images_per_s": seen_total / elapsed if elapsed > 0 else 0.0}
+
+    def _apply(self, update: _Update, epoch: int, n_steps: int) -> None:
+        """The optimiser update of gathered micro-batches: the gradient rule's last pass,
+        the micro-batches' gradients as one batch's, the loss check, the step."""
+        finish = getattr(self.gradient, "finish", None)
+        more = None if finish is None else finish(self.train_model, self.optimizer,
+                                                  self.scaler, epoch)
+        if more is not None:
+            update.checked.append(more.flatten())
+        if update.total is not None:  # several micro-batches: their weights sum to 1
+            with torch.no_grad():
+                for group in self.optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.grad.div_(update.total.to(p.grad.dtype))
+        # Unscaling first (a no-op without fp16 loss scaling) lets the check's wait also
+        # cover the scaler's own overflow flag, read inside scaler.step.
+        self.scaler.unscale_(self.optimizer)
+        checked = update.checked[0] if len(update.checked) == 1 else torch.cat(update.checked)
+        self._check_loss(checked, epoch, update.last, n_steps, update.lr)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def _check_loss(self, loss: Tensor, epoch: int, step: int, steps: int, lr: float) -> None:
         """Raise :class:`TrainingError` when ``loss`` (or, with several processes, any

@@ -66,7 +66,10 @@ class StepOutput:
 
     ``recompute`` (optional) runs the forward pass again on the same inputs and targets
     (a second pass at other weights: SAM); ``class_terms`` (optional) is the loss split by
-    target class, ``(C,)`` summing to ``loss`` (ImbSAM).
+    target class, ``(C,)`` summing to ``loss`` (ImbSAM); ``norm`` (optional) is the
+    loss's normaliser, the class-weighted target mass ``sum_i sum_k v_k y_ik`` (the number
+    of target rows without class weights, the default), by which gradient accumulation
+    weighs the batch among the update's.
     """
 
     loss: Tensor
@@ -74,6 +77,7 @@ class StepOutput:
     target: Tensor
     recompute: Callable[[], StepOutput] | None = None
     class_terms: Tensor | None = None
+    norm: Tensor | None = None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -291,8 +295,10 @@ class MixStep:
             with autocast(self.device, self.amp):
                 f1, f2 = model.features(both).float().chunk(2)
             loss = loss + self.consistency(f1, f2)
+        norm = None if self.class_weights is None else \
+            (target.float() * self.class_weights).sum()
         return StepOutput(loss, logits, target,
-                          lambda: self.forward(model, x, target, views), terms)
+                          lambda: self.forward(model, x, target, views), terms, norm)
 
     def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
         x, y = self.sample(batch)

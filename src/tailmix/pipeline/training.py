@@ -52,6 +52,7 @@ class TrainSection(Section):
     channels_last: bool | str = "auto"
     compile: bool | str = False
     sync_batchnorm: bool = False
+    accumulate: int = 1
 
     MACHINE = ("device",)
 
@@ -114,6 +115,7 @@ class TrainSection(Section):
         check_choice("train.schedule", self.schedule, SCHEDULES)
         epochs = check_number("train.epochs", self.epochs, low=1, integer=True)
         check_number("train.batch_size", self.batch_size, low=2, integer=True)
+        check_number("train.accumulate", self.accumulate, low=1, integer=True)
         check_number("train.lr", self.lr, low=0, low_open=True)
         check_number("train.momentum", self.momentum, low=0, high=1, high_open=True)
         check_number("train.weight_decay", self.weight_decay, low=0)
