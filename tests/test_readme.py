@@ -173,3 +173,4 @@ def test_recipe_settings_resolve_as_shown():
     assert cfg["sam"] == {"rho": 0.1, "start": 0.8, "tail_below": 500}
     assert cfg["augment"]["policy"] == "autoaugment" and cfg["train"]["schedule"] == "cosine"
     assert compose(cfg)["mixer"]["partner"] == "balanced"
+    assert cfg["ema"] == {"decay": 0.999} and cfg["swa"] == {"start": 0.75, "lr": None}

@@ -118,11 +118,12 @@ def test_a_plugin_section_is_checked_recorded_and_acts(clip_plugin, tmp_path):
 def test_the_built_in_sections_and_their_keys():
     """The sections, in the order a saved config keeps, each from its own module."""
     assert list(sections.sections()) == ["dataset", "model", "train", "eval", "augment",
-                                         "consistency", "sam", "crt", "log"]
+                                         "consistency", "sam", "ema", "swa", "crt", "log"]
     for key, cls in sections.sections().items():
         assert cls.__module__ == sections.BUILTIN[key] and cls.KEY == key
     cfg = default_config()
     assert cfg["sam"] == {"rho": None, "start": 0, "tail_below": None}
+    assert cfg["ema"] == {"decay": None} and cfg["swa"] == {"start": None, "lr": None}
     assert cfg["train"]["warmup_epochs"] == 0.025 and cfg["dataset"]["max_pixels"] == 50_000_000
 
 

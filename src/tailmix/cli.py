@@ -294,11 +294,19 @@ def _print_summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
     def f(v: Any) -> str:
         return "-" if v is None else f"{v:.2f}"
 
+    averaged = False
     for name, r in rows:
-        m = r["final"]
-        extra = [f((r.get("selected") or {}).get("top1"))] if selected else []
-        table.add_row(name, *(f(m.get(k)) for k in REPORT_KEYS),
-                      f((m.get("posthoc_la") or {}).get("top1")), *extra)
+        lines = [(name, r["final"], r.get("selected"))]
+        for kind in ("ema", "swa"):  # averaged weights, each on a line of its own
+            if "final" in (r.get(kind) or {}):
+                lines.append((f"{name} ({kind})", r[kind]["final"], None))
+                averaged = True
+        for label, m, sel in lines:
+            extra = [f((sel or {}).get("top1"))] if selected else []
+            table.add_row(label, *(f(m.get(k)) for k in REPORT_KEYS),
+                          f((m.get("posthoc_la") or {}).get("top1")), *extra)
+    if averaged:
+        table.caption += "; (ema), (swa): the run's averaged weights"
     Console().print(table)
 
 
@@ -379,7 +387,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ParameterError as e:
         raise _flag_names(e, {"run": "RUN", "checkpoint": "--checkpoint"}) from e
     _json_file(args.json)
-    m = evaluate_checkpoint(path, data_root=args.data_root, device=args.device)
+    try:
+        m = evaluate_checkpoint(path, data_root=args.data_root, device=args.device,
+                                weights=args.weights)
+    except ParameterError as e:
+        raise _flag_names(e, {"weights": "--weights"}) from e
     keys = ("epoch", *REPORT_KEYS)
     print(json.dumps({k: m.get(k) for k in keys}, indent=2))
     if args.json:
@@ -525,13 +537,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     flags = {"checkpoint": "--checkpoint", "device": "--device", "batch_size": "--batch-size",
              "adjust": "--adjust", "prior": "--prior", "run": "RUN", "inputs": "INPUTS",
-             "out": "--out"}
+             "out": "--out", "weights": "--weights"}
     try:
         check_output(args.out, inputs=[*args.inputs, *_checkpoints_of(args.run)],
                      ours=_prediction_table, force=args.force, name="out")
         prior = _parse_prior(args.prior)
         pred = Predictor.from_run(args.run, device=args.device, checkpoint=args.checkpoint,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, weights=args.weights)
         rows = pred.predict_table(args.inputs, adjust=args.adjust, prior=prior, out=args.out)
     except ParameterError as e:
         raise _flag_names(e, flags) from e
@@ -560,10 +572,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained run's network (with its normalisation) to ONNX or TorchScript."""
     from tailmix.tools.export import export
 
-    flags = {"format": "--format", "checkpoint": "--checkpoint", "run": "RUN", "out": "--out"}
+    flags = {"format": "--format", "checkpoint": "--checkpoint", "run": "RUN", "out": "--out",
+             "weights": "--weights"}
     try:
         export(args.run, out=args.out, format=args.format, checkpoint=args.checkpoint,
-               force=args.force)
+               force=args.force, weights=args.weights)
     except ParameterError as e:
         raise _flag_names(e, flags) from e
     return 0
@@ -621,6 +634,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run folder (its checkpoints/last.pt, or "
                    "best.pt with --checkpoint best) or checkpoint .pt file")
     p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
+    p.add_argument("--weights", default="model", help="model (the network's own, "
+                   "default), or ema or swa: an average the run kept (its ema or swa "
+                   "config section)")
     p.add_argument("--data-root", help="override the dataset root stored in the checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
@@ -687,6 +703,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", metavar="P1,P2,...", help="the test set's class prior, one "
                    "value per class (normalised): logits + log(prior) - log(training prior)")
     p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
+    p.add_argument("--weights", default="model", help="model (the network's own, "
+                   "default), or ema or swa: an average the run kept (its ema or swa "
+                   "config section)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, help="inputs per forward pass (default: the "
                    "run's eval.batch_size)")
@@ -702,6 +721,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="the file to write; the class names go "
                    "to FILE.classes.json too")
     p.add_argument("--checkpoint", default="last", help="last or best (for a run folder)")
+    p.add_argument("--weights", default="model", help="model (the network's own, "
+                   "default), or ema or swa: an average the run kept (its ema or swa "
+                   "config section)")
     p.add_argument("--force", action="store_true", help="write over --out even when it is "
                    "an input, a run's own file or a file this command did not write")
     _add_plugins_flag(p)

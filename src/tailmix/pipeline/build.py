@@ -579,7 +579,8 @@ class Restored:
 
 
 def restore(path: str | Path, *, data_root: str | None = None,
-            device: str = "auto", model: nn.Module | None = None) -> Restored:
+            device: str = "auto", model: nn.Module | None = None,
+            weights: str = "model") -> Restored:
     """Load a checkpoint safely (``weights_only=True``) with the data it was trained on
     (``data_root`` overrides the stored dataset root). A run of a user's own network needs
     that network again as ``model`` (its weights are replaced by the checkpoint's).
@@ -592,7 +593,9 @@ def restore(path: str | Path, *, data_root: str | None = None,
         ``model`` for a user's network that is missing or another one.
     """
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    from tailmix.pipeline.checkpoints import with_weights
+
+    ckpt = with_weights(load_checkpoint(path), weights)  # "ema", "swa": an average's weights
     custom = ckpt["config"].get("model_class")
     if custom is not None and model is None:  # before the data loads
         raise ParameterError("model", f"the {custom} module this checkpoint was trained with "
@@ -621,11 +624,12 @@ def restore(path: str | Path, *, data_root: str | None = None,
 
 
 def evaluate_checkpoint(path: str | Path, *, data_root: str | None = None,
-                        device: str = "auto") -> dict[str, Any]:
-    """Re-evaluate a checkpoint on its dataset's test set (the root may be overridden)."""
+                        device: str = "auto", weights: str = "model") -> dict[str, Any]:
+    """Re-evaluate a checkpoint (its network's weights, or an average's: ``weights``) on its
+    dataset's test set (the root may be overridden)."""
     from tailmix.metrics import compute_metrics
 
-    r = restore(path, data_root=data_root, device=device)
+    r = restore(path, data_root=data_root, device=device, weights=weights)
     m = compute_metrics(r.logits(r.data.test_inputs), r.data.test_labels, r.data.class_counts,
                         many_threshold=r.spec.eval.many_threshold,
                         few_threshold=r.spec.eval.few_threshold)

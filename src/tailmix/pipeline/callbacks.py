@@ -61,6 +61,9 @@ class TrainState:
         selected (a state dict on the CPU).
     wall_start : float
         ``time.perf_counter()`` when this process started fitting.
+    averages : dict
+        Averaged weights kept beside the network (:mod:`tailmix.averaging`), by name
+        (``ema``, ``swa``): evaluated beside it, saved with it.
     """
 
     model: nn.Module
@@ -75,6 +78,7 @@ class TrainState:
     final_logits: list[tuple[Any, Tensor]] = field(default_factory=list)
     selected_state: dict[str, Tensor] | None = None
     wall_start: float = field(default_factory=time.perf_counter)
+    averages: dict[str, Any] = field(default_factory=dict)
 
     @property
     def train_time_s(self) -> float:
@@ -95,6 +99,9 @@ class Callback:
                     seen: int, lr: float) -> None: ...
 
     def on_epoch_start(self, state: TrainState, epoch: int) -> None: ...
+
+    def on_update(self, state: TrainState) -> None:
+        """After every optimiser update (once per ``train.accumulate`` batches)."""
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None: ...
 
@@ -246,10 +253,37 @@ class Evaluator(Callback):
                   for t in self.TAUS]
         return m, -max(scores)[1]
 
+    def _averaged(self, state: TrainState):
+        """Each averaged network with weights (:attr:`TrainState.averages`): ``(name,
+        model)`` with the average's weights in ``state.model`` inside the loop body, the
+        live weights restored after (and the live logits kept, since they are unchanged)."""
+        for name, average in state.averages.items():
+            if average.weights is None:
+                continue
+            kept = dict(self.kept)
+            with average.applied(state.model) as model:
+                self.kept.clear()
+                yield name, model
+            stamp = _weights_stamp(state.model)
+            self.kept = {split: (stamp, logits) for split, (_, logits) in kept.items()}
+
+    def _row_of_averages(self, state: TrainState, row: dict[str, Any]) -> None:
+        """The averaged networks' figures beside the live one's, prefixed by their names:
+        on the test set, or on the validation set when there is one."""
+        for name, model in self._averaged(state):
+            if self.validation is None:
+                m = self.evaluate(model)
+                row.update({f"{name}_{k}": m[k] for k in SUMMARY_KEYS if k in m})
+            else:
+                m, _ = self._validate(model)
+                row.update({f"{name}_val_top1": m["top1"],
+                            f"{name}_val_balanced_accuracy": m["balanced_accuracy"]})
+
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         state.improved = False
         if row["epoch"] % self.every and row["epoch"] != state.epochs:
             return
+        self._row_of_averages(state, row)
         if self.validation is None:
             m = self.evaluate(state.model)
             row.update({k: m[k] for k in SUMMARY_KEYS if k in m})
@@ -303,6 +337,17 @@ class Evaluator(Callback):
                     "note": "epoch chosen on the validation set (balanced accuracy); test "
                     "set read once, at the end"}
                 state.result["validation"]["selected"] = val_sel
+        for name, averaged in self._averaged(state):
+            entry: dict[str, Any] = {"note": "averaged weights at the end of the run, "
+                                     "beside 'final' (neither is picked on the test set)"}
+            if self.validation is not None:
+                val_avg, tau_avg = self._validate(averaged)
+                entry["validation"] = val_avg
+            else:
+                tau_avg = None
+            if self.inputs is not None:
+                entry["final"] = self.evaluate(averaged, full=True, tau=tau_avg)
+            state.result[name] = entry
         state.selected_state = self.best_state
         self.kept.clear()
         if self.inputs is not None:

@@ -17,7 +17,8 @@ from tailmix._validation import ParameterError
 from tailmix.pipeline.config import ABSENT, RunSpec, flat_config, get_path, machine_keys
 
 __all__ = ["RUN_IDENTITY", "changed_error", "check_resumable", "checkpoint_changes",
-           "checkpoint_network", "config_changes", "config_digest", "load_checkpoint",
+           "WEIGHTS", "checkpoint_network", "config_changes", "config_digest", "load_checkpoint",
+           "with_weights",
            "weights_mismatch"]
 
 
@@ -271,3 +272,31 @@ def check_resumable(spec: RunSpec, ckpt: dict[str, Any], out: Path, *, path: Pat
         raise ParameterError("resume", f"a history.jsonl holding epochs 1 to {epoch}, those "
                              "of the checkpoint", f"{Path(out) / 'history.jsonl'}: {shown}")
     return changes
+
+
+#: Which weights of a checkpoint a tool reads: the network's own, or an average kept beside
+#: it (:mod:`tailmix.averaging`).
+WEIGHTS = ("model", "ema", "swa")
+
+
+def with_weights(ckpt: dict[str, Any], weights: str = "model") -> dict[str, Any]:
+    """``ckpt`` with the chosen weights as its ``model`` entry: its own (``"model"``), or
+    those of the run's ``"ema"`` or ``"swa"`` average.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``weights`` for an unknown name, or an average the run did not keep.
+    """
+    from tailmix._validation import check_choice
+
+    check_choice("weights", weights, WEIGHTS)
+    if weights == "model":
+        return ckpt
+    saved = (ckpt.get("averages") or {}).get(weights)
+    if saved is None or saved.get("weights") is None:
+        kept = sorted(k for k, v in (ckpt.get("averages") or {}).items() if v.get("weights"))
+        expected = ("'model'" + "".join(f" or {k!r}" for k in kept) + f" (this run kept no "
+                    f"{weights} average: train with the {weights} config section to keep one)")
+        raise ParameterError("weights", expected, weights)
+    return {**ckpt, "model": saved["weights"]}

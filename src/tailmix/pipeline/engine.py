@@ -166,6 +166,10 @@ class Trainer:
                                  f"{self.gradient!r} (it has no finish(), so it cannot "
                                  "accumulate)", accumulate)
         self.state = TrainState(model=model, epochs=epochs, snapshot=self.state_dict)
+        for cb in self.callbacks:  # averaged weights: evaluated and saved beside the network
+            average = getattr(cb, "average", None)
+            if average is not None:
+                self.state.averages[average.name] = average
 
     # -- state ---------------------------------------------------------------------------
 
@@ -173,7 +177,9 @@ class Trainer:
         step = getattr(self.step, "state_dict", dict)()
         return {"epoch": self.state.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "best": self.state.best, **({"step": step} if step else {})}
+                "best": self.state.best, **({"step": step} if step else {}),
+                **({"averages": {name: a.state_dict() for name, a in
+                                 self.state.averages.items()}} if self.state.averages else {})}
 
     def load_state_dict(self, ckpt: dict[str, Any],
                         history: list[dict[str, Any]] | None = None) -> None:
@@ -184,6 +190,12 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("step") and hasattr(self.step, "load_state_dict"):
             self.step.load_state_dict(ckpt["step"])
+        for name, average in self.state.averages.items():
+            saved = (ckpt.get("averages") or {}).get(name)
+            if saved is None:
+                raise ParameterError("resume", f"a checkpoint holding the run's {name} "
+                                     "average (it was written without it)", sorted(ckpt))
+            average.load_state_dict(saved)
         self.state.epoch, self.state.best = int(ckpt["epoch"]), ckpt.get("best")
         self.state.history = list(history or [])
 
@@ -296,6 +308,9 @@ class Trainer:
         self._check_loss(checked, epoch, update.last, n_steps, update.lr)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        for cb in self.callbacks:
+            if hasattr(cb, "on_update"):
+                cb.on_update(self.state)
 
     def _check_loss(self, loss: Tensor, epoch: int, step: int, steps: int, lr: float) -> None:
         """Raise :class:`TrainingError` when ``loss`` (or, with several processes, any

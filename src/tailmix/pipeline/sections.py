@@ -46,7 +46,8 @@ __all__ = ["Assembly", "Section", "Sections", "section", "sections", "key_types"
 BUILTIN = {"dataset": "tailmix.data.section", "model": "tailmix.models.section",
            "train": "tailmix.pipeline.training", "eval": "tailmix.pipeline.evaluation",
            "augment": "tailmix.data.augment", "consistency": "tailmix.consistency",
-           "sam": "tailmix.sam", "crt": "tailmix.pipeline.stages",
+           "sam": "tailmix.sam", "ema": "tailmix.averaging", "swa": "tailmix.averaging",
+           "crt": "tailmix.pipeline.stages",
            "log": "tailmix.pipeline.evaluation"}
 
 _SECTIONS: dict[str, type[Section]] = {}

@@ -48,7 +48,8 @@ _INSTALL = "pip install 'tailmix[export]'"
 
 def export(path: str | os.PathLike, *, out: str | os.PathLike, format: str = "onnx",
            checkpoint: str = "last", model: torch.nn.Module | None = None,
-           log: Callable[[str], None] = print, force: bool = False) -> Path:
+           log: Callable[[str], None] = print, force: bool = False,
+           weights: str = "model") -> Path:
     """Export a run's network with its normalisation to ONNX or TorchScript.
 
     Parameters
@@ -69,6 +70,8 @@ def export(path: str | os.PathLike, *, out: str | os.PathLike, format: str = "on
         (load it with ``torch.jit.load(f, _extra_files={"tailmix.json": ""})``).
     checkpoint : {"last", "best"}, default "last"
         Which checkpoint of a run folder.
+    weights : {"model", "ema", "swa"}, default "model"
+        The checkpoint's network weights, or an average the run kept beside them.
     model : nn.Module, optional
         For a run of your own network: a module of the same kind.
     log : callable, default print
@@ -100,7 +103,7 @@ def export(path: str | os.PathLike, *, out: str | os.PathLike, format: str = "on
     # An earlier export leaves its class names beside it; any other file stays unless forced.
     check_output(out, inputs=[source], ours=lambda f: Path(f"{f}.classes.json").is_file(),
                  force=force, name="out")
-    pred = Predictor.from_run(source, device="cpu", model=model)
+    pred = Predictor.from_run(source, device="cpu", model=model, weights=weights)
     network = pred.network.cpu().float().eval()
     probe = _probe_batch(pred, _PROBE, seed=0)
     other = _probe_batch(pred, _OTHER, seed=1)

@@ -119,15 +119,16 @@ def checkpoint_path(path: str | os.PathLike, checkpoint: str = "last") -> Path:
     return file
 
 
-def _load(file: Path) -> dict[str, Any]:
+def _load(file: Path, weights: str = "model") -> dict[str, Any]:
     from tailmix.pipeline.build import load_checkpoint
+    from tailmix.pipeline.checkpoints import with_weights
 
     ckpt = load_checkpoint(file, name="run")  # says what the file is, never how to unpickle
     keys = ("model", "config", "classes", "class_counts")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
         raise ParameterError("run", "a tailmix checkpoint holding " + ", ".join(keys),
                              str(file))
-    return ckpt
+    return with_weights(ckpt, weights)
 
 
 def _device(name: str) -> torch.device:
@@ -226,7 +227,7 @@ class Predictor:
     @classmethod
     def from_run(cls, path: str | os.PathLike, *, device: str = "auto",
                  checkpoint: str = "last", model: nn.Module | None = None,
-                 batch_size: int | None = None,
+                 batch_size: int | None = None, weights: str = "model",
                  log: Callable[[str], None] = print) -> Predictor:
         """The predictor of a run folder's checkpoint, or of a checkpoint file.
 
@@ -244,6 +245,9 @@ class Predictor:
             replaced, in place, by the checkpoint's).
         batch_size : int, optional
             Inputs per forward pass (default: the run's ``eval.batch_size``).
+        weights : {"model", "ema", "swa"}, default "model"
+            The checkpoint's network weights, or those of an average the run kept beside
+            them (:mod:`tailmix.averaging`).
         log : callable, default print
             Receives a line counting the images of another size that were resized.
 
@@ -272,7 +276,7 @@ class Predictor:
         read an odd-sized image alike.
         """
         file = checkpoint_path(path, checkpoint)
-        ckpt = _load(file)
+        ckpt = _load(file, weights)
         dev = _device(device)
         if batch_size is None:
             from tailmix.pipeline.steps import eval_batch_size
