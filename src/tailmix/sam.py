@@ -44,10 +44,10 @@ class Plain:
     """One backward pass of the step's loss (through the loss scaler)."""
 
     def backward(self, out: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, epoch: int, weight: Tensor | None = None
-                 ) -> Tensor:
+                 scaler: torch.amp.GradScaler, epoch: int, weight: Tensor | None = None,
+                 defer: bool = False) -> Tensor:
         """Backward ``out.loss`` (times ``weight``, a micro-batch's share under gradient
-        accumulation), adding to the gradients there are."""
+        accumulation), adding to the gradients there are (``defer`` changes nothing)."""
         scaler.scale(out.loss if weight is None else out.loss * weight).backward()
         return out.loss.detach()
 
@@ -104,10 +104,13 @@ class SAM:
         return self.start_epoch <= epoch and (self.end_epoch is None or epoch < self.end_epoch)
 
     def backward(self, out: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, epoch: int, weight: Tensor | None = None
-                 ) -> Tensor:
-        """The first pass: the gradient at ``w`` (the ascent's direction), added to those of
-        the update's earlier micro-batches; the second pass waits for :meth:`finish`."""
+                 scaler: torch.amp.GradScaler, epoch: int, weight: Tensor | None = None,
+                 defer: bool = False) -> Tensor:
+        """Both passes, leaving the gradient at ``w + e`` in ``.grad``; returns the two
+        losses. With ``defer`` (gradient accumulation: ``weight`` is the micro-batch's
+        share of the update), only the first pass, the gradient at ``w`` added to those of
+        the update's earlier micro-batches; :meth:`finish` then takes the second pass over
+        all of them."""
         if not self._active(epoch):
             return self._plain.backward(out, model, optimizer, scaler, epoch, weight)
         recompute = getattr(out, "recompute", None)
@@ -124,7 +127,10 @@ class SAM:
                 h if a is None else (a if h is None else a.add_(h))
                 for a, h in zip(self._head, head, strict=True)]
         self._pending.append((recompute, weight, tail))
-        return out.loss.detach().float()
+        first = out.loss.detach().float().reshape(1)
+        if defer:
+            return first
+        return torch.cat([first, self.finish(model, optimizer, scaler, epoch)])
 
     def finish(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, epoch: int) -> Tensor | None:

@@ -106,8 +106,9 @@ class Trainer:
         scaler, epoch) -> losses checked`` (:mod:`tailmix.sam`); default one backward pass
         (:class:`tailmix.sam.Plain`). A rule may also have ``finish(model, optimizer,
         scaler, epoch) -> losses checked or None``, called once an update's micro-batches
-        are in (SAM's second pass); with ``accumulate`` above 1 it must have it, and its
-        ``backward`` takes ``weight=``, the micro-batch's share of the update.
+        are in; with ``accumulate`` above 1 it must have it, and its ``backward`` takes
+        ``weight=`` (the micro-batch's share of the update) and ``defer=True`` (leave
+        what needs the whole update, SAM's second pass, to ``finish``).
     accumulate : int, default 1
         Micro-batches of ``batch_size`` whose gradients make one optimiser update, as one
         batch ``accumulate`` times larger would (see Notes).
@@ -254,7 +255,7 @@ class Trainer:
                                                      self.scaler, epoch)
                 else:
                     checked = self.gradient.backward(out, self.train_model, self.optimizer,
-                                                     self.scaler, epoch,
+                                                     self.scaler, epoch, defer=True,
                                                      weight=update.weight(out))
             update.checked.append(checked.flatten())
             update.last = s
