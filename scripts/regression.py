@@ -73,7 +73,8 @@ THREADS = 2
 # name -> overrides of the digits config. Every catalogue strategy, then knob settings.
 CASES: dict[str, dict[str, Any]] = {
     "ERM": {}, "CB": {}, "DRW": {}, "Focal": {}, "LDAM-DRW": {}, "LA": {}, "BS": {},
-    "SMOTE": {}, "Borderline-SMOTE": {}, "ADASYN": {}, "soft-SMOTE": {}, "Mixup": {},
+    "SMOTE": {}, "Borderline-SMOTE": {}, "Borderline-SMOTE-2": {}, "ADASYN": {},
+    "soft-SMOTE": {}, "Mixup": {},
     "Mixup-DRW": {}, "Remix-DRW": {},
     "MAMix-DRW": {}, "Balanced-MixUp": {}, "CMO-DRW": {}, "CMO-BS": {}, "UniMix": {},
     "MiSLAS": {}, "GLMC": {},

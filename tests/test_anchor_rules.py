@@ -246,3 +246,56 @@ def test_a_users_own_loop_with_each_rule(preset, m):
         pred = model(torch.tensor(X_t, dtype=torch.float32)).argmax(1).numpy()
     recall = [(pred[y_t == c] == c).mean() for c in range(3)]
     assert np.mean(recall) > 0.75, recall
+
+
+class _ConstantSteps(np.random.RandomState):
+    """Every uniform draw at 0.8 of its range: a synthetic example then names its anchor,
+    its neighbour and the step imbalanced-learn took toward it."""
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return np.full(size, low + 0.8 * (high - low))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_borderline_2_goes_half_as_far_toward_another_class(seed):
+    """imbalanced-learn's kind="borderline-2": from an example in danger toward one of its
+    k nearest neighbours over all classes. Every synthetic example it makes lies on such a
+    segment of the mixer's table. Toward another class the paper's step is drawn from
+    [0, 0.5), as the mixer's share is; imbalanced-learn multiplies a draw from [0, 1) by
+    one from [0, 0.5) (0.8 x 0.4 here)."""
+    X, y = _blobs(seed)
+    sampler = imblearn.over_sampling.BorderlineSMOTE(kind="borderline-2", m_neighbors=10,
+                                                     k_neighbors=5,
+                                                     random_state=_ConstantSteps(seed))
+    X_res, _ = sampler.fit_resample(X, y)
+    labels = torch.from_numpy(y)
+    mixer = Mixer.preset("borderline_smote2")
+    mixer.start_epoch(0, labels=labels, inputs=torch.from_numpy(X), features=None)
+    danger = mixer.anchor_weights().numpy() > 0
+    table = mixer.neighbours.indices.numpy()
+    made = set()
+    for a in np.flatnonzero(danger & (y != 0)):
+        for n in table[a]:
+            step = 0.8 if y[n] == y[a] else 0.8 * 0.4
+            made.add(tuple(np.round(X[a] + step * (X[n] - X[a]), 9)))
+    new = X_res[len(X):]
+    assert len(new) and all(tuple(np.round(p, 9)) in made for p in new)
+    # the mixer: the share toward a partner of another class drawn from [0, 0.5)
+    g = torch.Generator().manual_seed(seed)
+    anchors = torch.from_numpy(np.flatnonzero(danger)).repeat(40)
+    x = torch.from_numpy(X)
+    fetched = []
+
+    def fetch(index):
+        fetched.append(index)
+        return x[index]
+
+    x_mix, target = mixer(x[anchors], labels[anchors], anchors, generator=g, fetch=fetch)
+    partner = fetched[0]
+    assert all(int(p) in table[int(a)] for a, p in zip(anchors, partner, strict=True))
+    step = x[partner] - x[anchors]
+    lam = ((x_mix - x[anchors]) * step).sum(1) / step.pow(2).sum(1)
+    other = labels[partner] != labels[anchors]
+    assert other.any() and (~other).any()
+    assert lam[other].max() < 0.5 and lam[~other].max() > 0.9
+    assert bool((target.argmax(1) == labels[anchors]).all())  # the anchor's label

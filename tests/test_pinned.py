@@ -55,6 +55,10 @@ CATALOGUE = {
     # Han et al. 2005, imbalanced-learn's BorderlineSMOTE defaults: m_neighbors 10, k 5
     "Borderline-SMOTE": {"sampler": _INSTANCE, "mixer": {"preset": "borderline_smote"},
                          "loss": _CE, "weights": _NONE, "generative": None, "head": "linear"},
+    # Han et al. 2005's second variant (imbalanced-learn's kind="borderline-2")
+    "Borderline-SMOTE-2": {"sampler": _INSTANCE, "mixer": {"preset": "borderline_smote2"},
+                           "loss": _CE, "weights": _NONE, "generative": None,
+                           "head": "linear"},
     # He et al. 2008, imbalanced-learn's ADASYN default n_neighbors 5 for both searches
     "ADASYN": {"sampler": _INSTANCE, "mixer": {"preset": "adasyn"}, "loss": _CE,
                "weights": _NONE, "generative": None, "head": "linear"},
@@ -114,7 +118,7 @@ CATALOGUE = {
 # preset -> the knobs of the Mixer it builds (the label rule's parameters filled in).
 _SMOTE_KNOBS = {"anchors": "oversample", "lam": "uniform", "alpha": 1.0, "lam_per": "example",
                 "k": 5, "input_mode": "interpolate", "space": "input", "rule_params": {},
-                "m_neighbors": None, "anchor_quota": False}
+                "m_neighbors": None, "anchor_quota": False, "other_class_scale": 1.0}
 _MIXUP_KNOBS = {"anchors": "instance", "partner": "random", "lam": "beta", "alpha": 1.0,
                 "lam_per": "batch", "input_mode": "interpolate"}
 MIXER_KNOBS = {
@@ -125,6 +129,9 @@ MIXER_KNOBS = {
     # only examples in danger among their 10 neighbours over all classes are anchors
     "borderline_smote": {**_SMOTE_KNOBS, "anchors": "borderline", "m_neighbors": 10,
                          "partner": "knn_class", "rule": "hard", "anchor_quota": False},
+    # the same anchors; any-class neighbours, at most half-way toward another class
+    "borderline_smote2": {**_SMOTE_KNOBS, "anchors": "borderline", "m_neighbors": 10,
+                          "partner": "knn_any", "rule": "hard", "other_class_scale": 0.5},
     # anchors allotted by their share of other-class neighbours among k = 5
     "adasyn": {**_SMOTE_KNOBS, "anchors": "adasyn", "m_neighbors": 5, "partner": "knn_class",
                "rule": "hard", "anchor_quota": True},

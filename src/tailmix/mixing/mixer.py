@@ -75,6 +75,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         lam_per="example",
         rule="hard",
     ),
+    "borderline_smote2": dict(
+        anchors="borderline",
+        partner="knn_any",
+        k=5,
+        m_neighbors=10,
+        lam="uniform",
+        lam_per="example",
+        rule="hard",
+        other_class_scale=0.5,
+    ),
     "adasyn": dict(
         anchors="adasyn",
         partner="knn_class",
@@ -172,6 +182,10 @@ default "instance"
         batch).
     cutmix_prob : float, default 0.5
         The share of pasted examples with ``input_mode="either"``.
+    other_class_scale : float, default 1.0
+        The partner's share is multiplied by this where the partner's class is not the
+        anchor's (Borderline-SMOTE-2: 0.5, a synthetic example at most half-way to a
+        neighbour of another class, with ``partner="knn_any"``).
     prob : float, default 1.0
         The chance that a draw of ``lam`` mixes at all (one draw a batch, or one an example
         with ``lam_per="example"``); the others keep their input and a one-hot target. CMO
@@ -231,6 +245,7 @@ default "instance"
         rule_params: Mapping[str, float] | None = None,
         input_mode: str = "interpolate",
         cutmix_prob: float = 0.5,
+        other_class_scale: float = 1.0,
         prob: float = 1.0,
         from_epoch: int = 0,
         until_epoch: int | None = None,
@@ -259,6 +274,8 @@ default "instance"
         self.rule_params = resolve_rule_params(rule, rule_params)
         self.input_mode = check_choice("input_mode", input_mode, INPUT_MODES)
         self.cutmix_prob = check_number("cutmix_prob", cutmix_prob, low=0, high=1)
+        self.other_class_scale = check_number("other_class_scale", other_class_scale, low=0,
+                                              high=1)
         self.prob = check_number("prob", prob, low=0, high=1, low_open=True)
         self.from_epoch = check_number("from_epoch", from_epoch, low=0, integer=True)
         if until_epoch is not None:
@@ -342,7 +359,9 @@ default "instance"
                               "a kNN partner with space: input"),
                 "refresh_every": (knn and self.space == "feature",
                                   "a kNN partner with space: feature"),
-                "cutmix_prob": (self.input_mode == "either", "input_mode: either")}
+                "cutmix_prob": (self.input_mode == "either", "input_mode: either"),
+                "other_class_scale": (self.partner != "knn_class",
+                                      "partners that may be of another class")}
         return [(n, acts[n][1]) for n in names if n in acts and not acts[n][0]]
 
     def start_epoch(self, epoch: int, *, labels: Tensor, inputs: Tensor,
@@ -452,6 +471,8 @@ default "instance"
             parts.append(f"input_mode={self.input_mode!r}")
         if self.input_mode == "either":
             parts.append(f"cutmix_prob={self.cutmix_prob:g}")
+        if self.other_class_scale != 1:
+            parts.append(f"other_class_scale={self.other_class_scale:g}")
         if self.prob < 1:
             parts.append(f"prob={self.prob:g}")
         if self.from_epoch or self.until_epoch is not None:
@@ -625,6 +646,8 @@ default "instance"
             lam = self._unimix_lam(y, y_partner, generator, device)
         else:
             lam = self._draw_lam(batch, generator, device)
+        if self.other_class_scale != 1:
+            lam = torch.where(y_partner.to(device) != y, lam * self.other_class_scale, lam)
         if self.prob < 1:  # drawn only then: the random stream of prob 1 is unchanged
             draws = batch if self.lam_per == "example" else 1
             on = (torch.rand(draws, generator=generator, device=device) < self.prob)

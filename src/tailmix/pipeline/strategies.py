@@ -68,6 +68,10 @@ for _s in [
              "in danger: at least half, not all, of their 10 nearest neighbours over all "
              "classes are of other classes (Borderline-SMOTE-1)",
              mixer={"preset": "borderline_smote"}, paper="Han, Wang, Mao, ICIC 2005"),
+    Strategy("Borderline-SMOTE-2", "Borderline-SMOTE whose anchors in danger interpolate "
+             "toward any of their 5 nearest neighbours, at most half-way toward one of "
+             "another class, keeping the anchor's label", mixer={"preset": "borderline_smote2"},
+             paper="Han, Wang, Mao, ICIC 2005"),
     Strategy("ADASYN", "SMOTE whose synthetic examples go to each example in proportion to "
              "the share of other classes among its 5 nearest neighbours",
              mixer={"preset": "adasyn"}, paper="He, Bai, Garcia, Li, IJCNN 2008"),
