@@ -400,7 +400,7 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
 
 
     def train(arg):
-        out, lr, *flags = arg.split(":")  # name:lr, then any of :sam, :acc
+        out, lr, *flags = arg.split(":")  # name:lr, then any of :sam, :acc, :cb
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
                             nn.Linear(64, 10))
@@ -421,6 +421,8 @@ EQUIVALENCE_WORKER = textwrap.dedent('''
             cfg["sam"] = {"rho": 0.05}
         if "acc" in flags:  # the same global batch of 64 as two accumulated halves
             cfg["train"].update(batch_size=32, accumulate=2)
+        if "cb" in flags:  # class-balanced weights: each micro-batch's own normaliser
+            cfg["strategy"] = "CB"
         run = build_run(cfg, out, data=data, model=net, log=lambda _: None)
         assert run.trainer.world_size == distributed.world_size()
         run.fit()
@@ -536,9 +538,29 @@ def test_accumulated_halves_train_like_one_batch_with_and_without_sam(tmp_path):
     one = weights("one-rank0-of-1")
     assert gap(one, weights("one-acc-rank0-of-1")) < 1e-5
     assert gap(one, weights("two-acc-rank0-of-2")) < 1e-5
+    assert gap(weights("two-acc-rank0-of-2"), weights("two-acc-rank1-of-2")) == 0
     assert gap(weights("one-sam-rank0-of-1"), weights("one-acc-sam-rank0-of-1")) < 1e-5
     # summing the micro-batches' gradients instead would be the run at twice the lr
     assert gap(weights("one-acc-rank0-of-1"), weights("doubled-rank0-of-1")) > 1e-3
+
+
+@pytest.mark.slow
+def test_accumulation_with_class_weights_keeps_the_processes_together(tmp_path):
+    """Class-balanced weights give every micro-batch of every process its own loss
+    normaliser; the update divides by their sum over all processes, so the replicas take
+    the same step, the weighted mean's over the whole global batch: one process's batch of
+    64. (DDP without accumulation averages the processes' own weighted means instead.)"""
+    _equivalence_runs(tmp_path, "two-acc-cb:0.1:acc:cb", "one-cb:0.1:cb")
+
+    def weights(name):
+        return torch.load(tmp_path / f"{name}.pt", weights_only=True)
+
+    def gap(a, b):
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    rank0, rank1 = weights("two-acc-cb-rank0-of-2"), weights("two-acc-cb-rank1-of-2")
+    assert gap(rank0, rank1) == 0  # the replicas agree
+    assert gap(rank0, weights("one-cb-rank0-of-1")) < 1e-5
 
 
 @pytest.mark.slow

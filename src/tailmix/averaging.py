@@ -68,11 +68,14 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Take one update from ``model``'s current weights."""
-        state = model.state_dict()
+        """Take one update from ``model``'s current weights (half-precision ones averaged in
+        float32, where an update of rate 1e-3 does not round away)."""
+        state = {k: v for k, v in model.state_dict().items() if torch.is_tensor(v)}
         self.count += 1
         if self.weights is None:
-            self.weights = {k: v.detach().clone() for k, v in state.items()}
+            self.weights = {k: v.detach().clone().float() if v.is_floating_point()
+                            and v.element_size() < 4 else v.detach().clone()
+                            for k, v in state.items()}
             return
         if self.weights.keys() != state.keys():
             raise ParameterError("model", "the network this average was started on (the "
@@ -90,7 +93,14 @@ class WeightAverage:
         """Load the averaged weights into ``model`` (in place)."""
         if self.weights is None:
             raise ParameterError(self.name, "an average with at least one update", None)
-        model.load_state_dict(self.weights)
+        # Every tensor entry, in the model's own dtypes (loading copies and casts); entries
+        # that are not tensors (a module's extra state) are not averaged.
+        result = model.load_state_dict(self.weights, strict=False)
+        own = model.state_dict()
+        missing = [k for k in result.missing_keys if torch.is_tensor(own[k])]
+        if missing or result.unexpected_keys:
+            raise ParameterError("model", "the network this average was taken of",
+                                 sorted(missing + list(result.unexpected_keys)))
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module) -> Iterator[nn.Module]:

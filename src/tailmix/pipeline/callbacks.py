@@ -432,8 +432,7 @@ class MaxNorm(Callback):
         self.threshold = float(threshold)
 
     @torch.no_grad()
-    def on_step_end(self, state: TrainState, step: int, steps: int, loss_sum: Tensor,
-                    seen: int, lr: float) -> None:
+    def on_update(self, state: TrainState) -> None:
         w = self.weight
         norms = w.norm(dim=1, keepdim=True)
         w.mul_((self.threshold / norms.clamp_min(1e-12)).clamp(max=1.0))

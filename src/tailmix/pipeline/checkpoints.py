@@ -296,7 +296,8 @@ def with_weights(ckpt: dict[str, Any], weights: str = "model") -> dict[str, Any]
     saved = (ckpt.get("averages") or {}).get(weights)
     if saved is None or saved.get("weights") is None:
         kept = sorted(k for k, v in (ckpt.get("averages") or {}).items() if v.get("weights"))
-        expected = ("'model'" + "".join(f" or {k!r}" for k in kept) + f" (this run kept no "
-                    f"{weights} average: train with the {weights} config section to keep one)")
+        expected = ("'model'" + "".join(f" or {k!r}" for k in kept) + f" (this checkpoint "
+                    f"holds no {weights} average: the run had no {weights} config section, "
+                    f"or stopped before its average began)")
         raise ParameterError("weights", expected, weights)
     return {**ckpt, "model": saved["weights"]}

@@ -48,24 +48,22 @@ class TrainingError(RuntimeError):
 
 class _Update:
     """The micro-batches of one optimiser update: its number in the epoch, its lr, the
-    losses to check, the last batch's position, and the micro-batches' weights so far
-    (each its loss normaliser over the first one's; None until a second arrives)."""
+    losses to check, the last batch's position, and the sum of the micro-batches' weights
+    so far (None before the first weight)."""
 
-    def __init__(self, number: int, lr: float):
-        self.number, self.lr, self.last = number, lr, number
+    def __init__(self, number: int, lr: float, unit: float):
+        self.number, self.lr, self.last, self.unit = number, lr, number, unit
         self.checked: list[Tensor] = []
-        self.first: Tensor | None = None
         self.total: Tensor | None = None
 
     def weight(self, out: Any) -> Tensor:
-        """A micro-batch's weight: its loss normaliser over the update's first one's."""
+        """A micro-batch's weight: its loss normaliser (``StepOutput.norm``, else its
+        number of target rows) in units of a micro-batch's size, the same constant on every
+        process, so that the weights of all processes' micro-batches add up."""
         norm = getattr(out, "norm", None)
         if norm is None:
             norm = torch.tensor(float(out.target.shape[0]), device=out.target.device)
-        norm = norm.detach().float()
-        if self.first is None:
-            self.first = norm
-        weight = norm / self.first
+        weight = norm.detach().float() / self.unit
         self.total = weight if self.total is None else self.total + weight
         return weight
 
@@ -138,7 +136,10 @@ class Trainer:
     share of the update's loss normaliser (``StepOutput.norm``: the class-weighted target
     mass, the batch size without class weights), so the update is the gradient of the loss
     of the ``k`` batches taken as one: the same as a ``k`` times larger batch for a network
-    without batch-norm when the batch's randomness does not depend on its size. What does:
+    without batch-norm when the batch's randomness does not depend on its size. With
+    several processes the shares are of the normaliser summed over all of them (one
+    all-reduce of one number an update), so every process takes the same step, that of the
+    weighted mean over the whole global batch. What does:
     batch-norm normalises each micro-batch by its own statistics, a Mixup partner is drawn
     within the micro-batch, a two-view term is a mean over the micro-batch. The lr follows
     the updates (the ``k`` micro-batches of an update share its lr), the loss is checked
@@ -167,9 +168,11 @@ class Trainer:
                                  f"{self.gradient!r} (it has no finish(), so it cannot "
                                  "accumulate)", accumulate)
         self.state = TrainState(model=model, epochs=epochs, snapshot=self.state_dict)
+        from tailmix.averaging import WeightAverage
+
         for cb in self.callbacks:  # averaged weights: evaluated and saved beside the network
             average = getattr(cb, "average", None)
-            if average is not None:
+            if isinstance(average, WeightAverage):
                 self.state.averages[average.name] = average
 
     # -- state ---------------------------------------------------------------------------
@@ -249,7 +252,7 @@ class Trainer:
                 out = self.step(self.train_model, batch)
                 if update is None:
                     self.optimizer.zero_grad(set_to_none=True)
-                    update = _Update(s // k, lr)
+                    update = _Update(s // k, lr, float(bs))
                 if k == 1:
                     checked = self.gradient.backward(out, self.train_model, self.optimizer,
                                                      self.scaler, epoch)
@@ -296,12 +299,15 @@ class Trainer:
                                                   self.scaler, epoch)
         if more is not None:
             update.checked.append(more.flatten())
-        if update.total is not None:  # several micro-batches: their weights sum to 1
+        if update.total is not None:  # micro-batches: the gradient of their weighted mean
+            total = update.total
+            if self.world_size > 1:  # DDP averaged the processes' sums: so are the weights
+                total = dist_utils.all_reduce_sum(total) / self.world_size
             with torch.no_grad():
                 for group in self.optimizer.param_groups:
                     for p in group["params"]:
                         if p.grad is not None:
-                            p.grad.div_(update.total.to(p.grad.dtype))
+                            p.grad.div_(total.to(p.grad.dtype))
         # Unscaling first (a no-op without fp16 loss scaling) lets the check's wait also
         # cover the scaler's own overflow flag, read inside scaler.step.
         self.scaler.unscale_(self.optimizer)

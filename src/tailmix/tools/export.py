@@ -179,7 +179,7 @@ def _metadata(pred: Predictor) -> dict[str, Any]:
             "input": {"name": _input_name(pred), "shape": shape, "dtype": "float32",
                       "description": words, "resize": pred.resize},
             "output": {"name": "logits", "shape": ["batch", len(pred.classes)]},
-            "tailmix_version": __version__}
+            "weights": pred.weights, "tailmix_version": __version__}
 
 
 @contextlib.contextmanager

@@ -197,6 +197,9 @@ class Predictor:
     resize : int or None
         The shorter side an image of another size is resized to; None for feature vectors
         and for a network whose input is not square.
+    weights : str
+        Which of the checkpoint's weights the network holds: ``"model"``, ``"ema"`` or
+        ``"swa"`` (:meth:`from_run`'s ``weights``).
     network : InferenceNetwork
     """
 
@@ -212,6 +215,7 @@ class Predictor:
         self.inputs = dict(inputs)
         self.input_shape = tuple(int(d) for d in inputs["shape"])
         self.epoch = epoch
+        self.weights = "model"  # the checkpoint's weights it holds (from_run sets it)
         self.log = log
         self.resize = None
         if self.is_image and self.input_shape[1] == self.input_shape[2]:
@@ -290,10 +294,12 @@ class Predictor:
             net = _network(ckpt, inputs, model, where=file)
         network = InferenceNetwork(net, mean=inputs["mean"], std=inputs["std"],
                                    image=bool(inputs["image"]))
-        return cls(network, classes=ckpt["classes"], class_counts=ckpt["class_counts"],
+        pred = cls(network, classes=ckpt["classes"], class_counts=ckpt["class_counts"],
                    inputs=inputs, device=dev, batch_size=batch_size,
                    epoch=int(ckpt["epoch"]) if "epoch" in ckpt else None,
                    resize=_resized_in_memory(ckpt["config"], inputs), log=log)
+        pred.weights = weights
+        return pred
 
     # -- what the network reads --------------------------------------------------------------
 
