@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from tailmix._validation import ParameterError, check_number
 from tailmix.pipeline.callbacks import Callback, TrainState
 from tailmix.pipeline.sections import Assembly, Section, Sections, section
-from tailmix.schedules import resolve_epoch
+from tailmix.schedules import resolve_epoch, resolve_start
 
 __all__ = ["EMA", "SWA", "Averaged", "EmaSection", "SwaSection", "WeightAverage"]
 
@@ -240,10 +240,7 @@ class SwaSection(Section):
         if self.start is None:
             return
         epochs = run.train.epochs
-        start = resolve_epoch("swa.start", self.start, epochs)
-        if not 0 <= start < epochs:
-            raise ParameterError("swa.start", f"an epoch before the run's end (0 to "
-                                 f"{epochs - 1}) or a share of the run in (0, 1)", self.start)
+        resolve_start("swa.start", self.start, epochs)
         if self.lr is not None:
             check_number("swa.lr", self.lr, low=0, low_open=True)
         _refuse_with_crt("swa.start", run)

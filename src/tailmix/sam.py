@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from tailmix._validation import ParameterError, check_number
 from tailmix.pipeline.sections import Assembly, Section, Sections, section
-from tailmix.schedules import resolve_epoch
+from tailmix.schedules import resolve_epoch, resolve_start
 
 __all__ = ["SAM", "Plain", "SamSection"]
 
@@ -256,10 +256,7 @@ class SamSection(Section):
             raise ParameterError("sam.rho", f"a radius > 0 when {key} is set (null turns SAM "
                                  "off)", None)
         epochs = run.train.epochs
-        start = resolve_epoch("sam.start", self.start, epochs)
-        if not 0 <= start < epochs:
-            raise ParameterError("sam.start", f"an epoch before the run's end (0 to "
-                                 f"{epochs - 1}) or a share of the run in (0, 1)", self.start)
+        resolve_start("sam.start", self.start, epochs)
         if self.tail_below is not None:
             check_number("sam.tail_below", self.tail_below, low=0, low_open=True)
 

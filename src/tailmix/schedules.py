@@ -10,7 +10,8 @@ from typing import Any
 
 from tailmix._validation import ParameterError, check_number
 
-__all__ = ["CosineSchedule", "StepSchedule", "Then", "is_share", "resolve_epoch"]
+__all__ = ["CosineSchedule", "StepSchedule", "Then", "is_share", "resolve_epoch",
+           "resolve_start"]
 
 
 def is_share(value: Any) -> bool:
@@ -30,6 +31,24 @@ def resolve_epoch(name: str, value: Any, epochs: int) -> int:
         # A share of the run always lands inside it (at most the last epoch).
         return min(int(round(value * epochs)), max(epochs - 1, 0))
     return int(value)
+
+
+def resolve_start(name: str, value: Any, epochs: int) -> int:
+    """:func:`resolve_epoch` for the epoch something starts at, which must lie in the run.
+
+    >>> resolve_start("swa.start", 0.75, 60), resolve_start("sam.start", 5, 60)
+    (45, 5)
+    >>> try:
+    ...     resolve_start("swa.start", 60, 60)
+    ... except ParameterError as error:
+    ...     print(str(error).split(" or ")[0])
+    The 'swa.start' parameter must be an epoch before the run's end (0 to 59)
+    """
+    start = resolve_epoch(name, value, epochs)
+    if not 0 <= start < epochs:
+        raise ParameterError(name, f"an epoch before the run's end (0 to {epochs - 1}) or a "
+                             "share of the run in (0, 1)", value)
+    return start
 
 
 class StepSchedule:
