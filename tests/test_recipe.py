@@ -9,6 +9,7 @@ import pytest
 
 from tailmix._validation import ParameterError
 from tailmix.pipeline.config import resolve_config
+from tailmix.pipeline.engine import TIMINGS
 from tailmix.pipeline.strategies import Strategy, register_strategy
 from tailmix.registry import STRATEGIES
 
@@ -77,7 +78,7 @@ def test_crt_after_a_finished_run_is_the_run_trained_with_crt_from_the_start(tmp
     assert after["final"] == whole["final"] and after["best"] == whole["best"]
 
     def rows(name):  # the history without its timings
-        return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")}
+        return [{k: v for k, v in row.items() if k not in TIMINGS}
                 for row in read_history(tmp_path / name)]
 
     # The change is recorded on the row of the epoch it was resumed after.
@@ -142,7 +143,7 @@ def test_a_named_recipe_trains_as_its_overrides_do(tmp_path, name, spelled_as):
     assert a["final"] == b["final"]
 
     def rows(name):
-        return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")}
+        return [{k: v for k, v in row.items() if k not in TIMINGS}
                 for row in read_history(tmp_path / name)]
 
     assert rows("spelled") == rows("named") and len(rows("named")) == 2

@@ -162,8 +162,9 @@ class TailmixClassifier(ClassifierMixin, BaseEstimator):
         The resolved tailmix config the network was trained with.
     history_ : list of dict
         One row per epoch: ``train_loss``, ``train_acc`` (against the mixed targets), ``lr``,
-        ``epoch_time_s``, ``images_per_s``, and with a validation split ``val_top1``,
-        ``val_balanced_accuracy`` and ``val_loss``.
+        ``epoch_time_s``, ``images_per_s`` (both leave out time the process was stopped;
+        ``stopped_s``, where there was such time, says how long), and with a validation split
+        ``val_top1``, ``val_balanced_accuracy`` and ``val_loss``.
     best_epoch_ : int or None
         With a validation split, the epoch (1-based) whose network ``model_`` holds; None
         without one (``model_`` is the last epoch's network).

@@ -25,10 +25,11 @@ from tailmix import distributed as dist_utils
 from tailmix import seeding
 from tailmix._validation import ParameterError, check_number
 from tailmix.pipeline.callbacks import Callback, TrainState
+from tailmix.pipeline.clock import RunningClock
 from tailmix.pipeline.steps import Batch, as_planned
 from tailmix.sam import Plain
 
-__all__ = ["Trainer", "TrainingError"]
+__all__ = ["TIMINGS", "Trainer", "TrainingError"]
 
 _CAUSES = (
     "Likely causes: a learning rate too high (lower train.lr, or warm up longer); a mixer "
@@ -66,6 +67,12 @@ class _Update:
         weight = norm.detach().float() / self.unit
         self.total = weight if self.total is None else self.total + weight
         return weight
+
+
+TIMINGS = ("epoch_time_s", "images_per_s", "stopped_s")
+"""The keys of a history row that are timings (the rest are the same for the same seed);
+``stopped_s``, the time the process was stopped during the epoch, is in a row only when
+there was such time (:class:`~tailmix.pipeline.clock.RunningClock`)."""
 
 
 class Trainer:
@@ -168,6 +175,7 @@ class Trainer:
                                  f"{self.gradient!r} (it has no finish(), so it cannot "
                                  "accumulate)", accumulate)
         self.state = TrainState(model=model, epochs=epochs, snapshot=self.state_dict)
+        self.clock = RunningClock()  # epoch times leave out spells the process was stopped
         from tailmix.averaging import WeightAverage
 
         for cb in self.callbacks:  # averaged weights: evaluated and saved beside the network
@@ -230,7 +238,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen, lr = 0, self.lr_schedule(epoch, 1.0)
-        start = time.perf_counter()
+        start, stopped = self.clock.now(), self.clock.stopped_s
         plan = [(idx[s * bs:(s + 1) * bs], None if mask is None else mask[s * bs:(s + 1) * bs])
                 for s in range(n_steps)]
         read = getattr(self.step, "batches", as_planned)  # files: the step reads ahead
@@ -282,14 +290,16 @@ class Trainer:
         dist_utils.broadcast_buffers(self.model)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - start
+        elapsed = self.clock.now() - start
+        stopped = self.clock.stopped_s - stopped
         stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
         loss_total, correct_total, seen_total = dist_utils.all_reduce_sum(stats).tolist()
         return {"epoch": epoch + 1, "lr": lr,
                 "train_loss": loss_total / max(seen_total, 1),
                 "train_acc": 100.0 * correct_total / max(seen_total, 1),
                 "epoch_time_s": elapsed,
-                "images_per_s": seen_total / elapsed if elapsed > 0 else 0.0}
+                "images_per_s": seen_total / elapsed if elapsed > 0 else 0.0,
+                **({"stopped_s": stopped} if stopped else {})}
 
     def _apply(self, update: _Update, epoch: int, n_steps: int) -> None:
         """The optimiser update of gathered micro-batches: the gradient rule's last pass,
@@ -350,14 +360,15 @@ class Trainer:
         try:
             for cb in self.callbacks:
                 cb.on_fit_start(state)
-            for epoch in range(state.epoch, self.epochs):
-                row = self.train_epoch(epoch)
-                state.epoch = epoch + 1
-                state.history.append(row)
-                for cb in self.callbacks:
-                    cb.on_epoch_end(state, row)
-                if state.stop:  # early stopping: every process decides alike
-                    break
+            with self.clock:
+                for epoch in range(state.epoch, self.epochs):
+                    row = self.train_epoch(epoch)
+                    state.epoch = epoch + 1
+                    state.history.append(row)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(state, row)
+                    if state.stop:  # early stopping: every process decides alike
+                        break
             for cb in self.callbacks:
                 cb.on_fit_end(state)
         finally:
