@@ -118,3 +118,14 @@ def test_accumulate_is_checked(tmp_path):
         train(_config("ERM", 8, 0), tmp_path / "zero", data=_data(), model=_net())
     with pytest.raises(ParameterError, match="train.accumulate"):
         train(_config("ERM", 8, 1.5), tmp_path / "share", data=_data(), model=_net())
+
+
+def test_weights_normalised_by_rows_accumulate_like_one_batch(tmp_path):
+    """``weights.normalise: rows`` (the weights scale the loss): each micro-batch's
+    normaliser is its number of rows, and the update is still the big batch's."""
+    rows = {"weights": {"normalise": "rows"}}
+    big = _weights(_config("CB", 32, 1, **rows), tmp_path, "big")
+    small = _weights(_config("CB", 8, 4, **rows), tmp_path, "small")
+    assert _gap(big, small) < TOL, _gap(big, small)
+    by_mass = _weights(_config("CB", 32, 1), tmp_path, "mass")
+    assert _gap(big, by_mass) > 1e-3  # the knob changes the training

@@ -52,6 +52,36 @@ def test_cross_entropy_weighted_hand_value():
     denominator = 2.0 + 0.5 * 0.4 + 1.0 * 0.6
     got = CrossEntropy()(_t(logits), _t(target), _t(weights))
     assert got.item() == pytest.approx(numerator / denominator, abs=1e-12)
+    # normalised by the rows instead (the weights scale the loss)
+    got = CrossEntropy()(_t(logits), _t(target), _t(weights), normalise="rows")
+    assert got.item() == pytest.approx(numerator / 2, abs=1e-12)
+    split = CrossEntropy().class_terms(_t(logits), _t(target), _t(weights), normalise="rows")
+    assert split.tolist() == pytest.approx(
+        [2.0 * _neg_log_softmax(logits[0], 0) / 2,
+         0.5 * 0.4 * _neg_log_softmax(logits[1], 1) / 2,
+         1.0 * 0.6 * _neg_log_softmax(logits[1], 2) / 2], abs=1e-12)
+    with pytest.raises(ParameterError, match="normalise"):
+        CrossEntropy()(_t(logits), _t(target), _t(weights), normalise="batch")
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_rows_normalised_blend_of_weights_is_the_blend_of_the_losses(name):
+    """With the loss divided by its rows, the loss under blended class weights
+    ``(1 - a) * 1 + a * v`` is exactly ``(1 - a) * plain + a * re-weighted`` (GLMC's
+    cumulative blend of its two losses), over random batches, targets and weights."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        b, c = int(torch.randint(2, 9, (1,), generator=gen)), 10
+        logits = torch.randn(b, c, generator=gen, dtype=torch.float64)
+        target = torch.rand(b, c, generator=gen, dtype=torch.float64)
+        target /= target.sum(1, keepdim=True)
+        v = torch.rand(c, generator=gen, dtype=torch.float64) * 3
+        a = float(torch.rand((), generator=gen))
+        loss = build_loss(name, class_counts=CIFAR10_LT_100)
+        blended = loss(logits, target, (1 - a) + a * v, normalise="rows")
+        apart = (1 - a) * loss(logits, target, torch.ones(c, dtype=torch.float64),
+                               normalise="rows") + a * loss(logits, target, v, normalise="rows")
+        assert blended.item() == pytest.approx(apart.item(), rel=1e-12)
 
 
 def test_focal_hand_value():

@@ -91,10 +91,11 @@ CATALOGUE = {
     "MiSLAS": {"sampler": _INSTANCE, "mixer": {"preset": "mixup"}, "loss": _CE,
                "weights": _NONE, "generative": None, "head": "linear"},
     # Du et al. 2023: instance-drawn partners from the whole set, cumulative n ** -1.2
-    # weights from the start (its two views and their term are consistency settings)
+    # weights from the start that scale the loss (a mean over the rows, never divided by
+    # the weighted mass); its two views and their term are consistency settings
     "GLMC": {"sampler": _INSTANCE,
              "mixer": {"preset": "mixup", "partner": "balanced", "partner_q": -1.0},
-             "loss": _CE, "weights": {"name": "cumulative", "power": 1.2},
+             "loss": _CE, "weights": {"name": "cumulative", "power": 1.2, "normalise": "rows"},
              "generative": None, "head": "linear"},
     "Remix-DRW": {"sampler": _INSTANCE, "mixer": {"preset": "remix"}, "loss": _CE,
                   "weights": _DRW, "generative": None, "head": "linear"},
@@ -195,6 +196,7 @@ def test_strategy_builds_its_pinned_parts(name):
         assert got == knobs
     # weights: none, from the start, or from the pinned epoch; effective-number weights
     schedule, start = step.weights, expected["weights"].get("start_epoch")
+    assert schedule.normalise == expected["weights"].get("normalise", "mass")
     if expected["weights"]["name"] == "none":
         assert all(schedule(e) is None for e in range(EPOCHS))
     elif expected["weights"]["name"] == "cumulative":  # uniform, then (t / T) ** 2 of n ** -p

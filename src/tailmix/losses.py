@@ -48,7 +48,7 @@ from tailmix._validation import (
     keywords,
 )
 from tailmix.registry import LOSSES
-from tailmix.weights import ClassCounts, check_class_counts
+from tailmix.weights import NORMALISERS, ClassCounts, check_class_counts
 
 __all__ = [
     "LOSSES",
@@ -85,7 +85,8 @@ class SoftTargetLoss(nn.Module):
         return 1.0
 
     def forward(
-        self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None
+        self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None, *,
+        normalise: str = "mass",
     ) -> Tensor:
         """Weighted mean loss over the batch.
 
@@ -97,27 +98,33 @@ class SoftTargetLoss(nn.Module):
             Soft target of shape ``(B, C)`` with rows summing to 1, or integer labels ``(B,)``.
         class_weights : Tensor, optional
             Shape ``(C,)``; ``None`` means no weighting (plain mean).
+        normalise : {"mass", "rows"}, default "mass"
+            With ``class_weights``, what the terms ``v_k y_ik l_ik`` are divided by: their
+            class-weighted target mass ``sum_i sum_k v_k y_ik`` (a weighted mean), or the
+            number of rows (the weights scale the loss).
 
         Returns
         -------
         Tensor
             A scalar, in the promoted floating dtype of ``logits`` (at least ``float32``).
         """
-        terms, total = self._weighted_terms(logits, target, class_weights)
+        terms, total = self._weighted_terms(logits, target, class_weights, normalise)
         return terms.sum() / total
 
     def class_terms(
-        self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None
+        self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None, *,
+        normalise: str = "mass",
     ) -> Tensor:
         """The loss split by target class: ``(C,)`` shares that sum to :meth:`forward`'s
         value (up to rounding). Column ``k`` holds the terms ``v_k y_ik l_ik`` of every
         example, so a soft target's mass on class ``k`` counts toward ``k``."""
-        terms, total = self._weighted_terms(logits, target, class_weights)
+        terms, total = self._weighted_terms(logits, target, class_weights, normalise)
         return terms.sum(0) / total
 
-    def _weighted_terms(self, logits: Tensor, target: Tensor,
-                        class_weights: Tensor | None) -> tuple[Tensor, Tensor | int]:
+    def _weighted_terms(self, logits: Tensor, target: Tensor, class_weights: Tensor | None,
+                        normalise: str = "mass") -> tuple[Tensor, Tensor | int]:
         """Checks; then the ``(B, C)`` terms ``v_k y_ik l_ik`` and their normaliser."""
+        check_choice("normalise", normalise, NORMALISERS)
         if logits.ndim != 2:
             raise ParameterError("logits", "a tensor of shape (B, C)", tuple(logits.shape))
         dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -137,7 +144,8 @@ class SoftTargetLoss(nn.Module):
                 "class_weights", f"a tensor of shape ({num_classes},)", tuple(class_weights.shape)
             )
         weighted_target = y * class_weights.to(device=z.device, dtype=dtype)
-        return weighted_target * per_class, weighted_target.sum()
+        total = weighted_target.sum() if normalise == "mass" else z.shape[0]
+        return weighted_target * per_class, total
 
     def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError

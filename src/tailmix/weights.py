@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailmix._validation import ParameterError, check_keywords, check_number, keywords
+from tailmix._validation import ParameterError, check_choice, check_keywords, check_number, keywords
 from tailmix.registry import WEIGHT_SCHEDULES
 
 ClassCounts = Sequence[float] | np.ndarray | Tensor
@@ -211,6 +211,12 @@ def resolve_params(params: dict[str, Any], *, epochs: int, milestones: Sequence[
                                                     lr_factors=lr_factors, notes=notes)
 
 
+NORMALISERS = ("mass", "rows")
+"""What a class-weighted loss divides its terms ``v_k y_ik l_ik`` by: the class-weighted
+target mass (``"mass"``: a weighted mean) or the number of rows (``"rows"``: the weights
+scale the loss)."""
+
+
 class WeightSchedule:
     """Per-epoch class weights: ``None`` (no weighting) before ``start_epoch``, fixed after.
 
@@ -234,6 +240,7 @@ class WeightSchedule:
         self.name = name
         self.weights = weights
         self.start_epoch = start_epoch
+        self.normalise = "mass"  # what the weighted loss divides by (NORMALISERS)
 
     def __call__(self, epoch: int) -> Tensor | None:
         """Return the class weights for the 0-based ``epoch``, or ``None`` for uniform.
@@ -316,8 +323,9 @@ class CumulativeSchedule(WeightSchedule):
     learning of BBN, Zhou et al. 2020, as class weights): at epoch ``t`` the weights are
     ``(1 - a) * uniform + a * weights`` with ``a = ((t - start) / (epochs - start)) ** 2``
     (0 before ``start_epoch``), so the loss leans on the instance-balanced view early and on
-    the re-balanced one late. The loss normalises by the weighted target mass, so this is
-    the blend of the two weightings, not exactly the blend of the two losses."""
+    the re-balanced one late. With ``normalise="rows"`` the loss is exactly
+    ``(1 - a) * plain + a * re-weighted``; with ``"mass"`` (the default) it is divided by
+    the blended weights' target mass, the blend of the two weightings."""
 
     def __init__(self, *, weights: Tensor, start_epoch: int, epochs: int):
         super().__init__(name="cumulative", weights=weights, start_epoch=start_epoch)
@@ -357,7 +365,7 @@ def _cumulative_schedule(
 
 
 # Keywords every schedule factory may take, set by build_weight_schedule itself.
-_COMMON_KEYWORDS = ("class_counts", "epochs", "start_epoch", "beta")
+_COMMON_KEYWORDS = ("class_counts", "epochs", "start_epoch", "beta", "normalise")
 
 
 def build_weight_schedule(
@@ -367,6 +375,7 @@ def build_weight_schedule(
     epochs: int,
     start_epoch: int | None = None,
     beta: float = DEFAULT_BETA,
+    normalise: str = "mass",
     **params: Any,
 ) -> WeightSchedule:
     """Build a class-weight schedule by name.
@@ -391,6 +400,11 @@ def build_weight_schedule(
         registered schedule whose factory takes no ``start_epoch``.
     beta : float
         Effective-number beta of ``"cb"`` and ``"drw"``, in ``[0, 1)``.
+    normalise : {"mass", "rows"}, default "mass"
+        What a weighted loss divides by (:data:`NORMALISERS`): ``"mass"``, the batch's
+        class-weighted target mass ``sum_i sum_k v_k y_ik`` (a weighted mean: PyTorch's
+        ``cross_entropy(weight=...)`` for hard labels), or ``"rows"``, the number of rows
+        (the weights scale the loss: GLMC's re-weighted loss).
     **params
         The schedule's own keyword arguments (its factory's other keywords): ``power`` for
         ``"inverse"``; anything else is an error.
@@ -421,6 +435,9 @@ def build_weight_schedule(
                 "start_epoch", f"None for the {name!r} schedule (it takes no start epoch)",
                 start_epoch,
             )
+    normalise = check_choice("normalise", normalise, NORMALISERS)
     common = {"start_epoch": start_epoch, "beta": beta}
     common = {key: value for key, value in common.items() if takes is None or key in takes}
-    return factory(class_counts=class_counts, epochs=epochs, **common, **params)
+    schedule = factory(class_counts=class_counts, epochs=epochs, **common, **params)
+    schedule.normalise = normalise
+    return schedule

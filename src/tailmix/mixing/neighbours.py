@@ -444,9 +444,9 @@ class ClassPool:
     """Partners from the whole training set, drawn by class: class ``c`` with probability
     proportional to ``n_c ** -q``, then one of its examples uniformly.
 
-    ``q = 0`` draws classes uniformly (class-balanced partners, as in GLMC), ``q > 0``
-    favours the tail further (``q = 1``: inversely to the class sizes), ``q = -1`` draws
-    as often as the data has them (an example uniformly from the whole set).
+    ``q = 0`` draws classes uniformly (class-balanced partners: Balanced-MixUp, CMO),
+    ``q > 0`` favours the tail further (``q = 1``: inversely to the class sizes), ``q = -1``
+    draws as often as the data has them (an example uniformly from the whole set: GLMC).
 
     Parameters
     ----------

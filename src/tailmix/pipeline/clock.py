@@ -6,10 +6,11 @@ continued later would otherwise count the stop in its epoch time and its images 
 through it.) Nothing in a stopped process runs, so nothing can note the stop as it happens;
 :class:`RunningClock` notices it afterwards. A thread looks at the clock every ``tick``
 seconds. A look that comes ``stall`` seconds or more after the one before, over which the
-process used almost no CPU time, means every thread of it was held: the gap less half a tick
-(the stop came within a tick of the look before) is counted as stopped. (A long call that held the interpreter while it computed used CPU time,
-so it is not mistaken for a stop.) The clock's readings leave those spells out;
-:attr:`RunningClock.stopped_s` says how long they were.
+process used almost no CPU time, means every thread of it was held: the gap less half a
+tick (the stop came within a tick of the look before) is counted as stopped. (A long call
+that held the interpreter while it computed used CPU time, so it is not mistaken for a
+stop.) The clock's readings leave those spells out; :attr:`RunningClock.stopped_s` says
+how long they were.
 
 >>> wall = iter([0.0, 0.25, 0.5, 30.5, 40.5])
 >>> cpu = iter([0.0, 0.5, 1.0, 1.01, 21.01])

@@ -147,7 +147,9 @@ class MixStep:
     loss : nn.Module
         ``loss(logits, soft_target, class_weights) -> scalar``.
     weights : callable
-        ``epoch -> class weights or None`` (:class:`tailmix.weights.WeightSchedule`).
+        ``epoch -> class weights or None`` (:class:`tailmix.weights.WeightSchedule`); its
+        ``normalise`` attribute, where it has one, says what the weighted loss divides by
+        (``"rows"`` is passed to the loss as ``normalise="rows"``).
     mixer : Mixer, optional
         Mixes each batch; None trains on one-hot targets.
     num_classes : int
@@ -281,11 +283,15 @@ class MixStep:
             else:
                 logits = model(x)
         terms = None
+        # what the weighted loss divides by; said only when not the default, so a user's
+        # loss that takes no such keyword keeps working
+        by_rows = getattr(self.weights, "normalise", "mass") == "rows"
+        how = {"normalise": "rows"} if by_rows and self.class_weights is not None else {}
         if self.split_classes:
-            terms = self.loss.class_terms(logits.float(), target, self.class_weights)
+            terms = self.loss.class_terms(logits.float(), target, self.class_weights, **how)
             loss = terms.sum()
         else:
-            loss = self.loss(logits.float(), target, self.class_weights)
+            loss = self.loss(logits.float(), target, self.class_weights, **how)
         if features is not None:
             loss = loss + self.consistency(*features.float().chunk(2))
         elif views is not None:
@@ -295,7 +301,7 @@ class MixStep:
             with autocast(self.device, self.amp):
                 f1, f2 = model.features(both).float().chunk(2)
             loss = loss + self.consistency(f1, f2)
-        norm = None if self.class_weights is None else \
+        norm = None if self.class_weights is None or by_rows else \
             (target.float() * self.class_weights).sum()
         return StepOutput(loss, logits, target,
                           lambda: self.forward(model, x, target, views), terms, norm)

@@ -38,7 +38,7 @@ _DRW = {"name": "drw", "start_epoch": 0.8, "beta": 0.9999}
 # CMO (Park et al., CVPR 2022; the authors' CIFAR defaults): a box of a class-balanced
 # example (their minority sampler's weights n ** -1 per example) pasted onto the
 # instance-sampled image, its area Beta(1, 1), labels by area, in half the batches, and
-# not in the first and last 3 of 200 epochs (0-based 3 < epoch < 197).
+# not in the first 4 and the last 3 of 200 epochs (0-based 3 < epoch < 197).
 _CMO = {"preset": "mixup", "partner": "balanced", "partner_q": 0.0, "input_mode": "cutmix",
         "alpha": 1.0, "prob": 0.5, "from_epoch": 0.02, "until_epoch": 0.985}
 _MAMIX_AA = Strategy("MAMix-DRW-AA", "MAMix-DRW with AutoAugment (CIFAR-10 policy) and Cutout 16 "
@@ -110,14 +110,17 @@ for _s in [
     # batch, a SimSiam-style term between the views (their weight 1 beside the sum of the
     # two views' losses and of the term's two halves; our loss is the mean of the views'
     # and the term the mean of its halves, so weight 1 keeps their ratio), and the loss
-    # moving from plain to n ** -1.2
-    # re-weighted targets as 1 - (t / T) ** 2. Their two heads (plain and re-weighted,
-    # the second used at test) are one head here whose class weights move the same way.
+    # moving from plain to n ** -1.2 re-weighted targets as (t / T) ** 2, the weighted loss
+    # a mean over the rows as theirs (never divided by the weighted mass, so the
+    # classification loss shrinks beside the term as the weights take over). Their two
+    # heads (plain and re-weighted, the second used at test) are one head here whose class
+    # weights move the same way. Their optimiser (lr 0.01, batch 64, weight decay 5e-3,
+    # cosine) is a run setting: the config's protocol applies, as to every strategy.
     Strategy("GLMC", "a blended (Mixup) and a pasted (CutMix) view of each batch with the "
              "same partners and share, a consistency term between them, and class weights "
              "moving from uniform to n ** -1.2 along the run (one head)",
              mixer={"preset": "mixup", "partner": "balanced", "partner_q": -1.0},
-             weights={"name": "cumulative", "power": 1.2},
+             weights={"name": "cumulative", "power": 1.2, "normalise": "rows"},
              settings={"consistency": {"weight": 1.0, "views": "mixed"}},
              paper="Du et al., CVPR 2023"),
     Strategy("Remix-DRW", "Remix labels (K 3, tau 0.5) with DRW",
