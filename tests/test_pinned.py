@@ -74,9 +74,12 @@ CATALOGUE = {
                                  "alpha": 0.2, "beta": 1.0},
                        "loss": _CE, "weights": _NONE, "generative": None, "head": "linear"},
     # Park et al. 2022: a class-balanced partner's box pasted in half the batches, labels by
-    # area, epochs 4..196 of 200 (shares 0.02 and 0.985: 0 and 10 of a 10-epoch run)
-    "CMO-DRW": {"sampler": _INSTANCE, "mixer": _CMO, "loss": _CE, "weights": _DRW,
-                "generative": None, "head": "linear"},
+    # area, epochs 4..196 of 200 (shares 0.02 and 0.985: 0 and 10 of a 10-epoch run); under
+    # DRW the background's and the patch's labels each a weighted mean (their code's
+    # lam * ce_w(y) + (1 - lam) * ce_w(y2))
+    "CMO-DRW": {"sampler": _INSTANCE, "mixer": _CMO, "loss": _CE,
+                "weights": {**_DRW, "normalise": "sources"}, "generative": None,
+                "head": "linear"},
     "CMO-BS": {"sampler": _INSTANCE, "mixer": _CMO, "loss": {"name": "bs"}, "weights": _NONE,
                "generative": None, "head": "linear"},
     # Xu et al. 2021 (the authors' CIFAR-10 code): partners from the batch ~ n ** -0.5 (tau

@@ -95,13 +95,18 @@ class SoftTargetLoss(nn.Module):
         logits : Tensor
             Shape ``(B, C)``.
         target : Tensor
-            Soft target of shape ``(B, C)`` with rows summing to 1, or integer labels ``(B,)``.
+            Soft target of shape ``(B, C)`` with rows summing to 1, or integer labels ``(B,)``;
+            with ``normalise="sources"`` also its parts by source, ``(S, B, C)``, summing
+            over ``S`` to the soft target (:meth:`tailmix.mixing.Mixer.forward`'s ``parts``).
         class_weights : Tensor, optional
             Shape ``(C,)``; ``None`` means no weighting (plain mean).
-        normalise : {"mass", "rows"}, default "mass"
+        normalise : {"mass", "rows", "sources"}, default "mass"
             With ``class_weights``, what the terms ``v_k y_ik l_ik`` are divided by: their
             class-weighted target mass ``sum_i sum_k v_k y_ik`` (a weighted mean), or the
-            number of rows (the weights scale the loss).
+            number of rows (the weights scale the loss), or, source by source, the source's
+            own class-weighted mass, each source's weighted mean then counted by its share
+            of the target mass: ``sum_s (m_s / B) * T_s / N_s`` (CMO's and the reference
+            Mixup code's ``lam * ce_w(y_a) + (1 - lam) * ce_w(y_b)``).
 
         Returns
         -------
@@ -129,6 +134,8 @@ class SoftTargetLoss(nn.Module):
             raise ParameterError("logits", "a tensor of shape (B, C)", tuple(logits.shape))
         dtype = torch.promote_types(logits.dtype, torch.float32)
         num_classes = logits.shape[1]
+        if normalise == "sources" and target.ndim == 3:
+            return self._terms_by_source(logits.to(dtype), target.to(dtype), class_weights)
         if target.ndim == 1 and not target.is_floating_point():
             target = F.one_hot(target, num_classes)
         if target.shape != logits.shape:
@@ -144,8 +151,28 @@ class SoftTargetLoss(nn.Module):
                 "class_weights", f"a tensor of shape ({num_classes},)", tuple(class_weights.shape)
             )
         weighted_target = y * class_weights.to(device=z.device, dtype=dtype)
-        total = weighted_target.sum() if normalise == "mass" else z.shape[0]
-        return weighted_target * per_class, total
+        total = z.shape[0] if normalise == "rows" else weighted_target.sum()
+        return weighted_target * per_class, total  # one source: "sources" is "mass"
+
+    def _terms_by_source(self, z: Tensor, parts: Tensor, class_weights: Tensor | None
+                         ) -> tuple[Tensor, int]:
+        """``normalise="sources"``: the terms, each source's scaled by ``m_s / (B N_s)``."""
+        if parts.shape[1:] != z.shape:
+            raise ParameterError("target", f"parts of shape (S, {z.shape[0]}, {z.shape[1]})",
+                                 tuple(parts.shape))
+        y = parts.sum(0)
+        per_class = self._per_class_loss(z, y)  # on the whole target (LDAM's margins)
+        if class_weights is None:
+            return y * per_class, z.shape[0]
+        if class_weights.shape != (z.shape[1],):
+            raise ParameterError(
+                "class_weights", f"a tensor of shape ({z.shape[1]},)", tuple(class_weights.shape)
+            )
+        weighted = parts * class_weights.to(device=z.device, dtype=z.dtype)
+        mass, norm = parts.sum((1, 2)), weighted.sum((1, 2))
+        scale = torch.where(norm > 0, mass / norm.clamp_min(torch.finfo(z.dtype).tiny), 0.0)
+        terms = (weighted * scale.view(-1, 1, 1)).sum(0) * per_class
+        return terms, z.shape[0]
 
     def _per_class_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError

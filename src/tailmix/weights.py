@@ -211,10 +211,11 @@ def resolve_params(params: dict[str, Any], *, epochs: int, milestones: Sequence[
                                                     lr_factors=lr_factors, notes=notes)
 
 
-NORMALISERS = ("mass", "rows")
+NORMALISERS = ("mass", "rows", "sources")
 """What a class-weighted loss divides its terms ``v_k y_ik l_ik`` by: the class-weighted
-target mass (``"mass"``: a weighted mean) or the number of rows (``"rows"``: the weights
-scale the loss)."""
+target mass (``"mass"``: a weighted mean), the number of rows (``"rows"``: the weights
+scale the loss), or each source's own class-weighted mass (``"sources"``: the anchors'
+labels and the partners' labels each a weighted mean, counted by their shares)."""
 
 
 class WeightSchedule:
@@ -400,11 +401,13 @@ def build_weight_schedule(
         registered schedule whose factory takes no ``start_epoch``.
     beta : float
         Effective-number beta of ``"cb"`` and ``"drw"``, in ``[0, 1)``.
-    normalise : {"mass", "rows"}, default "mass"
+    normalise : {"mass", "rows", "sources"}, default "mass"
         What a weighted loss divides by (:data:`NORMALISERS`): ``"mass"``, the batch's
         class-weighted target mass ``sum_i sum_k v_k y_ik`` (a weighted mean: PyTorch's
-        ``cross_entropy(weight=...)`` for hard labels), or ``"rows"``, the number of rows
-        (the weights scale the loss: GLMC's re-weighted loss).
+        ``cross_entropy(weight=...)`` for hard labels), ``"rows"``, the number of rows
+        (the weights scale the loss: GLMC's re-weighted loss), or ``"sources"``, a
+        weighted mean for the anchors' labels and one for the partners', counted by their
+        shares (CMO's ``lam * ce_w(y_a) + (1 - lam) * ce_w(y_b)``).
     **params
         The schedule's own keyword arguments (its factory's other keywords): ``power`` for
         ``"inverse"``; anything else is an error.

@@ -488,6 +488,7 @@ default "instance"
         *,
         generator: torch.Generator | None = None,
         fetch: Callable[[Tensor], Tensor] | None = None,
+        parts: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Mix a batch.
 
@@ -507,18 +508,24 @@ default "instance"
         fetch : callable, optional
             Dataset indices -> partner inputs shaped like ``x`` (e.g. augmented the way
             ``x`` was). Default: the neighbour table's ``inputs``.
+        parts : bool, default False
+            Return the targets split by source: ``(2, B, C)``, the anchors' labels with
+            their shares, then the partners' (zero where a slot is not mixed); they sum to
+            the soft targets exactly (for a loss that normalises each source apart,
+            ``weights.normalise: sources``).
 
         Returns
         -------
         (Tensor, Tensor)
-            The mixed inputs, shaped like ``x``, and soft targets ``(B, C)`` summing to 1.
+            The mixed inputs, shaped like ``x``, and soft targets ``(B, C)`` summing to 1
+            (or their parts).
         """
         _check_batch(x, y, index, synthetic)
         if not self.active:  # an epoch outside from_epoch..until_epoch: nothing drawn
-            return x, self._one_hot(y, x.device)
+            return x, self._unmixed(y, x.device, parts)
         g = generator if generator is not None else self.generator
         take, y_partner, mixed = self._partners(x, y, index, synthetic, g, fetch)
-        return self._combine(x, y, take(x), y_partner, mixed, g)
+        return self._combine(x, y, take(x), y_partner, mixed, g, parts=parts)
 
     def pair(
         self,
@@ -531,6 +538,7 @@ default "instance"
         generator: torch.Generator | None = None,
         fetch: Callable[[Tensor], Tensor] | None = None,
         modes: tuple[str, str] = ("interpolate", "cutmix"),
+        parts: bool = False,
     ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Two mixed views of one batch: ``x1`` and ``x2`` (two augmentations of the same
         examples) mixed with the same partners and the same draw of ``lam``, the first
@@ -545,13 +553,14 @@ default "instance"
         _check_batch(x1, y, index, synthetic)
         _check_batch(x2, y, index, synthetic)
         if not self.active:
-            one_hot = self._one_hot(y, x1.device)
+            one_hot = self._unmixed(y, x1.device, parts)
             return (x1, one_hot), (x2, one_hot)
         g = generator if generator is not None else self.generator
         take, y_partner, mixed = self._partners(x1, y, index, synthetic, g, fetch)
         partners = take(x1), take(x2)
         lam, mixed = self._draw_share(y, y_partner, mixed, g, x1.device)
-        return tuple(self._combine(x, y, p, y_partner, mixed, g, lam=lam, input_mode=mode)
+        return tuple(self._combine(x, y, p, y_partner, mixed, g, lam=lam, input_mode=mode,
+                                   parts=parts)
                      for x, p, mode in zip((x1, x2), partners, modes, strict=True))
 
     def _partners(self, x: Tensor, y: Tensor, index: Tensor | None,
@@ -618,6 +627,12 @@ default "instance"
         keep = torch.where(keep > 1, keep - 1, keep)
         return 1 - keep
 
+    def _unmixed(self, y: Tensor, device: torch.device, parts: bool) -> Tensor:
+        """One-hot targets, or with ``parts`` the same as the anchors' part beside a
+        partners' part of zeros."""
+        target = self._one_hot(y, device)
+        return torch.stack([target, torch.zeros_like(target)]) if parts else target
+
     def _one_hot(self, y: Tensor, device: torch.device) -> Tensor:
         """Unmixed targets, as wide as mixed ones would be."""
         if self.class_counts is not None:
@@ -667,9 +682,11 @@ default "instance"
         *,
         lam: Tensor | None = None,
         input_mode: str | None = None,
+        parts: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Mix ``x`` with its partners: the shares drawn here unless ``lam`` is given (with
-        ``mixed`` then already applied), in ``input_mode`` (default the mixer's)."""
+        ``mixed`` then already applied), in ``input_mode`` (default the mixer's); with
+        ``parts`` the targets split by source (:meth:`forward`)."""
         batch = x.shape[0]
         if lam is None:
             lam, mixed = self._draw_share(y, y_partner, mixed, generator, x.device)
@@ -695,6 +712,11 @@ default "instance"
         w = w.to(torch.float32)
         # scatter rather than one_hot: one_hot checks label values, which waits for the device
         target = torch.zeros(batch, counts.shape[0], dtype=torch.float32, device=x.device)
+        if parts:  # the same sums, kept apart
+            split = torch.stack([target, target.clone()])
+            split[0].scatter_add_(1, y.unsqueeze(1), w.unsqueeze(1))
+            split[1].scatter_add_(1, y_partner.unsqueeze(1), (1.0 - w).unsqueeze(1))
+            return x_mix, split
         target.scatter_add_(1, y.unsqueeze(1), w.unsqueeze(1))
         target.scatter_add_(1, y_partner.unsqueeze(1), (1.0 - w).unsqueeze(1))
         return x_mix, target

@@ -50,6 +50,10 @@ def resolve_composition(comp: dict[str, Any], run: Any, notes: list[str]) -> Non
     train = run.train
     resolve_params(comp["weights"], epochs=train.epochs, milestones=train.milestone_epochs,
                    lr_factors=train.lr_factors, notes=notes)
+    if comp["weights"].get("normalise") == "sources" and train.accumulate > 1:
+        raise ParameterError("train.accumulate", "1 with weights.normalise 'sources' (each "
+                             "source's normaliser spans the whole batch, so micro-batches "
+                             "cannot add up to it)", train.accumulate)
     if isinstance(comp["mixer"], dict):
         resolve_mixer(comp["mixer"], train.epochs)
     g = comp["generative"]

@@ -192,6 +192,12 @@ class MixStep:
         self.num_classes, self.device, self.amp = num_classes, device, amp
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
         self.class_weights: Tensor | None = None
+        # the weighted loss normalised source by source needs the mixer's targets by source
+        self.by_sources = getattr(weights, "normalise", "mass") == "sources"
+        if self.by_sources and mixer is not None and \
+                type(self).transform is not MixStep.transform:
+            raise ParameterError("weights.normalise", "'mass' or 'rows' with a step that "
+                                 f"changes mixed batches ({type(self).__name__})", "sources")
         if mixer is not None:  # a new run: the mixer searches its neighbours afresh
             mixer.forget_search()
 
@@ -262,7 +268,7 @@ class MixStep:
             return x, torch.nn.functional.one_hot(y, self.num_classes).float()
         g = batch.generator
         return self.mixer(x, y, batch.index, batch.synthetic, generator=g,
-                          fetch=self._fetch(g))
+                          fetch=self._fetch(g), **({"parts": True} if self.by_sources else {}))
 
     def transform(self, x: Tensor, target: Tensor, y: Tensor, batch: Batch
                   ) -> tuple[Tensor, Tensor]:
@@ -273,7 +279,12 @@ class MixStep:
                 views: tuple[Tensor, Tensor] | str | None = None) -> StepOutput:
         """Forward pass and the class-weighted soft-target loss, plus the two-view term on
         ``views`` when the step has one: two batches of views, or ``"halves"``, the two
-        halves of ``x`` itself (mixed views, one pass for logits and features)."""
+        halves of ``x`` itself (mixed views, one pass for logits and features). ``target``
+        may be the targets' parts by source, ``(S, B, C)`` (``weights.normalise:
+        sources``)."""
+        parts = None
+        if target.ndim == 3:
+            parts, target = target, target.sum(0)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         features = None
@@ -287,11 +298,14 @@ class MixStep:
         # loss that takes no such keyword keeps working
         by_rows = getattr(self.weights, "normalise", "mass") == "rows"
         how = {"normalise": "rows"} if by_rows and self.class_weights is not None else {}
+        given = target
+        if parts is not None and self.class_weights is not None:
+            how, given = {"normalise": "sources"}, parts
         if self.split_classes:
-            terms = self.loss.class_terms(logits.float(), target, self.class_weights, **how)
+            terms = self.loss.class_terms(logits.float(), given, self.class_weights, **how)
             loss = terms.sum()
         else:
-            loss = self.loss(logits.float(), target, self.class_weights, **how)
+            loss = self.loss(logits.float(), given, self.class_weights, **how)
         if features is not None:
             loss = loss + self.consistency(*features.float().chunk(2))
         elif views is not None:
@@ -301,10 +315,11 @@ class MixStep:
             with autocast(self.device, self.amp):
                 f1, f2 = model.features(both).float().chunk(2)
             loss = loss + self.consistency(f1, f2)
-        norm = None if self.class_weights is None or by_rows else \
+        norm = None if self.class_weights is None or by_rows or parts is not None else \
             (target.float() * self.class_weights).sum()
+        again = target if parts is None else parts
         return StepOutput(loss, logits, target,
-                          lambda: self.forward(model, x, target, views), terms, norm)
+                          lambda: self.forward(model, x, again, views), terms, norm)
 
     def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
         x, y = self.sample(batch)
@@ -325,10 +340,11 @@ class MixStep:
         g = batch.generator
         x2 = self.augment(self._raw(batch), g)
         mixed = self.mixer.pair(x, x2, y, batch.index, batch.synthetic, generator=g,
-                                fetch=self._fetch(g))
+                                fetch=self._fetch(g),
+                                **({"parts": True} if self.by_sources else {}))
         views = [self.transform(xv, tv, y, batch) for xv, tv in mixed]
         return self.forward(model, torch.cat([views[0][0], views[1][0]]),
-                            torch.cat([views[0][1], views[1][1]]), "halves")
+                            torch.cat([views[0][1], views[1][1]], dim=-2), "halves")
 
 
 def as_planned(plan: list[tuple[Tensor, Tensor | None]], seed: int):

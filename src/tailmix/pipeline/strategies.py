@@ -86,9 +86,13 @@ for _s in [
              mixer={"preset": "mixup", "partner": "balanced", "partner_q": 0.0,
                     "alpha": 0.2, "beta": 1.0},
              paper="Galdran, Carneiro, Gonzalez Ballester, MICCAI 2021"),
+    # Under DRW, CMO's code averages the background's and the patch's label terms each
+    # over its own class weights (lam * ce_w(y) + (1 - lam) * ce_w(y2)): normalise sources.
     Strategy("CMO-DRW", "a class-balanced example's box pasted onto the instance-sampled "
-             "image (CutMix, labels by area) in half the batches, with DRW",
-             mixer=dict(_CMO), weights=dict(_DRW), paper="Park et al., CVPR 2022"),
+             "image (CutMix, labels by area) in half the batches, with DRW (the "
+             "background's and the patch's labels each a weighted mean)",
+             mixer=dict(_CMO), weights={**_DRW, "normalise": "sources"},
+             paper="Park et al., CVPR 2022"),
     Strategy("CMO-BS", "CMO's pasted class-balanced boxes with balanced softmax",
              mixer=dict(_CMO), loss={"name": "bs"}, paper="Park et al., CVPR 2022"),
     Strategy("UniMix", "partners drawn from the batch by class weight n ** -0.5, the "
