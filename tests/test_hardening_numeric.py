@@ -449,14 +449,25 @@ def test_report_of_a_run_without_margins(tmp_path):
 @pytest.mark.parametrize("case", sorted(_BROKEN_MARGINS))
 def test_report_survives_unusable_margins(tmp_path, case):
     run = _write_run(tmp_path / "run", margins=_BROKEN_MARGINS[case])
+    html_path, md_path = build_report([run])
+    assert "Margins against class size" in html_path.read_text()
+
+
+def test_a_comparison_survives_every_kind_of_unusable_margins(tmp_path):
+    """One comparison of a run with good margins beside one run of each broken kind."""
     good = _write_run(tmp_path / "good", strategy="DRW", seed=1, margins={
         "class_counts": [40, 20, 10, 5],
         "train": {"mean": [4.0, 3.0, 2.0, 1.0], "slope": -0.6, "intercept": 3.5},
     })
-    html_path, md_path = build_report([run])
-    assert "Margins against class size" in html_path.read_text()
-    html_path, _ = build_report([run, good], tmp_path / "cmp", per_run=False)
+    broken = [_write_run(tmp_path / f"run{i}", seed=2 + i, margins=_BROKEN_MARGINS[case])
+              for i, case in enumerate(sorted(_BROKEN_MARGINS))]
+    html_path, md_path = build_report([good, *broken], tmp_path / "cmp", per_run=False)
     assert "Comparison" in html_path.read_text()
+    rows = [line for line in md_path.read_text().splitlines() if line.startswith("| ")]
+    for i in range(len(broken)):  # each broken run is still a row of the comparison
+        assert any(line.startswith(f"| ERM (run{i}) | ") for line in rows), i
+    good_row = next(line for line in rows if line.startswith("| DRW | "))
+    assert "-0.600" in good_row  # the good run's slope survives its neighbours
 
 
 def test_report_of_a_diverged_run_says_so(tmp_path):
