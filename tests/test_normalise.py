@@ -54,8 +54,8 @@ def test_sources_agrees_with_mass_where_it_must(name):
         whole = parts.sum(0)
         assert loss(z, parts, normalise="sources").item() == \
             pytest.approx(loss(z, whole).item(), rel=1e-12)
-        assert loss(z, whole, v, normalise="sources").item() == \
-            pytest.approx(loss(z, whole, v).item(), rel=1e-12)
+        assert loss(z, whole[None], v, normalise="sources").item() == \
+            pytest.approx(loss(z, whole, v).item(), rel=1e-12)  # a single source
         one = torch.stack([whole, torch.zeros_like(whole)])  # an unmixed batch
         assert loss(z, one, v, normalise="sources").item() == \
             pytest.approx(loss(z, whole, v).item(), rel=1e-12)
@@ -110,3 +110,72 @@ def test_a_run_with_sources_trains_and_cmo_drw_uses_it(tmp_path):
     plain = train({**cfg, "weights": {"normalise": "mass"}}, tmp_path / "mass",
                   log=lambda _: None)
     assert plain["final"] != result["final"]  # the re-weighted epochs differ
+
+
+def _digits(strategy, epochs=2, **sections):
+    from tailmix.pipeline.config import load_config_file
+
+    cfg = {**load_config_file("digits"), "strategy": strategy, **sections}
+    cfg["train"] = {**cfg["train"], "epochs": epochs, **sections.get("train", {})}
+    cfg["log"] = {**cfg.get("log", {}), "progress": False}
+    return cfg
+
+
+@pytest.mark.parametrize("strategy, sections", [
+    ("GLMC", {}),  # two mixed views of one batch (Mixer.pair's parts)
+    ("CMO-DRW", {"sam": {"rho": 0.05, "tail_below": 40}}),  # ImbSAM: the loss by class
+    ("CMO-DRW", {"sam": {"rho": 0.05}}),  # SAM's second pass on the same parts
+], ids=["glmc-views", "imbsam", "sam"])
+def test_sources_trains_with_views_and_sharpness(tmp_path, strategy, sections):
+    from tailmix import train
+
+    cfg = _digits(strategy, epochs=3, weights={"normalise": "sources",
+                                               **({"start_epoch": 0} if strategy != "GLMC"
+                                                  else {})}, **sections)
+    result = train(cfg, tmp_path / "run", log=lambda _: None)
+    assert 0 <= result["final"]["top1"] <= 100 and result["final"]["test_loss"] < 10
+
+
+def test_sources_refusals_name_the_setting(tmp_path):
+    from tailmix.pipeline.config import resolve
+
+    with pytest.raises(ParameterError) as err:
+        resolve(_digits("CMO-DRW", train={"accumulate": 2}))
+    assert err.value.name == "train.accumulate"
+    with pytest.raises(ParameterError) as err:
+        resolve(_digits("M2m", mixer={"preset": "mixup"},
+                        weights={"name": "drw", "normalise": "sources"}))
+    assert err.value.name == "weights.normalise"
+
+
+def test_a_loss_or_mixer_without_the_keyword_is_refused_by_name():
+    from tailmix.mixing import Mixer
+    from tailmix.pipeline.steps import MixStep
+    from tailmix.weights import build_weight_schedule
+
+    class OwnLoss(torch.nn.Module):
+        def forward(self, logits, target, class_weights=None):
+            return logits.sum()
+
+    class OwnMixer(torch.nn.Module):
+        def forward(self, x, y, index=None, synthetic=None, *, generator=None, fetch=None):
+            return x, y
+
+        def forget_search(self):
+            pass
+
+    rows = build_weight_schedule("cb", class_counts=COUNTS, epochs=2, normalise="rows")
+    sources = build_weight_schedule("cb", class_counts=COUNTS, epochs=2, normalise="sources")
+    common = dict(inputs=torch.zeros(4, 3), labels=torch.zeros(4, dtype=torch.long),
+                  augment=torch.nn.Identity(), num_classes=5, device=torch.device("cpu"))
+    with pytest.raises(ParameterError, match="OwnLoss") as err:
+        MixStep(loss=OwnLoss(), weights=rows, **common)
+    assert err.value.name == "weights.normalise"
+    with pytest.raises(ParameterError, match="OwnMixer") as err:
+        MixStep(loss=build_loss("ce", class_counts=COUNTS), weights=sources,
+                mixer=OwnMixer(), **common)
+    assert err.value.name == "weights.normalise"
+    MixStep(loss=OwnLoss(), weights=build_weight_schedule("cb", class_counts=COUNTS,
+                                                          epochs=2), **common)
+    MixStep(loss=build_loss("ce", class_counts=COUNTS), weights=sources,
+            mixer=Mixer(class_counts=COUNTS), **common)

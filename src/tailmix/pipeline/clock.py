@@ -11,6 +11,10 @@ tick (the stop came within a tick of the look before) is counted as stopped. (A 
 that held the interpreter while it computed used CPU time, so it is not mistaken for a
 stop.) The clock's readings leave those spells out; :attr:`RunningClock.stopped_s` says
 how long they were.
+A call that holds the interpreter while it waits without computing (a read from slow
+storage inside a C extension that keeps the lock) looks the same and is left out too;
+the history's ``stopped_s`` shows any such spell. Each process keeps its own clock: under
+several processes, a peer's stop slows the others' epochs without a ``stopped_s``.
 
 >>> wall = iter([0.0, 0.25, 0.5, 30.5, 40.5])
 >>> cpu = iter([0.0, 0.5, 1.0, 1.01, 21.01])
@@ -60,23 +64,33 @@ class RunningClock:
 
     def _look(self) -> float:
         with self._lock:
-            t, cpu = self._time(), self._cpu()
-            if self.watching and self._last is not None:
-                gap = t - self._last
-                if gap >= self.stall and cpu - self._cpu_last <= _IDLE * gap:
-                    self.stopped_s += gap - self.tick / 2
-            self._last, self._cpu_last = t, cpu
-            return t - self.stopped_s
+            return self._look_locked()
+
+    def _look_locked(self) -> float:
+        t, cpu = self._time(), self._cpu()
+        if self.watching and self._last is not None:
+            gap = t - self._last
+            if gap >= self.stall and cpu - self._cpu_last <= _IDLE * gap:
+                self.stopped_s += gap - self.tick / 2
+        self._last, self._cpu_last = t, cpu
+        return t - self.stopped_s
 
     def now(self) -> float:
         """Seconds on the clock: the time function's reading less the stopped spells."""
         return self._look()
+
+    def reading(self) -> tuple[float, float]:
+        """``(now, stopped_s)`` read together, so a stop found by the look is in both."""
+        with self._lock:
+            return self._look_locked(), self.stopped_s
 
     def _run(self) -> None:
         while not self._done.wait(self.tick):
             self._look()
 
     def __enter__(self) -> RunningClock:
+        if self._thread is not None:
+            raise RuntimeError("RunningClock is already running (it is not re-entrant)")
         with self._lock:
             self._last, self._cpu_last = self._time(), self._cpu()
             self.watching = True

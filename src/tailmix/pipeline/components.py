@@ -54,9 +54,14 @@ def resolve_composition(comp: dict[str, Any], run: Any, notes: list[str]) -> Non
         raise ParameterError("train.accumulate", "1 with weights.normalise 'sources' (each "
                              "source's normaliser spans the whole batch, so micro-batches "
                              "cannot add up to it)", train.accumulate)
+    g = comp["generative"]
+    if comp["weights"].get("normalise") == "sources" and isinstance(comp["mixer"], dict) \
+            and isinstance(g, dict) and g.get("name") == "m2m":
+        raise ParameterError("weights.normalise", "'mass' or 'rows' with generative m2m and "
+                             "a mixer (M2m changes the mixed batches, whose targets would "
+                             "no longer be split by source)", "sources")
     if isinstance(comp["mixer"], dict):
         resolve_mixer(comp["mixer"], train.epochs)
-    g = comp["generative"]
     if isinstance(g, dict) and g.get("name") in GENERATIVE:
         GENERATIVE[g["name"]].resolve_params(g, train.epochs, notes)
 

@@ -170,6 +170,11 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.gradient = Plain() if gradient is None else gradient
         self.accumulate = check_number("train.accumulate", accumulate, low=1, integer=True)
+        main = getattr(step, "before", step)  # a staged step: the main run's
+        if self.accumulate > 1 and getattr(main, "by_sources", False):
+            raise ParameterError("train.accumulate", "1 with weights.normalise 'sources' "
+                                 "(each source's normaliser spans the whole batch)",
+                                 accumulate)
         if self.accumulate > 1 and not hasattr(self.gradient, "finish"):
             raise ParameterError("train.accumulate", f"1 with the gradient rule "
                                  f"{self.gradient!r} (it has no finish(), so it cannot "
@@ -238,7 +243,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen, lr = 0, self.lr_schedule(epoch, 1.0)
-        start, stopped = self.clock.now(), self.clock.stopped_s
+        start, stopped = self.clock.reading()
         plan = [(idx[s * bs:(s + 1) * bs], None if mask is None else mask[s * bs:(s + 1) * bs])
                 for s in range(n_steps)]
         read = getattr(self.step, "batches", as_planned)  # files: the step reads ahead
@@ -290,8 +295,8 @@ class Trainer:
         dist_utils.broadcast_buffers(self.model)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        elapsed = self.clock.now() - start
-        stopped = self.clock.stopped_s - stopped
+        end, stopped_end = self.clock.reading()
+        elapsed, stopped = end - start, stopped_end - stopped
         stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
         loss_total, correct_total, seen_total = dist_utils.all_reduce_sum(stats).tolist()
         return {"epoch": epoch + 1, "lr": lr,

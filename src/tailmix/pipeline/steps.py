@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailmix._validation import ParameterError, check_choice
+from tailmix._validation import ParameterError, check_choice, keywords
 
 __all__ = ["EVAL_BATCH_SIZES", "Batch", "MixStep", "StepOutput", "autocast",
            "eval_batch_size", "iter_batches", "predict"]
@@ -78,6 +78,12 @@ class StepOutput:
     recompute: Callable[[], StepOutput] | None = None
     class_terms: Tensor | None = None
     norm: Tensor | None = None
+
+
+def _takes(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` accepts the keyword ``name`` (or any keyword)."""
+    names = keywords(function)
+    return names is None or name in names
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -193,11 +199,20 @@ class MixStep:
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
         self.class_weights: Tensor | None = None
         # the weighted loss normalised source by source needs the mixer's targets by source
-        self.by_sources = getattr(weights, "normalise", "mass") == "sources"
+        normalise = getattr(weights, "normalise", "mass")
+        self.by_sources = normalise == "sources"
         if self.by_sources and mixer is not None and \
                 type(self).transform is not MixStep.transform:
             raise ParameterError("weights.normalise", "'mass' or 'rows' with a step that "
                                  f"changes mixed batches ({type(self).__name__})", "sources")
+        if normalise != "mass" and not _takes(loss.forward, "normalise"):
+            raise ParameterError("weights.normalise", f"'mass' with the loss "
+                                 f"{type(loss).__name__} (its forward takes no 'normalise' "
+                                 "keyword)", normalise)
+        if self.by_sources and mixer is not None and not _takes(mixer.forward, "parts"):
+            raise ParameterError("weights.normalise", f"'mass' or 'rows' with the mixer "
+                                 f"{type(mixer).__name__} (it gives no targets by source: "
+                                 "no 'parts' keyword)", "sources")
         if mixer is not None:  # a new run: the mixer searches its neighbours afresh
             mixer.forget_search()
 
