@@ -30,7 +30,9 @@ def _shipped(name: str, *, epochs: int | None = None, strategy: str | None = Non
 
 # A shipped config's own generative section with a strategy that cannot take it: the M2m
 # config's translation needs a linear head, LDAM's is a cosine head. Not a schedule matter.
-_INCOMPATIBLE = {("cifar10_lt_m2m", "LDAM-DRW"): "model.head"}
+_INCOMPATIBLE = {("cifar10_lt_m2m", "LDAM-DRW"): "model.head",
+                 # CMO-DRW's loss takes its targets by source, which M2m's slots would change
+                 ("cifar10_lt_m2m", "CMO-DRW"): "weights.normalise"}
 
 
 # Resolving builds every component on the config's class counts: about half a second a

@@ -59,7 +59,8 @@ def resolve_composition(comp: dict[str, Any], run: Any, notes: list[str]) -> Non
             and isinstance(g, dict) and g.get("name") == "m2m":
         raise ParameterError("weights.normalise", "'mass' or 'rows' with generative m2m and "
                              "a mixer (M2m changes the mixed batches, whose targets would "
-                             "no longer be split by source)", "sources")
+                             "no longer be split by source): set --set "
+                             "weights.normalise=mass", "sources")
     if isinstance(comp["mixer"], dict):
         resolve_mixer(comp["mixer"], train.epochs)
     if isinstance(g, dict) and g.get("name") in GENERATIVE:
