@@ -199,7 +199,8 @@ class MixStep:
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
         self.class_weights: Tensor | None = None
         # the weighted loss normalised source by source needs the mixer's targets by source
-        normalise = getattr(weights, "normalise", "mass")
+        # what the weighted loss divides by (WeightSchedule.normalise; "mass" without one)
+        normalise = self.normalise = getattr(weights, "normalise", "mass")
         self.by_sources = normalise == "sources"
         if self.by_sources and mixer is not None and \
                 type(self).transform is not MixStep.transform:
@@ -309,9 +310,8 @@ class MixStep:
             else:
                 logits = model(x)
         terms = None
-        # what the weighted loss divides by; said only when not the default, so a user's
-        # loss that takes no such keyword keeps working
-        by_rows = getattr(self.weights, "normalise", "mass") == "rows"
+        # said only when not the default, so a user's loss without the keyword keeps working
+        by_rows = self.normalise == "rows"
         how = {"normalise": "rows"} if by_rows and self.class_weights is not None else {}
         given = target
         if parts is not None and self.class_weights is not None:
