@@ -1,4 +1,4 @@
-import importlib.util
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -52,10 +52,15 @@ def test_existing_path_is_returned_unchanged(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_built_wheel_holds_every_config(tmp_path):
-    if importlib.util.find_spec("setuptools") is None:
-        pytest.skip("setuptools is not installed: the offline wheel build needs it")
-    if importlib.util.find_spec("pip") is None:
-        pytest.skip("pip is not installed")
+    # Asked of the installed distributions, not with importlib.util.find_spec: looking up
+    # "pip" through the import system tells setuptools' distutils shim that pip is running,
+    # and it stands aside for the rest of the process, after which torch.compile's C++
+    # build fails on the standard library's distutils (a later test in the same process).
+    for needed, why in (("setuptools", "the offline wheel build needs it"), ("pip", "")):
+        try:
+            importlib.metadata.version(needed)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{needed} is not installed" + (f": {why}" if why else ""))
     # Build from a copy so the checkout gets no build/ folder and no stale files leak in.
     project = tmp_path / "project"
     (project / "src").mkdir(parents=True)
