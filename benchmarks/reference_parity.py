@@ -271,7 +271,7 @@ def main() -> int:
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="DRW")
     p.add_argument("--suite", type=Path, default=Path("benchmarks/suites/cifar10_lt_cpu.yaml"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("results/cifar10-lt-cpu/parity"))
+    p.add_argument("--out", type=Path, default=Path("results/cifar10-lt-cpu-parity/reference"))
     p.add_argument("--max-batches", type=int, default=None,
                    help="cut every epoch to this many batches: a quick check of the path")
     args = p.parse_args()
