@@ -95,6 +95,27 @@ def test_a_run_reports_its_averages_beside_the_live_network(tmp_path):
     assert ckpt["averages"]["ema"]["count"] > 4  # one an update
 
 
+def test_averages_change_nothing_of_the_training(tmp_path):
+    """EMA and SWA without an lr of its own only watch: a MAMix-DRW run (mixing draws, class
+    weights) with both, evaluated at every epoch, trains and scores exactly as the run
+    without them (the averaging suite's live network is the plain run of its seed)."""
+    plain = digits_config(epochs=4)
+    plain["strategy"] = "MAMix-DRW"
+    plain["eval"]["every"] = 1
+    averaged = {**plain, "ema": {"decay": 0.9}, "swa": {"start": 0.5}}
+    a = train(plain, tmp_path / "plain")
+    b = train(averaged, tmp_path / "averaged")
+    keys = ("epoch", "lr", "train_loss", "train_acc", "top1", "balanced_accuracy")
+
+    def rows(run):
+        lines = (tmp_path / run / "history.jsonl").read_text().splitlines()
+        return [{k: json.loads(r).get(k) for k in keys} for r in lines]
+
+    assert rows("plain") == rows("averaged")
+    assert a["final"]["per_class_accuracy"] == b["final"]["per_class_accuracy"]
+    assert "ema" in b and "swa" in b and "ema" not in a
+
+
 def test_averages_resume_exactly(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(_config(), straight)
