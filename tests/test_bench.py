@@ -1,4 +1,5 @@
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,12 @@ def test_suite_runs_resumes_and_tabulates(tmp_path, monkeypatch):
     assert all(r["seeds"] == "2" for r in rows)
     table = (out / "table.md").read_text()
     assert "± " in table and "| digits | 20 | ERM | 2 | 2 |" in table
+    # Where the runs trained, beside their time: this process's threads and precision.
+    here = json.loads((out / "runs/digits-r20/ERM-s0/metrics.json").read_text())["environment"]
+    where = here["accelerator"] or f"{here['cpu_capability']} CPU, {here['cpu_threads']} threads"
+    assert all(r["machine"] == f"{where}, fp32" for r in rows)
+    assert all(line.endswith(f"| {where}, fp32 |") for line in table.splitlines()
+               if line.startswith("| digits |"))
     assert (out / "reports" / "digits-r20" / "report.html").is_file()
 
     # A second call trains nothing: finished runs are skipped.
@@ -53,6 +60,19 @@ def test_suite_runs_resumes_and_tabulates(tmp_path, monkeypatch):
     (out / "runs" / "digits-r20" / "DRW-s1" / "metrics.json").unlink()
     with pytest.raises(AssertionError, match="retrained"):
         run_suite(suite, tmp_path / "results", log=lambda s: None)
+
+
+def test_machine_of_a_run_as_recorded():
+    from tailmix.tools.bench import _machine
+
+    cpu = {"environment": {"cpu_capability": "AVX2", "cpu_threads": 2, "accelerator": None},
+           "speed": {"precision": "fp32"}}
+    assert _machine(cpu) == "AVX2 CPU, 2 threads, fp32"
+    gpu = {"environment": {"cpu_capability": "AVX512", "accelerator": "NVIDIA H100"},
+           "speed": {"precision": "bf16"}}
+    assert _machine(gpu) == "NVIDIA H100, bf16"
+    assert _machine({"environment": cpu["environment"]}) == "AVX2 CPU, 2 threads"
+    assert _machine({"final": {}}) is None  # written before runs recorded it
 
 
 def test_missing_runs_are_listed(tmp_path):

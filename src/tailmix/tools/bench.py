@@ -501,6 +501,7 @@ def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
             "dataset": ds, "ratio": ratio, "strategy": strategy, "seeds": len(results),
             "epochs": results[0][0]["epochs"],
             "train_time_min": statistics.mean(m["train_time_s"] for m, _ in results) / 60,
+            "machine": "; ".join(sorted({_machine(m) for m, _ in results} - {None})) or None,
         }
         for key in REPORT_KEYS:
             row[key], row[key + "_std"] = _mean_std([m["final"].get(key) for m, _ in results])
@@ -517,6 +518,20 @@ def _collect(suite: Suite, out: Path) -> list[dict[str, Any]]:
     order = {name: i for i, name in enumerate(STRATEGIES)}  # the catalogue's (paper's) order
     rows.sort(key=lambda r: (r["dataset"], r["ratio"], order.get(r["strategy"], len(order))))
     return rows
+
+
+def _machine(metrics: dict[str, Any]) -> str | None:
+    """Where a run trained, as its metrics.json recorded it (None where it did not): the
+    accelerator, or the CPU's capability and threads, and the precision."""
+    env = metrics.get("environment") or {}
+    if env.get("accelerator"):
+        where = str(env["accelerator"])
+    elif env.get("cpu_capability"):
+        where = f"{env['cpu_capability']} CPU, {env.get('cpu_threads', '?')} threads"
+    else:
+        return None
+    precision = (metrics.get("speed") or {}).get("precision")
+    return f"{where}, {precision}" if precision else where
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -552,7 +567,7 @@ def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
     fields = ["dataset", "ratio", "strategy", "epochs", "seeds", "top1", "top1_std",
               *(["selected_top1", "selected_top1_std"] if selected else []),
               "balanced_accuracy", "many_shot", "medium_shot", "few_shot", "macro_f1", "ece",
-              "margin_slope", "published_top1", "train_time_min"]
+              "margin_slope", "published_top1", "train_time_min", "machine"]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
     for r in rows:
@@ -566,13 +581,15 @@ def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
         "Final-epoch test metrics in percent (mean ± std over seeds where there are several).",
         "Slope: fitted slope of log(mean train margin) on log(n_c). Published: the reference "
         "package's top-1 for the 200-epoch protocol on the official CIFAR release (a rough "
-        "guide, not a like-for-like comparison when the schedule or data differ).", "",
+        "guide, not a like-for-like comparison when the schedule or data differ). Train "
+        "min: the training epochs' time, on the machine named after it (- where the run did "
+        "not record it); times from different machines do not compare.", "",
         "| dataset | ratio | strategy | epochs | seeds | top-1 | "
         + ("top-1, validation-selected epoch | " if selected else "")
         + "balanced | many | medium | few | macro F1 | ECE | margin slope | published top-1 | "
-        "train min |",
+        "train min | machine |",
         "|---|---:|---|---:|---:|---:|" + ("---:|" if selected else "")
-        + "---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     if selected:
         lines[-3:-2] = [lines[-3] + " The validation-selected column is the test top-1 at "
@@ -586,7 +603,8 @@ def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
             f"| {_fmt(r['balanced_accuracy'])} | {_fmt(r['many_shot'])} "
             f"| {_fmt(r['medium_shot'])} | {_fmt(r['few_shot'])} | {_fmt(r['macro_f1'])} "
             f"| {_fmt(r['ece'])} | {_fmt_slope(r)} "
-            f"| {_fmt(r['published_top1'])} | {_fmt(r['train_time_min'], digits=1)} |")
+            f"| {_fmt(r['published_top1'])} | {_fmt(r['train_time_min'], digits=1)} "
+            f"| {r['machine'] or '-'} |")
     if missing:
         lines += ["", f"Not yet run ({len(missing)}): " + ", ".join(missing) + ". "
                   "`tailmix bench` on this suite trains them (finished runs are kept)."]
