@@ -7,7 +7,7 @@
 #      (configs/cifar10_lt.yaml, evaluation every 10 epochs), wall time from the shell,
 #      eagerly and with train.compile=reduce-overhead (CUDA graphs);
 #   4. optional, with FAMILY=1: the mixing family side by side at 200 epochs, 3 seeds
-#      (benchmarks/suites/cifar10_lt_family_paper.yaml: 36 runs, resumable; run it again to
+#      (benchmarks/suites/cifar10_lt_family_paper.yaml: 39 runs, resumable; run it again to
 #      go on where it stopped).
 #
 # Usage: [FAMILY=1] benchmarks/gpu_figures.sh DATA_ROOT [OUT_DIR]
