@@ -195,12 +195,19 @@ def _trainer(reference: Path, strategy: str, data, spec, out: Path,
 
 
 def _keep_history_until(history: Path, epoch: int) -> None:
-    """Keep the history's rows of the epochs the checkpoint holds (a process stopped
-    between a checkpoint and its row leaves one row short, never one too many)."""
+    """Keep the history's rows of the epochs the checkpoint holds. Each row is written
+    before its epoch's checkpoint, so a process stopped between the two leaves a row of an
+    epoch that is trained again (dropped here), and one stopped while writing a row leaves
+    a line cut short (dropped too): each epoch ends with exactly one row."""
     if not history.is_file():
         return
-    rows = [line for line in history.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= epoch]
+    rows = []
+    for line in history.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["epoch"] <= epoch:
+                rows.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # blank, or cut short by a stop
     tmp = history.with_suffix(".tmp")
     tmp.write_text("".join(f"{line}\n" for line in rows), encoding="utf-8")
     tmp.replace(history)
@@ -246,13 +253,13 @@ def run(reference: Path, strategy: str, suite_path: Path, seed: int, out_root: P
                    "virtual_epoch": virtual_epoch(epoch, epochs), "epoch_time_s": end - began}
             if stopped_end > stopped:
                 row["stopped_s"] = stopped_end - stopped
+            with open(history, "a", encoding="utf-8") as f:  # kept on resume if the
+                f.write(json.dumps(row) + "\n")              # checkpoint below lands
             state = {"epoch": epoch + 1, "model": trainer.model.state_dict(),
                      "optimizer": trainer.optimizer.state_dict(),
                      "torch": torch.get_rng_state(), "numpy": np.random.get_state()}
             torch.save(state, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
-            with open(history, "a", encoding="utf-8") as f:  # after the checkpoint it records
-                f.write(json.dumps(row) + "\n")
     device = next(trainer.model.parameters()).device
     logits = predict(_Logits(trainer.model), data.test_inputs, data.augment, batch_size=1000,
                      device=device)

@@ -67,16 +67,16 @@ def test_reference_parity_refuses_a_folder_without_the_reference(tmp_path, capsy
 
 
 def test_reference_parity_keeps_the_history_its_checkpoint_holds(tmp_path):
-    """Resuming from epoch 2 drops the rows of later epochs (a process stopped between a
-    checkpoint and its row, or the rows of epochs whose checkpoint never landed), keeps the
-    rows before, and leaves a history that is not there alone."""
+    """Resuming from epoch 2 drops the rows of later epochs (written before a checkpoint
+    that never landed), a blank line and a last line cut short, keeps the rows before, and
+    leaves a history that is not there alone."""
     from reference_parity import _keep_history_until
 
     history = tmp_path / "history.jsonl"
     _keep_history_until(history, 2)
     assert not history.exists()
     rows = [{"epoch": e, "epoch_time_s": 10.0 + e} for e in (1, 2, 3, 3)]
-    history.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows) + '\n{"epoch": 4, "ep')
     _keep_history_until(history, 2)
     assert [json.loads(line) for line in history.read_text().splitlines()] == rows[:2]
     _keep_history_until(history, 0)

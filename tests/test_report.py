@@ -475,3 +475,27 @@ def test_suite_table_says_what_a_margin_slope_rests_on(tmp_path):
     assert f"| {slope:.3f} (fitted on 2 classes) |" in erm
     drw_row = next(r for r in rows if r.startswith("| digits | 20 | DRW |"))
     assert f"| {drw_slope:.3f} |" in drw_row and "fitted on" not in drw_row
+
+
+def test_suite_table_with_a_validation_selected_column_keeps_its_layout(tmp_path):
+    """Runs that selected an epoch on validation add a column: every line of the table has
+    as many cells as its header, and the note on the column ends the paragraph above it,
+    with a blank line before the table."""
+    from tailmix.tools.bench import load_suite, write_tables
+
+    spec = {"name": "tiny", "overrides": {"dataset": {"name": "digits", "ratio": 20}},
+            "grid": [{"strategies": ["ERM", "DRW"], "ratios": [20], "seeds": [0]}]}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "results"
+    for strategy in ("ERM", "DRW"):
+        run = write_run(out / "runs" / "digits-r20" / f"{strategy}-s0", strategy=strategy)
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["selected"] = {"epoch": 5, "top1": 61.25}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    write_tables(load_suite(tmp_path / "suite.yaml"), out)
+    lines = (out / "table.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| dataset |"))
+    table = [line for line in lines[start:] if line.startswith("|")]
+    assert len(table) == 4 and len({line.count("|") for line in table}) == 1
+    assert "validation-selected epoch" in table[0] and "| 61.25 |" in table[2]
+    assert lines[start - 1] == "" and "validation-selected column" in lines[start - 2]

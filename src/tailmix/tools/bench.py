@@ -591,10 +591,9 @@ def write_tables(suite: Suite, out: Path) -> list[dict[str, Any]]:
         "|---|---:|---|---:|---:|---:|" + ("---:|" if selected else "")
         + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    if selected:
-        lines[-3:-2] = [lines[-3] + " The validation-selected column is the test top-1 at "
-                        "the epoch with the best validation balanced accuracy (runs with "
-                        "dataset.validation)."]
+    if selected:  # said in the paragraph above the table
+        lines[-4] += (" The validation-selected column is the test top-1 at the epoch with "
+                      "the best validation balanced accuracy (runs with dataset.validation).")
     for r in rows:
         sel = f"| {_fmt(r['selected_top1'], r['selected_top1_std'])} " if selected else ""
         lines.append(
