@@ -57,7 +57,7 @@ from _machine import describe
 from torch import nn
 
 from tailmix._validation import ParameterError
-from tailmix.io import write_json
+from tailmix.io import atomic_write_text, save_torch, write_json
 from tailmix.metrics import compute_metrics
 from tailmix.pipeline.build import load_data
 from tailmix.pipeline.clock import RunningClock
@@ -208,9 +208,7 @@ def _keep_history_until(history: Path, epoch: int) -> None:
                 rows.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # blank, or cut short by a stop
-    tmp = history.with_suffix(".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in rows), encoding="utf-8")
-    tmp.replace(history)
+    atomic_write_text(history, "".join(f"{line}\n" for line in rows))
 
 
 def run(reference: Path, strategy: str, suite_path: Path, seed: int, out_root: Path,
@@ -258,8 +256,7 @@ def run(reference: Path, strategy: str, suite_path: Path, seed: int, out_root: P
             state = {"epoch": epoch + 1, "model": trainer.model.state_dict(),
                      "optimizer": trainer.optimizer.state_dict(),
                      "torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-            torch.save(state, ckpt_path.with_suffix(".tmp"))
-            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            save_torch(ckpt_path, state)
     device = next(trainer.model.parameters()).device
     logits = predict(_Logits(trainer.model), data.test_inputs, data.augment, batch_size=1000,
                      device=device)
