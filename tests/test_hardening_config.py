@@ -217,7 +217,8 @@ def test_accepted_options_come_from_the_readers():
     assert source_options("cinic10") == ("eval_split", "cache_dir")
     assert "cache_dir" in source_options("tiny_imagenet")
     assert source_options("svhn") == () and source_options("digits") == ()
-    assert set(source_options("cifar10")) == {"train_split", "test_split", "cache_dir"}
+    assert set(source_options("cifar10")) == {"train_split", "test_split", "cache_dir",
+                                              "test_share", "split_seed"}
     assert read_cinic10 is not None
     resolve(digits(dataset={"name": "cifar10", "root": ".", "n_max": None,
                             "options": {"train_split": "training"}}))
@@ -448,7 +449,7 @@ def test_non_finite_yaml_values_through_the_command_line(tmp_path, capsys):
                     "train: {epochs: 10, lr: .nan}\n")
     assert main(["check", str(path)]) == 2
     assert "'train.lr'" in one_error_line(capsys)
-    assert main(["check", "digits", "--data-root", "."]) == 0
+    assert main(["check", "digits"]) == 0
     capsys.readouterr()
     assert main(["train", "--set", "eval.posthoc_tau=.inf", "--out", str(tmp_path / "r")]) == 2
     assert "'eval.posthoc_tau'" in one_error_line(capsys)

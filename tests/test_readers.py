@@ -362,12 +362,15 @@ def test_read_imagefolder_errors(tmp_path):
     with pytest.raises(ParameterError, match="'test_split'"):
         read_imagefolder(tmp_path, train_split="x", test_split="x", **cache)
 
-    flat = tmp_path / "flat.zip"
-    with zipfile.ZipFile(flat, "w") as zf:
+    loose = tmp_path / "loose.zip"  # images beside the class folders: neither layout
+    with zipfile.ZipFile(loose, "w") as zf:
         zf.writestr("cat/1.png", b"")
         zf.writestr("dog/1.png", b"")
-    with pytest.raises(DatasetError, match=r"SPLIT/CLASS/IMAGE layout.*'train'.*cat/.*dog/"):
-        read_imagefolder(flat, **cache)
+        zf.writestr("3.png", b"")
+    with pytest.raises(DatasetError, match=r"neither image-folder layout: SPLIT/CLASS/IMAGE "
+                       r"needs a 'train' folder.*CLASS/IMAGE two or more class folders.*"
+                       r"'3.png' is not in a class folder.*Found: \['3.png', 'cat/', 'dog/'\]"):
+        read_imagefolder(loose, **cache)
     deep = tmp_path / "deep.zip"
     with zipfile.ZipFile(deep, "w") as zf:
         zf.writestr("train/cat/more/1.png", b"")

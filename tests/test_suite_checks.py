@@ -203,7 +203,7 @@ def test_a_cell_without_its_data_fails_check_and_bench_before_the_first_run(
         assert main(command) == 2
         err = _error_line(capsys)
         assert "suite cell imagefolder-r20/ERM-s0:" in err
-        assert "no 'train' folder" in err and str(empty) in err
+        assert "needs a 'train' folder" in err and "(no images)" in err and str(empty) in err
     assert not results.exists()  # the digits cell, first in the grid, did not train
     # Given its data, the same suite checks clean.
     _image_folder(empty)

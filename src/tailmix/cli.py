@@ -138,7 +138,21 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     _apply_sets(cfg, args.set)
     if getattr(args, "no_progress", False):
         set_path(cfg, "log.progress", False)
+    _refuse_unread_root(cfg, getattr(args, "data_root", None))
     return cfg
+
+
+def _refuse_unread_root(cfg: dict[str, Any], data_root: str | None) -> None:
+    """``--data-root`` given for a dataset that reads no files is a mistake, not a no-op:
+    the run would train on something else than the folder named."""
+    from tailmix.registry import DATASETS, load_builtins
+
+    load_builtins()
+    name = (cfg.get("dataset") or {}).get("name", "digits")
+    if data_root is not None and name in DATASETS and (
+            DATASETS.meta(name).get("reads_root") is False):
+        raise ParameterError("--data-root", f"absent: dataset {name!r} reads no files (for a "
+                             "folder of your own images, --dataset imagefolder)", data_root)
 
 
 def _apply_sets(cfg: dict[str, Any], items: list[str]) -> None:
@@ -151,23 +165,50 @@ def _apply_sets(cfg: dict[str, Any], items: list[str]) -> None:
 
 def _dataset_default(args: argparse.Namespace) -> dict[str, Any]:
     """The shipped config a dataset brings (its model, profile and schedule); an empty
-    config for a dataset without one."""
+    config for a dataset without one. No ``--dataset``: digits, or ``imagefolder`` when a
+    ``--data-root`` is given."""
     from tailmix.pipeline.config import load_config_file
     from tailmix.registry import DATASETS, load_builtins
 
     load_builtins()
-    name = getattr(args, "dataset", None) or "digits"
+    name = getattr(args, "dataset", None)
+    if name is None and getattr(args, "data_root", None) is not None:
+        name = "imagefolder"  # a root of one's own images, the commonest case
+        print("dataset.name: 'imagefolder', as --data-root is given without --dataset "
+              "(--dataset names another source)")
+    name = name or "digits"
     shipped = DATASETS.meta(name).get("config") if name in DATASETS else None
-    return load_config_file(shipped) if shipped else {}
+    cfg = load_config_file(shipped) if shipped else {}
+    cfg.setdefault("dataset", {})["name"] = name
+    return cfg
 
 
 def _default_out(cfg: dict[str, Any]) -> Path:
+    """``runs/DATA/STRATEGY-sSEED``: DATA is the source and its imbalance ratio
+    (``cifar10-r100``), or for data trained as it is (profile ``original``) the source and
+    the name of its folder (``imagefolder-pics``)."""
+    from tailmix.registry import DATASETS
+
     d = cfg.get("dataset", {}) or {}
     name = d.get("name", "digits")
-    ratio = d.get("ratio", 100)
     strategy = cfg.get("strategy", "ERM")
     seed = (cfg.get("train") or {}).get("seed", 0)
-    return Path("runs") / f"{name}-r{ratio}" / f"{strategy}-s{seed}"
+    own = DATASETS.meta(name).get("profile", "exp") if name in DATASETS else "exp"
+    kept = d.get("profile", own if d.get("ratio") is None else "exp") == "original"
+    if kept and d.get("ratio") is None:
+        root = d.get("root")
+        data = f"{name}-{_folder_name(root)}" if isinstance(root, str) and root else name
+    else:
+        data = f"{name}-r{d.get('ratio', 100)}"
+    return Path("runs") / data / f"{strategy}-s{seed}"
+
+
+def _folder_name(root: str) -> str:
+    """A data root's last name, less an archive ending, in characters safe in a folder name."""
+    stem = Path(root).expanduser().resolve().name
+    for end in (".zip", ".tar.gz", ".tgz", ".tar"):
+        stem = stem.removesuffix(end)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "data"
 
 
 # Flags of `tailmix train` a resumed run honours: they cannot change what it computes.
@@ -485,6 +526,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.data_root:
         cfg.setdefault("dataset", {})["root"] = args.data_root
     _apply_sets(cfg, args.set)
+    _refuse_unread_root(cfg, args.data_root)
     spec = resolve(cfg)
     from tailmix.data.locate import locate_source
 

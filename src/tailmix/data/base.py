@@ -41,6 +41,7 @@ class RawDataset:
     hflip: bool = True
     skipped: list[str] = field(default_factory=list)
     test_split: bool = True
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

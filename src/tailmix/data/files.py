@@ -171,6 +171,8 @@ class FileDataset:
         A folder inside ``root`` every name is under (a zip holding one top-level folder).
     skipped : list of str
         Files left out as unusable (``bad_images: skip``), each as its path and why.
+    notes : list of str
+        Lines for the run's log on how the source was read (a held-out test set, say).
     """
 
     root: Path | None
@@ -183,6 +185,7 @@ class FileDataset:
     hflip: bool = True
     prefix: str = ""
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

@@ -1,4 +1,9 @@
-"""Image datasets stored as files: ``SPLIT/CLASS/IMAGE`` folders or zips, and CINIC-10.
+"""Image datasets stored as files: ``SPLIT/CLASS/IMAGE`` or ``CLASS/IMAGE`` folders or zips,
+and CINIC-10.
+
+A ``CLASS/IMAGE`` folder (no split folders, the commonest layout of a user's own images)
+has its test set held out: a seeded share of each class (:func:`held_out_split`), the same
+on every machine and in every run with the same ``split_seed``.
 
 Images are decoded once with Pillow to RGB ``uint8`` and the result is cached as a
 compressed ``.npz`` keyed by a fingerprint of the source, so later reads take a fraction of a
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tailmix._validation import ParameterError, check_choice
+from tailmix._validation import ParameterError, check_choice, check_number
 from tailmix.data.base import RawDataset
 from tailmix.data.download import DatasetError, DatasetNotFoundError
 from tailmix.data.files import (
@@ -46,13 +51,16 @@ from tailmix.data.files import (
 )
 
 __all__ = [
+    "DEFAULT_TEST_SHARE",
     "IMAGE_EXTENSIONS",
     "ImagePlan",
     "ImageSource",
     "build_dataset",
     "check_reader_options",
+    "class_folder_members",
     "decode_images",
     "default_cache_dir",
+    "held_out_split",
     "is_image_name",
     "read_cinic10",
     "read_imagefolder",
@@ -62,6 +70,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
 """File name endings (compared case-insensitively) that are read as images."""
+
+DEFAULT_TEST_SHARE = 0.2
+"""The share of each class held out as the test set of a ``CLASS/IMAGE`` folder."""
 
 _CACHE_VERSION = 1
 _CHUNK = 256
@@ -206,6 +217,13 @@ class ImageSource:
         self.close()
 
 
+class MixedSizesError(DatasetError):
+    """Images of one dataset that differ in size, met while decoding them into one array;
+    ``example`` names two of them with their sizes."""
+
+    example: str = ""
+
+
 def _decode_one(source: ImageSource, name: str, max_pixels: int | None = MAX_PIXELS
                 ) -> np.ndarray:
     """An image as RGB ``(H, W, 3)``; its size is checked from the header before decoding."""
@@ -276,11 +294,14 @@ def _decode(source: ImageSource, names: Sequence[str], *, max_pixels: int | None
                 failures[i] = str(error)
                 continue
             if pixels.shape[:2] != (height, width):
-                return DatasetError(
+                error = MixedSizesError(
                     f"Image {source.where(names[i])} is {pixels.shape[1]}x{pixels.shape[0]} "
                     f"(width x height) but {source.where(names[k])} is {width}x{height}; all "
                     "images of a dataset must share one size."
                 )
+                error.example = (f"{source.where(names[k])} is {width}x{height}, "
+                                 f"{source.where(names[i])} {pixels.shape[1]}x{pixels.shape[0]}")
+                return error
             out[i] = pixels.transpose(2, 0, 1)
         return None
 
@@ -465,6 +486,76 @@ def _split_members(source: ImageSource, split: str) -> dict[str, list[str]]:
     return {c: sorted(members) for c, members in sorted(classes.items())}
 
 
+def class_folder_members(source: ImageSource) -> dict[str, list[str]] | None:
+    """``{class: sorted image members}`` when ``source`` has the ``CLASS/IMAGE`` layout (two
+    or more class folders at its top level, every image exactly one folder deep); None when
+    it does not.
+
+    Raises
+    ------
+    DatasetError
+        If a top-level folder holds no image (a class with nothing to learn from).
+    """
+    images = [n for n in source.files if is_image_name(n)]
+    if not images or any(n.count("/") != 1 for n in images):
+        return None
+    classes: dict[str, list[str]] = {d: [] for d in source.dirs if "/" not in d}
+    for name in images:
+        classes[name.split("/")[0]].append(name)
+    if len(classes) < 2:
+        return None
+    empty = sorted(c for c, members in classes.items() if not members)
+    if empty:
+        raise DatasetError(
+            f"Class folder {source.where(empty[0])} holds no images (extensions read: "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+    return {c: sorted(members) for c, members in sorted(classes.items())}
+
+
+def no_layout_message(source: ImageSource, train_split: str) -> str:
+    """Why ``source`` is read by neither image-folder layout: what was found instead."""
+    images = sorted(n for n in source.files if is_image_name(n))
+    deep = [n for n in images if n.count("/") != 1]
+    if not images:
+        found = "no images"
+    elif deep:
+        found = (f"image {deep[0]!r} is not in a class folder" if "/" not in deep[0]
+                 else f"image {deep[0]!r} is more than one folder deep")
+    else:
+        found = "images in one class folder only"
+    return (f"{source.path} has neither image-folder layout: SPLIT/CLASS/IMAGE needs a "
+            f"{train_split!r} folder at its top level, CLASS/IMAGE two or more class folders "
+            f"of images ({found}). Found: {source.top_level()[:20]}.")
+
+
+def held_out_split(
+    members: Mapping[str, Sequence[str]], share: float = DEFAULT_TEST_SHARE, seed: int = 0
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Split each class's members into training and test members, stratified and seeded.
+
+    A class of ``n`` members gives ``round(share * n)`` of them to the test set, at least one
+    and at most ``n - 1`` where ``n >= 2``; a class of one member keeps it for training (its
+    test accuracy is then undefined and left out of the averages). Which members go is drawn
+    by a generator seeded from ``seed`` and the class's name, so a class's split does not
+    change when other classes are added or removed. Both sides keep the members' order.
+
+    >>> train, test = held_out_split({"a": ["a/1", "a/2", "a/3", "a/4", "a/5"], "b": ["b/1"]})
+    >>> [len(v) for v in train.values()], [len(v) for v in test.values()]
+    ([4, 1], [1, 0])
+    """
+    train: dict[str, list[str]] = {}
+    test: dict[str, list[str]] = {}
+    for cls, names in members.items():
+        n = len(names)
+        k = min(max(round(share * n), 1), n - 1) if n >= 2 else 0
+        rng = np.random.default_rng([seed, zlib.crc32(cls.encode("utf-8"))])
+        held = set(rng.permutation(n)[:k].tolist())
+        train[cls] = [m for i, m in enumerate(names) if i not in held]
+        test[cls] = [m for i, m in enumerate(names) if i in held]
+    return train, test
+
+
 def _labelled(members: dict[str, list[str]], classes: list[str]) -> tuple[list[str], np.ndarray]:
     names = [m for c in classes for m in members[c]]
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), [len(members[c]) for c in classes])
@@ -537,6 +628,7 @@ def check_reader_options(
         check_choice(prefix + "eval_split", options["eval_split"], eval_splits)
     if "cache_dir" in options:
         _check_cache_dir(prefix + "cache_dir", options["cache_dir"])
+    _check_held_out(prefix, options.get("test_share"), options.get("split_seed"))
 
 
 def read_imagefolder(
@@ -549,17 +641,27 @@ def read_imagefolder(
     in_memory: bool | str = True,
     bad_images: str = "refuse",
     max_pixels: int | None = MAX_PIXELS,
+    test_share: float | None = None,
+    split_seed: int | None = None,
     **unknown: Any,
 ) -> RawDataset | FileDataset:
-    """Read an image dataset laid out as ``SPLIT/CLASS/IMAGE`` in a folder or a zip.
+    """Read an image dataset laid out as ``SPLIT/CLASS/IMAGE`` or ``CLASS/IMAGE`` in a
+    folder or a zip.
 
     Parameters
     ----------
     source:
-        A folder, or a ``.zip`` whose members are ``SPLIT/CLASS/IMAGE`` (possibly all inside
-        one top-level folder).
+        A folder, or a ``.zip`` (its members possibly all inside one top-level folder),
+        holding either layout: ``SPLIT/CLASS/IMAGE``, whose split folders are the training
+        and test sets, or ``CLASS/IMAGE`` (no split folders), whose test set is held out.
     train_split, test_split:
         The split folder names.
+    test_share:
+        For a ``CLASS/IMAGE`` folder: the share of each class held out as the test set
+        (default :data:`DEFAULT_TEST_SHARE`; see :func:`held_out_split`). Refused for a
+        ``SPLIT/CLASS/IMAGE`` folder, whose test set is its own.
+    split_seed:
+        For a ``CLASS/IMAGE`` folder: the seed of which images are held out (default 0).
     cache_dir:
         Where to keep the decoded arrays; default ``$TAILMIX_CACHE`` or ``~/.cache/tailmix``.
     name:
@@ -597,7 +699,7 @@ def read_imagefolder(
     """
     _refuse_unknown("read_imagefolder", unknown,
                     ("train_split", "test_split", "cache_dir", "name", "in_memory",
-                     "bad_images", "max_pixels"))
+                     "bad_images", "max_pixels", "test_share", "split_seed"))
     check_decoding(bad_images, max_pixels)
     train_split = _check_split_name("train_split", train_split)
     test_split = _check_split_name("test_split", test_split)
@@ -606,11 +708,60 @@ def read_imagefolder(
             "test_split", f"a folder other than train_split={train_split!r}", test_split
         )
     _check_cache_dir("cache_dir", cache_dir)
+    _check_held_out("", test_share, split_seed)
     if name is not None and not isinstance(name, str):
         raise ParameterError("name", "a str or None", name)
     with ImageSource(source, expect=(train_split, test_split)) as src:
-        return _read_splits(src, train_split, test_split, cache_dir, name, kind="imagefolder",
-                            in_memory=in_memory, bad_images=bad_images, max_pixels=max_pixels)
+        members = find_layout(src, train_split, test_share=test_share, split_seed=split_seed)
+        if members is None:
+            return _read_splits(src, train_split, test_split, cache_dir, name,
+                                kind="imagefolder", in_memory=in_memory,
+                                bad_images=bad_images, max_pixels=max_pixels)
+        share = DEFAULT_TEST_SHARE if test_share is None else test_share
+        seed = 0 if split_seed is None else split_seed
+        train, test = held_out_split(members, share, seed)
+        n_test = sum(map(len, test.values()))
+        note = (f"dataset: {src.path.name} has no {train_split}/ and {test_split}/ folders; "
+                f"{n_test} of its {n_test + sum(map(len, train.values()))} images, "
+                f"{share:g} of each class (seeded by dataset.options.split_seed {seed}), are "
+                "held out as the test set (dataset.options.test_share sets the share)")
+        return _read_members(src, train, test, (f"{share:g}", f"seed {seed}"), cache_dir,
+                             name, kind="imagefolder-held-out", in_memory=in_memory,
+                             bad_images=bad_images, max_pixels=max_pixels, notes=[note])
+
+
+def find_layout(src: ImageSource, train_split: str, *, test_share: float | None = None,
+                split_seed: int | None = None, prefix: str = "") -> dict[str, list[str]] | None:
+    """Which layout ``src`` has: None for ``SPLIT/CLASS/IMAGE`` (a ``train_split`` folder at
+    its top level), else the members of its ``CLASS/IMAGE`` classes.
+
+    Raises
+    ------
+    DatasetError
+        If it has neither layout, saying what was found.
+    ParameterError
+        If ``test_share`` or ``split_seed`` (named with ``prefix``) is given for a folder
+        with split folders, which has a test set of its own.
+    """
+    if train_split in src.dirs:
+        for key, value in (("test_share", test_share), ("split_seed", split_seed)):
+            if value is not None:
+                raise ParameterError(prefix + key, f"absent: {src.path} has a {train_split!r} "
+                                     "folder, and its test set is its own split folder",
+                                     value)
+        return None
+    members = class_folder_members(src)
+    if members is None:
+        raise DatasetError(no_layout_message(src, train_split))
+    return members
+
+
+def _check_held_out(prefix: str, test_share: object, split_seed: object) -> None:
+    if test_share is not None:
+        check_number(prefix + "test_share", test_share, low=0, high=1, low_open=True,
+                     high_open=True)
+    if split_seed is not None:
+        check_number(prefix + "split_seed", split_seed, low=0, integer=True)
 
 
 def _read_splits(
@@ -635,6 +786,28 @@ def _read_splits(
             f"{train_split!r} split: missing from {test_split!r}: {missing}; only in "
             f"{test_split!r}: {extra}."
         )
+    return _read_members(src, train, test, (train_split, test_split), cache_dir, name,
+                         kind=kind, in_memory=in_memory, bad_images=bad_images,
+                         max_pixels=max_pixels)
+
+
+def _read_members(
+    src: ImageSource,
+    train: dict[str, list[str]],
+    test: dict[str, list[str]],
+    splits: tuple[str, str],
+    cache_dir: str | os.PathLike | None,
+    name: str | None,
+    *,
+    kind: str,
+    in_memory: bool | str,
+    bad_images: str,
+    max_pixels: int | None,
+    notes: Sequence[str] = (),
+) -> RawDataset | FileDataset:
+    """Each split's ``{class: members}`` read, decoded or listed (``in_memory``); the
+    classes are the training split's, in its order."""
+    classes = list(train)
     train_names, train_y = _labelled(train, classes)
     test_names, test_y = _labelled(test, classes)
     plan = ImagePlan(
@@ -644,18 +817,30 @@ def _read_splits(
         train_y=train_y,
         test=test_names,
         test_y=test_y,
-        splits=(train_split, test_split),
+        splits=splits,
     )
     name = name or _safe_stem(src.path)
     files = FileDataset(root=src.path, prefix=src.prefix, train_files=train_names,
                         train_y=train_y, test_files=test_names, test_y=test_y,
-                        classes=list(classes), name=name)
+                        classes=list(classes), name=name, notes=list(notes))
     if in_memory is not True:
         w, h = first_size(files, bad_images=bad_images, max_pixels=max_pixels)
         if stream_or_memory(in_memory, len(train_names) + len(test_names), 3 * w * h):
             return files
-    return build_dataset(src, plan, cache_dir=cache_dir, name=name, bad_images=bad_images,
-                         max_pixels=max_pixels)
+    try:
+        raw = build_dataset(src, plan, cache_dir=cache_dir, name=name, bad_images=bad_images,
+                            max_pixels=max_pixels)
+    except MixedSizesError as error:
+        if in_memory is True:  # asked for one array at the images' own size
+            raise DatasetError(f"{error} Set dataset.image_size to bring them to one size, "
+                               "or in_memory: 'auto' to have them listed as files") from None
+        files.notes.append(f"dataset: the images of {src.path.name} differ in size "
+                           f"({error.example}); each is resized and centre-cropped to one "
+                           "square size: dataset.image_size, else the first image's shorter "
+                           "side")
+        return files
+    raw.notes = list(notes)
+    return raw
 
 
 def read_cinic10(

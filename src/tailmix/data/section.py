@@ -23,11 +23,14 @@ from tailmix._validation import (
 )
 from tailmix.pipeline.sections import Section, Sections, section
 
-__all__ = ["DEFAULT_RATIO", "DatasetSection", "check_source_options", "probe_counts",
+__all__ = ["DEFAULT_RATIO", "DEFAULT_SIDE_LIMIT", "DatasetSection", "check_source_options", "probe_counts",
            "source_options"]
 
 # The imbalance ratio of a profile that cuts (exp, step) when the config names none.
 DEFAULT_RATIO = 100
+#: The largest side images train at when ``dataset.image_size`` is not set: larger ones
+#: (a folder of photos) are resized and centre-cropped to it, which bounds memory and time.
+DEFAULT_SIDE_LIMIT = 224
 
 
 @section("dataset")
@@ -186,9 +189,14 @@ class DatasetSection(Section):
 
         d = self
         if raw is None:
+            # True is asked of the section: a reader that finds images too many or of
+            # differing sizes for one array lists them as files, decoded into memory below.
+            in_memory = "auto" if d.in_memory is True else d.in_memory
             raw = load_source(d.name, root=d.root, download=d.download,
-                              in_memory=d.in_memory, bad_images=d.bad_images,
+                              in_memory=in_memory, bad_images=d.bad_images,
                               max_pixels=d.max_pixels, **d.options)
+            for note in getattr(raw, "notes", ()):  # how the source was read
+                log(note)
             if getattr(raw, "skipped", None):  # left out by a reader that decodes
                 log(skipped_note(raw.skipped))
         elif d.name != "arrays":
@@ -209,13 +217,16 @@ class DatasetSection(Section):
             raw = scan_images(raw, **bad, log=log)
             workers = None if d.workers == "auto" else d.workers
             n = len(raw.train_files) + len(raw.test_files)
-            side = size or min(first_size(raw, **bad))
+            side = size or _side_limited(min(first_size(raw, **bad)), log)
             if not stream_or_memory(d.in_memory, n, 3 * side * side):
                 raw = materialise(raw, side, workers=workers, **bad, log=log)
                 decoded = {"image_size": side, "resize": side}
             else:
-                kw.update(image_size=size, resize=pre["resize"] if pre else None,
+                kw.update(image_size=side, resize=pre["resize"] if pre else None,
                           workers=workers, **bad)
+        if size is None and raw.is_image and not isinstance(raw, FileDataset):
+            side = min(raw.train_x.shape[2:])
+            size = None if _side_limited(side, log) == side else DEFAULT_SIDE_LIMIT
         if size is not None and raw.is_image and not isinstance(raw, FileDataset):
             raw = _resized(raw, size)
         data = prepare_dataset(
@@ -225,6 +236,17 @@ class DatasetSection(Section):
         )
         data.decoded = decoded
         return data
+
+
+def _side_limited(side: int, log: Callable[[str], None]) -> int:
+    """The side images of their own size ``side`` train at when ``dataset.image_size`` is
+    not set: their own, at most :data:`DEFAULT_SIDE_LIMIT` (a note says so)."""
+    if side <= DEFAULT_SIDE_LIMIT:
+        return side
+    log(f"dataset.image_size: {DEFAULT_SIDE_LIMIT}, as the images are larger ({side} pixels "
+        "on the first one's shorter side): each is resized and centre-cropped to it; "
+        "dataset.image_size sets another size")
+    return DEFAULT_SIDE_LIMIT
 
 
 def _resized(raw: Any, size: int) -> Any:
@@ -307,7 +329,8 @@ _NOT_OPTIONS = {
 _PASSED_BY_SOURCE = {"download", "in_memory", "num_classes", "name", "bad_images",
                      "max_pixels"}
 # Options a source reads through to a reader that checks their values.
-_OPTION_CHECKS = ("train_split", "test_split", "eval_split", "cache_dir")
+_OPTION_CHECKS = ("train_split", "test_split", "eval_split", "cache_dir", "test_share",
+                  "split_seed")
 
 
 def source_options(name: str) -> tuple[str, ...] | None:

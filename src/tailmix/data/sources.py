@@ -3,7 +3,8 @@
 A source is a loader registered in :data:`tailmix.registry.DATASETS`, called as
 ``loader(root=..., download=..., **options)``. Its metadata: ``needs_root`` (whether it reads
 a folder or file the user gives; :func:`load_source` then checks ``root`` and passes it as an
-expanded :class:`~pathlib.Path`), ``config`` (the packaged config a bare ``--dataset NAME``
+expanded :class:`~pathlib.Path`), ``reads_root`` (False for a source that reads no files: a
+``dataset.root`` given to it is refused rather than ignored), ``config`` (the packaged config a bare ``--dataset NAME``
 starts from, or None), ``inputs`` (``"image"`` when the source holds images) and
 ``sizes`` (``(classes, images in the largest training class)`` of the released data, or
 None when unknown), ``streams`` (True when the source can list files to be decoded
@@ -204,8 +205,8 @@ _CIFAR_READERS = (("tailmix.data.cifar", "read_cifar"),
                   ("tailmix.data.imagefolder", "read_imagefolder"))
 
 
-@DATASETS.register("digits", inputs="image", needs_root=False, config="digits", sizes=(10, 133),
-                   image_size=8, readers=())
+@DATASETS.register("digits", inputs="image", needs_root=False, reads_root=False,
+                   config="digits", sizes=(10, 133), image_size=8, readers=())
 def _digits(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
     return load_digits_dataset()
 
@@ -291,8 +292,8 @@ def _tiny_imagenet(
     return read_tiny_imagenet(root, **options)
 
 
-@DATASETS.register("arrays", needs_root=False, config=None, sizes=None, profile="original",
-                   readers=())
+@DATASETS.register("arrays", needs_root=False, reads_root=False, config=None, sizes=None,
+                   profile="original", readers=())
 def _arrays(*, root: Any = None, download: bool = False, **options: Any) -> RawDataset:
     raise ParameterError("dataset", "data passed in from Python for the 'arrays' source "
                          "(train(config, out, data=from_arrays(...)))", "no data")
