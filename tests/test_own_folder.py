@@ -185,6 +185,15 @@ def test_large_images_train_at_the_side_limit(tmp_path, monkeypatch, capsys):
     assert f"dataset.image_size: {DEFAULT_SIDE_LIMIT}, as the images are larger (260" in out
     run = tmp_path / "runs" / "imagefolder-photos" / "ERM-s0"
     assert json.loads((run / "metrics.json").read_text())["final"]["top1"] is not None
+    import torch
+
+    inputs = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["inputs"]
+    # Recorded, so that predict brings a photo to the network's input as the run did.
+    assert inputs["shape"] == [3, 224, 224]
+    assert (inputs["image_size"], inputs["resize"]) == (224, 224)
+    assert main(["predict", str(run), str(tmp_path / "photos" / "a"), "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    assert "(shorter side to 224, then the central 224x224)" in capsys.readouterr().out
 
 
 def test_check_finds_a_class_image_folder(tmp_path, capsys):

@@ -226,7 +226,9 @@ class DatasetSection(Section):
                           workers=workers, **bad)
         if size is None and raw.is_image and not isinstance(raw, FileDataset):
             side = min(raw.train_x.shape[2:])
-            size = None if _side_limited(side, log) == side else DEFAULT_SIDE_LIMIT
+            if _side_limited(side, log) != side:  # recorded: predict resizes as the run did
+                size = DEFAULT_SIDE_LIMIT
+                decoded = {"image_size": size, "resize": size}
         if size is not None and raw.is_image and not isinstance(raw, FileDataset):
             raw = _resized(raw, size)
         data = prepare_dataset(
