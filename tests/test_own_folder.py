@@ -175,25 +175,33 @@ def test_data_root_for_a_dataset_that_reads_none_is_an_error(tmp_path, monkeypat
     assert not (tmp_path / "runs").exists()
 
 
-def test_large_images_train_at_the_side_limit(tmp_path, monkeypatch, capsys):
-    from tailmix.data.section import DEFAULT_SIDE_LIMIT
+def test_each_network_has_a_side_limit():
+    from tailmix.data.section import DEFAULT_SIDE_LIMIT, _side_limit
 
-    _folder(tmp_path / "photos", {"a": 3, "b": 3}, sizes=((260, 300),))
-    code, out, err = _train(tmp_path, monkeypatch, capsys, "--data-root", "photos",
-                            "--epochs", "1", "--arch", "small_cnn", "--batch-size", "4")
-    assert code == 0, err
-    assert f"dataset.image_size: {DEFAULT_SIDE_LIMIT}, as the images are larger (260" in out
-    run = tmp_path / "runs" / "imagefolder-photos" / "ERM-s0"
-    assert json.loads((run / "metrics.json").read_text())["final"]["top1"] is not None
+    assert [_side_limit(a) for a in ("resnet32", "resnet18", "small_cnn")] == [64, 64, 64]
+    assert [_side_limit(a) for a in ("resnet50", "resnext50_32x4d")] == [224, 224]
+    assert _side_limit("a network of one's own") == DEFAULT_SIDE_LIMIT == 224
+
+
+@pytest.mark.parametrize("in_memory", ["auto", "false"])
+def test_large_images_train_at_the_networks_side_limit(tmp_path, monkeypatch, capsys,
+                                                       in_memory):
     import torch
 
+    _folder(tmp_path / "photos", {"a": 3, "b": 3}, sizes=((160, 200),))
+    code, out, err = _train(tmp_path, monkeypatch, capsys, "--data-root", "photos",
+                            "--epochs", "1", "--arch", "small_cnn", "--batch-size", "4",
+                            "--set", f"dataset.in_memory={in_memory}")
+    assert code == 0, err
+    assert "dataset.image_size: 64, as the images are larger (160 pixels" in out
+    run = tmp_path / "runs" / "imagefolder-photos" / "ERM-s0"
+    assert json.loads((run / "metrics.json").read_text())["final"]["top1"] is not None
     inputs = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["inputs"]
     # Recorded, so that predict brings a photo to the network's input as the run did.
-    assert inputs["shape"] == [3, 224, 224]
-    assert (inputs["image_size"], inputs["resize"]) == (224, 224)
+    assert inputs["shape"] == [3, 64, 64] and inputs["image_size"] == 64
     assert main(["predict", str(run), str(tmp_path / "photos" / "a"), "--out",
                  str(tmp_path / "p.csv")]) == 0
-    assert "(shorter side to 224, then the central 224x224)" in capsys.readouterr().out
+    assert "then the central 64x64)" in capsys.readouterr().out
 
 
 def test_check_finds_a_class_image_folder(tmp_path, capsys):

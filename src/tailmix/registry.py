@@ -120,7 +120,8 @@ class Registry:
 #: ``dataset.profile`` a config that names none gets; ``"exp"`` when absent).
 DATASETS = Registry("dataset.name")
 #: Networks: ``factory(*, num_classes, input_shape, head) -> nn.Module``; metadata
-#: ``inputs``: ``"image"`` or ``"vector"``.
+#: ``inputs``: ``"image"`` or ``"vector"``; ``side_limit``: the side larger images are
+#: brought to when ``dataset.image_size`` is not set (224 when absent).
 MODELS = Registry("model.arch")
 #: Losses on soft targets: classes taking keyword arguments (``class_counts`` if needed).
 LOSSES = Registry("loss.name")

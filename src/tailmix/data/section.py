@@ -28,8 +28,10 @@ __all__ = ["DEFAULT_RATIO", "DEFAULT_SIDE_LIMIT", "DatasetSection", "check_sourc
 
 # The imbalance ratio of a profile that cuts (exp, step) when the config names none.
 DEFAULT_RATIO = 100
-#: The largest side images train at when ``dataset.image_size`` is not set: larger ones
-#: (a folder of photos) are resized and centre-cropped to it, which bounds memory and time.
+#: The largest side images train at when ``dataset.image_size`` is not set, for a network
+#: that names none (its ``side_limit`` metadata: 64 for the CIFAR-style ResNet-32, ResNet-18
+#: and small CNN, 224 for the ImageNet-style ResNet-50 and ResNeXt-50): larger images (a
+#: folder of photos) are resized and centre-cropped to it, which bounds memory and time.
 DEFAULT_SIDE_LIMIT = 224
 
 
@@ -203,6 +205,7 @@ class DatasetSection(Section):
             raise ParameterError("dataset.name", "'arrays' when data is passed in", d.name)
         pre = _preprocessing(model)
         size = d.image_size or (pre["input_size"][1] if pre else None)
+        limit = _side_limit(model.arch)
         kw: dict[str, Any] = {}
         decoded = None
         if pre is not None:  # a torchvision or timm backbone normalises its own way
@@ -217,7 +220,7 @@ class DatasetSection(Section):
             raw = scan_images(raw, **bad, log=log)
             workers = None if d.workers == "auto" else d.workers
             n = len(raw.train_files) + len(raw.test_files)
-            side = size or _side_limited(min(first_size(raw, **bad)), log)
+            side = size or _side_limited(min(first_size(raw, **bad)), limit, log)
             if not stream_or_memory(d.in_memory, n, 3 * side * side):
                 raw = materialise(raw, side, workers=workers, **bad, log=log)
                 decoded = {"image_size": side, "resize": side}
@@ -226,8 +229,8 @@ class DatasetSection(Section):
                           workers=workers, **bad)
         if size is None and raw.is_image and not isinstance(raw, FileDataset):
             side = min(raw.train_x.shape[2:])
-            if _side_limited(side, log) != side:  # recorded: predict resizes as the run did
-                size = DEFAULT_SIDE_LIMIT
+            if _side_limited(side, limit, log) != side:  # recorded: predict resizes alike
+                size = limit
                 decoded = {"image_size": size, "resize": size}
         if size is not None and raw.is_image and not isinstance(raw, FileDataset):
             raw = _resized(raw, size)
@@ -240,15 +243,24 @@ class DatasetSection(Section):
         return data
 
 
-def _side_limited(side: int, log: Callable[[str], None]) -> int:
-    """The side images of their own size ``side`` train at when ``dataset.image_size`` is
-    not set: their own, at most :data:`DEFAULT_SIDE_LIMIT` (a note says so)."""
-    if side <= DEFAULT_SIDE_LIMIT:
-        return side
-    log(f"dataset.image_size: {DEFAULT_SIDE_LIMIT}, as the images are larger ({side} pixels "
-        "on the first one's shorter side): each is resized and centre-cropped to it; "
-        "dataset.image_size sets another size")
+def _side_limit(arch: Any) -> int:
+    """The network's ``side_limit`` metadata, else :data:`DEFAULT_SIDE_LIMIT`."""
+    from tailmix.registry import MODELS
+
+    if isinstance(arch, str) and arch in MODELS:
+        return int(MODELS.meta(arch).get("side_limit", DEFAULT_SIDE_LIMIT))
     return DEFAULT_SIDE_LIMIT
+
+
+def _side_limited(side: int, limit: int, log: Callable[[str], None]) -> int:
+    """The side images of their own size ``side`` train at when ``dataset.image_size`` is
+    not set: their own, at most the network's ``limit`` (a note says so)."""
+    if side <= limit:
+        return side
+    log(f"dataset.image_size: {limit}, as the images are larger ({side} pixels on the first "
+        f"one's shorter side) than the network's default limit: each is resized and "
+        "centre-cropped to it; dataset.image_size sets another size")
+    return limit
 
 
 def _resized(raw: Any, size: int) -> Any:

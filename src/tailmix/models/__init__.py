@@ -34,27 +34,27 @@ ARCHS = MODELS
 _INPUT_NDIM = {"image": 3, "vector": 1}
 
 
-@MODELS.register("resnet32", inputs="image")
+@MODELS.register("resnet32", inputs="image", side_limit=64)
 def _resnet32(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
     return resnet32(num_classes, in_channels=input_shape[0], head=head)
 
 
-@MODELS.register("resnet18", inputs="image")
+@MODELS.register("resnet18", inputs="image", side_limit=64)
 def _resnet18(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
     return resnet18(num_classes, in_channels=input_shape[0], head=head)
 
 
-@MODELS.register("resnet50", inputs="image")
+@MODELS.register("resnet50", inputs="image", side_limit=224)
 def _resnet50(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
     return resnet50(num_classes, in_channels=input_shape[0], head=head)
 
 
-@MODELS.register("resnext50_32x4d", inputs="image")
+@MODELS.register("resnext50_32x4d", inputs="image", side_limit=224)
 def _resnext50_32x4d(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
     return resnext50_32x4d(num_classes, in_channels=input_shape[0], head=head)
 
 
-@MODELS.register("small_cnn", inputs="image")
+@MODELS.register("small_cnn", inputs="image", side_limit=64)
 def _small_cnn(*, num_classes: int, input_shape: tuple[int, ...], head: str) -> nn.Module:
     return SmallCNN(num_classes, in_channels=input_shape[0], head=head)
 
