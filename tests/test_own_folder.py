@@ -125,6 +125,24 @@ def test_a_folder_with_split_folders_refuses_the_held_out_options(tmp_path):
         read_imagefolder(tmp_path / "src", test_share=0.3, cache_dir=tmp_path / "c")
 
 
+@pytest.mark.parametrize("held", ["val", "valid", "validation"])
+def test_a_train_and_val_folder_is_tested_on_val(tmp_path, capsys, held):
+    _folder(tmp_path / "src" / "train", {"a": 3, "b": 2})
+    images = _folder(tmp_path / "src" / held, {"a": 1, "b": 2}, seed=1)
+    data = read_imagefolder(tmp_path / "src", cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(data.test_y, [0, 1, 1])
+    np.testing.assert_array_equal(data.test_x[0], images["a/000.png"].transpose(2, 0, 1))
+    assert data.notes == [f"dataset: src has no test/ folder; its {held}/ folder is the test "
+                          "set (dataset.options.test_split names another)"]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: {{name: imagefolder, root: {tmp_path / 'src'}}}\n")
+    assert main(["check", str(config)]) == 0
+    _folder(tmp_path / "src" / "test", {"a": 1, "b": 1}, seed=2)  # a test folder comes first
+    assert len(read_imagefolder(tmp_path / "src", cache_dir=tmp_path / "c").test_y) == 2
+    with pytest.raises(DatasetError, match="no 'other' folder"):
+        read_imagefolder(tmp_path / "src", test_split="other", cache_dir=tmp_path / "c")
+
+
 def test_images_of_differing_sizes_are_listed_as_files(tmp_path):
     _folder(tmp_path / "pics", {"a": 4, "b": 4}, sizes=((6, 7), (9, 5)))
     data = read_imagefolder(tmp_path / "pics", in_memory="auto", cache_dir=tmp_path / "c")

@@ -53,6 +53,7 @@ from tailmix.data.files import (
 __all__ = [
     "DEFAULT_TEST_SHARE",
     "IMAGE_EXTENSIONS",
+    "TEST_FOLDER_NAMES",
     "ImagePlan",
     "ImageSource",
     "build_dataset",
@@ -60,10 +61,12 @@ __all__ = [
     "class_folder_members",
     "decode_images",
     "default_cache_dir",
+    "find_layout",
     "held_out_split",
     "is_image_name",
     "read_cinic10",
     "read_imagefolder",
+    "test_folder",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -655,7 +658,8 @@ def read_imagefolder(
         holding either layout: ``SPLIT/CLASS/IMAGE``, whose split folders are the training
         and test sets, or ``CLASS/IMAGE`` (no split folders), whose test set is held out.
     train_split, test_split:
-        The split folder names.
+        The split folder names. Without a ``test`` folder, the default ``test_split`` finds
+        a ``val``, ``valid`` or ``validation`` folder (:func:`test_folder`; a note says so).
     test_share:
         For a ``CLASS/IMAGE`` folder: the share of each class held out as the test set
         (default :data:`DEFAULT_TEST_SHARE`; see :func:`held_out_split`). Refused for a
@@ -714,9 +718,15 @@ def read_imagefolder(
     with ImageSource(source, expect=(train_split, test_split)) as src:
         members = find_layout(src, train_split, test_share=test_share, split_seed=split_seed)
         if members is None:
-            return _read_splits(src, train_split, test_split, cache_dir, name,
-                                kind="imagefolder", in_memory=in_memory,
-                                bad_images=bad_images, max_pixels=max_pixels)
+            found = test_folder(src, test_split)
+            raw = _read_splits(src, train_split, found, cache_dir, name, kind="imagefolder",
+                               in_memory=in_memory, bad_images=bad_images,
+                               max_pixels=max_pixels)
+            if found != test_split:
+                raw.notes.append(f"dataset: {src.path.name} has no {test_split}/ folder; its "
+                                 f"{found}/ folder is the test set (dataset.options.test_split "
+                                 "names another)")
+            return raw
         share = DEFAULT_TEST_SHARE if test_share is None else test_share
         seed = 0 if split_seed is None else split_seed
         train, test = held_out_split(members, share, seed)
@@ -754,6 +764,19 @@ def find_layout(src: ImageSource, train_split: str, *, test_share: float | None 
     if members is None:
         raise DatasetError(no_layout_message(src, train_split))
     return members
+
+
+#: The folders a ``SPLIT/CLASS/IMAGE`` dataset without a ``test`` folder is tested on, the
+#: first found: the names torchvision's tutorials and Keras use for a held-out split.
+TEST_FOLDER_NAMES = ("val", "valid", "validation")
+
+
+def test_folder(src: ImageSource, test_split: str) -> str:
+    """The test split folder of ``src``: ``test_split``, or where it is the default
+    ``"test"`` and absent, the first of :data:`TEST_FOLDER_NAMES` that is there."""
+    if test_split != "test" or test_split in src.dirs:
+        return test_split
+    return next((n for n in TEST_FOLDER_NAMES if n in src.dirs), test_split)
 
 
 def _check_held_out(prefix: str, test_share: object, split_seed: object) -> None:

@@ -128,13 +128,13 @@ def _check_splits(src: Any, splits: Sequence[str]) -> None:
 
 def _imagefolder(name: str, root: Path, download: bool, options: dict[str, Any]) -> None:
     """``SPLIT/CLASS/IMAGE`` with both splits, or ``CLASS/IMAGE`` (its test set held out)."""
-    from tailmix.data.imagefolder import find_layout
+    from tailmix.data.imagefolder import find_layout, test_folder
 
     splits = (options.get("train_split", "train"), options.get("test_split", "test"))
     with _image_source(root, splits) as src:
         if find_layout(src, splits[0], test_share=options.get("test_share"),
                        split_seed=options.get("split_seed"), prefix="dataset.options.") is None:
-            _check_splits(src, splits)
+            _check_splits(src, (splits[0], test_folder(src, splits[1])))
 
 
 def _cifar(name: str, root: Path, download: bool, options: dict[str, Any]) -> None:
