@@ -319,11 +319,13 @@ def test_locate_and_the_reader_agree_on_an_image_folder(tmp_path, layout, proble
 
 
 def test_locate_follows_the_image_folder_options(tmp_path):
-    root = _image_folder(tmp_path / "data", splits=("tr", "val"))
-    locate_source("imagefolder", root=root, train_split="tr", test_split="val",
+    root = _image_folder(tmp_path / "data", splits=("tr", "held"))
+    locate_source("imagefolder", root=root, train_split="tr", test_split="held",
                   in_memory=False)
     with pytest.raises(DatasetError, match="no 'test' folder"):
         locate_source("imagefolder", root=root, train_split="tr")
+    root = _image_folder(tmp_path / "data2", splits=("tr", "val"))
+    locate_source("imagefolder", root=root, train_split="tr")  # val/ stands in for test/
 
 
 def test_locate_finds_svhn_cinic_and_tiny_imagenet(tmp_path):
