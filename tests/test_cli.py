@@ -98,6 +98,11 @@ def test_compare_takes_strategies_and_refuses_the_single_spelling(capsys, tmp_pa
     assert "The '--strategy' parameter must be --strategies NAME [NAME ...]" in line
     assert "Got '--strategy DRW' instead" in line
     assert not (tmp_path / "cmp").exists()
+    # Commas separate names too: each is checked on its own, before anything trains.
+    assert main(["compare", "--strategies", "ERM,DRW,Nope", "-o", str(tmp_path / "cmp")]) == 2
+    line = _error_line(capsys)
+    assert "'Nope: strategy'" in line and "Got 'Nope' instead" in line
+    assert not (tmp_path / "cmp" / "ERM").exists()
 
 
 def test_commands_offer_only_the_flags_they_use(capsys, monkeypatch):

@@ -370,6 +370,8 @@ def _compare(args: argparse.Namespace, *, is_main: bool) -> int:
     base = build_config(args)
     out_root = _out_folder(args.out)
     rows, run_dirs = [], []
+    # "ERM,DRW" as well as "ERM DRW": no strategy name holds a comma.
+    args.strategies = [n for given in args.strategies for n in given.split(",") if n]
     for name in args.strategies:  # every run is checked before the first one trains
         try:
             resolve({**base, "strategy": name})
@@ -664,7 +666,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train several strategies and compare them")
     _add_config_flags(p, choices, strategy=False)
     p.add_argument("--strategies", nargs="+", required=True, metavar="NAME",
-                   help=f"the strategies to train, one run each: {choices['strategies']}")
+                   help="the strategies to train, one run each (separated by spaces or "
+                   f"commas): {choices['strategies']}")
     p.add_argument("--strategy", action=_Refused, expected="--strategies NAME [NAME ...] "
                    "(compare trains one run for each strategy it is given)")
     p.add_argument("--out", "-o", required=True, help="folder for the runs and the report")
