@@ -212,7 +212,7 @@ def test_accepted_options_come_from_the_readers():
 
     folder = [p for p, v in inspect.signature(read_imagefolder).parameters.items()
               if v.kind is inspect.Parameter.KEYWORD_ONLY
-              and p not in ("in_memory", "name", "bad_images", "max_pixels")]
+              and p not in ("in_memory", "name", "bad_images", "max_pixels", "max_side")]
     assert source_options("imagefolder") == tuple(folder)
     assert source_options("cinic10") == ("eval_split", "cache_dir")
     assert "cache_dir" in source_options("tiny_imagenet")

@@ -40,16 +40,28 @@ def _folder(root: Path, counts: dict[str, int], sizes=((6, 7),), seed=0) -> dict
 def test_held_out_split_by_hand():
     members = {"a": [f"a/{i}" for i in range(10)], "b": ["b/0", "b/1"], "c": ["c/0"]}
     train, test = held_out_split(members, 0.25, seed=3)
-    # round(2.5) = 2 of a; b's round(0.5) = 0 is raised to one; c keeps its only image.
-    assert [len(test[c]) for c in "abc"] == [2, 1, 0]
-    assert [len(train[c]) for c in "abc"] == [8, 1, 1]
+    # 2.5 of a rounds half up to 3; b's 0.5 rounds to 1; c keeps its only image.
+    assert [len(test[c]) for c in "abc"] == [3, 1, 0]
+    assert [len(train[c]) for c in "abc"] == [7, 1, 1]
     assert train["c"] == ["c/0"]
     assert held_out_split(members, 0.25, seed=3) == (train, test)  # seeded
 
 
+@pytest.mark.parametrize(("share", "counts"), [
+    # n = 1, 2, 3, 4, 5, 7, 8, 10, 13, 100 images in a class
+    (0.2, [0, 1, 1, 1, 1, 1, 2, 2, 3, 20]),
+    (0.5, [0, 1, 2, 2, 3, 4, 4, 5, 7, 50]),
+    (0.9, [0, 1, 2, 3, 4, 6, 7, 9, 12, 90]),
+])
+def test_held_out_counts_by_class_size(share, counts):
+    sizes = [1, 2, 3, 4, 5, 7, 8, 10, 13, 100]
+    members = {f"c{n}": [f"c{n}/{i}" for i in range(n)] for n in sizes}
+    assert [len(v) for v in held_out_split(members, share)[1].values()] == counts
+
+
 def test_held_out_split_properties_over_random_folders():
     rng = np.random.default_rng(0)
-    for trial in range(300):
+    for _ in range(300):
         n_classes = int(rng.integers(1, 8))
         members = {f"k{c}": [f"k{c}/{i:04d}" for i in range(int(rng.integers(1, 60)))]
                    for c in range(n_classes)}
@@ -57,8 +69,8 @@ def test_held_out_split_properties_over_random_folders():
         train, test = held_out_split(members, share, seed)
         for cls, names in members.items():
             n = len(names)
-            expected = min(max(round(share * n), 1), n - 1) if n >= 2 else 0
-            assert len(test[cls]) == expected
+            assert (len(test[cls]) == 0) if n == 1 else (1 <= len(test[cls]) <= n - 1)
+            assert abs(len(test[cls]) - share * n) <= 0.5 or len(test[cls]) in (1, n - 1)
             assert sorted(train[cls] + test[cls]) == names  # a partition
             assert train[cls] == sorted(train[cls]) and test[cls] == sorted(test[cls])
         # A class's split does not depend on the other classes.
@@ -143,14 +155,53 @@ def test_a_train_and_val_folder_is_tested_on_val(tmp_path, capsys, held):
         read_imagefolder(tmp_path / "src", test_split="other", cache_dir=tmp_path / "c")
 
 
-def test_images_of_differing_sizes_are_listed_as_files(tmp_path):
+@pytest.mark.parametrize("in_memory", ["auto", True])
+def test_images_of_differing_sizes_are_listed_as_files(tmp_path, in_memory):
     _folder(tmp_path / "pics", {"a": 4, "b": 4}, sizes=((6, 7), (9, 5)))
-    data = read_imagefolder(tmp_path / "pics", in_memory="auto", cache_dir=tmp_path / "c")
+    data = read_imagefolder(tmp_path / "pics", in_memory=in_memory, cache_dir=tmp_path / "c")
     assert isinstance(data, FileDataset) and len(data.train_files) == 6
     assert any("differ in size" in note and "7x6" in note and "5x9" in note
                for note in data.notes)
-    with pytest.raises(DatasetError, match=r"share one size\. Set dataset\.image_size"):
-        read_imagefolder(tmp_path / "pics", in_memory=True, cache_dir=tmp_path / "c")
+
+
+def test_images_larger_than_max_side_are_listed_not_decoded(tmp_path, monkeypatch):
+    from tailmix.data import imagefolder
+
+    _folder(tmp_path / "pics", {"a": 3, "b": 3}, sizes=((30, 40),))
+    kept = read_imagefolder(tmp_path / "pics", max_side=30, cache_dir=tmp_path / "c")
+    assert kept.train_x.shape[2:] == (30, 40)  # at most max_side: decoded as it is
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded whole although larger than max_side")
+
+    monkeypatch.setattr(imagefolder, "build_dataset", refuse)
+    for in_memory in (True, "auto"):
+        data = read_imagefolder(tmp_path / "pics", max_side=29, in_memory=in_memory,
+                                cache_dir=tmp_path / "c")
+        assert isinstance(data, FileDataset)
+
+
+def test_layouts_that_are_easy_to_get_wrong(tmp_path):
+    cache = {"cache_dir": tmp_path / "c"}
+    _folder(tmp_path / "one" / "cat", {"": 3})  # a single class folder
+    with pytest.raises(DatasetError, match=r"\(one class folder, cat/\)"):
+        read_imagefolder(tmp_path / "one", **cache)
+    _folder(tmp_path / "single", {"a": 1, "b": 1, "c": 1})
+    with pytest.raises(DatasetError, match="Every class folder of .*single holds one image"):
+        read_imagefolder(tmp_path / "single", **cache)
+    # A class named like a split folder is a class when it holds images, not folders.
+    _folder(tmp_path / "vehicles", {"train": 3, "bus": 3, "car": 3})
+    data = read_imagefolder(tmp_path / "vehicles", **cache)
+    assert data.classes == ["bus", "car", "train"] and len(data.test_y) == 3
+    # train/ and val/ in a zip, inside a wrapper folder.
+    _folder(tmp_path / "tv" / "train", {"a": 2, "b": 2})
+    _folder(tmp_path / "tv" / "val", {"a": 1, "b": 1})
+    with zipfile.ZipFile(tmp_path / "tv.zip", "w") as zf:
+        for path in sorted((tmp_path / "tv").rglob("*.png")):
+            zf.write(path, "wrap/" + path.relative_to(tmp_path / "tv").as_posix())
+    data = read_imagefolder(tmp_path / "tv.zip", **cache)
+    assert len(data.train_y) == 4 and len(data.test_y) == 2
+    assert "its val/ folder is the test set" in data.notes[0]
 
 
 # --------------------------------------------------------------------------- the command line
@@ -179,6 +230,21 @@ def test_a_newcomers_folder_trains_with_data_root_alone(tmp_path, monkeypatch, c
     assert metrics["class_counts"] == [12, 5, 2]
     assert sum(metrics["final"]["confusion_matrix"][i][j] for i in range(3)
                for j in range(3)) == 5
+
+
+def test_set_dataset_name_counts_as_naming_the_dataset(tmp_path, monkeypatch, capsys):
+    from tailmix.cli import build_config, make_parser
+
+    monkeypatch.setenv("RANK", "0")
+    args = make_parser().parse_args(["train", "--data-root", "x", "--set",
+                                     "dataset.name=cifar10"])
+    cfg = build_config(args)
+    assert cfg["dataset"]["name"] == "cifar10" and cfg["model"]["arch"] == "resnet32"
+    assert cfg["dataset"]["ratio"] == 100  # cifar10's shipped config, not an empty one
+    assert "imagefolder" not in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "1")  # under torchrun, rank 0 alone says it
+    build_config(make_parser().parse_args(["train", "--data-root", "x"]))
+    assert capsys.readouterr().out == ""
 
 
 def test_data_root_for_a_dataset_that_reads_none_is_an_error(tmp_path, monkeypatch, capsys):
@@ -256,3 +322,25 @@ def test_the_readmes_own_images_commands_run_as_written(tmp_path, monkeypatch, c
                           / "metrics.json").read_text())
     assert metrics["epochs"] == 40 and metrics["strategy"] == "MAMix-DRW"
     assert metrics["classes"] == ["cat", "dog", "owl"] and metrics["final"]["num_examples"] == 5
+
+
+def test_explicit_in_memory_trains_a_folder_of_differing_sizes(tmp_path, monkeypatch, capsys):
+    _folder(tmp_path / "pics", {"a": 5, "b": 5}, sizes=((12, 14), (16, 12)))
+    code, out, err = _train(tmp_path, monkeypatch, capsys, "--data-root", "pics", "--epochs",
+                            "1", "--arch", "small_cnn", "--set", "dataset.in_memory=true")
+    assert code == 0, err
+    assert "differ in size" in out
+
+
+def test_arrays_keep_their_size_whatever_the_network(tmp_path):
+    """The side limit is for images read from files, never for a user's own arrays."""
+    from tailmix.data import from_arrays
+    from tailmix.pipeline.build import load_data
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(12, 3, 80, 80), dtype=np.uint8)
+    config = {"dataset": {"name": "arrays"}, "model": {"arch": "resnet32"},
+              "train": {"epochs": 1, "device": "cpu"}}
+    data = load_data(config, from_arrays(x, np.arange(12) % 2, x[:4], np.arange(4) % 2),
+                     log=lambda line: None)
+    assert tuple(data.train_inputs.shape[2:]) == (80, 80) and data.decoded is None

@@ -292,7 +292,8 @@ def test_locate_finds_each_cifar_layout_without_reading_it(tmp_path):
     ({"train/a/1.png", "train/b/2.png"}, "no 'test' folder"),
     ({"train/a/1.png", "train/b/notes.txt", "test/a/3.png", "test/b/4.png"}, "holds no images"),
     ({"train/a/1.png", "test/b/4.png"}, "other classes"),
-    ({"train/1.png", "test/2.png"}, "SPLIT/CLASS/IMAGE layout"),
+    ({"train/1.png", "test/2.png"}, "holds one image"),  # two classes of one image each
+    ({"train/1.png", "2.png"}, "neither image-folder layout"),
 ])
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_locate_and_the_reader_agree_on_an_image_folder(tmp_path, layout, problem, as_zip):

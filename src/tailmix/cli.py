@@ -170,12 +170,19 @@ def _dataset_default(args: argparse.Namespace) -> dict[str, Any]:
     from tailmix.pipeline.config import load_config_file
     from tailmix.registry import DATASETS, load_builtins
 
+    from tailmix.pipeline.config import parse_set
+
     load_builtins()
     name = getattr(args, "dataset", None)
+    for item in getattr(args, "set", None) or ():  # --set dataset.name=... names it too
+        key, value = parse_set(item)
+        if key == "dataset.name" and isinstance(value, str):
+            name = value
     if name is None and getattr(args, "data_root", None) is not None:
         name = "imagefolder"  # a root of one's own images, the commonest case
-        print("dataset.name: 'imagefolder', as --data-root is given without --dataset "
-              "(--dataset names another source)")
+        if os.environ.get("RANK", "0") == "0":  # said once under torchrun
+            print("dataset.name: 'imagefolder', as --data-root is given without --dataset "
+                  "(--dataset names another source)")
     name = name or "digits"
     shipped = DATASETS.meta(name).get("config") if name in DATASETS else None
     cfg = load_config_file(shipped) if shipped else {}
@@ -185,19 +192,22 @@ def _dataset_default(args: argparse.Namespace) -> dict[str, Any]:
 
 def _default_out(cfg: dict[str, Any]) -> Path:
     """``runs/DATA/STRATEGY-sSEED``: DATA is the source and its imbalance ratio
-    (``cifar10-r100``), or for data trained as it is (profile ``original``) the source and
-    the name of its folder (``imagefolder-pics``)."""
+    (``cifar10-r100``), or for a user's own data trained as it is (a source without a
+    shipped config, profile ``original``) the source and the name of its folder
+    (``imagefolder-pics``)."""
     from tailmix.registry import DATASETS
 
     d = cfg.get("dataset", {}) or {}
     name = d.get("name", "digits")
     strategy = cfg.get("strategy", "ERM")
     seed = (cfg.get("train") or {}).get("seed", 0)
-    own = DATASETS.meta(name).get("profile", "exp") if name in DATASETS else "exp"
+    meta = DATASETS.meta(name) if name in DATASETS else {}
+    own = meta.get("profile", "exp")
     kept = d.get("profile", own if d.get("ratio") is None else "exp") == "original"
-    if kept and d.get("ratio") is None:
-        root = d.get("root")
-        data = f"{name}-{_folder_name(root)}" if isinstance(root, str) and root else name
+    root = d.get("root")
+    if kept and d.get("ratio") is None and meta.get("config", "") is None and (
+            isinstance(root, str) and root):  # a user's own data: its folder's name
+        data = f"{name}-{_folder_name(root)}"
     else:
         data = f"{name}-r{d.get('ratio', 100)}"
     return Path("runs") / data / f"{strategy}-s{seed}"

@@ -115,7 +115,8 @@ class Registry:
 
 
 #: Dataset sources: ``loader(*, root, download, **options) -> RawDataset``. Metadata:
-#: ``needs_root`` (bool), ``reads_root`` (False: reads no files), ``config`` (the packaged config a bare ``--dataset`` starts from),
+#: ``needs_root`` (bool), ``reads_root`` (False: reads no files), ``config`` (the packaged
+#: config a bare ``--dataset`` starts from),
 #: ``sizes`` ((classes, largest class in the training set) where known), ``profile`` (the
 #: ``dataset.profile`` a config that names none gets; ``"exp"`` when absent).
 DATASETS = Registry("dataset.name")

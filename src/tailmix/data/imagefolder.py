@@ -22,6 +22,7 @@ in one place.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 import threading
@@ -62,6 +63,7 @@ __all__ = [
     "decode_images",
     "default_cache_dir",
     "find_layout",
+    "no_layout_message",
     "held_out_split",
     "is_image_name",
     "read_cinic10",
@@ -224,7 +226,9 @@ class MixedSizesError(DatasetError):
     """Images of one dataset that differ in size, met while decoding them into one array;
     ``example`` names two of them with their sizes."""
 
-    example: str = ""
+    def __init__(self, message: str, example: str):
+        super().__init__(message)
+        self.example = example
 
 
 def _decode_one(source: ImageSource, name: str, max_pixels: int | None = MAX_PIXELS
@@ -297,14 +301,12 @@ def _decode(source: ImageSource, names: Sequence[str], *, max_pixels: int | None
                 failures[i] = str(error)
                 continue
             if pixels.shape[:2] != (height, width):
-                error = MixedSizesError(
+                return MixedSizesError(
                     f"Image {source.where(names[i])} is {pixels.shape[1]}x{pixels.shape[0]} "
                     f"(width x height) but {source.where(names[k])} is {width}x{height}; all "
-                    "images of a dataset must share one size."
-                )
-                error.example = (f"{source.where(names[k])} is {width}x{height}, "
-                                 f"{source.where(names[i])} {pixels.shape[1]}x{pixels.shape[0]}")
-                return error
+                    "images of one array must share one size.",
+                    f"{source.where(names[k])} is {width}x{height}, "
+                    f"{source.where(names[i])} {pixels.shape[1]}x{pixels.shape[0]}")
             out[i] = pixels.transpose(2, 0, 1)
         return None
 
@@ -522,6 +524,8 @@ def no_layout_message(source: ImageSource, train_split: str) -> str:
     deep = [n for n in images if n.count("/") != 1]
     if not images:
         found = "no images"
+    elif _single_class(source, deep):
+        found = f"one class folder, {source.prefix}"
     elif deep:
         found = (f"image {deep[0]!r} is not in a class folder" if "/" not in deep[0]
                  else f"image {deep[0]!r} is more than one folder deep")
@@ -532,16 +536,23 @@ def no_layout_message(source: ImageSource, train_split: str) -> str:
             f"of images ({found}). Found: {source.top_level()[:20]}.")
 
 
+def _single_class(source: ImageSource, deep: Sequence[str]) -> bool:
+    """Whether ``source`` is one folder of images seen through its wrapper (``prefix``): a
+    single class folder, not a dataset's top level."""
+    return bool(source.prefix) and bool(deep) and all("/" not in n for n in deep)
+
+
 def held_out_split(
     members: Mapping[str, Sequence[str]], share: float = DEFAULT_TEST_SHARE, seed: int = 0
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Split each class's members into training and test members, stratified and seeded.
 
-    A class of ``n`` members gives ``round(share * n)`` of them to the test set, at least one
-    and at most ``n - 1`` where ``n >= 2``; a class of one member keeps it for training (its
-    test accuracy is then undefined and left out of the averages). Which members go is drawn
-    by a generator seeded from ``seed`` and the class's name, so a class's split does not
-    change when other classes are added or removed. Both sides keep the members' order.
+    A class of ``n`` members gives ``share * n`` of them, rounded half up, to the test set, at
+    least one and at most ``n - 1`` where ``n >= 2``; a class of one member keeps it for
+    training (its test accuracy is then undefined and left out of the averages). Which
+    members go is drawn by a generator seeded from ``seed`` and the class's name, so a
+    class's split does not change when other classes are added or removed. Both sides keep
+    the members' order.
 
     >>> train, test = held_out_split({"a": ["a/1", "a/2", "a/3", "a/4", "a/5"], "b": ["b/1"]})
     >>> [len(v) for v in train.values()], [len(v) for v in test.values()]
@@ -551,7 +562,7 @@ def held_out_split(
     test: dict[str, list[str]] = {}
     for cls, names in members.items():
         n = len(names)
-        k = min(max(round(share * n), 1), n - 1) if n >= 2 else 0
+        k = min(max(math.floor(share * n + 0.5), 1), n - 1) if n >= 2 else 0
         rng = np.random.default_rng([seed, zlib.crc32(cls.encode("utf-8"))])
         held = set(rng.permutation(n)[:k].tolist())
         train[cls] = [m for i, m in enumerate(names) if i not in held]
@@ -646,6 +657,7 @@ def read_imagefolder(
     max_pixels: int | None = MAX_PIXELS,
     test_share: float | None = None,
     split_seed: int | None = None,
+    max_side: int | None = None,
     **unknown: Any,
 ) -> RawDataset | FileDataset:
     """Read an image dataset laid out as ``SPLIT/CLASS/IMAGE`` or ``CLASS/IMAGE`` in a
@@ -671,10 +683,16 @@ def read_imagefolder(
     name:
         The dataset's name in reports; default the source's file or folder name.
     in_memory:
-        True: decode every image now (all of one size) into arrays; False: list the files,
-        to be decoded while training (a :class:`~tailmix.data.files.FileDataset`);
-        ``"auto"``: in memory when the decoded images, at the first image's size, fit in
-        :data:`~tailmix.data.files.IN_MEMORY_LIMIT`.
+        True: decode every image now into arrays; False: list the files, to be decoded
+        while training (a :class:`~tailmix.data.files.FileDataset`); ``"auto"``: in memory
+        when the decoded images, at the first image's size, fit in
+        :data:`~tailmix.data.files.IN_MEMORY_LIMIT`. Images of differing sizes, which make
+        no one array, are listed as files whatever the setting (a note says so), for the
+        caller to bring to one size (:func:`~tailmix.data.files.materialise`).
+    max_side:
+        Images whose first one is larger than this on its shorter side are listed as files
+        whatever ``in_memory`` says, for the caller to decode at a smaller size rather
+        than whole (None: no limit).
     bad_images:
         ``"refuse"``: an image that cannot be read is an error naming it; ``"skip"``: it is
         left out (listed in the result's ``skipped``).
@@ -696,15 +714,17 @@ def read_imagefolder(
     DatasetError
         If ``source`` does not exist (a :class:`~tailmix.data.download.DatasetNotFoundError`,
         also a ``FileNotFoundError``), the layout differs (the message says what was found),
-        a class folder is empty, the splits' classes differ, an image cannot be decoded
-        (unless skipped) or images differ in size.
+        a class folder is empty, the splits' classes differ, or an image cannot be decoded
+        (unless skipped).
     ParameterError
         For a bad or unknown keyword, naming it.
     """
     _refuse_unknown("read_imagefolder", unknown,
                     ("train_split", "test_split", "cache_dir", "name", "in_memory",
-                     "bad_images", "max_pixels", "test_share", "split_seed"))
+                     "bad_images", "max_pixels", "test_share", "split_seed", "max_side"))
     check_decoding(bad_images, max_pixels)
+    if max_side is not None:
+        check_number("max_side", max_side, low=1, integer=True)
     train_split = _check_split_name("train_split", train_split)
     test_split = _check_split_name("test_split", test_split)
     if train_split == test_split:
@@ -721,7 +741,7 @@ def read_imagefolder(
             found = test_folder(src, test_split)
             raw = _read_splits(src, train_split, found, cache_dir, name, kind="imagefolder",
                                in_memory=in_memory, bad_images=bad_images,
-                               max_pixels=max_pixels)
+                               max_pixels=max_pixels, max_side=max_side)
             if found != test_split:
                 raw.notes.append(f"dataset: {src.path.name} has no {test_split}/ folder; its "
                                  f"{found}/ folder is the test set (dataset.options.test_split "
@@ -737,13 +757,15 @@ def read_imagefolder(
                 "held out as the test set (dataset.options.test_share sets the share)")
         return _read_members(src, train, test, (f"{share:g}", f"seed {seed}"), cache_dir,
                              name, kind="imagefolder-held-out", in_memory=in_memory,
-                             bad_images=bad_images, max_pixels=max_pixels, notes=[note])
+                             bad_images=bad_images, max_pixels=max_pixels, max_side=max_side,
+                             notes=[note])
 
 
 def find_layout(src: ImageSource, train_split: str, *, test_share: float | None = None,
                 split_seed: int | None = None, prefix: str = "") -> dict[str, list[str]] | None:
-    """Which layout ``src`` has: None for ``SPLIT/CLASS/IMAGE`` (a ``train_split`` folder at
-    its top level), else the members of its ``CLASS/IMAGE`` classes.
+    """Which layout ``src`` has: None for ``SPLIT/CLASS/IMAGE`` (a ``train_split`` folder of
+    folders at its top level), else the members of its ``CLASS/IMAGE`` classes (a class
+    may be named like a split folder).
 
     Raises
     ------
@@ -753,7 +775,8 @@ def find_layout(src: ImageSource, train_split: str, *, test_share: float | None 
         If ``test_share`` or ``split_seed`` (named with ``prefix``) is given for a folder
         with split folders, which has a test set of its own.
     """
-    if train_split in src.dirs:
+    head = train_split + "/"
+    if any(d.startswith(head) for d in src.dirs):  # a split folder of class folders
         for key, value in (("test_share", test_share), ("split_seed", split_seed)):
             if value is not None:
                 raise ParameterError(prefix + key, f"absent: {src.path} has a {train_split!r} "
@@ -763,6 +786,10 @@ def find_layout(src: ImageSource, train_split: str, *, test_share: float | None 
     members = class_folder_members(src)
     if members is None:
         raise DatasetError(no_layout_message(src, train_split))
+    if all(len(names) < 2 for names in members.values()):
+        raise DatasetError(f"Every class folder of {src.path} holds one image: holding out a "
+                           "test set needs a class of two or more (or give train/ and test/ "
+                           "folders).")
     return members
 
 
@@ -798,6 +825,7 @@ def _read_splits(
     in_memory: bool | str = True,
     bad_images: str = "refuse",
     max_pixels: int | None = MAX_PIXELS,
+    max_side: int | None = None,
 ) -> RawDataset | FileDataset:
     train = _split_members(src, train_split)
     test = _split_members(src, test_split)
@@ -811,7 +839,7 @@ def _read_splits(
         )
     return _read_members(src, train, test, (train_split, test_split), cache_dir, name,
                          kind=kind, in_memory=in_memory, bad_images=bad_images,
-                         max_pixels=max_pixels)
+                         max_pixels=max_pixels, max_side=max_side)
 
 
 def _read_members(
@@ -826,10 +854,12 @@ def _read_members(
     in_memory: bool | str,
     bad_images: str,
     max_pixels: int | None,
+    max_side: int | None = None,
     notes: Sequence[str] = (),
 ) -> RawDataset | FileDataset:
-    """Each split's ``{class: members}`` read, decoded or listed (``in_memory``); the
-    classes are the training split's, in its order."""
+    """Each split's ``{class: members}`` read, decoded or listed (``in_memory``,
+    ``max_side``, images of differing sizes); the classes are the training split's, in its
+    order."""
     classes = list(train)
     train_names, train_y = _labelled(train, classes)
     test_names, test_y = _labelled(test, classes)
@@ -846,17 +876,16 @@ def _read_members(
     files = FileDataset(root=src.path, prefix=src.prefix, train_files=train_names,
                         train_y=train_y, test_files=test_names, test_y=test_y,
                         classes=list(classes), name=name, notes=list(notes))
-    if in_memory is not True:
+    if in_memory is not True or max_side is not None:
         w, h = first_size(files, bad_images=bad_images, max_pixels=max_pixels)
+        if max_side is not None and min(w, h) > max_side:
+            return files
         if stream_or_memory(in_memory, len(train_names) + len(test_names), 3 * w * h):
             return files
     try:
         raw = build_dataset(src, plan, cache_dir=cache_dir, name=name, bad_images=bad_images,
                             max_pixels=max_pixels)
-    except MixedSizesError as error:
-        if in_memory is True:  # asked for one array at the images' own size
-            raise DatasetError(f"{error} Set dataset.image_size to bring them to one size, "
-                               "or in_memory: 'auto' to have them listed as files") from None
+    except MixedSizesError as error:  # no one array: listed, for the caller to resize
         files.notes.append(f"dataset: the images of {src.path.name} differ in size "
                            f"({error.example}); each is resized and centre-cropped to one "
                            "square size: dataset.image_size, else the first image's shorter "

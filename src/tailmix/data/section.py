@@ -23,8 +23,8 @@ from tailmix._validation import (
 )
 from tailmix.pipeline.sections import Section, Sections, section
 
-__all__ = ["DEFAULT_RATIO", "DEFAULT_SIDE_LIMIT", "DatasetSection", "check_source_options", "probe_counts",
-           "source_options"]
+__all__ = ["DEFAULT_RATIO", "DEFAULT_SIDE_LIMIT", "DatasetSection", "check_source_options",
+           "probe_counts", "source_options"]
 
 # The imbalance ratio of a profile that cuts (exp, step) when the config names none.
 DEFAULT_RATIO = 100
@@ -188,24 +188,25 @@ class DatasetSection(Section):
             skipped_note,
             stream_or_memory,
         )
+        from tailmix.registry import DATASETS
 
         d = self
+        pre = _preprocessing(model)
+        size = d.image_size or (pre["input_size"][1] if pre else None)
+        limit = _side_limit(model.arch)
         if raw is None:
-            # True is asked of the section: a reader that finds images too many or of
-            # differing sizes for one array lists them as files, decoded into memory below.
-            in_memory = "auto" if d.in_memory is True else d.in_memory
+            # A reader lists as files the images it cannot hold as one array (of differing
+            # sizes) or that are larger than the network takes: decoded smaller below.
             raw = load_source(d.name, root=d.root, download=d.download,
-                              in_memory=in_memory, bad_images=d.bad_images,
-                              max_pixels=d.max_pixels, **d.options)
+                              in_memory=d.in_memory, bad_images=d.bad_images,
+                              max_pixels=d.max_pixels,
+                              max_side=limit if size is None else None, **d.options)
             for note in getattr(raw, "notes", ()):  # how the source was read
                 log(note)
             if getattr(raw, "skipped", None):  # left out by a reader that decodes
                 log(skipped_note(raw.skipped))
         elif d.name != "arrays":
             raise ParameterError("dataset.name", "'arrays' when data is passed in", d.name)
-        pre = _preprocessing(model)
-        size = d.image_size or (pre["input_size"][1] if pre else None)
-        limit = _side_limit(model.arch)
         kw: dict[str, Any] = {}
         decoded = None
         if pre is not None:  # a torchvision or timm backbone normalises its own way
@@ -227,8 +228,9 @@ class DatasetSection(Section):
             else:
                 kw.update(image_size=side, resize=pre["resize"] if pre else None,
                           workers=workers, **bad)
-        if size is None and raw.is_image and not isinstance(raw, FileDataset):
-            side = min(raw.train_x.shape[2:])
+        decodes = DATASETS.meta(d.name).get("decodes") if d.name in DATASETS else False
+        if size is None and decodes and raw.is_image and not isinstance(raw, FileDataset):
+            side = min(raw.train_x.shape[2:])  # a reader's own array: at most the limit
             if _side_limited(side, limit, log) != side:  # recorded: predict resizes alike
                 size = limit
                 decoded = {"image_size": size, "resize": size}
@@ -341,7 +343,7 @@ _NOT_OPTIONS = {
 # Reader keywords a built-in source sets itself (``num_classes`` of CIFAR, the report
 # ``name`` that load_source's own ``name`` shadows).
 _PASSED_BY_SOURCE = {"download", "in_memory", "num_classes", "name", "bad_images",
-                     "max_pixels"}
+                     "max_pixels", "max_side"}
 # Options a source reads through to a reader that checks their values.
 _OPTION_CHECKS = ("train_split", "test_split", "eval_split", "cache_dir", "test_share",
                   "split_seed")

@@ -3,13 +3,14 @@
 A source is a loader registered in :data:`tailmix.registry.DATASETS`, called as
 ``loader(root=..., download=..., **options)``. Its metadata: ``needs_root`` (whether it reads
 a folder or file the user gives; :func:`load_source` then checks ``root`` and passes it as an
-expanded :class:`~pathlib.Path`), ``reads_root`` (False for a source that reads no files: a
-``dataset.root`` given to it is refused rather than ignored), ``config`` (the packaged config a bare ``--dataset NAME``
-starts from, or None), ``inputs`` (``"image"`` when the source holds images) and
-``sizes`` (``(classes, images in the largest training class)`` of the released data, or
-None when unknown), ``streams`` (True when the source can list files to be decoded
-while training: it is then called with ``in_memory`` - True, False or ``"auto"`` - and may
-return a :class:`~tailmix.data.files.FileDataset`), ``decodes`` (True when the source decodes
+expanded :class:`~pathlib.Path`), ``reads_root`` (False for a source that reads no files:
+``--data-root`` given for it is refused rather than ignored), ``config`` (the packaged
+config a bare ``--dataset NAME`` starts from, or None), ``inputs`` (``"image"`` when the
+source holds images) and ``sizes`` (``(classes, images in the largest training class)``
+of the released data, or None when unknown), ``streams`` (True when the source can list
+files to be decoded while training: it is then called with ``in_memory`` - True, False or
+``"auto"`` - and ``max_side`` where the network takes smaller images, and may return a
+:class:`~tailmix.data.files.FileDataset`), ``decodes`` (True when the source decodes
 image files itself: it is then called with ``bad_images`` and ``max_pixels``, see
 :func:`~tailmix.data.imagefolder.read_imagefolder`) and ``profile`` (the ``dataset.profile``
 a config that names none gets: ``"original"`` for a user's own data and for releases that
@@ -151,7 +152,7 @@ def _finite_features(key: str, a: np.ndarray) -> np.ndarray:
 
 def load_source(name: str, *, root: str | Path | None = None, download: bool = False,
                 bad_images: str = "refuse", max_pixels: int | None = MAX_PIXELS,
-                **options: Any) -> RawDataset:
+                max_side: int | None = None, **options: Any) -> RawDataset:
     """Read the dataset ``name`` (registered in :data:`tailmix.registry.DATASETS`).
 
     Parameters
@@ -170,6 +171,9 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
     max_pixels : int or None, default :data:`~tailmix.data.files.MAX_PIXELS`
         For such a source: the most pixels an image may have, checked before decoding
         (0 or None: no limit).
+    max_side : int, optional
+        For a source that can list its files (``streams`` metadata): images larger than
+        this on the first one's shorter side come as files, to be decoded smaller.
     **options
         The source's own options (e.g. ``train_split`` for ``"imagefolder"``).
 
@@ -186,6 +190,8 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
     loader = DATASETS.get(name, "dataset")
     if not DATASETS.meta(name).get("streams"):
         options.pop("in_memory", None)
+    elif max_side is not None:
+        options["max_side"] = max_side
     if DATASETS.meta(name).get("decodes"):
         options.update(bad_images=bad_images, max_pixels=max_pixels)
     if DATASETS.meta(name).get("needs_root"):
