@@ -60,9 +60,11 @@ def _add_config_flags(p: argparse.ArgumentParser, choices: dict[str, str], *,
     run's length, optimiser, device and output."""
     p.add_argument("--config", "-c", help="YAML config file or a shipped config name "
                    f"({choices['configs']}); flags override it. Default: the dataset's "
-                   "shipped config (digits when no --dataset)")
+                   "shipped config (digits when no --dataset, imagefolder when only "
+                   "--data-root)")
     p.add_argument("--dataset", help=f"the data source: {choices['datasets']}")
-    p.add_argument("--data-root", help="folder or file holding the dataset")
+    p.add_argument("--data-root", help="folder or file holding the dataset (alone: a folder "
+                   "of your own images, CLASS/IMAGE or SPLIT/CLASS/IMAGE)")
     p.add_argument("--ratio", type=float, help="imbalance ratio n_max / n_min")
     p.add_argument("--profile", help=f"the long-tailed profile: {choices['profiles']}")
     p.add_argument("--arch", help=f"the network: {choices['models']}, or timm:NAME or "
