@@ -217,8 +217,10 @@ def test_accepted_options_come_from_the_readers():
     assert source_options("cinic10") == ("eval_split", "cache_dir")
     assert "cache_dir" in source_options("tiny_imagenet")
     assert source_options("svhn") == () and source_options("digits") == ()
-    assert set(source_options("cifar10")) == {"train_split", "test_split", "cache_dir",
-                                              "test_share", "split_seed"}
+    assert set(source_options("cifar10")) == {"train_split", "test_split", "cache_dir"}
+    with pytest.raises(ParameterError, match="'dataset.options.test_share'"):
+        resolve(digits(dataset={"name": "cifar10", "root": ".", "n_max": None,
+                                "options": {"test_share": 0.3}}))
     assert read_cinic10 is not None
     resolve(digits(dataset={"name": "cifar10", "root": ".", "n_max": None,
                             "options": {"train_split": "training"}}))

@@ -169,10 +169,8 @@ def _dataset_default(args: argparse.Namespace) -> dict[str, Any]:
     """The shipped config a dataset brings (its model, profile and schedule); an empty
     config for a dataset without one. No ``--dataset``: digits, or ``imagefolder`` when a
     ``--data-root`` is given."""
-    from tailmix.pipeline.config import load_config_file
+    from tailmix.pipeline.config import load_config_file, parse_set
     from tailmix.registry import DATASETS, load_builtins
-
-    from tailmix.pipeline.config import parse_set
 
     load_builtins()
     name = getattr(args, "dataset", None)

@@ -207,6 +207,9 @@ def load_source(name: str, *, root: str | Path | None = None, download: bool = F
 # Each reads what load_source always passed it (the digits ignore root and options, SVHN and
 # the CIFAR release reader ignore options).
 
+# An image-folder copy of CIFAR has its own train/ and test/ folders: the image-folder
+# reader's options for a held-out split (test_share, split_seed) do not apply.
+_CIFAR_OPTIONS = ("train_split", "test_split", "cache_dir")
 _CIFAR_READERS = (("tailmix.data.cifar", "read_cifar"),
                   ("tailmix.data.imagefolder", "read_imagefolder"))
 
@@ -237,7 +240,7 @@ def _cifar(
 
 @DATASETS.register("cifar10", inputs="image", needs_root=True, config="cifar10_lt",
                    sizes=(10, 5000), streams=True, decodes=True, image_size=32,
-                   readers=_CIFAR_READERS)
+                   readers=_CIFAR_READERS, options=_CIFAR_OPTIONS)
 def _cifar10(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
@@ -246,7 +249,7 @@ def _cifar10(
 
 @DATASETS.register("cifar100", inputs="image", needs_root=True, config="cifar100_lt",
                    sizes=(100, 500), streams=True, decodes=True, image_size=32,
-                   readers=_CIFAR_READERS)
+                   readers=_CIFAR_READERS, options=_CIFAR_OPTIONS)
 def _cifar100(
     *, root: str | Path | None = None, download: bool = False, **options: Any
 ) -> RawDataset:
