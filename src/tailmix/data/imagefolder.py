@@ -482,13 +482,7 @@ def _split_members(source: ImageSource, split: str) -> dict[str, list[str]]:
             f"{source.path} does not have the SPLIT/CLASS/IMAGE layout: the {split!r} folder "
             "holds no class folders."
         )
-    empty = sorted(c for c, members in classes.items() if not members)
-    if empty:
-        raise DatasetError(
-            f"Class folder {source.where(head + empty[0])} holds no images (extensions read: "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS))})."
-        )
-    return {c: sorted(members) for c, members in sorted(classes.items())}
+    return _sorted_classes(source, classes, head)
 
 
 def class_folder_members(source: ImageSource) -> dict[str, list[str]] | None:
@@ -509,10 +503,17 @@ def class_folder_members(source: ImageSource) -> dict[str, list[str]] | None:
         classes[name.split("/")[0]].append(name)
     if len(classes) < 2:
         return None
+    return _sorted_classes(source, classes)
+
+
+def _sorted_classes(source: ImageSource, classes: dict[str, list[str]], head: str = ""
+                    ) -> dict[str, list[str]]:
+    """``classes`` sorted by name, each class's members sorted; a class folder (under
+    ``head``) without images is an error naming it."""
     empty = sorted(c for c, members in classes.items() if not members)
     if empty:
         raise DatasetError(
-            f"Class folder {source.where(empty[0])} holds no images (extensions read: "
+            f"Class folder {source.where(head + empty[0])} holds no images (extensions read: "
             f"{', '.join(sorted(IMAGE_EXTENSIONS))})."
         )
     return {c: sorted(members) for c, members in sorted(classes.items())}
